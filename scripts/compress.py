@@ -1,0 +1,32 @@
+"""Runs a compression recipe: train or load, compress, convert, validate, report.
+
+    python scripts/compress.py                          # the default digits recipe
+    python scripts/compress.py --config=configs/digits.py --workdir=workdir/digits \
+        --config.train.epochs=5
+
+Writes baseline.keras, the .tflite files, report.json and report.md into --workdir and prints
+the report table. A bad recipe, file or mode ends with one line naming it, exit status 2.
+"""
+
+import os
+
+from absl import flags, logging
+
+import _cli
+import tfcompress
+from tfcompress import report as report_lib
+
+_CONFIG = _cli.define_config("digits.py")
+_WORKDIR = flags.DEFINE_string("workdir", "workdir/default", "Where outputs are written.")
+
+
+def main(argv):
+    del argv
+    report = tfcompress.run_recipe(_CONFIG.value, _WORKDIR.value)
+    logging.info("outputs in %s", os.path.abspath(_WORKDIR.value))
+    print(report_lib.markdown(report))
+    print(f"outputs: {os.path.abspath(_WORKDIR.value)}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)

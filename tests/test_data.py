@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcompress import data, errors, keras
+
+
+def test_load_digits_is_the_full_fixed_stratified_set(digits):
+    (xtr, ytr), (xte, yte) = digits
+    assert len(xtr) + len(xte) == 1797 and len(xte) == 359
+    assert xtr.shape[1:] == (8, 8, 1) and xtr.dtype == np.float32
+    assert 0.0 <= xtr.min() and xtr.max() <= 1.0 and xtr.max() == 1.0
+    assert set(np.unique(yte)) == set(range(10))
+    # stratified: each class holds about 20% of its images in the test split
+    share = np.bincount(yte, minlength=10) / (np.bincount(ytr, minlength=10) + np.bincount(yte, minlength=10))
+    assert np.all(np.abs(share - 0.2) < 0.01)
+    (xtr2, _), (xte2, _) = data.load_digits()
+    np.testing.assert_array_equal(xte, xte2)
+    np.testing.assert_array_equal(xtr, xtr2)
+
+
+def test_npz_round_trip_and_errors(tmp_path, digits):
+    (xtr, ytr), (xte, yte) = digits
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=xtr, y_train=np.eye(10)[ytr], x_test=xte, y_test=yte)
+    (a, b), (c, d) = data.load_npz(str(path))
+    np.testing.assert_array_equal(b, ytr)  # one-hot labels become integers
+    np.testing.assert_array_equal(c, xte)
+    np.savez(tmp_path / "bad.npz", x_train=xtr, y_train=ytr)
+    with pytest.raises(errors.DataError, match=r"lacks arrays \['x_test', 'y_test'\]"):
+        data.load_npz(str(tmp_path / "bad.npz"))
+    with pytest.raises(errors.DataError, match="does not exist"):
+        data.load_npz(str(tmp_path / "missing.npz"))
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            keras.utils.save_img(str(tmp_path / cls / f"{i}.png"), rng.integers(0, 255, (12, 12, 3)))
+    ((xtr, ytr), (xte, yte)), names = data.load_image_folder(str(tmp_path), (12, 12))
+    assert names == ("cat", "dog")
+    assert len(xtr) + len(xte) == 10 and xtr.shape[1:] == (12, 12, 3)
+    assert 0 <= xtr.min() and xtr.max() <= 1.0
+    with pytest.raises(errors.DataError, match="does not exist"):
+        data.load_image_folder(str(tmp_path / "nope"), (12, 12))
+
+
+@pytest.mark.parametrize("batch", [None, 7])
+def test_from_dataset_batched_or_not(digits, batch):
+    (x, y), _ = digits
+    ds = tf.data.Dataset.from_tensor_slices((x[:20], y[:20]))
+    if batch:
+        ds = ds.batch(batch)
+    xs, ys = data.from_dataset(ds)
+    np.testing.assert_array_equal(xs, x[:20])
+    np.testing.assert_array_equal(ys, y[:20])
+    assert len(data.from_dataset(ds, limit=9)[0]) == 9
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dataset", "images_only", "splits"])
+def test_representative_dataset_from_any_source(digits, kind):
+    (x, y), _ = digits
+    source = {
+        "numpy": x,
+        "dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(32),
+        "images_only": tf.data.Dataset.from_tensor_slices(x),
+        "splits": digits,
+    }[kind]
+    samples = list(data.representative_dataset(source, num_samples=50)())
+    assert len(samples) == 50
+    assert samples[0][0].shape == (1, 8, 8, 1) and samples[0][0].dtype == np.float32
+    np.testing.assert_array_equal(samples[3][0][0], x[3])
+
+
+def test_check_fits_names_shapes():
+    with pytest.raises(errors.DataError, match=r"sample shape \(9, 9, 1\).*expects \(8, 8, 1\)"):
+        data.check_fits(np.zeros((2, 9, 9, 1)), (None, 8, 8, 1))

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from tfcompress import errors, keras, models
+
+
+def test_digits_cnn_size_and_width():
+    model = models.digits_cnn()
+    assert model.count_params() == 151_306
+    assert model.get_layer("logits").activation is keras.activations.linear
+    thin = models.digits_cnn(width=0.5)
+    assert thin.count_params() < 0.3 * model.count_params()
+    with pytest.raises(errors.ConfigError, match="width=0"):
+        models.digits_cnn(width=0)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_applications_build_without_weights(name):
+    model = models.build(name, (96, 96, 3), 7, width=0.35)
+    assert model.output_shape == (None, 7)
+    assert isinstance(model, keras.Model)
+
+
+def test_unknown_model_name():
+    with pytest.raises(errors.ConfigError, match="unknown model 'resnet9'; accepted: digits_cnn"):
+        models.build("resnet9", (8, 8, 1), 10)
+
+
+@pytest.mark.parametrize("fmt", [".keras", ".h5", "savedmodel"])
+def test_save_and_load_round_trip(tmp_path, fmt):
+    model = models.digits_cnn(width=0.25)
+    x = np.random.default_rng(0).random((4, 8, 8, 1), np.float32)
+    path = str(tmp_path / ("m" + fmt if fmt != "savedmodel" else "sm"))
+    if fmt == "savedmodel":
+        model.save(path, save_format="tf")
+    else:
+        models.save_model(model, path)
+    loaded = models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.rsplit("/", 1)[1]]  # no temp files
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(errors.ModelError, match="does not exist"):
+        models.load_model(str(tmp_path / "nope.keras"))
+    (tmp_path / "m.pt").write_bytes(b"x")
+    with pytest.raises(errors.ModelError, match="unknown extension; accepted: .keras, .h5"):
+        models.load_model(str(tmp_path / "m.pt"))
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    with pytest.raises(errors.ModelError, match="cannot load model"):
+        models.load_model(str(tmp_path / "bad.keras"))

@@ -1,0 +1,13 @@
+"""tfcompress: Keras model -> small, fast, validated TFLite (LiteRT) flatbuffer.
+
+Importing tfcompress selects Keras 2 (tf_keras) for tfmot; ``tfcompress.keras`` is that module.
+"""
+
+from tfcompress._keras import keras, quiet_tensorflow  # noqa: F401  (first: picks Keras 2)
+from tfcompress import data, errors, models  # noqa: F401
+from tfcompress.convert import convert  # noqa: F401
+from tfcompress.errors import TfcompressError  # noqa: F401
+from tfcompress.recipe import default_config, run_recipe  # noqa: F401
+from tfcompress.validate import validate  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""The one place that selects Keras 2 (``tf_keras``) for tfmot.
+
+tensorflow-model-optimization works only with Keras 2, while TensorFlow 2.21's default
+``tf.keras`` is Keras 3. Setting ``TF_USE_LEGACY_KERAS`` before TensorFlow is first imported
+makes ``tf.keras`` resolve to ``tf_keras`` too, so models built either way are Keras 2 models.
+Nothing else in the package touches that variable.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tf_keras as keras  # noqa: E402  (must follow the environment set-up)
+
+from tfcompress import errors  # noqa: E402
+
+
+def is_keras3_model(model) -> bool:
+    """True for a model built with Keras 3 (``keras`` >= 3), which tfmot cannot handle."""
+    module = type(model).__module__
+    return not isinstance(model, keras.Model) and module.split(".")[0] == "keras"
+
+
+def ensure_keras2(model) -> keras.Model:
+    """Returns ``model`` if it is a ``tf_keras`` model; raises a clear error otherwise.
+
+    Raises:
+        Keras3ModelError: ``model`` was built with Keras 3.
+        ModelError: ``model`` is not a Keras model at all.
+    """
+    if isinstance(model, keras.Model):
+        return model
+    if is_keras3_model(model):
+        raise errors.Keras3ModelError(
+            f"{type(model).__name__} {getattr(model, 'name', '')!r} is a Keras 3 model; "
+            "tfmot needs Keras 2: build it with `tfcompress.keras` (tf_keras) instead."
+        )
+    raise errors.ModelError(
+        f"expected a Keras model, got {type(model).__name__}; "
+        "accepted: a tf_keras Model or a path to a .keras/.h5 file or SavedModel directory"
+    )
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's and the converter's INFO chatter (for scripts; warnings still show)."""
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)

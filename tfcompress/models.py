@@ -1,0 +1,110 @@
+"""Reference models and loading a user's model.
+
+The reference models are tf_keras models (see ``_keras.py``). ``keras.applications`` builders use
+``weights=None``: structure only, for size and latency work (no download happens here).
+"""
+
+import contextlib
+import os
+from typing import Sequence
+
+from tfcompress import errors
+from tfcompress._keras import ensure_keras2, keras
+
+_APPLICATIONS = {
+    "mobilenet_v2": lambda **kw: keras.applications.MobileNetV2(**kw),
+    "mobilenet_v3_small": lambda **kw: keras.applications.MobileNetV3Small(
+        include_preprocessing=False, **kw),
+}
+MODEL_NAMES = ("digits_cnn",) + tuple(_APPLICATIONS)
+
+
+def digits_cnn(
+    input_shape: Sequence[int] = (8, 8, 1), num_classes: int = 10, width: float = 1.0
+) -> keras.Model:
+    """A small CNN for the 8x8 digits (151k parameters at width 1).
+
+    Conv(32) -> Conv(64) -> MaxPool -> Flatten -> Dense(128) -> Dense(classes) logits -> softmax.
+    The logits layer is named ``logits`` so distillation can reach it; the output is probabilities.
+
+    Args:
+        width: multiplier for every hidden layer's channels/units (a thinner or wider model).
+    """
+    if width <= 0:
+        raise errors.ConfigError(f"width={width!r}; accepted: a number > 0")
+    c = lambda n: max(1, int(round(n * width)))  # noqa: E731
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(tuple(input_shape)),
+            layers.Conv2D(c(32), 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(c(64), 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(c(128), activation="relu", name="dense"),
+            layers.Dense(num_classes, name="logits"),
+            layers.Activation("softmax", name="probs"),
+        ],
+        name="digits_cnn",
+    )
+
+
+def build(name: str, input_shape: Sequence[int], num_classes: int, width: float = 1.0):
+    """A reference model by name (see ``MODEL_NAMES``), untrained.
+
+    ``width`` is the digits CNN's width multiplier or the applications' ``alpha``.
+    """
+    if name == "digits_cnn":
+        return digits_cnn(input_shape, num_classes, width)
+    if name not in _APPLICATIONS:
+        raise errors.ConfigError(errors.unknown("model", name, MODEL_NAMES))
+    return _APPLICATIONS[name](
+        input_shape=tuple(input_shape), classes=num_classes, alpha=width, weights=None)
+
+
+def custom_objects_scope():
+    """A scope holding tfmot's custom objects, so compressed models load back."""
+    import tensorflow_model_optimization as tfmot
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(tfmot.quantization.keras.quantize_scope())
+    stack.enter_context(tfmot.sparsity.keras.prune_scope())
+    stack.enter_context(tfmot.clustering.keras.cluster_scope())
+    return stack
+
+
+def load_model(path: str, *, compile: bool = False) -> keras.Model:
+    """Loads a user's ``.keras`` / ``.h5`` file or SavedModel directory with safe mode on.
+
+    Raises:
+        ModelError: the path does not exist or is not one of the accepted kinds.
+        Keras3ModelError: the file holds a Keras 3 model (load it with Keras 3 instead).
+    """
+    path = os.fspath(path)
+    is_savedmodel = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
+    if not (is_savedmodel or os.path.isfile(path)):
+        raise errors.ModelError(
+            f"model path {path!r} does not exist; accepted: a .keras or .h5 file or a "
+            "SavedModel directory")
+    if not is_savedmodel and not path.endswith((".keras", ".h5", ".hdf5")):
+        raise errors.ModelError(
+            f"model file {path!r} has an unknown extension; accepted: .keras, .h5, "
+            "or a SavedModel directory")
+    with custom_objects_scope():
+        try:
+            if is_savedmodel:
+                model = keras.models.load_model(path, compile=compile)
+            else:
+                model = keras.models.load_model(path, compile=compile, safe_mode=True)
+        except (ValueError, TypeError, OSError) as e:
+            raise errors.ModelError(f"cannot load model {path!r}: {e}") from e
+    return ensure_keras2(model)
+
+
+def save_model(model: keras.Model, path: str) -> str:
+    """Saves ``model`` atomically (temporary name, then rename); format from the extension."""
+    from tfcompress import _io
+
+    with _io.atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
