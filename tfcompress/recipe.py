@@ -51,6 +51,8 @@ def default_config() -> ConfigDict:
         representative_samples=200,
     ))
     c.validate = ConfigDict(dict(latency_runs=50, num_threads=1))
+    for name, defaults in _STAGE_DEFAULTS.items():
+        c[name] = ConfigDict(defaults)
     return c
 
 
@@ -122,13 +124,19 @@ class Context:
 
 
 # A stage: (model, its config section, context) -> model, fine-tuned and ready for the next.
+# Stages register themselves from their own modules (importing tfcompress imports them all).
 STAGES: dict[str, Callable] = {}
+_STAGE_DEFAULTS: dict[str, dict] = {}
 
 
-def stage(name: str):
-    """Registers a recipe stage under ``name``; its config section is ``config[name]``."""
+def stage(name: str, **defaults):
+    """Registers a recipe stage ``fn(model, section, ctx) -> model`` under ``name``.
+
+    ``defaults`` become the recipe section ``config.<name>``: every field the stage accepts.
+    """
     def register(fn):
         STAGES[name] = fn
+        _STAGE_DEFAULTS[name] = defaults
         return fn
     return register
 
