@@ -1,0 +1,243 @@
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress import errors, keras, models, recipe, surgery
+from tfcompress.profile import profile
+
+from conftest import keras_accuracy
+
+L = keras.layers
+
+
+def _x(shape, n=4, seed=0):
+    return np.random.default_rng(seed).random((n,) + tuple(shape), np.float32)
+
+
+def _randomize(model, seed=1):
+    """Non-trivial weights everywhere (BatchNorm statistics and biases included)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        ws = layer.get_weights()
+        new = []
+        for w, v in zip(ws, layer.weights):
+            if "moving_variance" in v.name:
+                new.append(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
+            else:
+                new.append(rng.normal(0, 0.3, w.shape).astype(np.float32))
+        layer.set_weights(new)
+    return model
+
+
+def residual_net(bn=True, classes=5):
+    """Functional: conv stem, two residual branches (Add), depthwise, concat, flatten, dense."""
+    inp = keras.Input((8, 8, 3))
+    norm = (lambda name: L.BatchNormalization(name=name)) if bn else (
+        lambda name: L.Activation("linear", name=name))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(inp)
+    x = norm("stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    a = L.Conv2D(8, 3, padding="same", activation="relu", name="branch_a")(x)
+    x = L.Add(name="add1")([x, a])
+    x = L.ZeroPadding2D(1, name="pad")(x)
+    x = L.DepthwiseConv2D(3, use_bias=False, name="dw")(x)
+    x = norm("dw_bn")(x)
+    b = L.Conv2D(6, 1, name="branch_b")(x)
+    c = L.Conv2D(4, 1, activation="relu", name="branch_c")(x)
+    x = L.Concatenate(name="concat")([b, c])
+    x = L.MaxPooling2D(2, name="pool")(x)
+    x = L.Dropout(0.1, name="drop")(x)
+    x = L.Flatten(name="flat")(x)
+    x = L.Dense(12, activation="relu", name="fc")(x)
+    out = L.Dense(classes, name="logits")(x)
+    return keras.Model(inp, out, name="residual_net")
+
+
+def _zeroed_like(model, pruned):
+    """A copy of ``model`` whose removed producer channels are zero (the same function when the
+    graph has no BatchNorm and no biases after the producers)."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    for name, kept in pruned.surgery_report.kept.items():
+        layer = clone.get_layer(name)
+        ws = layer.get_weights()
+        mask = np.zeros(ws[0].shape[-1], bool)
+        mask[kept] = True
+        layer.set_weights([w * mask for w in ws])
+    return clone
+
+
+@pytest.mark.parametrize("build", [
+    lambda: models.digits_cnn(width=0.5),
+    lambda: residual_net(bn=True),
+    lambda: models.build("mobilenet_v2", (32, 32, 3), 7, width=0.35),
+], ids=["sequential_cnn", "functional_residual", "mobilenet_v2"])
+def test_ratio_zero_gives_identical_outputs(build):
+    model = _randomize(build())
+    pruned = surgery.prune_channels(model, 0.0)
+    x = _x(model.input_shape[1:])
+    np.testing.assert_allclose(pruned(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert pruned.count_params() == model.count_params()
+    assert type(pruned) is type(model)
+
+
+def test_pruned_model_computes_the_zeroed_model():
+    """Removing channels equals zeroing them in the original: every index mapping is right."""
+    model = _randomize(residual_net(bn=False))
+    pruned = surgery.prune_channels(model, 0.5)
+    x = _x((8, 8, 3), n=8)
+    np.testing.assert_allclose(pruned(x).numpy(), _zeroed_like(model, pruned)(x).numpy(),
+                               rtol=1e-4, atol=1e-4)
+    assert pruned.surgery_report.not_followed == ()
+    # the residual group (stem + branch_a) keeps one shared index set
+    np.testing.assert_array_equal(pruned.surgery_report.kept["stem"],
+                                  pruned.surgery_report.kept["branch_a"])
+    widths = {k: v["after"] for k, v in pruned.surgery_report.changed.items()}
+    assert widths == {"stem": 4, "branch_a": 4, "branch_b": 3, "branch_c": 2, "fc": 6}
+    assert pruned.get_layer("dw").depthwise_kernel.shape[2] == 4
+    assert pruned.output_shape == model.output_shape  # the classifier keeps its outputs
+    assert profile(pruned)["macs"] < 0.35 * profile(model)["macs"]
+
+
+def test_batchnorm_model_and_bn_criterion():
+    model = _randomize(residual_net(bn=True))
+    gamma = np.array([5, 0.1, 4, 0.2, 3, 0.3, 2, 0.4], np.float32)
+    bn = model.get_layer("stem_bn")
+    bn.set_weights([gamma] + bn.get_weights()[1:])
+    pruned = surgery.prune_channels(model, 0.5, criterion="bn")
+    np.testing.assert_array_equal(pruned.surgery_report.kept["stem"], [0, 2, 4, 6])
+    assert pruned.get_layer("stem_bn").gamma.numpy().tolist() == [5, 4, 3, 2]
+    assert pruned.get_layer("dw_bn").gamma.shape == (4,)
+    # a group without BatchNorm (branch_b, branch_c) falls back to l1, and says so
+    assert any("ranked by l1" in n for n in pruned.surgery_report.notes)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2"])
+def test_norm_criteria_keep_the_largest_filters(criterion):
+    model = _randomize(models.digits_cnn(width=0.25))
+    k = model.get_layer("conv1").kernel.numpy().reshape(-1, 8)
+    norm = np.abs(k).sum(0) if criterion == "l1" else np.sqrt((k ** 2).sum(0))
+    pruned = surgery.prune_channels(model, 0.5, criterion=criterion, layers=["conv1"])
+    np.testing.assert_array_equal(pruned.surgery_report.kept["conv1"],
+                                  np.sort(np.argsort(-norm)[:4]))
+    assert set(pruned.surgery_report.changed) == {"conv1"}  # only the selected layer
+    assert pruned.get_layer("conv2").kernel.shape == (3, 3, 4, 16)
+
+
+def test_unfollowed_layer_is_left_whole_and_named():
+    inp = keras.Input((6, 6, 2))
+    x = L.Conv2D(8, 3, activation="relu", name="c1")(inp)
+    x = L.Reshape((4, 4, 8), name="reshape")(x)
+    x = L.Conv2D(8, 3, activation="relu", name="c2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(3, activation="softmax", name="out")(x)
+    model = _randomize(keras.Model(inp, out))
+    pruned = surgery.prune_channels(model, 0.5)
+    assert pruned.surgery_report.not_followed == ("reshape",)
+    assert pruned.get_layer("c1").filters == 8  # feeds the unfollowed layer: whole
+    assert pruned.get_layer("c2").filters == 4
+    x = _x((6, 6, 2))
+    assert pruned(x).shape == model(x).shape
+
+
+def test_pruned_digits_cnn_fine_tunes_back(digits, trained_cnn):
+    (x, y), (xt, yt) = digits
+    base = keras_accuracy(trained_cnn, xt, yt)
+    pruned = surgery.prune_channels(trained_cnn, 0.5)
+    assert pruned.count_params() < 0.3 * trained_cnn.count_params()
+    keras.utils.set_random_seed(0)
+    pruned.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    pruned.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    assert keras_accuracy(pruned, xt, yt) >= base - 0.03
+
+
+@pytest.mark.parametrize("fmt", [".keras", ".h5"])
+def test_surgery_results_save_and_load(tmp_path, fmt):
+    model = _randomize(residual_net())
+    x = _x((8, 8, 3))
+    for new in (surgery.prune_channels(model, 0.5), surgery.factorize(model, rank=2)):
+        path = models.save_model(new, str(tmp_path / (new.surgery_report.kind + fmt)))
+        np.testing.assert_allclose(models.load_model(path)(x).numpy(), new(x).numpy(), atol=1e-6)
+
+
+def test_prune_channels_errors():
+    model = models.digits_cnn(width=0.25)
+    with pytest.raises(errors.ConfigError, match=r"ratio=1.0; accepted: a number in \[0, 1\)"):
+        surgery.prune_channels(model, 1.0)
+    with pytest.raises(errors.ConfigError, match="unknown criterion 'l3'; accepted: l1, l2, bn"):
+        surgery.prune_channels(model, 0.5, criterion="l3")
+    with pytest.raises(errors.ConfigError, match="unknown layer to prune 'pool'; accepted: conv1"):
+        surgery.prune_channels(model, 0.5, layers=["pool"])
+
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(errors.ModelError, match="subclassed"):
+        surgery.prune_channels(Sub(), 0.5)
+
+
+# ----------------------------------------------------------------------------- factorize
+
+
+def _low_rank_reference(model, name, r):
+    """``model`` with layer ``name``'s kernel replaced by its rank-r SVD approximation."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    layer = clone.get_layer(name)
+    k, *rest = layer.get_weights()
+    u, s, vt = np.linalg.svd(k.reshape(-1, k.shape[-1]), full_matrices=False)
+    approx = (u[:, :r] * s[:r]) @ vt[:r]
+    layer.set_weights([approx.reshape(k.shape)] + rest)
+    return clone
+
+
+@pytest.mark.parametrize("name,r", [("fc", 3), ("branch_a", 2), ("stem", 3)])
+def test_factorize_equals_truncated_svd(name, r):
+    model = _randomize(residual_net(bn=True))
+    new = surgery.factorize(model, rank=r, layers=[name])
+    x = _x((8, 8, 3))
+    np.testing.assert_allclose(new(x).numpy(), _low_rank_reference(model, name, r)(x).numpy(),
+                               rtol=1e-4, atol=1e-4)
+    low, second = new.get_layer(f"{name}_lowrank"), new.get_layer(name)
+    assert not low.use_bias and second.use_bias == model.get_layer(name).use_bias
+    assert second.activation is model.get_layer(name).activation
+    assert new.surgery_report.changed[name]["rank"] == r
+    assert new.count_params() < model.count_params()
+
+
+def test_factorize_energy_finds_the_true_rank():
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((40,)), L.Dense(60, activation="relu", name="d"),
+                              L.Dense(4, name="out")])
+    kernel = (rng.normal(size=(40, 3)) @ rng.normal(size=(3, 60))).astype(np.float32)
+    model.get_layer("d").set_weights([kernel, rng.normal(size=60).astype(np.float32)])
+    new = surgery.factorize(model, energy=0.9999)
+    assert isinstance(new, keras.Sequential)
+    assert new.surgery_report.changed == {"d": {"rank": 3, "before": 2400, "after": 300}}
+    assert any("out: rank" in n for n in new.surgery_report.notes)  # 60x4 would grow: kept
+    x = rng.random((5, 40), np.float32)
+    np.testing.assert_allclose(new(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+    assert profile(new)["params"] == model.count_params() - 2400 + 300
+
+
+def test_factorize_errors():
+    model = models.digits_cnn(width=0.25)
+    with pytest.raises(errors.ConfigError, match="exactly one of them"):
+        surgery.factorize(model)
+    with pytest.raises(errors.ConfigError, match="exactly one of them"):
+        surgery.factorize(model, energy=0.9, rank=3)
+    with pytest.raises(errors.ConfigError, match=r"energy=1.5; accepted: a number in \(0, 1\]"):
+        surgery.factorize(model, energy=1.5)
+    with pytest.raises(errors.ConfigError, match="rank=0; accepted: an integer >= 1"):
+        surgery.factorize(model, rank=0)
+    with pytest.raises(errors.ConfigError, match="unknown layer to factorize 'pool'"):
+        surgery.factorize(model, rank=2, layers=["pool"])
+
+
+def test_public_api_and_stages_registered():
+    assert tfcompress.prune_channels is surgery.prune_channels
+    assert tfcompress.factorize is surgery.factorize
+    assert {"prune_channels", "factorize"} <= set(recipe.STAGES)
+    config = recipe.default_config()
+    assert config.prune_channels.ratio == 0.5 and config.factorize.energy == 0.9
