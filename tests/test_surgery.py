@@ -241,3 +241,21 @@ def test_public_api_and_stages_registered():
     assert {"prune_channels", "factorize"} <= set(recipe.STAGES)
     config = recipe.default_config()
     assert config.prune_channels.ratio == 0.5 and config.factorize.energy == 0.9
+
+
+@pytest.mark.slow
+def test_prune_channels_stage_in_a_recipe(tmp_path):
+    config = recipe.default_config()
+    config.data.limit = 256
+    config.train.epochs = 1
+    config.stages = ("prune_channels",)
+    config.prune_channels.epochs = 1
+    config.convert.modes = ("float32",)
+    config.validate.latency_runs = 2
+    report = tfcompress.run_recipe(config, str(tmp_path))
+    stats = report["stages"]["prune_channels"]
+    assert stats["params_after"] == profile(models.digits_cnn(width=0.5))["params"]
+    assert stats["macs_ratio"] < 0.3 and stats["not_followed"] == []
+    assert report["profile"]["final"]["params"] == stats["params_after"]
+    text = (tmp_path / "report.md").read_text()
+    assert f"parameters {stats['params_before']:,} -> {stats['params_after']:,}" in text

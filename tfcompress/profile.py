@@ -30,9 +30,8 @@ def _macs(layer, in_shape, out_shape) -> int:
     inner = getattr(layer, "layer", None)
     if inner is not None and isinstance(inner, keras.layers.Layer):
         return _macs(inner, in_shape, out_shape)
-    if cls == "Dense" or cls == "EinsumDense" and hasattr(layer, "kernel"):
-        kernel = layer.kernel.shape
-        return _prod(in_shape[1:-1]) * _prod(kernel)
+    if cls == "Dense":
+        return _prod(in_shape[1:-1]) * _prod(layer.kernel.shape)
     if cls in ("Conv1D", "Conv2D", "Conv3D"):
         return _prod(out_shape[1:-1]) * _prod(layer.kernel.shape)
     if cls in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):

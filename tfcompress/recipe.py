@@ -231,9 +231,19 @@ def run_recipe(config, workdir: str) -> dict:
         "keras_accuracy": {"baseline": ctx.accuracy(baseline), "final": ctx.accuracy(model)},
         "stages": ctx.stats,
         "formats": rows,
+        "profile": {"baseline": _profile(baseline), "final": _profile(model)},
     }
     report_lib.write(report, workdir)
     return report
+
+
+def _profile(model) -> Optional[dict]:
+    """Parameters and multiply-accumulates of a Keras model (None if its shape is not fixed)."""
+    try:
+        p = profile.profile(model)
+    except errors.ModelError:
+        return None
+    return {"params": p["params"], "macs": p["macs"]}
 
 
 def _measure(name, flatbuffer, model, config, splits) -> dict:

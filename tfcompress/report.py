@@ -40,6 +40,14 @@ def markdown(report: dict) -> str:
         parts.append(f"- stage `{name}`: {figures}")
     if report.get("stages"):
         parts.append("")
+    prof = report.get("profile") or {}
+    if prof.get("baseline") and prof.get("final"):
+        b, f = prof["baseline"], prof["final"]
+        parts.append(
+            f"Keras model: parameters {b['params']:,} -> {f['params']:,} "
+            f"({f['params'] / max(b['params'], 1):.3f}x), multiply-accumulates {b['macs']:,} -> "
+            f"{f['macs']:,} ({f['macs'] / max(b['macs'], 1):.3f}x)")
+        parts.append("")
     parts.append(table(report["formats"]))
     return "\n".join(parts) + "\n"
 
