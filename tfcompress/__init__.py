@@ -9,6 +9,10 @@ from tfcompress.convert import convert  # noqa: F401
 from tfcompress.errors import TfcompressError  # noqa: F401
 from tfcompress.recipe import default_config, run_recipe  # noqa: F401
 from tfcompress.validate import validate  # noqa: F401
+from tfcompress import callbacks, clustering, pruning, quantization  # noqa: F401
+from tfcompress.clustering import cluster, strip, unique_weights_report  # noqa: F401
+from tfcompress.pruning import prune, sparsity_report  # noqa: F401
+from tfcompress.quantization import quantize_aware  # noqa: F401
 from tfcompress import profile, surgery  # noqa: F401  (tfcompress.profile stays the module)
 from tfcompress.profile import profile as profile_model  # noqa: F401
 from tfcompress.surgery import factorize, prune_channels  # noqa: F401

@@ -127,6 +127,9 @@ class Context:
 # Stages register themselves from their own modules (importing tfcompress imports them all).
 STAGES: dict[str, Callable] = {}
 _STAGE_DEFAULTS: dict[str, dict] = {}
+# File suffix of a stage's saved output where .keras cannot hold it (tfmot QAT models load
+# back only from .h5); the stage's module sets it.
+STAGE_SUFFIX: dict[str, str] = {}
 
 
 def stage(name: str, **defaults):
@@ -205,7 +208,7 @@ def run_recipe(config, workdir: str) -> dict:
     baseline = model
     for i, name in enumerate(config.stages):
         fingerprint = _fingerprint(fingerprint, name, config[name])
-        path = os.path.join(workdir, "stages", f"{i}-{name}.keras")
+        path = os.path.join(workdir, "stages", f"{i}-{name}{STAGE_SUFFIX.get(name, '.keras')}")
         model = _cached(path, fingerprint,
                         lambda m=model, n=name: ensure_keras2(STAGES[n](m, config[n], ctx)))
         logging.info("stage %s: test accuracy %.4f", name, ctx.accuracy(model))

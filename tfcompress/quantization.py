@@ -1,0 +1,165 @@
+"""Quantization-aware training over tfmot, and its collaborative schemes (PQAT, CQAT, PCQAT).
+
+What this adds to ``tfmot.quantization.keras``: one call for the whole model or chosen layers
+(annotate, then apply), unsupported layers listed in one clear error that says how to leave
+them out, the collaborative scheme picked by name, and the input stripped of pruning and
+clustering wrappers first (the collaborative schemes work on the stripped model: that is how
+tfmot's collaborative optimization is meant to be chained).
+"""
+
+from typing import Optional
+
+import tensorflow_model_optimization as tfmot
+from absl import logging
+
+from tfcompress import errors, recipe
+from tfcompress import pruning
+from tfcompress._keras import keras
+
+PRESERVE = (None, "sparsity", "clusters", "sparsity_and_clusters")
+_q = tfmot.quantization.keras
+
+
+def scheme(preserve: Optional[str] = None):
+    """tfmot's quantize scheme for ``preserve``: default 8-bit, PQAT, CQAT or PCQAT."""
+    combine = tfmot.experimental.combine
+    if preserve is None:
+        return _q.default_8bit.Default8BitQuantizeScheme()
+    if preserve == "sparsity":
+        return combine.Default8BitPrunePreserveQuantizeScheme()
+    if preserve == "clusters":
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False)
+    if preserve == "sparsity_and_clusters":
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+    raise errors.ConfigError(errors.unknown("preserve", preserve, PRESERVE))
+
+
+def _registry():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry)
+
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+def unsupported_layers(model, layers: pruning.LayerSelector = None) -> dict:
+    """{name: class} of the selected layers the default 8-bit scheme cannot quantize."""
+    match = pruning._layer_matcher(layers)
+    registry = _registry()
+    return {l.name: type(l).__name__ for l in model.layers
+            if match(l) and not isinstance(l, keras.layers.InputLayer)
+            and not registry.supports(l)
+            and not getattr(l, "_tfcompress_no_qat", False)}
+
+
+def quantize_aware(
+    model,
+    *,
+    preserve: Optional[str] = None,
+    layers: pruning.LayerSelector = None,
+) -> keras.Model:
+    """Wraps a trained model for quantization-aware training (QAT) with int8 fake quantization.
+
+    Fine-tune the result briefly, then convert it with ``tfcompress.convert(model, "int8", ...)``;
+    the QAT wrappers stay for the converter (``strip`` keeps them). The input model is not
+    modified.
+
+    Args:
+        model: a trained Sequential or Functional tf_keras model. Pruning and clustering
+            wrappers are stripped first.
+        preserve: ``None`` (plain QAT); ``"sparsity"`` (PQAT: zeros stay zero);
+            ``"clusters"`` (CQAT: shared weights stay shared); ``"sparsity_and_clusters"``
+            (PCQAT). The collaborative schemes are tfmot's ``experimental.combine`` ones.
+        layers: quantize only these layers (see ``tfcompress.prune`` for the forms); the
+            others stay float. Use it to leave out layers the scheme cannot handle.
+
+    Returns:
+        A QAT model (compile and fit it).
+
+    Raises:
+        ConfigError: unknown ``preserve`` or a selection that matches nothing.
+        ModelError: a subclassed model, or layers the 8-bit scheme cannot quantize (listed,
+            with the ``layers=`` option to leave them out).
+    """
+    from tfcompress.clustering import strip
+
+    quant_scheme = scheme(preserve)
+    model = pruning.check_functional(strip(model), "quantize_aware")
+    if layers is None:
+        bad = unsupported_layers(model)
+        if bad:
+            ok = [l.name for l in model.layers if l.name not in bad and l.weights]
+            raise errors.ModelError(
+                f"the 8-bit quantization scheme cannot handle layers {bad}; leave them out "
+                f"with layers=, e.g. layers={ok!r} (the rest stays float), or give them a "
+                "tfmot QuantizeConfig with tfmot.quantization.keras.quantize_annotate_layer")
+        annotated = _q.quantize_annotate_model(pruning.copy_model(model))
+    else:
+        match = pruning._layer_matcher(layers)
+        chosen = [l.name for l in model.layers
+                  if match(l) and not isinstance(l, keras.layers.InputLayer)]
+        if not chosen:
+            raise errors.ConfigError(
+                f"layers={layers!r} selects no layer; layers: "
+                + ", ".join(l.name for l in model.layers))
+        bad = unsupported_layers(model, layers)
+        if bad:
+            raise errors.ModelError(
+                f"the 8-bit quantization scheme cannot handle the selected layers {bad}; "
+                "leave them out of layers=")
+        annotated = pruning.wrap_layers(model, chosen, _q.quantize_annotate_layer)
+    try:
+        with _q.quantize_scope():
+            qat = _q.quantize_apply(annotated, quant_scheme)
+    except (ValueError, RuntimeError) as e:
+        raise errors.ModelError(f"tfmot cannot quantize model {model.name!r}: {e}") from e
+    logging.info("quantization-aware model, preserve=%s", preserve)
+    return qat
+
+
+def is_quantize_aware(model) -> bool:
+    """True if ``model`` holds QAT wrappers."""
+    return any(isinstance(l, _q.QuantizeWrapper) for l in model.layers)
+
+
+@recipe.stage("qat", preserve="", epochs=2, layers="", learning_rate=1e-4)
+def _qat_stage(model, section, ctx):
+    """Recipe stage: QAT (or PQAT/CQAT/PCQAT), fine-tune; the QAT model stays for conversion.
+
+    Records the accuracy and, measured inside the int8 flatbuffer, the share of zeros and the
+    distinct values of every weight tensor.
+    """
+    from tfcompress.clustering import strip
+    from tfcompress.convert import convert
+
+    before = ctx.accuracy(model)
+    qat = quantize_aware(model, preserve=section.preserve or None, layers=section.layers or None)
+    ctx.fit(qat, section.epochs, learning_rate=section.learning_rate or None)
+    qat = strip(qat)  # CQAT/PCQAT: drops the clustering variables, so the model saves as .h5
+    flatbuffer = convert(qat, "int8", representative_data=ctx.splits[0][0],
+                         representative_samples=ctx.config.convert.representative_samples)
+    tensors = pruning.flatbuffer_sparsity(flatbuffer)
+    ctx.stats["qat"] = {
+        "preserve": section.preserve or "none",
+        "accuracy_before": before,
+        "accuracy_after": ctx.accuracy(qat),
+        "int8_min_zeros": min((t["zeros"] for t in tensors.values()), default=0.0),
+        "int8_max_distinct_per_channel": max(
+            (t["distinct_per_channel"] for t in tensors.values()), default=0),
+        "int8_zeros": {_short(k): t["zeros"] for k, t in tensors.items()},
+        "int8_distinct": {_short(k): t["distinct"] for k, t in tensors.items()},
+        "int8_distinct_per_channel": {
+            _short(k): t["distinct_per_channel"] for k, t in tensors.items()},
+    }
+    return qat
+
+
+
+def _short(tensor_name: str) -> str:
+    """'model/quant_dense/MatMul;...' -> 'quant_dense/MatMul' (readable report keys)."""
+    first = tensor_name.split(";")[0]
+    return "/".join(first.split("/")[1:]) or first
+
+
+# tfmot QAT models load back from .h5 but not from .keras (tf_keras 2.21 rebuilds the QAT
+# wrappers with a different variable list), so the recipe runner saves this stage as .h5.
+recipe.STAGE_SUFFIX["qat"] = ".h5"
