@@ -57,3 +57,31 @@ def test_export_android_checks(trained_cnn, tmp_path):
     sidecar = export_android(fb, str(tmp_path / "d"))
     assert open(tmp_path / "d" / "labels.txt").read().split() == [str(i) for i in range(10)]
     assert sidecar["input_normalization"]["std"] == 255.0
+
+
+def test_recipe_writes_android_bundle(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from configs import digits as digits_config
+
+    config = digits_config.get_config("smoke")
+    config.convert.modes = ("int8",)
+    out = str(tmp_path / "android")
+    report = tfcompress.run_recipe(config, str(tmp_path / "work"), android_dir=out)
+    assert report["android"]["mode"] == "int8" and report["android"]["dir"] == out
+    sidecar = json.load(open(os.path.join(out, "model.json")))
+    assert sidecar["inputs"][0]["dtype"] == "int8" and sidecar["input_normalization"]["std"] == 16.0
+    assert open(os.path.join(out, "model.tflite"), "rb").read() == open(
+        tmp_path / "work" / "int8.tflite", "rb").read()
+    # The report records what each conversion did.
+    int8_row = [r for r in report["formats"] if r["format"] == "int8"][0]
+    assert int8_row["conversion"]["mode"] == "int8"
+    assert int8_row["conversion"]["inputs"][0]["zero_point"] == sidecar["inputs"][0]["zero_point"]
+    assert int8_row["xnnpack"]["nodes"] == 7
+    with pytest.raises(errors.ConfigError, match="unknown android mode 'float16'"):
+        tfcompress.run_recipe(config, str(tmp_path / "work"), android_dir=out,
+                              android_mode="float16")
+    md = open(tmp_path / "work" / "report.md").read()
+    assert "- `int8`: input int8 (scale 0.0" in md and "XNNPACK 6/7 nodes (fell back: SOFTMAX x1)" in md
+    assert "GPU delegate: not available" in md

@@ -22,8 +22,8 @@ from tfcompress import models
 from tfcompress import profile
 from tfcompress import report as report_lib
 from tfcompress._keras import ensure_keras2, keras
-from tfcompress.convert import MODES, convert
-from tfcompress.validate import validate
+from tfcompress.convert import available_modes, conversion_info, convert
+from tfcompress.validate import load_flatbuffer, validate
 
 DATA_NAMES = ("digits", "npz", "image_folder")
 
@@ -81,9 +81,9 @@ def check_config(config) -> ConfigDict:
     unknown = [s for s in merged.stages if s not in STAGES]
     if unknown:
         raise errors.ConfigError(errors.unknown("stage", unknown[0], sorted(STAGES) or ["none"]))
-    bad = [m for m in merged.convert.modes if m not in MODES]
+    bad = [m for m in merged.convert.modes if m not in available_modes()]
     if bad:
-        raise errors.ConfigError(errors.unknown("conversion mode", bad[0], MODES))
+        raise errors.ConfigError(errors.unknown("conversion mode", bad[0], available_modes()))
     if merged.data.name not in DATA_NAMES:
         raise errors.ConfigError(errors.unknown("data.name", merged.data.name, DATA_NAMES))
     return merged
@@ -176,11 +176,13 @@ def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model]) -> ker
     return model
 
 
-def run_recipe(config, workdir: str) -> dict:
+def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
+               android_mode: Optional[str] = None) -> dict:
     """Runs a recipe end to end and writes its outputs into ``workdir``.
 
     Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode, ``report.json`` and
-    ``report.md``.
+    ``report.md``. With ``android_dir``, also an Android bundle (``android.export_android``) of
+    the ``android_mode`` flatbuffer (default: the last of ``convert.modes``).
 
     Returns:
         The report as a dict (also in report.json).
@@ -189,6 +191,8 @@ def run_recipe(config, workdir: str) -> dict:
         TfcompressError: bad recipe fields, data, model files or modes.
     """
     config = check_config(config)
+    if android_dir and android_mode and android_mode not in config.convert.modes:
+        raise errors.ConfigError(errors.unknown("android mode", android_mode, config.convert.modes))
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     splits = load_data(config)
@@ -219,12 +223,14 @@ def run_recipe(config, workdir: str) -> dict:
     rows = []
     if config.stages:
         rows.append(_measure("baseline float32", baseline_fb, baseline, config, splits))
+        rows[-1]["conversion"] = conversion_info(baseline_fb, "float32")
     for mode in config.convert.modes:
         flatbuffer = convert(
             model, mode, representative_data=x_train,
             representative_samples=config.convert.representative_samples)
         _io.write_bytes(os.path.join(workdir, f"{mode}.tflite"), flatbuffer)
         rows.append(_measure(mode, flatbuffer, model, config, splits))
+        rows[-1]["conversion"] = conversion_info(flatbuffer, mode)
     for row in rows:
         row["ratio"] = row["bytes"] / reference["bytes"]
         row["gzip_ratio"] = row["gzip_bytes"] / reference["gzip_bytes"]
@@ -236,8 +242,24 @@ def run_recipe(config, workdir: str) -> dict:
         "formats": rows,
         "profile": {"baseline": _profile(baseline), "final": _profile(model)},
     }
+    if android_dir:
+        report["android"] = _export_android(config, workdir, android_dir, android_mode)
     report_lib.write(report, workdir)
     return report
+
+
+def _export_android(config, workdir: str, android_dir: str, mode: Optional[str]) -> dict:
+    """The Android bundle of one converted mode; its folder and sidecar for the report."""
+    from tfcompress import android
+
+    mode = mode or config.convert.modes[-1]
+    flatbuffer = load_flatbuffer(os.path.join(workdir, f"{mode}.tflite"))
+    std = {"digits": 16.0, "image_folder": 255.0}.get(config.data.name, 1.0)
+    labels = data_lib.DIGITS_CLASSES if config.data.name == "digits" else None
+    sidecar = android.export_android(
+        flatbuffer, android_dir, labels=labels, normalization={"mean": 0.0, "std": std},
+        conversion=conversion_info(flatbuffer, mode))
+    return {"dir": os.path.abspath(android_dir), "mode": mode, "sidecar": sidecar}
 
 
 def _profile(model) -> Optional[dict]:

@@ -28,6 +28,16 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def models_table(rows) -> str:
+    """A Markdown table of a stage's models side by side (one dict per model, same keys)."""
+    keys = list(rows[0])
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else (  # noqa: E731
+        f"{v:,}" if isinstance(v, int) else str(v))
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r.get(k, "-")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def markdown(report: dict) -> str:
     parts = ["# tfcompress report", ""]
     acc = report.get("keras_accuracy", {})
@@ -38,6 +48,9 @@ def markdown(report: dict) -> str:
         figures = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in stats.items() if not isinstance(v, (dict, list)))
         parts.append(f"- stage `{name}`: {figures}")
+        rows = stats.get("models")
+        if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+            parts += ["", models_table(rows), ""]  # models side by side
     if report.get("stages"):
         parts.append("")
     prof = report.get("profile") or {}
@@ -49,7 +62,39 @@ def markdown(report: dict) -> str:
             f"{f['macs']:,} ({f['macs'] / max(b['macs'], 1):.3f}x)")
         parts.append("")
     parts.append(table(report["formats"]))
+    notes = format_notes(report["formats"])
+    if notes:
+        parts += ["", notes]
     return "\n".join(parts) + "\n"
+
+
+def format_notes(rows) -> str:
+    """Per format: IO types and quantization, XNNPACK coverage, GPU verdict (where measured)."""
+    lines = []
+    for row in rows:
+        facts = []
+        conv = row.get("conversion") or {}
+        for side in ("inputs", "outputs"):
+            for d in conv.get(side, [])[:1]:
+                q = f" (scale {d['scale']:.6g}, zero point {d['zero_point']})" if d["scale"] else ""
+                facts.append(f"{side[:-1]} {d['dtype']}{q}")
+        xnn = row.get("xnnpack") or {}
+        if xnn:
+            fell = ", ".join(f"{op} x{n}" for op, n in xnn["fallback_ops"].items())
+            facts.append(f"XNNPACK {xnn['delegated']}/{xnn['nodes']} nodes"
+                         + (f" (fell back: {fell})" if fell else ""))
+        gpu = row.get("gpu") or {}
+        if gpu.get("analyzer"):
+            bad = ", ".join(o["op"] for o in gpu["analyzer"]["incompatible_ops"])
+            facts.append("GPU analyzer: " + ("compatible" if gpu["analyzer"]["compatible"]
+                                             else f"not compatible ({bad or 'see warnings'})"))
+        if gpu.get("delegate"):
+            d = gpu["delegate"]
+            facts.append("GPU delegate: " + (d.get("reason", "") if not d["available"] else
+                                             f"agreement {d.get('agreement', float('nan')):.4f}"))
+        if facts:
+            lines.append(f"- `{row['format']}`: " + "; ".join(facts))
+    return "\n".join(lines)
 
 
 def write(report: dict, workdir: str) -> None:
