@@ -1,0 +1,205 @@
+"""Every conversion mode, measured; writes benchmarks/results/convert_modes.json.
+
+    python benchmarks/convert_modes.py                        # everything (~10 min on 2 cores)
+    python benchmarks/convert_modes.py --parts=digits,mutants --mutants=500
+
+Parts:
+  digits     the digits CNN trained on the bundled digits; per mode: bytes, gzip bytes, ratios to
+             float32, latency median/p90 with 1 and 2 threads (XNNPACK and builtin kernels),
+             XNNPACK coverage, GPU analyzer verdict, test accuracy and argmax agreement with Keras.
+  mnv2_96    MobileNetV2 (weights=None, 96x96x3, 1000 classes), the same figures; agreement with
+             Keras on random images (the model is untrained: parity, not accuracy).
+  mnv2_224   MobileNetV2 (weights=None, 224x224x3, 1000 classes), the same.
+  mutants    N randomly mutated copies (byte flips, overwritten runs, truncation) of the digits
+             float32 and int8 flatbuffers loaded through validate.predict: how many ran, how many
+             were rejected with InvalidTFLiteError, how many crashed the child interpreter, and
+             that the calling process survived all of them.
+
+Each mode's size is also compared with what the plain ``tf.lite.TFLiteConverter`` makes from the
+same model with the same settings (hand-written here, as a user would) to show that
+tfcompress adds nothing to the flatbuffer. Latency on a shared machine is noisy.
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tensorflow as tf  # noqa: E402
+
+import tfcompress  # noqa: E402
+from tfcompress import _io, errors, keras, models, profile  # noqa: E402
+from tfcompress.convert import MODES, conversion_info, convert  # noqa: E402
+from tfcompress.validate import predict, validate  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("parts", ["digits", "mnv2_96", "mnv2_224", "mutants"], "Parts to run.")
+flags.DEFINE_list("modes", list(MODES), "Conversion modes.")
+flags.DEFINE_integer("mutants", 500, "Mutated flatbuffers per part 'mutants'.")
+flags.DEFINE_integer("epochs", 15, "Digits CNN training epochs.")
+flags.DEFINE_integer("calibration", 100, "Representative samples.")
+flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                        "convert_modes.json"), "Output JSON.")
+
+
+def plain_converter(model, mode, x_cal):
+    """The same conversion written directly against tf.lite.TFLiteConverter."""
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+
+    def rep():
+        for s in x_cal:
+            yield [s[None].astype(np.float32)]
+
+    if mode != "float32":
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        c.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        c.representative_dataset = rep
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        c.inference_input_type = c.inference_output_type = tf.int8
+    elif mode == "int16x8":
+        c.representative_dataset = rep
+        c.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return c.convert()
+
+
+def measure_model(name, model, x_cal, x_eval, y_eval, latency_runs):
+    keras_out = model.predict(x_eval, verbose=0)
+    rows, f32 = {}, None
+    for mode in FLAGS.modes:
+        start = time.perf_counter()
+        fb = convert(model, mode, representative_data=x_cal,
+                     representative_samples=len(x_cal))
+        seconds = time.perf_counter() - start
+        plain = plain_converter(model, mode, x_cal) if mode in MODES else None
+        if mode == "float32":
+            f32 = fb
+        report = validate(fb, x_eval, y_eval, reference=keras_out, latency_runs=latency_runs,
+                          baseline=f32)
+        row = report.to_dict()
+        row["conversion_seconds"] = seconds
+        row["conversion"] = conversion_info(fb, mode)
+        if plain is not None:
+            row["plain_converter"] = {**profile.tflite_sizes(plain),
+                                      "ratio": len(plain) / len(f32)}
+            row["not_larger_than_plain"] = len(fb) <= len(plain)
+        rows[mode] = row
+        logging.info("%s %s: %d bytes (%.3fx), plain %s, agreement %.4f, %.2f ms, XNNPACK %d/%d",
+                     name, mode, len(fb), row["ratio"], len(plain) if plain else None,
+                     row["agreement"], row["latency_ms"], row["xnnpack"]["delegated"],
+                     row["xnnpack"]["nodes"])
+    return {"keras_accuracy": None if y_eval is None else
+            float(np.mean(keras_out.argmax(-1) == y_eval)), "modes": rows}
+
+
+def part_digits():
+    (x, y), (xt, yt) = tfcompress.data.load_digits()
+    keras.utils.set_random_seed(0)
+    model = models.digits_cnn()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    model.fit(x, y, epochs=FLAGS.epochs, batch_size=32, verbose=0)
+    return measure_model("digits", model, x[: FLAGS.calibration], xt, yt, latency_runs=200)
+
+
+def part_mnv2(size, latency_runs):
+    keras.utils.set_random_seed(0)
+    model = models.build("mobilenet_v2", (size, size, 3), 1000)
+    rng = np.random.default_rng(0)
+    x_cal = rng.uniform(-1, 1, (FLAGS.calibration, size, size, 3)).astype(np.float32)
+    x_eval = rng.uniform(-1, 1, (32, size, size, 3)).astype(np.float32)
+    out = measure_model(f"mnv2_{size}", model, x_cal, x_eval, None, latency_runs)
+    out["params"] = int(model.count_params())
+    return out
+
+
+def mutate(content: bytes, rng, kind: int) -> bytes:
+    data = bytearray(content)
+    if kind == 0:  # flip 1-8 bytes anywhere
+        for pos in rng.integers(0, len(data), rng.integers(1, 9)):
+            data[pos] ^= int(rng.integers(1, 256))
+    elif kind == 1:  # overwrite 8 bytes inside the first 4 KiB (tables, offsets, header)
+        start = int(rng.integers(8, min(4096, len(data) - 16)))
+        data[start:start + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+    elif kind == 2:  # flip bytes in the last 4 KiB (where the converter puts the op tables)
+        for pos in rng.integers(max(0, len(data) - 4096), len(data), rng.integers(1, 5)):
+            data[pos] ^= int(rng.integers(1, 256))
+    else:  # truncate
+        data = data[: int(rng.integers(8, len(data)))]
+    return bytes(data)
+
+
+def part_mutants():
+    (x, y), (xt, _) = tfcompress.data.load_digits()
+    keras.utils.set_random_seed(0)
+    model = models.digits_cnn()
+    sources = {"float32": convert(model, "float32"),
+               "int8": convert(model, "int8", representative_data=x[:50])}
+    rng = np.random.default_rng(0)
+    counts = {"total": 0, "ran": 0, "rejected": 0, "child_crashed": 0, "child_timeout": 0,
+              "other_exception": 0}
+    examples, start = [], time.perf_counter()
+    for i in range(FLAGS.mutants):
+        fb = mutate(sources["float32" if i % 2 else "int8"], rng, i % 4)
+        counts["total"] += 1
+        try:
+            predict(fb, xt[:8])
+            counts["ran"] += 1
+        except (errors.InvalidTFLiteError, errors.DataError) as e:
+            counts["rejected"] += 1
+            counts["child_crashed"] += "crashed" in str(e)
+            counts["child_timeout"] += "did not finish" in str(e)
+            if len(examples) < 12:
+                examples.append(str(e)[:200])
+        except Exception as e:  # noqa: BLE001  (a non-clear error is what we count here)
+            counts["other_exception"] += 1
+            examples.append(f"UNCLEAR {type(e).__name__}: {e}"[:200])
+    counts["seconds"] = time.perf_counter() - start
+    counts["calling_process_crashes"] = 0  # we are still here
+    return {"counts": counts, "examples": examples}
+
+
+def main(argv):
+    del argv
+    tfcompress.quiet_tensorflow()
+    results = {"modes": FLAGS.modes, "calibration_samples": FLAGS.calibration}
+    if os.path.exists(FLAGS.out):  # keep parts measured earlier
+        with open(FLAGS.out) as f:
+            results = {**json.load(f), **results}
+    parts = {"digits": part_digits, "mnv2_96": lambda: part_mnv2(96, 50),
+             "mnv2_224": lambda: part_mnv2(224, 20), "mutants": part_mutants}
+    for part in FLAGS.parts:
+        start = time.perf_counter()
+        results[part] = parts[part]()
+        results[part]["part_seconds"] = time.perf_counter() - start
+        _io.write_text(FLAGS.out, json.dumps(results, indent=2, default=str))
+    print(json.dumps(summary(results), indent=2))
+    print(f"wrote {FLAGS.out}")
+
+
+def summary(results) -> dict:
+    out = {}
+    for part in ("digits", "mnv2_96", "mnv2_224"):
+        if part not in results:
+            continue
+        out[part] = {
+            mode: {k: r.get(k) for k in ("bytes", "ratio", "gzip_ratio", "accuracy", "agreement",
+                                         "latency_ms", "not_larger_than_plain")}
+            | {"plain_ratio": (r.get("plain_converter") or {}).get("ratio"),
+               "xnnpack": f"{r['xnnpack']['delegated']}/{r['xnnpack']['nodes']}",
+               "gpu_compatible": r["gpu"]["analyzer"]["compatible"]}
+            for mode, r in results[part]["modes"].items()}
+        out[part]["keras_accuracy"] = results[part]["keras_accuracy"]
+    if "mutants" in results:
+        out["mutants"] = results["mutants"]["counts"]
+    return out
+
+
+if __name__ == "__main__":
+    app.run(main)
