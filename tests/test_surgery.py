@@ -71,7 +71,8 @@ def _zeroed_like(model, pruned):
     lambda: models.digits_cnn(width=0.5),
     lambda: residual_net(bn=True),
     lambda: models.build("mobilenet_v2", (32, 32, 3), 7, width=0.35),
-], ids=["sequential_cnn", "functional_residual", "mobilenet_v2"])
+    lambda: models.build("mobilenet_v3_small", (32, 32, 3), 7, width=0.75),
+], ids=["sequential_cnn", "functional_residual", "mobilenet_v2", "mobilenet_v3_small"])
 def test_ratio_zero_gives_identical_outputs(build):
     model = _randomize(build())
     pruned = surgery.prune_channels(model, 0.0)
@@ -79,6 +80,10 @@ def test_ratio_zero_gives_identical_outputs(build):
     np.testing.assert_allclose(pruned(x).numpy(), model(x).numpy(), atol=1e-5)
     assert pruned.count_params() == model.count_params()
     assert type(pruned) is type(model)
+    half = surgery.prune_channels(model, 0.5)
+    assert half.surgery_report.not_followed == ()  # squeeze-excite, hard-swish ops followed
+    assert half(x).shape == model(x).shape
+    assert profile(half)["macs"] < 0.55 * profile(model)["macs"]
 
 
 def test_pruned_model_computes_the_zeroed_model():
@@ -138,6 +143,23 @@ def test_unfollowed_layer_is_left_whole_and_named():
     assert pruned.get_layer("c2").filters == 4
     x = _x((6, 6, 2))
     assert pruned(x).shape == model(x).shape
+
+
+def test_tf_op_with_a_tensor_argument_is_not_followed():
+    inp = keras.Input((6, 6, 2))
+    a = L.Conv2D(8, 3, name="a")(inp)
+    b = L.Conv2D(8, 3, name="b")(inp)
+    x = keras.layers.Lambda(lambda t: t, name="id")(a)
+    y = tfcompress.keras.backend.relu(a + 1.0)  # element-wise with numbers: followed
+    z = L.Add(name="add")([y, x])
+    w = L.Conv2D(8, 1, name="c")(z)
+    out = L.GlobalAveragePooling2D()(w * b)  # tensor x tensor TF op: not followed
+    model = keras.Model(inp, L.Dense(2, name="out")(out))
+    pruned = surgery.prune_channels(_randomize(model), 0.5)
+    ops = [layer.name for layer in model.layers if type(layer).__name__ == "TFOpLambda"]
+    assert set(pruned.surgery_report.not_followed) == {"id", ops[-1]}
+    assert [pruned.get_layer(n).filters for n in "abc"] == [8, 8, 8]
+    assert pruned(_x((6, 6, 2))).shape == (4, 2)
 
 
 def test_pruned_digits_cnn_fine_tunes_back(digits, trained_cnn):

@@ -32,6 +32,12 @@ _SPATIAL = {
         "MaxPooling", "AveragePooling", "GlobalAveragePooling", "GlobalMaxPooling",
         "ZeroPadding", "Cropping", "UpSampling")
 }
+# TFOpLambda functions that act element-wise when their other arguments are numbers.
+_ELEMENTWISE_OPS = {
+    "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv",
+    "math.maximum", "math.minimum", "nn.relu", "nn.relu6", "math.sigmoid", "math.tanh",
+    "nn.silu", "nn.swish", "math.abs", "math.square",
+}
 _MERGE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 _PRODUCERS = {"Conv1D", "Conv2D", "Conv3D", "Dense"}
 _DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
@@ -73,6 +79,7 @@ class _Node:
     inputs: list  # tensor keys (layer name, node index, tensor index)
     key_index: int  # which call of the layer this is
     shared: bool
+    numeric_args: bool = True  # every non-tensor call argument is a plain number (or a name)
 
 
 def _graph(model):
@@ -99,7 +106,7 @@ def _graph(model):
                                [prev] if prev else [], 0, False))
             prev = (name, 0, 0)
         return config, entries, nodes, [prev]
-    pending = []
+    pending, names = [], {e["config"]["name"] for e in entries}
     for entry in entries:
         inbound = entry.get("inbound_nodes") or []
         name = entry["config"]["name"]
@@ -108,9 +115,16 @@ def _graph(model):
         for i, call in enumerate(inbound):
             if isinstance(call, dict):  # another serialization format: not followed
                 call = []
+            if call and isinstance(call[0], str):  # one tensor: [name, node, index, kwargs]
+                call = [call]
             keys = [tuple(t[:3]) for t in call]
+            for t in call:  # tensors passed as keyword arguments are inputs too
+                keys += [k for k in _tensor_refs(t[3:], names) if k not in keys]
+            numeric = all(isinstance(v, (int, float, str, type(None)))
+                          for t in call for kw in t[3:4] if isinstance(kw, dict)
+                          for v in kw.values())
             pending.append(_Node(name, entry["class_name"], entry["config"], keys, i,
-                                 len(inbound) > 1))
+                                 len(inbound) > 1, numeric))
     done = set()
     while pending:  # topological order
         ready = [n for n in pending if all(k[:2] in done for k in n.inputs)]
@@ -123,10 +137,26 @@ def _graph(model):
     return config, entries, nodes, [tuple(o[:3]) for o in config["output_layers"]]
 
 
+def _tensor_refs(value, names) -> list:
+    """Keys of the tensors referenced inside serialized call arguments."""
+    if isinstance(value, dict):
+        return [k for v in value.values() for k in _tensor_refs(v, names)]
+    if isinstance(value, (list, tuple)):
+        if len(value) >= 3 and isinstance(value[0], str) and value[0] in names \
+                and isinstance(value[1], int) and isinstance(value[2], int):
+            return [tuple(value[:3])]
+        return [k for v in value for k in _tensor_refs(v, names)]
+    return []
+
+
 def _rebuild(model, config) -> keras.Model:
+    """The model class from our edited config. Lambda layers are allowed: the config comes from
+    the caller's model in memory (code already running), not from a file."""
+    from tf_keras.src.saving import serialization_lib
+
     from tfcompress.models import custom_objects_scope
 
-    with custom_objects_scope():
+    with custom_objects_scope(), serialization_lib.SafeModeScope(False):
         return type(model).from_config(config)
 
 
@@ -227,6 +257,8 @@ def _analyse(model, nodes, outputs):
             for g in ins[0]:
                 groups.bns[groups.find(g)].append(node.name)
         elif ok and len(ins) == 1 and (cls in _ELEMENTWISE or (
+                cls == "TFOpLambda" and cfg.get("function") in _ELEMENTWISE_OPS
+                and node.numeric_args) or (
                 cls in _SPATIAL and not flat_in and _channels_last(cfg))):
             layouts[key] = ins[0]
             if mixing:
