@@ -48,6 +48,7 @@ def residual_net(bn=True, classes=5):
     x = L.MaxPooling2D(2, name="pool")(x)
     x = L.Dropout(0.1, name="drop")(x)
     x = L.Flatten(name="flat")(x)
+    x = norm("flat_bn")(x)
     x = L.Dense(12, activation="relu", name="fc")(x)
     out = L.Dense(classes, name="logits")(x)
     return keras.Model(inp, out, name="residual_net")
@@ -113,6 +114,11 @@ def test_batchnorm_model_and_bn_criterion():
     np.testing.assert_array_equal(pruned.surgery_report.kept["stem"], [0, 2, 4, 6])
     assert pruned.get_layer("stem_bn").gamma.numpy().tolist() == [5, 4, 3, 2]
     assert pruned.get_layer("dw_bn").gamma.shape == (4,)
+    # after Flatten: 4x4 positions x (6 + 4 concatenated channels), kept ones in order
+    kept = pruned.surgery_report.kept
+    channels = np.concatenate([kept["branch_b"], 6 + kept["branch_c"]])
+    flat_gamma = model.get_layer("flat_bn").gamma.numpy().reshape(16, 10)[:, channels]
+    np.testing.assert_array_equal(pruned.get_layer("flat_bn").gamma.numpy(), flat_gamma.ravel())
     # a group without BatchNorm (branch_b, branch_c) falls back to l1, and says so
     assert any("ranked by l1" in n for n in pruned.surgery_report.notes)
 

@@ -251,10 +251,10 @@ def _analyse(model, nodes, outputs):
             layouts[key] = ins[0]
             if mixing:
                 groups.fix(ins[0])
-        elif ok and cls == "BatchNormalization" and len(ins) == 1 and not flat_in \
+        elif ok and cls == "BatchNormalization" and len(ins) == 1 \
                 and _last_axis(cfg.get("axis", -1), rank):
-            layouts[key] = ins[0]
-            for g in ins[0]:
+            layouts[key] = ins[0]  # after Flatten too: its weights follow the flat indices
+            for g in ([] if flat_in else ins[0]):
                 groups.bns[groups.find(g)].append(node.name)
         elif ok and len(ins) == 1 and (cls in _ELEMENTWISE or (
                 cls == "TFOpLambda" and cfg.get("function") in _ELEMENTWISE_OPS
