@@ -448,5 +448,11 @@ def _distill_stage(teacher, section, ctx):
     if section.scratch and stats["teacher_accuracy"] > stats["scratch_accuracy"]:
         stats["gap_recovered"] = ((stats["distilled_accuracy"] - stats["scratch_accuracy"])
                                   / (stats["teacher_accuracy"] - stats["scratch_accuracy"]))
+    rows = [("teacher", teacher, "teacher_accuracy"),
+            ("student from scratch (labels only)", student, "scratch_accuracy"),
+            ("distilled student", student, "distilled_accuracy")]
+    stats["models"] = [{"model": label, "parameters": int(model.count_params()),
+                        "test accuracy": stats[key]}
+                       for label, model, key in rows if key in stats]
     ctx.stats["distill"] = stats
     return student

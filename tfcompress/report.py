@@ -51,6 +51,9 @@ def markdown(report: dict) -> str:
         rows = stats.get("models")
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
             parts += ["", models_table(rows), ""]  # models side by side
+        per_layer = layer_table(stats)
+        if per_layer:
+            parts += ["", per_layer, ""]
     if report.get("stages"):
         parts.append("")
     prof = report.get("profile") or {}
@@ -66,6 +69,21 @@ def markdown(report: dict) -> str:
     if notes:
         parts += ["", notes]
     return "\n".join(parts) + "\n"
+
+
+def layer_table(stats: dict) -> str:
+    """A Markdown table of a stage's per-layer figures: its ``{layer: value}`` stats as columns."""
+    columns = [k for k, v in stats.items() if isinstance(v, dict) and v
+               and all(isinstance(x, (int, float, str)) for x in v.values())]
+    if not columns:
+        return ""
+    names = list(dict.fromkeys(n for c in columns for n in stats[c]))
+    cell = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| layer | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    lines += ["| " + " | ".join([n] + [cell(stats[c].get(n)) for c in columns]) + " |"
+              for n in names]
+    return "\n".join(lines)
 
 
 def format_notes(rows) -> str:
