@@ -29,8 +29,8 @@ from tfcompress.surgery import factorize, prune_channels  # noqa: E402
 from tfcompress.validate import interpreter, latency_ms  # noqa: E402
 
 flags.DEFINE_list("parts", ["mobilenet", "digits", "mlp"], "Which measurements to run.")
-flags.DEFINE_integer("repeats", 5, "Interleaved latency rounds per model (median taken).")
-flags.DEFINE_integer("runs", 30, "Timed invokes per latency round.")
+flags.DEFINE_integer("repeats", 15, "Interleaved latency rounds per model (median taken).")
+flags.DEFINE_integer("runs", 10, "Timed invokes per latency round.")
 flags.DEFINE_integer("seeds", 3, "Seeds for the digits accuracy figures.")
 flags.DEFINE_integer("epochs", 15, "Baseline training epochs (digits and MLP).")
 flags.DEFINE_integer("finetune_epochs", 10, "Fine-tuning epochs after surgery.")
@@ -84,7 +84,11 @@ def _side_by_side(flatbuffers: dict, sample) -> dict:
     for r in range(FLAGS.repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             rounds[name].append(latency_ms(flatbuffers[name], sample, FLAGS.runs, num_threads=1))
-    return {n: {"median_ms": float(np.median(v)), "rounds_ms": v} for n, v in rounds.items()}
+    out = {n: {"median_ms": float(np.median(v)), "rounds_ms": v} for n, v in rounds.items()}
+    if len(names) == 2:  # each round's pair ran back to back: their ratio shares the machine load
+        a, b = (np.asarray(rounds[n]) for n in names)
+        out["paired_ratio_median"] = float(np.median(b / a))
+    return out
 
 
 def mobilenet() -> dict:
