@@ -41,6 +41,13 @@ class Pruning(keras.callbacks.Callback):
         self.log_dir, self.update_freq = log_dir, update_freq
         self._inner = [tfmot.sparsity.keras.UpdatePruningStep()]
         if log_dir:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise errors.ConfigError(
+                    f"log_dir={log_dir!r} asks for TensorBoard sparsity summaries, but the "
+                    "tensorboard package is not installed; accepted: `pip install tensorboard`, "
+                    "or log_dir=None (tfcompress.callbacks.CompressionLog logs sparsity too)")
             self._inner.append(tfmot.sparsity.keras.PruningSummaries(
                 log_dir=log_dir, update_freq=update_freq))
 

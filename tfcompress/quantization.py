@@ -108,7 +108,9 @@ def quantize_aware(
                 "leave them out of layers=")
         annotated = pruning.wrap_layers(model, chosen, _q.quantize_annotate_layer)
     try:
-        with _q.quantize_scope():
+        # tfmot rebuilds the model from its config: make the model's own layer classes known.
+        own = {type(l).__name__: type(l) for l in model.layers}
+        with _q.quantize_scope(), keras.utils.custom_object_scope(own):
             qat = _q.quantize_apply(annotated, quant_scheme)
     except (ValueError, RuntimeError) as e:
         raise errors.ModelError(f"tfmot cannot quantize model {model.name!r}: {e}") from e

@@ -1,0 +1,95 @@
+"""Callbacks for user training loops, and the stages under MirroredStrategy (child process)."""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress import callbacks, errors, models, pruning
+
+from conftest_tfmot import SAMPLES, fit, small_cnn, steps_per_epoch
+
+HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+
+
+@pytest.fixture(scope="module")
+def cnn(digits):
+    return small_cnn(digits)
+
+
+def test_user_fit_with_all_callbacks(cnn, digits, tmp_path):
+    (x, y), (xt, yt) = digits
+    pruned = tfcompress.prune(cnn, 0.6, epochs=3, steps_per_epoch=steps_per_epoch())
+    best = str(tmp_path / "best.keras")
+    export = callbacks.TFLiteExport(str(tmp_path / "m.tflite"), "int8", x[:32],
+                                    validation_data=(xt, yt), latency_runs=2)
+    log = callbacks.CompressionLog()
+    checkpoint = callbacks.BestStrippedCheckpoint(best, monitor="val_accuracy")
+    pruned.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    log_dir = str(tmp_path / "tb") if HAS_TENSORBOARD else None
+    history = pruned.fit(
+        x[:SAMPLES], y[:SAMPLES], batch_size=32, epochs=3, validation_data=(xt, yt), verbose=0,
+        callbacks=[callbacks.Pruning(log_dir=log_dir), log, checkpoint, export])
+    # per-epoch figures reach History; the last epoch is at the target
+    assert len(history.history["sparsity"]) == 3
+    assert history.history["sparsity"][0] < history.history["sparsity"][-1]
+    assert history.history["sparsity"][-1] == pytest.approx(0.6, abs=0.01)
+    assert max(history.history["max_unique_weights"]) > 16
+    if HAS_TENSORBOARD:  # TensorBoard sparsity summaries were written
+        assert glob.glob(str(tmp_path / "tb" / "**" / "events.out.tfevents.*"), recursive=True)
+    # the best checkpoint is a stripped model from the epoch with the best val_accuracy
+    loaded = models.load_model(best)
+    assert not pruning.is_pruned(loaded)
+    best_epoch = int(np.argmax(history.history["val_accuracy"])) + 1
+    assert checkpoint.best_epoch == best_epoch
+    assert checkpoint.best == pytest.approx(max(history.history["val_accuracy"]))
+    # the exporter wrote the int8 flatbuffer and its LiteRT report
+    report = json.load(open(tmp_path / "m.tflite.json"))
+    assert report["input_dtype"].endswith("int8") and report["accuracy"] > 0.5
+    assert report["bytes"] == os.path.getsize(tmp_path / "m.tflite")
+    assert export.report["agreement"] >= 0.9
+
+
+@pytest.mark.skipif(HAS_TENSORBOARD, reason="checks the message shown without tensorboard")
+def test_summaries_without_tensorboard_is_a_clear_error(tmp_path):
+    with pytest.raises(errors.ConfigError, match="tensorboard package is not installed"):
+        callbacks.Pruning(log_dir=str(tmp_path))
+
+
+def test_pruning_callback_needs_a_pruned_model(cnn, digits):
+    with pytest.raises(errors.ModelError, match="tfcompress.prune"):
+        fit(tfcompress.models.digits_cnn(width=0.25), digits, 1, [callbacks.Pruning()])
+
+
+def test_checkpoint_monitor_missing_is_clear(cnn, digits, tmp_path):
+    model = tfcompress.models.digits_cnn(width=0.25)
+    with pytest.raises(errors.ConfigError, match="val_accuracy.*validation_data"):
+        fit(model, digits, 1, [callbacks.BestStrippedCheckpoint(str(tmp_path / "b.keras"))])
+
+
+def test_bad_export_mode_and_checkpoint_mode(tmp_path):
+    with pytest.raises(errors.ConfigError, match="conversion mode 'int3'"):
+        callbacks.TFLiteExport(str(tmp_path / "m.tflite"), "int3")
+    with pytest.raises(errors.ConfigError, match="mode 'best'"):
+        callbacks.BestStrippedCheckpoint(str(tmp_path / "b.keras"), mode="best")
+
+
+@pytest.mark.slow
+def test_stages_under_mirrored_strategy_on_two_logical_cpus():
+    worker = os.path.join(os.path.dirname(__file__), "mirrored_worker.py")
+    proc = subprocess.run([sys.executable, worker], capture_output=True, text=True, timeout=300)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["replicas"] == 2
+    for name, s in result["pruned"].items():
+        assert abs(s - 0.7) <= 0.01, (name, s)
+        assert result["clustered_sparsity"][name] >= 0.69
+        assert result["clustered_unique"][name] <= 8
+    assert result["qat_finite"]
