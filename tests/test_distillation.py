@@ -234,7 +234,7 @@ def test_distilling_while_pruning(digits, trained_cnn, student_init):
     prune = tfmot.sparsity.keras
     schedule = prune.ConstantSparsity(0.5, begin_step=0, frequency=1)
     student = prune.prune_low_magnitude(_student(student_init), pruning_schedule=schedule)
-    d = Distiller(student, trained_cnn)
+    d = Distiller(student, trained_cnn, hints={"dense": "dense"})  # found inside its wrapper
     assert d.student_from_logits is False  # the softmax is found behind the wrappers
     d.compile(keras.optimizers.Adam(2e-3), metrics=["accuracy"])
     d.fit(x, d.precompute(x, y), epochs=4, verbose=0, callbacks=[prune.UpdatePruningStep()])

@@ -83,18 +83,21 @@ def _logits_tensor(model: keras.Model, from_logits: Optional[bool]):
 def _view(model: keras.Model, from_logits, layer_names: Sequence[str], role: str):
     """A model sharing ``model``'s layers: [output, logits, named intermediate outputs...]."""
     logits, is_logits = _logits_tensor(model, from_logits)
-    names = [layer.name for layer in model.layers]
+    by_name = {layer.name: layer for layer in model.layers}
+    for layer in model.layers:  # a wrapped layer is also found by its own name
+        by_name.setdefault(_inner(layer).name, layer)
     features = []
     for name in layer_names:
-        if name not in names:
-            raise errors.ConfigError(errors.unknown(f"{role} layer", name, names))
-        features.append(model.get_layer(name).output)
+        if name not in by_name:
+            raise errors.ConfigError(errors.unknown(
+                f"{role} layer", name, [layer.name for layer in model.layers]))
+        features.append(by_name[name].output)
     view = keras.Model(model.inputs, [model.outputs[0], logits] + features,
                        name=f"{model.name}_distill_view")
     return view, is_logits
 
 
-def _per_example(loss, reduction_none=True):
+def _per_example(loss):
     """A loss callable that returns one value per example (Loss objects lose their reduction)."""
     if loss is None:
         return None
