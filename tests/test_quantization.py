@@ -1,5 +1,7 @@
 """QAT and the collaborative schemes: int8 parity, zeros and shared weights in the flatbuffer."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
@@ -45,8 +47,7 @@ def test_qat_int8_matches_keras(cnn, digits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preserve, zeros, distinct", [
-    ("sparsity", True, False),
-    ("sparsity_and_clusters", True, True),
+    ("sparsity_and_clusters", True, True),  # PQAT ("sparsity") runs in the recipe test below
 ])
 def test_collaborative_schemes_keep_structure_in_int8(pruned_clustered, digits, preserve,
                                                       zeros, distinct):
@@ -109,3 +110,28 @@ def test_qat_model_saves_and_loads_as_h5(pruned_clustered, digits, tmp_path, pre
     np.testing.assert_allclose(loaded.predict(xt[:8], verbose=0), qat.predict(xt[:8], verbose=0),
                                atol=1e-6)
     assert recipe.STAGE_SUFFIX["qat"] == ".h5"
+
+
+@pytest.mark.slow
+def test_recipe_prune_then_pqat_reports_measured_figures_and_resumes(tmp_path):
+    config = recipe.default_config()
+    config.data.limit = 192
+    config.model.width = 0.25
+    config.train.epochs = 1
+    config.stages = ("prune", "qat")
+    config.prune.update(target_sparsity=0.7, epochs=2, learning_rate=1e-3)
+    config.qat.update(preserve="sparsity", epochs=1)
+    config.convert.update(modes=("int8",), representative_samples=16)
+    config.validate.latency_runs = 2
+    report = tfcompress.run_recipe(config, str(tmp_path))
+    prune, qat = report["stages"]["prune"], report["stages"]["qat"]
+    assert all(abs(s - 0.7) <= 0.01 for s in prune["sparsity"].values()), prune
+    assert qat["preserve"] == "sparsity" and qat["int8_min_zeros"] >= 0.69, qat
+    assert len(qat["int8_zeros"]) == 4
+    markdown = open(tmp_path / "report.md").read()
+    assert re.search(r"\| conv2 \| 0\.(69|70)\d\d \|", markdown) and "int8 zeros" in markdown
+    assert (tmp_path / "stages" / "1-qat.h5").exists()
+    again = tfcompress.run_recipe(config, str(tmp_path))  # resumes from the saved .h5 stage
+    int8 = lambda r: [row for row in r["formats"] if row["format"] == "int8"][0]  # noqa: E731
+    assert int8(again)["accuracy"] == int8(report)["accuracy"]
+    assert int8(again)["bytes"] == int8(report)["bytes"]
