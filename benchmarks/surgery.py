@@ -6,7 +6,10 @@
 Parts:
   mobilenet  MobileNetV2 (weights=None, 128x128, 1000 classes) and prune_channels(ratio=0.5):
              MACs, float32 .tflite XNNPACK latency of both measured side by side (interleaved,
-             medians over repeats), and XNNPACK coverage of the int8 conversions.
+             medians over repeats), and XNNPACK coverage of the int8 conversions
+             (validate.xnnpack_coverage), also with a logits head (int8 SOFTMAX is no XNNPACK op).
+
+A rerun of some parts keeps the other parts already in the output file.
   digits     digits CNN trained, 50% channel pruning + fine-tuning, accuracy per seed.
   mlp        Flatten -> Dense 512 -> Dense 512 -> Dense 10 on digits, factorized + fine-tuned.
 """
@@ -26,7 +29,7 @@ from tfcompress import _io, keras, models  # noqa: E402
 from tfcompress.convert import convert  # noqa: E402
 from tfcompress.profile import profile  # noqa: E402
 from tfcompress.surgery import factorize, prune_channels  # noqa: E402
-from tfcompress.validate import interpreter, latency_ms  # noqa: E402
+from tfcompress.validate import latency_ms, xnnpack_coverage  # noqa: E402
 
 flags.DEFINE_list("parts", ["mobilenet", "digits", "mlp"], "Which measurements to run.")
 flags.DEFINE_integer("repeats", 15, "Interleaved latency rounds per model (median taken).")
@@ -41,41 +44,6 @@ flags.DEFINE_float("mlp_finetune_lr", 1e-4, "Fine-tuning learning rate after fac
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                         "surgery.json"), "Output JSON.")
 FLAGS = flags.FLAGS
-
-
-def xnnpack_coverage(flatbuffer: bytes) -> dict:
-    """How many of the graph's nodes the default XNNPACK delegate took over.
-
-    The interpreter lists the original nodes and one DELEGATE node per partition; a node is
-    delegated when its outputs are DELEGATE outputs or feed only delegated nodes (and no DELEGATE
-    node takes them as input), found by a fixed point from the delegates' outputs backwards.
-    """
-    interp = interpreter(flatbuffer)
-    ops = interp._get_ops_details()  # the public API has no per-node delegate view
-    nodes = [o for o in ops if o["op_name"] != "DELEGATE"]
-    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-    d_out = {int(t) for d in delegates for t in d["outputs"]}
-    d_in = {int(t) for d in delegates for t in d["inputs"]}
-    model_out = {int(o["index"]) for o in interp.get_output_details()}
-    consumers = {}
-    for i, n in enumerate(nodes):
-        for t in n["inputs"]:
-            consumers.setdefault(int(t), set()).add(i)
-    delegated = {i for i, n in enumerate(nodes) if all(int(t) in d_out for t in n["outputs"])}
-    changed = True
-    while changed:
-        changed = False
-        for i, n in enumerate(nodes):
-            if i in delegated:
-                continue
-            outs = [int(t) for t in n["outputs"]]
-            if all(t not in d_in and t not in model_out and consumers.get(t)
-                   and consumers[t] <= delegated for t in outs):
-                delegated.add(i)
-                changed = True
-    left = sorted({nodes[i]["op_name"] for i in range(len(nodes)) if i not in delegated})
-    return {"nodes": len(nodes), "delegated": len(delegated), "partitions": len(delegates),
-            "not_delegated_ops": left, "all_on_xnnpack": len(delegated) == len(nodes)}
 
 
 def _side_by_side(flatbuffers: dict, sample) -> dict:
@@ -193,7 +161,11 @@ def mlp() -> dict:
 def main(argv):
     del argv
     tfcompress.quiet_tensorflow()
-    results = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results = {}
+    if os.path.exists(FLAGS.out):  # keep the parts not rerun this time
+        with open(FLAGS.out) as f:
+            results = json.load(f)
+    results["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for part in FLAGS.parts:
         start = time.time()
         results[part] = {"mobilenet": mobilenet, "digits": digits, "mlp": mlp}[part]()
