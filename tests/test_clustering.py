@@ -5,7 +5,7 @@ import pytest
 import tensorflow_model_optimization as tfmot
 
 import tfcompress
-from tfcompress import clustering, errors, keras, models, pruning
+from tfcompress import clustering, errors, keras, models
 
 from conftest_tfmot import fit, small_cnn, steps_per_epoch
 

@@ -1,5 +1,6 @@
 """QAT and the collaborative schemes: int8 parity, zeros and shared weights in the flatbuffer."""
 
+import json
 import re
 
 import numpy as np
@@ -135,3 +136,4 @@ def test_recipe_prune_then_pqat_reports_measured_figures_and_resumes(tmp_path):
     int8 = lambda r: [row for row in r["formats"] if row["format"] == "int8"][0]  # noqa: E731
     assert int8(again)["accuracy"] == int8(report)["accuracy"]
     assert int8(again)["bytes"] == int8(report)["bytes"]
+    assert again["stages"] == json.loads(json.dumps(report["stages"]))  # figures kept on resume

@@ -6,7 +6,7 @@ caller's model left untouched, ``unique_weights_report`` measured from the weigh
 ``strip`` for every wrapper kind.
 """
 
-from typing import Mapping, Optional, Union
+from typing import Mapping, Union
 
 import numpy as np
 import tensorflow_model_optimization as tfmot

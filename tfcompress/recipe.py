@@ -177,12 +177,15 @@ def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model]) -> ker
 
 
 def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
-               android_mode: Optional[str] = None) -> dict:
+               android_mode: Optional[str] = None,
+               after_stage: Optional[Callable[[str, keras.Model, float], None]] = None) -> dict:
     """Runs a recipe end to end and writes its outputs into ``workdir``.
 
     Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode, ``report.json`` and
     ``report.md``. With ``android_dir``, also an Android bundle (``android.export_android``) of
     the ``android_mode`` flatbuffer (default: the last of ``convert.modes``).
+    ``after_stage(name, model, keras_test_accuracy)`` is called after each stage; whatever it
+    raises ends the run there (tfcompress.search stops hopeless candidates this way).
 
     Returns:
         The report as a dict (also in report.json).
@@ -213,9 +216,19 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     for i, name in enumerate(config.stages):
         fingerprint = _fingerprint(fingerprint, name, config[name])
         path = os.path.join(workdir, "stages", f"{i}-{name}{STAGE_SUFFIX.get(name, '.keras')}")
+        stats_before = ctx.stats.get(name)
         model = _cached(path, fingerprint,
                         lambda m=model, n=name: ensure_keras2(STAGES[n](m, config[n], ctx)))
-        logging.info("stage %s: test accuracy %.4f", name, ctx.accuracy(model))
+        # A stage's measured figures are kept beside its model, so a resumed run reports them.
+        if ctx.stats.get(name) is not stats_before:
+            _io.write_text(path + ".stats.json", json.dumps(ctx.stats[name], default=str))
+        elif os.path.exists(path + ".stats.json"):
+            with open(path + ".stats.json") as f:
+                ctx.stats[name] = json.load(f)
+        accuracy = ctx.accuracy(model)
+        logging.info("stage %s: test accuracy %.4f", name, accuracy)
+        if after_stage is not None:
+            after_stage(name, model, accuracy)
 
     # Ratios are to the uncompressed baseline's float32 flatbuffer.
     baseline_fb = convert(baseline, "float32")
