@@ -39,12 +39,19 @@ from tfcompress.validate import predict, validate  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["digits", "mnv2_96", "mnv2_224", "mutants"], "Parts to run.")
-flags.DEFINE_list("modes", list(MODES), "Conversion modes.")
+flags.DEFINE_list("modes", list(MODES) + ["int8_float_softmax"],
+                  "Conversion modes, and variants (see VARIANTS).")
+flags.DEFINE_bool("plain", True, "Also convert with the plain TFLiteConverter, for sizes.")
 flags.DEFINE_integer("mutants", 500, "Mutated flatbuffers per part 'mutants'.")
 flags.DEFINE_integer("epochs", 15, "Digits CNN training epochs.")
 flags.DEFINE_integer("calibration", 100, "Representative samples.")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                         "convert_modes.json"), "Output JSON.")
+
+
+# Variants: name -> (mode, convert options). XNNPACK has no int8 SOFTMAX: keeping the final
+# softmax in float (selective quantization) lets it take every node of an int8 classifier.
+VARIANTS = {"int8_float_softmax": ("int8", {"keep_float_ops": ["SOFTMAX"]})}
 
 
 def plain_converter(model, mode, x_cal):
@@ -70,29 +77,36 @@ def plain_converter(model, mode, x_cal):
     return c.convert()
 
 
-def measure_model(name, model, x_cal, x_eval, y_eval, latency_runs):
+def measure_model(label, model, x_cal, x_eval, y_eval, latency_runs):
     keras_out = model.predict(x_eval, verbose=0)
-    rows, f32 = {}, None
-    for mode in FLAGS.modes:
+    rows = {}
+    f32 = convert(model, "float32")
+    for name in FLAGS.modes:
+        mode, options = VARIANTS.get(name, (name, {}))
         start = time.perf_counter()
         fb = convert(model, mode, representative_data=x_cal,
-                     representative_samples=len(x_cal))
+                     representative_samples=len(x_cal), **options)
         seconds = time.perf_counter() - start
-        plain = plain_converter(model, mode, x_cal) if mode in MODES else None
-        if mode == "float32":
-            f32 = fb
-        report = validate(fb, x_eval, y_eval, reference=keras_out, latency_runs=latency_runs,
-                          baseline=f32)
+        plain = plain_converter(model, mode, x_cal) if mode in MODES and FLAGS.plain else None
+        try:
+            report = validate(fb, x_eval, y_eval, reference=keras_out,
+                              latency_runs=latency_runs, baseline=f32)
+        except errors.TfcompressError as e:  # recorded: the flatbuffer exists but does not run
+            rows[name] = {"bytes": len(fb), "ratio": len(fb) / len(f32), "error": str(e),
+                          "conversion_seconds": time.perf_counter() - start}
+            logging.info("%s %s: %s", label, name, e)
+            continue
         row = report.to_dict()
         row["conversion_seconds"] = seconds
         row["conversion"] = conversion_info(fb, mode)
+        row["options"] = options
         if plain is not None:
             row["plain_converter"] = {**profile.tflite_sizes(plain),
                                       "ratio": len(plain) / len(f32)}
             row["not_larger_than_plain"] = len(fb) <= len(plain)
-        rows[mode] = row
+        rows[name] = row
         logging.info("%s %s: %d bytes (%.3fx), plain %s, agreement %.4f, %.2f ms, XNNPACK %d/%d",
-                     name, mode, len(fb), row["ratio"], len(plain) if plain else None,
+                     label, name, len(fb), row["ratio"], len(plain) if plain else None,
                      row["agreement"], row["latency_ms"], row["xnnpack"]["delegated"],
                      row["xnnpack"]["nodes"])
     return {"keras_accuracy": None if y_eval is None else
@@ -168,7 +182,7 @@ def part_mutants():
 def main(argv):
     del argv
     tfcompress.quiet_tensorflow()
-    results = {"modes": FLAGS.modes, "calibration_samples": FLAGS.calibration}
+    results = {"calibration_samples": FLAGS.calibration}
     if os.path.exists(FLAGS.out):  # keep parts measured earlier
         with open(FLAGS.out) as f:
             results = {**json.load(f), **results}
@@ -176,8 +190,11 @@ def main(argv):
              "mnv2_224": lambda: part_mnv2(224, 20), "mutants": part_mutants}
     for part in FLAGS.parts:
         start = time.perf_counter()
+        old_modes = (results.get(part) or {}).get("modes", {})
         results[part] = parts[part]()
         results[part]["part_seconds"] = time.perf_counter() - start
+        if "modes" in results[part]:  # modes measured in an earlier run stay
+            results[part]["modes"] = {**old_modes, **results[part]["modes"]}
         _io.write_text(FLAGS.out, json.dumps(results, indent=2, default=str))
     print(json.dumps(summary(results), indent=2))
     print(f"wrote {FLAGS.out}")
@@ -191,9 +208,11 @@ def summary(results) -> dict:
         out[part] = {
             mode: {k: r.get(k) for k in ("bytes", "ratio", "gzip_ratio", "accuracy", "agreement",
                                          "latency_ms", "not_larger_than_plain")}
-            | {"plain_ratio": (r.get("plain_converter") or {}).get("ratio"),
-               "xnnpack": f"{r['xnnpack']['delegated']}/{r['xnnpack']['nodes']}",
-               "gpu_compatible": r["gpu"]["analyzer"]["compatible"]}
+            | ({"error": r["error"]} if "error" in r else {
+                "plain_ratio": (r.get("plain_converter") or {}).get("ratio"),
+                "xnnpack": f"{r['xnnpack']['delegated']}/{r['xnnpack']['nodes']}",
+                "xnnpack_fallback": r["xnnpack"]["fallback_ops"],
+                "gpu_compatible": r["gpu"]["analyzer"]["compatible"]})
             for mode, r in results[part]["modes"].items()}
         out[part]["keras_accuracy"] = results[part]["keras_accuracy"]
     if "mutants" in results:

@@ -38,7 +38,10 @@ def test_export_android_bundle(trained_cnn, digits, tmp_path, mode):
     assert "interpreter.run(input, output)" in readme
     assert "com.google.ai.edge.litert:litert" in readme
     if mode == "int8":  # the Kotlin lines quantize with the model's own scale and zero point
-        assert f"/ {inp['quantization'][0]}f + {inp['quantization'][1]}" in readme
+        scale, zero_point = inp["quantization"]
+        assert zero_point == -128  # digits in [0, 1] use the whole int8 range
+        assert f"/ {scale}f - 128).roundToInt().coerceIn(-128, 127).toByte()" in readme
+        assert "(output[0][i].toInt() + 128) * " in readme
         assert "ByteArray(10)" in readme and "allocateDirect(64)" in readme
     else:
         assert "putFloat" in readme and "FloatArray(10)" in readme and "allocateDirect(256)" in readme

@@ -102,13 +102,13 @@ def kotlin(sidecar: dict) -> str:
         value = f"{x}"
     else:
         cast = {"put": "toByte()", "putShort": "toShort()"}[put]
-        value = (f"(({x}) / {inp['scale']}f + {inp['zero_point']}).roundToInt()"
+        value = (f"(({x}) / {inp['scale']}f{_plus(inp['zero_point'])}).roundToInt()"
                  f".coerceIn({in_range[0]}, {in_range[1]}).{cast}")
     if out["dtype"] == "float32":
         score = "output[0][i]"
     else:
         raw = "output[0][i].toInt()" if out["dtype"] != "uint8" else "(output[0][i].toInt() and 0xFF)"
-        score = f"({raw} - {out['zero_point']}) * {out['scale']}f"
+        score = f"({raw}{_plus(-out['zero_point'])}) * {out['scale']}f"
     return "\n".join([
         "import org.tensorflow.lite.Interpreter",
         "import java.io.FileInputStream",
@@ -124,8 +124,8 @@ def kotlin(sidecar: dict) -> str:
         "val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2))",
         "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
         "",
-        f"// One input: {size} pixel values (shape {inp['shape'][1:]}, row-major), "
-        f"fed as {inp['dtype']}.",
+        f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
+        f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}.",
         f"val input = ByteBuffer.allocateDirect({size * in_bytes}).order(ByteOrder.nativeOrder())",
         f"for (i in 0 until {size}) input.{put}({value})",
         "input.rewind()",
@@ -135,6 +135,11 @@ def kotlin(sidecar: dict) -> str:
         "val best = scores.indices.maxByOrNull { scores[it] }!!",
         "println(\"${labels[best]}: ${scores[best]}\")",
     ])
+
+
+def _plus(value: int) -> str:
+    """`` + 3`` / `` - 3`` / nothing, for Kotlin arithmetic."""
+    return f" + {value}" if value > 0 else (f" - {-value}" if value < 0 else "")
 
 
 def readme(sidecar: dict) -> str:

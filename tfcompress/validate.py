@@ -132,6 +132,8 @@ class Verifier:
 
     def _died(self) -> str:
         proc, self._proc = self._proc, None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)  # a crashed child closes its pipe just before it is reaped
         if proc.poll() is None:
             proc.kill()
             proc.wait()
