@@ -29,7 +29,8 @@ def test_user_fit_with_all_callbacks(cnn, digits, tmp_path):
     best = str(tmp_path / "best.keras")
     export = callbacks.TFLiteExport(str(tmp_path / "m.tflite"), "int8", x[:32],
                                     validation_data=(xt, yt), latency_runs=2)
-    log = callbacks.CompressionLog()
+    lines = []
+    log = callbacks.CompressionLog(print_fn=lines.append)
     checkpoint = callbacks.BestStrippedCheckpoint(best, monitor="val_accuracy")
     pruned.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
     log_dir = str(tmp_path / "tb") if HAS_TENSORBOARD else None
@@ -41,6 +42,7 @@ def test_user_fit_with_all_callbacks(cnn, digits, tmp_path):
     assert history.history["sparsity"][0] < history.history["sparsity"][-1]
     assert history.history["sparsity"][-1] == pytest.approx(0.6, abs=0.01)
     assert max(history.history["max_unique_weights"]) > 16
+    assert len(lines) == 3 and lines[-1].startswith("epoch 3: sparsity 0.5999")
     if HAS_TENSORBOARD:  # TensorBoard sparsity summaries were written
         assert glob.glob(str(tmp_path / "tb" / "**" / "events.out.tfevents.*"), recursive=True)
     # the best checkpoint is a stripped model from the epoch with the best val_accuracy

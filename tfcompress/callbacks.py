@@ -9,8 +9,8 @@
         tfcompress.callbacks.TFLiteExport("model.tflite", "int8", x, validation_data=(xv, yv)),
     ])
 
-Keras' own progress bars stay as they are: these callbacks log through absl and add their
-figures to ``logs`` (so ``History`` records them) after the bar has printed.
+Keras' own progress bars stay as they are; ``CompressionLog`` adds its figures to the epoch's
+``logs``, so they also show in the bar's epoch line and in ``History``.
 """
 
 import json
@@ -112,11 +112,13 @@ class CompressionLog(keras.callbacks.Callback):
 
     Args:
         every: log every this many epochs.
+        print_fn: where the line goes (``print`` by default, like Keras' ``summary``;
+            e.g. ``absl.logging.info``).
     """
 
-    def __init__(self, every: int = 1):
+    def __init__(self, every: int = 1, print_fn=print):
         super().__init__()
-        self.every = every
+        self.every, self.print_fn = every, print_fn
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
@@ -132,7 +134,7 @@ class CompressionLog(keras.callbacks.Callback):
             line += f", max unique weights per kernel {uniques['max']}"
             if logs is not None:
                 logs["max_unique_weights"] = uniques["max"]
-        logging.info(line)
+        self.print_fn(line)
 
 
 def _is_qat(model) -> bool:
