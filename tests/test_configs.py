@@ -26,6 +26,12 @@ def test_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))
 def test_config_smoke_runs(path, tmp_path):
     module = _load(path)
+    if getattr(module, "KIND", "recipe") == "search":  # a search config (tfcompress.search)
+        assert module.__doc__ and "scripts/search.py" in module.__doc__, "docstring lacks its command"
+        summary = tfcompress.search(module.get_config("smoke"), str(tmp_path))
+        assert summary["front"] and os.path.exists(tmp_path / "report.md")
+        assert all(0.0 <= r["accuracy"] <= 1.0 and r["gzip_bytes"] > 0 for r in summary["front"])
+        return
     assert module.__doc__ and "scripts/compress.py" in module.__doc__, "docstring lacks its command"
     report = tfcompress.run_recipe(module.get_config("smoke"), str(tmp_path))
     assert report["formats"], "no format was converted"

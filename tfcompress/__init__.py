@@ -18,5 +18,6 @@ from tfcompress.profile import profile as profile_model  # noqa: F401
 from tfcompress.surgery import factorize, prune_channels  # noqa: F401
 from tfcompress import distillation  # noqa: F401
 from tfcompress.distillation import Distiller  # noqa: F401
+from tfcompress.search import search  # noqa: F401  (shadows the submodule: import from it)
 
 __version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Search compression recipes for the digits CNN: at most 1 point below the float32 baseline,
+smallest gzip bytes of the .tflite first.
+
+    python scripts/search.py --config=configs/digits_search.py --workdir=workdir/digits_search
+
+A search config, not a recipe (``KIND = "search"``): ``config.recipe`` holds the trials' data,
+model, training and stage sections; the other fields steer the Optuna study (objective,
+``max_drop`` in points, ``n_trials``, ``timeout`` in seconds, ``storage``, ``space``, ``seeds``).
+Rerun the same command to resume; add ``--config.storage=postgresql://user:pass@host/db`` on
+several machines to share one study. Outputs: report.md with pareto.png, front/trial_N.py (each
+runnable with scripts/compress.py), best/model.tflite, trials.jsonl.
+"""
+
+from tfcompress.search import default_config
+
+KIND = "search"
+
+
+def get_config(variant: str = ""):
+    config = default_config()
+    r = config.recipe
+    r.prune.epochs = 4
+    r.prune.learning_rate = 5e-4
+    r.cluster.epochs = 2
+    r.qat.epochs = 2
+    r.distill.epochs = 10
+    r.prune_channels.epochs = 3
+    r.factorize.epochs = 3
+    r.convert.representative_samples = 100
+    r.validate.latency_runs = 20
+    config.objective = "size"
+    config.max_drop = 1.0
+    config.n_trials = 30
+    config.timeout = 14 * 60
+    config.space.mode = ("float16", "dynamic", "int8")
+    config.space.sparsity = (0.0, 0.75, 0.9, 0.95)
+    config.space.clusters = (0, 16, 8)
+    config.space.distill_width = (0.0, 0.5)
+    config.space.channel_ratio = (0.0, 0.5)
+    config.space.factorize_energy = (0.0, 0.95)
+    # The hand-written chain of DESIGN.md (0.063x gzip) as a warm start to improve on.
+    config.seeds = ("mode=int8,sparsity=0.8,clusters=16",)
+    if variant == "smoke":
+        r.data.limit = 256
+        r.train.epochs = 1
+        r.prune.epochs = 1
+        r.prune.schedule = "constant"
+        r.convert.representative_samples = 16
+        r.validate.latency_runs = 3
+        config.n_trials = 3
+        config.timeout = 0
+        config.space.mode = ("float16", "int8")
+        config.space.sparsity = (0.0, 0.5)
+        config.space.clusters = (0,)
+        config.space.distill_width = (0.0,)
+        config.space.channel_ratio = (0.0,)
+        config.space.factorize_energy = (0.0,)
+        config.seeds = ("mode=int8,sparsity=0.5",)
+    return config
