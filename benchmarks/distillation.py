@@ -2,6 +2,8 @@
 
     python benchmarks/distillation.py                      # 3 seeds, width-0.25 student, 30 epochs
     python benchmarks/distillation.py --epochs=15 --out=benchmarks/results/distillation_15.json
+    python benchmarks/distillation.py --seeds=3,4,5,6,7 --out=benchmarks/results/distillation_seeds3-7.json
+    python benchmarks/distillation.py --augment --out=benchmarks/results/distillation_augment.json
 
 Per seed: a teacher digits CNN (width 1) is trained on the labels; a student (same builder,
 ``--width``) is trained twice from the SAME initial weights, with the same epochs, batch size,
@@ -20,6 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import tfcompress  # noqa: E402
@@ -37,6 +40,8 @@ flags.DEFINE_float("alpha", 0.1, "Weight of the label loss.")
 flags.DEFINE_float("temperature", 4.0, "Distillation temperature.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (all runs).")
 flags.DEFINE_integer("batch_size", 32, "Batch size (all runs).")
+flags.DEFINE_bool("augment", False, "Random 1-pixel translations for both students (the "
+                  "teacher then runs live on the augmented batches; no precomputed outputs).")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                         "distillation.json"), "Output JSON.")
 
@@ -45,11 +50,21 @@ def _accuracy(model, x, y) -> float:
     return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
 
 
-def _fit_labels(model, x, y, epochs, seed):
+def _augmented(x, y, seed):
+    """Shuffled batches with random translations of up to 1 pixel (8x8 digits)."""
+    shift = keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", seed=seed)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+    return data.batch(FLAGS.batch_size).map(lambda a, b: (shift(a, training=True), b))
+
+
+def _fit_labels(model, x, y, epochs, seed, augment=False):
     keras.utils.set_random_seed(seed)
     model.compile(keras.optimizers.Adam(FLAGS.learning_rate),
                   "sparse_categorical_crossentropy", ["accuracy"])
-    model.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs, verbose=0)
+    if augment:
+        model.fit(_augmented(x, y, seed), epochs=epochs, verbose=0)
+    else:
+        model.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs, verbose=0)
     return model
 
 
@@ -79,13 +94,16 @@ def run_seed(seed: int, splits) -> dict:
     initial = student.get_weights()
     scratch = keras.models.clone_model(student)
     scratch.set_weights(initial)
-    _fit_labels(scratch, x, y, FLAGS.epochs, seed)
+    _fit_labels(scratch, x, y, FLAGS.epochs, seed, FLAGS.augment)
 
     distiller = Distiller(student, teacher, alpha=FLAGS.alpha, temperature=FLAGS.temperature)
     distiller.compile(keras.optimizers.Adam(FLAGS.learning_rate), metrics=["accuracy"])
     keras.utils.set_random_seed(seed)
-    distiller.fit(x, distiller.precompute(x, y), batch_size=FLAGS.batch_size,
-                  epochs=FLAGS.epochs, verbose=0)
+    if FLAGS.augment:
+        distiller.fit(_augmented(x, y, seed), epochs=FLAGS.epochs, verbose=0)
+    else:
+        distiller.fit(x, distiller.precompute(x, y), batch_size=FLAGS.batch_size,
+                      epochs=FLAGS.epochs, verbose=0)
     row = {
         "seed": seed,
         "teacher_accuracy": _accuracy(teacher, xt, yt),
@@ -130,7 +148,7 @@ def main(argv):
     }
     settings = {k: FLAGS[k].value for k in ("seeds", "teacher_epochs", "epochs", "width",
                                             "alpha", "temperature", "learning_rate",
-                                            "batch_size")}
+                                            "batch_size", "augment")}
     result = {"settings": settings, "runs": rows, "summary": summary}
     _io.write_text(FLAGS.out, json.dumps(result, indent=2))
     print(json.dumps(summary, indent=2))
