@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -356,11 +357,13 @@ def export_trials(study, path: str) -> list:
 def _storage(config: ConfigDict, workdir: str):
     url = config.storage or "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db"))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=kwargs, heartbeat_interval=int(config.heartbeat_interval),
-        grace_period=2 * int(config.heartbeat_interval),
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=2))
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=int(config.heartbeat_interval),
+            grace_period=2 * int(config.heartbeat_interval),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=2))
 
 
 def search(config, workdir: str) -> dict:
