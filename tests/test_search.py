@@ -78,6 +78,7 @@ def test_pareto_front_drops_dominated_and_duplicate_points():
     ("max_drop", -1.0, "max_drop=-1.0"),
     ("seeds", ("mode=int8,depth=3",), "unknown seed field 'depth'"),
     ("colour", 1, "unknown search field 'colour'"),
+    ("seeds", ("mode=int8,sparsity=0.85",), "sparsity=0.85 is not among space.sparsity"),
 ])
 def test_bad_config_names_the_value(field, value, words):
     config = default_config().to_dict()
@@ -192,4 +193,6 @@ def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_
     records = _records(workdir)
     done = [r for r in records if r["state"] == "COMPLETE"]
     assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)
+    # The trial in flight at the kill was marked failed (stale heartbeat) and run again.
+    assert [r["state"] for r in records].count("FAIL") == 1
     assert _points(summary["front"]) == _points(shared_study[1]["front"])

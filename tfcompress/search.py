@@ -117,7 +117,11 @@ def check_config(config) -> ConfigDict:
         raise errors.ConfigError(errors.unknown("space.mode", bad[0] if bad else (),
                                                 recipe.available_modes()))
     for seed in merged.seeds:
-        parse_params(seed)
+        for dim, value in parse_params(seed).items():
+            if value not in merged.space[dim]:
+                raise errors.ConfigError(
+                    f"seed {seed!r}: {dim}={value!r} is not among space.{dim}; accepted: "
+                    + ", ".join(map(repr, merged.space[dim])))
     return merged
 
 
