@@ -15,6 +15,9 @@ Parts:
              were rejected with InvalidTFLiteError, how many crashed the child interpreter, and
              that the calling process survived all of them.
 
+The variant ``int8_float_softmax`` is ``int8`` with ``keep_float_ops=["SOFTMAX"]``: XNNPACK has no
+int8 softmax, so this is the int8 classifier XNNPACK takes whole (float32 input/output).
+
 Each mode's size is also compared with what the plain ``tf.lite.TFLiteConverter`` makes from the
 same model with the same settings (hand-written here, as a user would) to show that
 tfcompress adds nothing to the flatbuffer. Latency on a shared machine is noisy.
