@@ -4,7 +4,7 @@ A trial is a recipe (``tfcompress.recipe``): stages with their sections and one 
 mode, run by ``run_recipe`` in its own folder and measured on the deployed ``.tflite``
 (accuracy on the test split; gzip bytes, XNNPACK latency, or the Keras model's MACs). The
 study is an Optuna multi-objective study (maximize accuracy, minimize the objective) with a
-TPE sampler whose ``constraints_func`` is the accuracy budget.
+TPE sampler that knows the accuracy budget as a trial constraint.
 
 What we add over a plain ``study.optimize``:
 
@@ -16,7 +16,7 @@ What we add over a plain ``study.optimize``:
 - Early stop: after every stage the Keras test accuracy is checked; a candidate already more
   than ``stop_slack`` points below the budget is pruned (``optuna.TrialPruned``). Optuna's
   pruners need ``trial.report``, which multi-objective studies do not support, so the stop is
-  this check, and the sampler learns the budget through ``constraints_func``.
+  this check, and the sampler learns the budget through ``trial.set_constraint``.
 - The baseline is trained once (``<workdir>/baseline``, under a file lock so processes sharing
   the folder train it once) and every trial loads it through ``model.path``.
 - Storage: ``sqlite:///<workdir>/study.db`` by default, so a rerun resumes the study. Any URL
@@ -275,6 +275,7 @@ class _Search:
                     if key != "pid":
                         trial.set_user_attr(key, value)
                 trial.set_user_attr("same_as", other.number)
+                trial.set_constraint("accuracy_budget", other.user_attrs["constraint"])
                 return tuple(other.values)
         folder = os.path.join(self.workdir, "trials", _params_key(params))
         trial.set_user_attr("folder", folder)
@@ -312,6 +313,7 @@ class _Search:
         trial.set_user_attr("macs", (report["profile"]["final"] or {}).get("macs"))
         trial.set_user_attr("gzip_ratio", row["gzip_bytes"] / self.baseline["gzip_bytes"])
         trial.set_user_attr("constraint", self.floor - row["accuracy"])
+        trial.set_constraint("accuracy_budget", self.floor - row["accuracy"])  # for the sampler
         trial.set_user_attr("tflite", os.path.join(folder, f"{params['mode']}.tflite"))
         trial.set_user_attr("recipe", os.path.join(folder, "recipe.py"))
         return row["accuracy"], value
@@ -389,8 +391,7 @@ def search(config, workdir: str) -> dict:
     baseline = _baseline(config, workdir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(
-        seed=config.seed, n_startup_trials=len(config.space.mode) + len(config.seeds) + 3,
-        constraints_func=lambda t: [t.user_attrs.get("constraint", 1.0)])
+        seed=config.seed, n_startup_trials=len(config.space.mode) + len(config.seeds) + 3)
     study = optuna.create_study(
         storage=_storage(config, workdir), study_name=config.study_name, load_if_exists=True,
         directions=["maximize", "minimize"], sampler=sampler)
