@@ -17,7 +17,7 @@ from tfcompress.search import (check_config, default_config, pareto_front, parse
                                recipe_source, search, space, trial_recipe)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = ("float16", "dynamic", "int8")
+MODES = ("float16", "int8")
 
 
 def _load(path):

@@ -372,12 +372,19 @@ def _storage(config: ConfigDict, workdir: str):
                 max_retry=2))
 
 
-def search(config, workdir: str) -> dict:
+def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
     """Searches compression recipes under an accuracy budget; resumes the study in ``workdir``.
 
+    Example: ``search(cfg, "workdir/s", max_drop=1.0, objective="size", timeout=900)`` where
+    ``cfg.recipe.model.path`` names a trained model (or ``cfg.recipe`` trains one) and
+    ``cfg.recipe.data`` the data.
+
     Args:
-        config: a search config (see ``default_config``; ``configs/digits_search.py``).
+        config: a search config (see ``default_config``; ``configs/digits_search.py``);
+            None: the defaults.
         workdir: the study folder (baseline, trials, outputs; the SQLite study by default).
+        **overrides: top-level search fields over ``config`` (``objective``, ``max_drop``,
+            ``n_trials``, ``timeout``, ``storage``, ...).
 
     Returns:
         The summary written to ``search.json``: baseline, budget, Pareto front, best
@@ -386,7 +393,9 @@ def search(config, workdir: str) -> dict:
     Raises:
         TfcompressError: bad config fields, data or model.
     """
-    config = check_config(config)
+    config = default_config() if config is None else config
+    config = check_config({**(config.to_dict() if isinstance(config, ConfigDict) else config),
+                           **overrides})
     os.makedirs(workdir, exist_ok=True)
     baseline = _baseline(config, workdir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
