@@ -58,7 +58,8 @@ def main() -> None:
         "command": "python benchmarks/search.py",
         "machine": f"{os.cpu_count()} cores, shared with other engineers (load average "
                    f"{os.getloadavg()[0]:.1f} at the end)",
-        "wall_seconds": wall, "states": summary["states"], "baseline": base,
+        "wall_seconds": wall, "states": summary["states"], "repeats": summary["repeats"],
+        "baseline": base,
         "accuracy_floor": summary["accuracy_floor"],
         "best": None if best is None else {
             k: best.get(k) for k in ("number", "params", "stages", "accuracy", "gzip_bytes",

@@ -25,6 +25,8 @@ What we add over a plain ``study.optimize``:
   and study name and they share the trials. Heartbeats mark a killed process' trial failed
   after the grace period and re-queue it (Optuna's ``RetryHeartbeatStaleTrialCallback``); its
   folder is named after its parameters, so the retry resumes from the stages already saved.
+  A rerun sooner than the grace period (2 x ``heartbeat_interval``) after the kill still sees
+  that trial as running elsewhere; rerun again later and it is retried.
 - Outputs in the workdir: ``trials.jsonl`` (every trial, rewritten atomically after each),
   ``front/trial_<n>.py`` (each Pareto point's recipe as a configs-style file that
   ``scripts/compress.py --config=...`` runs), ``best/`` (the smallest candidate meeting the
@@ -67,7 +69,8 @@ def default_config() -> ConfigDict:
     c.recipe = recipe.default_config()  # data, model, training and stage sections of trials
     c.objective = "size"  # size (gzip bytes) | latency (XNNPACK ms) | macs
     c.max_drop = 1.0  # accuracy budget: at most this many points below the float32 baseline
-    c.n_trials = 30  # trials in the study (completed + pruned), across processes and reruns
+    c.n_trials = 30  # candidates tried (completed + pruned; a repeat of one already measured
+    #                  is answered from it and not counted), across processes and reruns
     c.timeout = 0  # seconds this process searches (0: no limit); the trial in flight finishes
     c.storage = ""  # an Optuna database URL; "" is sqlite:///<workdir>/study.db
     c.study_name = "search"
@@ -297,9 +300,16 @@ class _Search:
         miss = self.floor - row["accuracy"]
         if (params["mode"] == "int8" and "qat" in recipe.STAGES and 0 < miss
                 and miss <= self.config.qat_recover / 100.0):
-            cfg = trial_recipe(self.config, params, path, qat=True)
-            report = recipe.run_recipe(cfg, folder, after_stage=after_stage)
-            row = next(r for r in report["formats"] if r["format"] == params["mode"])
+            tflite = os.path.join(folder, "int8.tflite")
+            ptq = load_flatbuffer(tflite)
+            qat_cfg = trial_recipe(self.config, params, path, qat=True)
+            qat_report = recipe.run_recipe(qat_cfg, folder)
+            qat_row = next(r for r in qat_report["formats"] if r["format"] == "int8")
+            trial.set_user_attr("qat_accuracy", qat_row["accuracy"])
+            if qat_row["accuracy"] > row["accuracy"]:
+                cfg, report, row = qat_cfg, qat_report, qat_row
+            else:  # QAT did not help: the PTQ flatbuffer and recipe stand
+                _io.write_bytes(tflite, ptq)
         value = _objective_value(report, row, self.config.objective)
         _io.write_text(os.path.join(folder, "recipe.py"), recipe_source(
             cfg, f"Search trial {trial.number}: {', '.join(cfg.stages) or 'PTQ only'} -> "
@@ -319,15 +329,17 @@ class _Search:
         return row["accuracy"], value
 
     def counted(self) -> int:
+        """Trials toward ``n_trials``: finished or running, a repeated candidate not counted."""
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                   optuna.trial.TrialState.RUNNING)
-        return len(self.study.get_trials(deepcopy=False, states=states))
+        return sum("same_as" not in t.user_attrs
+                   for t in self.study.get_trials(deepcopy=False, states=states))
 
     def after_trial(self, study, trial) -> None:
         records = export_trials(study, os.path.join(self.workdir, "trials.jsonl"))
         feasible = [r for r in records if r["state"] == "COMPLETE" and r["feasible"]]
         best = min(feasible, key=lambda r: r["objective"], default=None)
-        done = sum(r["state"] in ("COMPLETE", "PRUNED") for r in records)
+        done = sum(r["state"] in ("COMPLETE", "PRUNED") and "same_as" not in r for r in records)
         what = (f"acc {trial.values[0]:.4f} {self.config.objective} {trial.values[1]:.6g}"
                 if trial.values else trial.state.name.lower())
         best_text = (f"trial {best['number']}: acc {best['accuracy']:.4f}, gzip "
@@ -412,9 +424,12 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
     for seed in config.seeds:
         params = parse_params(seed)
         study.enqueue_trial({d: params.get(d, off[d]) for d in dims}, skip_if_exists=True)
+    with warnings.catch_warnings():  # a killed process' trial: failed and queued again
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     remaining = config.n_trials - run.counted()
     if remaining > 0:
-        study.optimize(run.objective, n_trials=2 * remaining + 5,
+        study.optimize(run.objective, n_trials=3 * remaining + 10,
                        timeout=config.timeout or None, callbacks=[run.after_trial],
                        catch=(errors.TfcompressError, ValueError, RuntimeError))
     return finish(config, workdir, baseline, study)
@@ -438,6 +453,7 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
         "space": {k: list(v) for k, v in space(config).items()},
         "states": {s: sum(r["state"] == s for r in records)
                    for s in sorted({r["state"] for r in records})},
+        "repeats": sum("same_as" in r for r in records),  # a candidate sampled again
         "front": front, "best": None,
     }
     if best is not None:
@@ -508,7 +524,8 @@ def markdown(summary: dict) -> str:
              f"bytes, {base['latency_ms']:.3f} ms. Budget: at most {summary['max_drop_points']:g}"
              f" points lower (accuracy >= {summary['accuracy_floor']:.4f}); objective: "
              f"{summary['objective']}. Trials: "
-             + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items()) + ".", ""]
+             + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items())
+             + f" ({summary['repeats']} repeats of a measured candidate).", ""]
     if best:
         lines += [f"Best within the budget: trial {best['number']} ({', '.join(best['stages']) or 'PTQ only'}"
                   f" -> {best['params']['mode']}), accuracy {best['validation']['accuracy']:.4f}, "
