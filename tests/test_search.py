@@ -196,3 +196,14 @@ def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_
     # The trial in flight at the kill was marked failed (stale heartbeat) and run again.
     assert [r["state"] for r in records].count("FAIL") == 1
     assert _points(summary["front"]) == _points(shared_study[1]["front"])
+
+
+def test_script_bad_objective_is_one_line_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "search.py"),
+         "--config.objective=energy", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown objective 'energy'; accepted: size, latency, macs")
+    assert not os.listdir(tmp_path)  # nothing trained or written
