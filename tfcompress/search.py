@@ -111,6 +111,8 @@ def check_config(config) -> ConfigDict:
     merged.recipe = recipe.check_config(merged.recipe)
     if merged.objective not in OBJECTIVES:
         raise errors.ConfigError(errors.unknown("objective", merged.objective, OBJECTIVES))
+    if merged.objective == "latency" and not merged.recipe.validate.latency_runs:
+        raise errors.ConfigError("objective 'latency' needs recipe.validate.latency_runs > 0")
     if merged.max_drop < 0:
         raise errors.ConfigError(f"max_drop={merged.max_drop!r}; accepted: points >= 0")
     if merged.n_trials < 1:
@@ -271,9 +273,14 @@ class _Search:
         params = {dim: trial.suggest_categorical(dim, list(choices))
                   for dim, choices in self.space.items()}
         trial.set_user_attr("pid", os.getpid())
-        for other in self.study.get_trials(deepcopy=False,
-                                           states=(optuna.trial.TrialState.COMPLETE,)):
-            if other.params == params and other.values:  # the sampler repeated a candidate
+        for other in self.study.get_trials(deepcopy=False, states=(
+                optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
+            if other.params != params:
+                continue
+            if not other.values:  # the sampler repeated a candidate stopped early
+                trial.set_user_attr("same_as", other.number)
+                raise optuna.TrialPruned(f"same candidate as trial {other.number}")
+            if other.values:  # the sampler repeated a measured candidate
                 for key, value in other.user_attrs.items():
                     if key != "pid":
                         trial.set_user_attr(key, value)
