@@ -10,10 +10,12 @@ Parts:
   mnv2_96    MobileNetV2 (weights=None, 96x96x3, 1000 classes), the same figures; agreement with
              Keras on random images (the model is untrained: parity, not accuracy).
   mnv2_224   MobileNetV2 (weights=None, 224x224x3, 1000 classes), the same.
-  mutants    N randomly mutated copies (byte flips, overwritten runs, truncation) of the digits
-             float32 and int8 flatbuffers loaded through validate.predict: how many ran, how many
-             were rejected with InvalidTFLiteError, how many crashed the child interpreter, and
-             that the calling process survived all of them.
+  mutants    --mutants randomly mutated copies (byte flips, overwritten runs, flips in the op
+             tables, truncation, table words set to extreme values) of the digits float32 and
+             int8 flatbuffers, and --structural more of the last kind (the one that finds
+             interpreter crashes), loaded through validate.predict: how many ran, how many were
+             rejected with InvalidTFLiteError, how many of those crashed or hung the child
+             interpreter, and that the calling process survived all of them.
 
 The variant ``int8_float_softmax`` is ``int8`` with ``keep_float_ops=["SOFTMAX"]``: XNNPACK has no
 int8 softmax, so this is the int8 classifier XNNPACK takes whole (float32 input/output).
@@ -38,14 +40,15 @@ import tensorflow as tf  # noqa: E402
 import tfcompress  # noqa: E402
 from tfcompress import _io, errors, keras, models, profile  # noqa: E402
 from tfcompress.convert import MODES, conversion_info, convert  # noqa: E402
-from tfcompress.validate import predict, validate  # noqa: E402
+from tfcompress.validate import predict, validate, verify  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["digits", "mnv2_96", "mnv2_224", "mutants"], "Parts to run.")
 flags.DEFINE_list("modes", list(MODES) + ["int8_float_softmax"],
                   "Conversion modes, and variants (see VARIANTS).")
 flags.DEFINE_bool("plain", True, "Also convert with the plain TFLiteConverter, for sizes.")
-flags.DEFINE_integer("mutants", 500, "Mutated flatbuffers per part 'mutants'.")
+flags.DEFINE_integer("mutants", 500, "Mutated flatbuffers (all kinds) in part 'mutants'.")
+flags.DEFINE_integer("structural", 2000, "Extra structural mutants in part 'mutants'.")
 flags.DEFINE_integer("epochs", 15, "Digits CNN training epochs.")
 flags.DEFINE_integer("calibration", 100, "Representative samples.")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -147,8 +150,15 @@ def mutate(content: bytes, rng, kind: int) -> bytes:
     elif kind == 2:  # flip bytes in the last 4 KiB (where the converter puts the op tables)
         for pos in rng.integers(max(0, len(data) - 4096), len(data), rng.integers(1, 5)):
             data[pos] ^= int(rng.integers(1, 256))
-    else:  # truncate
+    elif kind == 3:  # truncate
         data = data[: int(rng.integers(8, len(data)))]
+    else:  # structural: 1-3 aligned 32-bit words of the tables set to extreme values
+        region = (len(data) - 6000, len(data)) if rng.integers(3) else (0, 3000)
+        for _ in range(rng.integers(1, 4)):
+            pos = int(rng.integers(max(0, region[0]), region[1] - 4)) & ~3
+            value = int(rng.choice([0, 1, 255, 0x10000, 0x7FFFFFFF, 0xFFFFFFFF,
+                                    int(rng.integers(0, 2**32))]))
+            data[pos:pos + 4] = value.to_bytes(4, "little")
     return bytes(data)
 
 
@@ -159,20 +169,29 @@ def part_mutants():
     sources = {"float32": convert(model, "float32"),
                "int8": convert(model, "int8", representative_data=x[:50])}
     rng = np.random.default_rng(0)
+    out = {}
+    for name, count, kinds in (("mixed", FLAGS.mutants, 5), ("structural", FLAGS.structural, 0)):
+        out[name] = run_mutants(sources, rng, count, kinds, xt[:8])
+    return out
+
+
+def run_mutants(sources, rng, count, kinds, x):
+    """kinds=5: all five kinds in turn; 0: structural only."""
     counts = {"total": 0, "ran": 0, "rejected": 0, "child_crashed": 0, "child_timeout": 0,
               "other_exception": 0}
     examples, start = [], time.perf_counter()
-    for i in range(FLAGS.mutants):
-        fb = mutate(sources["float32" if i % 2 else "int8"], rng, i % 4)
+    for i in range(count):
+        fb = mutate(sources["float32" if i % 2 else "int8"], rng, i % kinds if kinds else 4)
         counts["total"] += 1
         try:
-            predict(fb, xt[:8])
+            verify(fb, timeout=20)  # a hang costs 20 s, not the default 120 s
+            predict(fb, x)
             counts["ran"] += 1
         except (errors.InvalidTFLiteError, errors.DataError) as e:
             counts["rejected"] += 1
-            counts["child_crashed"] += "crashed" in str(e)
+            counts["child_crashed"] += "crashed" in str(e) or "ended its process" in str(e)
             counts["child_timeout"] += "did not finish" in str(e)
-            if len(examples) < 12:
+            if len(examples) < 12 or "crashed" in str(e) or "did not finish" in str(e):
                 examples.append(str(e)[:200])
         except Exception as e:  # noqa: BLE001  (a non-clear error is what we count here)
             counts["other_exception"] += 1
@@ -219,7 +238,8 @@ def summary(results) -> dict:
             for mode, r in results[part]["modes"].items()}
         out[part]["keras_accuracy"] = results[part]["keras_accuracy"]
     if "mutants" in results:
-        out["mutants"] = results["mutants"]["counts"]
+        out["mutants"] = {k: v["counts"] for k, v in results["mutants"].items()
+                          if isinstance(v, dict) and "counts" in v}
     return out
 
 
