@@ -43,7 +43,20 @@ def ensure_keras2(model) -> keras.Model:
 
 
 def quiet_tensorflow() -> None:
-    """Hides TensorFlow's and the converter's INFO chatter (for scripts; warnings still show)."""
+    """Hides TensorFlow's and the converter's INFO chatter (for scripts; warnings still show).
+
+    TensorFlow logs through its own ``tensorflow`` logger and, in places (SavedModel export),
+    through absl's; both are filtered so only our own INFO lines remain.
+    """
     import logging
 
+    from absl import logging as absl_logging
+
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    tf_dir = os.path.dirname(os.path.dirname(keras.__file__))  # site-packages
+    noisy = tuple(os.path.join(tf_dir, name) for name in ("tensorflow", "tf_keras"))
+
+    def keep(record) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(noisy)
+
+    absl_logging.get_absl_handler().addFilter(keep)
