@@ -22,7 +22,8 @@ What we add over a plain ``study.optimize``:
 - Storage: ``sqlite:///<workdir>/study.db`` by default, so a rerun resumes the study. Any URL
   Optuna's RDBStorage accepts works (``postgresql://user:pass@host/db``,
   ``mysql+pymysql://...``): start the same search on several machines with the same storage
-  and study name and they share the trials. Heartbeats mark a killed process' trial failed
+  and study name and they share the trials (let one process create the study first; processes
+  sharing one workdir take turns by a file lock). Heartbeats mark a killed process' trial failed
   after the grace period and re-queue it (Optuna's ``RetryHeartbeatStaleTrialCallback``); its
   folder is named after its parameters, so the retry resumes from the stages already saved.
   A rerun sooner than the grace period (2 x ``heartbeat_interval``) after the kill still sees
@@ -420,20 +421,23 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(
         seed=config.seed, n_startup_trials=len(config.space.mode) + len(config.seeds) + 3)
-    study = optuna.create_study(
-        storage=_storage(config, workdir), study_name=config.study_name, load_if_exists=True,
-        directions=["maximize", "minimize"], sampler=sampler)
-    run = _Search(config, workdir, baseline, study)
-    dims = run.space
-    off = {d: (0 if 0 in c else c[0]) for d, c in dims.items()}
-    for mode in dims["mode"]:  # cheap candidates first: PTQ only
-        study.enqueue_trial({**off, "mode": mode}, skip_if_exists=True)
-    for seed in config.seeds:
-        params = parse_params(seed)
-        study.enqueue_trial({d: params.get(d, off[d]) for d in dims}, skip_if_exists=True)
-    with warnings.catch_warnings():  # a killed process' trial: failed and queued again
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    # Processes sharing this workdir create the study's tables and enqueue the first candidates
+    # one at a time (two at once race on SQLite: "table ... already exists").
+    with _locked(os.path.join(workdir, ".study.lock")):
+        study = optuna.create_study(
+            storage=_storage(config, workdir), study_name=config.study_name, load_if_exists=True,
+            directions=["maximize", "minimize"], sampler=sampler)
+        run = _Search(config, workdir, baseline, study)
+        dims = run.space
+        off = {d: (0 if 0 in c else c[0]) for d, c in dims.items()}
+        for mode in dims["mode"]:  # cheap candidates first: PTQ only
+            study.enqueue_trial({**off, "mode": mode}, skip_if_exists=True)
+        for seed in config.seeds:
+            params = parse_params(seed)
+            study.enqueue_trial({d: params.get(d, off[d]) for d in dims}, skip_if_exists=True)
+        with warnings.catch_warnings():  # a killed process' trial: failed and queued again
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     remaining = config.n_trials - run.counted()
     if remaining > 0:
         study.optimize(run.objective, n_trials=3 * remaining + 10,
