@@ -17,25 +17,33 @@ from tfcompress import errors  # noqa: E402
 
 
 def is_keras3_model(model) -> bool:
-    """True for a model built with Keras 3 (``keras`` >= 3), which tfmot cannot handle."""
-    module = type(model).__module__
-    return not isinstance(model, keras.Model) and module.split(".")[0] == "keras"
+    """True for a model built with Keras 3 (``keras`` >= 3), subclasses included."""
+    return not isinstance(model, keras.Model) and any(
+        cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__)
 
 
 def ensure_keras2(model) -> keras.Model:
-    """Returns ``model`` if it is a ``tf_keras`` model; raises a clear error otherwise.
+    """Returns ``model`` if it is a ``tf_keras`` model, a Keras 3 model rebuilt as one.
+
+    A Keras 3 Sequential or Functional model is rebuilt by ``tfcompress.keras3.from_keras3``
+    (same layers, names and weights, outputs checked); the caller's model is left as it is.
 
     Raises:
-        Keras3ModelError: ``model`` was built with Keras 3.
+        Keras3ModelError: a Keras 3 model that cannot be translated (a custom layer without a
+            Keras 2 twin, a subclassed model); the message names the layer.
         ModelError: ``model`` is not a Keras model at all.
     """
     if isinstance(model, keras.Model):
         return model
     if is_keras3_model(model):
-        raise errors.Keras3ModelError(
-            f"{type(model).__name__} {getattr(model, 'name', '')!r} is a Keras 3 model; "
-            "tfmot needs Keras 2: build it with `tfcompress.keras` (tf_keras) instead."
-        )
+        from absl import logging
+
+        from tfcompress.keras3 import from_keras3  # lazy: keras3 imports this module
+
+        rebuilt = from_keras3(model)
+        logging.info("Keras 3 model %r rebuilt as a tf_keras model for tfmot (%d layers)",
+                     getattr(model, "name", ""), len(rebuilt.layers))
+        return rebuilt
     raise errors.ModelError(
         f"expected a Keras model, got {type(model).__name__}; "
         "accepted: a tf_keras Model or a path to a .keras/.h5 file or SavedModel directory"

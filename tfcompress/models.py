@@ -76,9 +76,12 @@ def custom_objects_scope():
 def load_model(path: str, *, compile: bool = False) -> keras.Model:
     """Loads a user's ``.keras`` / ``.h5`` file or SavedModel directory with safe mode on.
 
+    A ``.keras`` file saved by Keras 3 is loaded by Keras 3 and rebuilt as a tf_keras model.
+
     Raises:
         ModelError: the path does not exist or is not one of the accepted kinds.
-        Keras3ModelError: the file holds a Keras 3 model (load it with Keras 3 instead).
+        Keras3ModelError: a ``.keras`` file written by Keras 3 (rebuilt as a tf_keras model
+            by ``tfcompress.from_keras3``) holds a layer that cannot be translated.
     """
     path = os.fspath(path)
     is_savedmodel = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
@@ -90,6 +93,10 @@ def load_model(path: str, *, compile: bool = False) -> keras.Model:
         raise errors.ModelError(
             f"model file {path!r} has an unknown extension; accepted: .keras, .h5, "
             "or a SavedModel directory")
+    if path.endswith(".keras") and _saved_by_keras3(path):
+        from tfcompress.keras3 import from_keras3  # lazy: keras3 imports tfcompress modules
+
+        return from_keras3(path)
     with custom_objects_scope():
         try:
             if is_savedmodel:
@@ -99,6 +106,19 @@ def load_model(path: str, *, compile: bool = False) -> keras.Model:
         except (ValueError, TypeError, OSError) as e:
             raise errors.ModelError(f"cannot load model {path!r}: {e}") from e
     return ensure_keras2(model)
+
+
+def _saved_by_keras3(path: str) -> bool:
+    """Whether a ``.keras`` file's metadata says Keras 3 wrote it."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            version = json.loads(z.read("metadata.json")).get("keras_version", "")
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return False
+    return str(version).startswith("3.")
 
 
 def save_model(model: keras.Model, path: str) -> str:
