@@ -94,6 +94,17 @@ def test_unsupported_layers_listed_with_the_way_out(digits):
         tfcompress.quantize_aware(model, layers=["scale"])
 
 
+def test_batchnorm_after_conv_is_folded_not_refused():
+    """MobileNetV2's Conv+BatchNorm pairs: tfmot folds them; QAT and int8 conversion work."""
+    model = models.build("mobilenet_v2", (32, 32, 3), 10, width=0.35)
+    qat = tfcompress.quantize_aware(model)
+    assert quantization.is_quantize_aware(qat)
+    assert not [l for l in qat.layers if isinstance(l, keras.layers.BatchNormalization)]
+    x = np.random.default_rng(0).random((8, 32, 32, 3), np.float32)
+    flatbuffer = convert(qat, "int8")
+    assert predict(flatbuffer, x).shape == (8, 10)
+
+
 def test_unknown_preserve(cnn):
     with pytest.raises(errors.ConfigError, match="unknown preserve 'zeros'"):
         tfcompress.quantize_aware(cnn, preserve="zeros")

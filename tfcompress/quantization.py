@@ -41,12 +41,17 @@ def _registry():
     return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
 
+# Not in tfmot's registry but handled by its layout transforms (folded into the Conv2D,
+# DepthwiseConv2D or Dense before them); tfmot itself reports a BatchNormalization it cannot fold.
+_FOLDED = (keras.layers.BatchNormalization,)
+
+
 def unsupported_layers(model, layers: pruning.LayerSelector = None) -> dict:
     """{name: class} of the selected layers the default 8-bit scheme cannot quantize."""
     match = pruning._layer_matcher(layers)
     registry = _registry()
     return {l.name: type(l).__name__ for l in model.layers
-            if match(l) and not isinstance(l, keras.layers.InputLayer)
+            if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED)
             and not registry.supports(l)
             and not getattr(l, "_tfcompress_no_qat", False)}
 
