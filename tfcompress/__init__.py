@@ -20,5 +20,7 @@ from tfcompress import distillation  # noqa: F401
 from tfcompress.distillation import Distiller  # noqa: F401
 from tfcompress.search import search  # noqa: F401  (shadows the submodule: import from it)
 from tfcompress.keras3 import from_keras3, to_keras3  # noqa: F401
+from tfcompress import lowbit  # noqa: F401  (registers the low-bit and 'mixed' modes)
+from tfcompress.lowbit import mixed_precision  # noqa: F401
 
 __version__ = "0.1.0"

@@ -93,6 +93,23 @@ def load_image_folder(
     return ((xtr / 255.0, ytr), (xte / 255.0, yte)), names
 
 
+def resize_images(x: np.ndarray, image_size: Sequence[int], color_mode: str = "rgb") -> np.ndarray:
+    """Images resized (bilinear) to ``image_size`` with 3 (``rgb``) or 1 (``grayscale``) channels.
+
+    E.g. the 8x8 digits as 32x32 RGB, the smallest input ``keras.applications`` models take.
+    """
+    if color_mode not in ("rgb", "grayscale"):
+        raise errors.DataError(errors.unknown("color_mode", color_mode, ("rgb", "grayscale")))
+    import tensorflow as tf
+
+    out = tf.image.resize(np.asarray(x, np.float32), tuple(image_size)).numpy()
+    if color_mode == "rgb" and out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    elif color_mode == "grayscale" and out.shape[-1] != 1:
+        out = out.mean(axis=-1, keepdims=True)
+    return out.astype(np.float32)
+
+
 def from_dataset(dataset, limit: Optional[int] = None) -> Split:
     """Collects a ``tf.data.Dataset`` of (image, label) pairs, batched or not, into numpy.
 

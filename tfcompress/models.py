@@ -58,8 +58,15 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, width: float 
         return digits_cnn(input_shape, num_classes, width)
     if name not in _APPLICATIONS:
         raise errors.ConfigError(errors.unknown("model", name, MODEL_NAMES))
-    return _APPLICATIONS[name](
+    model = _APPLICATIONS[name](
         input_shape=tuple(input_shape), classes=num_classes, alpha=width, weights=None)
+    # The applications' BatchNormalization momentum (0.999) suits ImageNet-length training;
+    # trained from scratch on a small dataset its moving statistics lag the weights (MobileNetV2
+    # on the digits at 32x32: 0.94 training accuracy, chance at inference). Keras' 0.99 keeps up.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.99
+    return model
 
 
 def custom_objects_scope():

@@ -18,6 +18,7 @@ from ml_collections import ConfigDict
 from tfcompress import _io
 from tfcompress import data as data_lib
 from tfcompress import errors
+from tfcompress import lowbit
 from tfcompress import models
 from tfcompress import profile
 from tfcompress import report as report_lib
@@ -35,8 +36,9 @@ def default_config() -> ConfigDict:
     c.data = ConfigDict(dict(
         name="digits",  # digits | npz | image_folder
         path="",  # .npz file or image folder
-        image_size=(32, 32),  # image_folder only
-        color_mode="rgb",  # image_folder only: rgb | grayscale
+        image_size=(32, 32),  # image_folder, or any data with resize=True
+        color_mode="rgb",  # image_folder, or any data with resize=True: rgb | grayscale
+        resize=False,  # digits/npz: resize to image_size and color_mode (e.g. for MobileNetV2)
         limit=0,  # use at most this many train and test samples (0: all)
     ))
     c.model = ConfigDict(dict(
@@ -49,6 +51,10 @@ def default_config() -> ConfigDict:
     c.convert = ConfigDict(dict(
         modes=("float32", "float16", "int8"),
         representative_samples=200,
+        overrides=(),  # low-bit modes: per-layer widths, "regex=bits" or "OP_TYPE=bits"
+        size_budget=0.0,  # mode "mixed": ratio to float32 bytes (<= 1) or bytes (> 1)
+        mixed_widths=(2, 4, 8, 16, 32),  # mode "mixed": candidate widths (16 float16, 32 float)
+        mixed_max_layers=0,  # mode "mixed": choose widths for the largest N layers (0: all)
     ))
     c.validate = ConfigDict(dict(latency_runs=50, num_threads=1))
     for name, defaults in _STAGE_DEFAULTS.items():
@@ -84,6 +90,14 @@ def check_config(config) -> ConfigDict:
     bad = [m for m in merged.convert.modes if m not in available_modes()]
     if bad:
         raise errors.ConfigError(errors.unknown("conversion mode", bad[0], available_modes()))
+    if "mixed" in merged.convert.modes and not merged.convert.size_budget > 0:
+        raise errors.ConfigError(
+            f"mode 'mixed' needs convert.size_budget > 0, got {merged.convert.size_budget!r}; "
+            "accepted: a ratio to the float32 bytes in (0, 1] or a byte count > 1")
+    try:
+        lowbit.parse_overrides(merged.convert.overrides)
+    except errors.ConversionError as e:
+        raise errors.ConfigError(f"convert.overrides: {e}") from e
     if merged.data.name not in DATA_NAMES:
         raise errors.ConfigError(errors.unknown("data.name", merged.data.name, DATA_NAMES))
     return merged
@@ -155,6 +169,9 @@ def load_data(config: ConfigDict) -> data_lib.Splits:
             d.path, d.image_size, color_mode=d.color_mode, seed=config.seed)
     if d.limit:
         splits = tuple((x[: d.limit], y[: d.limit]) for x, y in splits)
+    if d.resize and d.name != "image_folder":
+        splits = tuple((data_lib.resize_images(x, d.image_size, d.color_mode), y)
+                       for x, y in splits)
     return splits
 
 
@@ -181,8 +198,9 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
                after_stage: Optional[Callable[[str, keras.Model, float], None]] = None) -> dict:
     """Runs a recipe end to end and writes its outputs into ``workdir``.
 
-    Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode, ``report.json`` and
-    ``report.md``. With ``android_dir``, also an Android bundle (``android.export_android``) of
+    Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode (and, for low-bit
+    modes, ``<mode>.recipe.json``: the quantizer recipe), ``report.json`` and ``report.md``.
+    With ``android_dir``, also an Android bundle (``android.export_android``) of
     the ``android_mode`` flatbuffer (default: the last of ``convert.modes``).
     ``after_stage(name, model, keras_test_accuracy)`` is called after each stage; whatever it
     raises ends the run there (tfcompress.search stops hopeless candidates this way).
@@ -240,10 +258,16 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     for mode in config.convert.modes:
         flatbuffer = convert(
             model, mode, representative_data=x_train,
-            representative_samples=config.convert.representative_samples)
+            representative_samples=config.convert.representative_samples,
+            options=lowbit.recipe_options(config.convert, mode))
         _io.write_bytes(os.path.join(workdir, f"{mode}.tflite"), flatbuffer)
         rows.append(_measure(mode, flatbuffer, model, config, splits))
         rows[-1]["conversion"] = conversion_info(flatbuffer, mode)
+        if mode in lowbit.MODES or mode == "mixed":  # per-layer widths; the quantizer recipe
+            rows[-1]["lowbit"] = lowbit.describe(flatbuffer)
+            if rows[-1]["lowbit"].get("recipe") is not None:
+                lowbit.save_recipe(rows[-1]["lowbit"]["recipe"],
+                                   os.path.join(workdir, f"{mode}.recipe.json"))
     for row in rows:
         row["ratio"] = row["bytes"] / reference["bytes"]
         row["gzip_ratio"] = row["gzip_bytes"] / reference["gzip_bytes"]
