@@ -18,7 +18,6 @@ Parts:
 A rerun of some parts keeps the other parts already in the output file.
 """
 
-import json
 import os
 import sys
 import time
@@ -28,8 +27,9 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import _parts  # noqa: E402  (benchmarks/, first on sys.path)
 import tfcompress  # noqa: E402
-from tfcompress import _io, keras, models  # noqa: E402
+from tfcompress import keras, models  # noqa: E402
 
 flags.DEFINE_list("parts", ["apps", "digits"], "Which measurements to run.")
 flags.DEFINE_list("apps", ["MobileNetV2", "MobileNetV3Small", "ResNet50"], "Applications.")
@@ -181,18 +181,7 @@ def digits() -> dict:
 def main(argv):
     del argv
     tfcompress.quiet_tensorflow()
-    results = {}
-    if os.path.exists(FLAGS.out):  # keep the parts not rerun this time
-        with open(FLAGS.out) as f:
-            results = json.load(f)
-    results["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for part in FLAGS.parts:
-        start = time.time()
-        results[part] = {"apps": apps, "digits": digits}[part]()
-        results[part]["seconds"] = time.time() - start
-        print(json.dumps({part: results[part]}, indent=1, default=str))
-    _io.write_text(FLAGS.out, json.dumps(results, indent=2, default=str))
-    print("wrote", FLAGS.out)
+    _parts.run({"apps": apps, "digits": digits}, FLAGS.parts, FLAGS.out)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,17 @@ A rerun of some parts keeps the other parts already in the output file.
   mlp        Flatten -> Dense 512 -> Dense 512 -> Dense 10 on digits, factorized + fine-tuned.
 """
 
-import json
 import os
 import sys
-import time
 
 import numpy as np
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import _parts  # noqa: E402  (benchmarks/, first on sys.path)
 import tfcompress  # noqa: E402
-from tfcompress import _io, keras, models  # noqa: E402
+from tfcompress import keras, models  # noqa: E402
 from tfcompress.convert import convert  # noqa: E402
 from tfcompress.profile import profile  # noqa: E402
 from tfcompress.surgery import factorize, prune_channels  # noqa: E402
@@ -161,18 +160,7 @@ def mlp() -> dict:
 def main(argv):
     del argv
     tfcompress.quiet_tensorflow()
-    results = {}
-    if os.path.exists(FLAGS.out):  # keep the parts not rerun this time
-        with open(FLAGS.out) as f:
-            results = json.load(f)
-    results["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for part in FLAGS.parts:
-        start = time.time()
-        results[part] = {"mobilenet": mobilenet, "digits": digits, "mlp": mlp}[part]()
-        results[part]["seconds"] = time.time() - start
-        print(json.dumps({part: results[part]}, indent=1, default=str))
-    _io.write_text(FLAGS.out, json.dumps(results, indent=2, default=str))
-    print("wrote", FLAGS.out)
+    _parts.run({"mobilenet": mobilenet, "digits": digits, "mlp": mlp}, FLAGS.parts, FLAGS.out)
 
 
 if __name__ == "__main__":
