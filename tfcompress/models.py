@@ -16,7 +16,7 @@ _APPLICATIONS = {
     "mobilenet_v3_small": lambda **kw: keras.applications.MobileNetV3Small(
         include_preprocessing=False, **kw),
 }
-MODEL_NAMES = ("digits_cnn",) + tuple(_APPLICATIONS)
+MODEL_NAMES = ("digits_cnn", "mini_xception") + tuple(_APPLICATIONS)
 
 
 def digits_cnn(
@@ -49,6 +49,45 @@ def digits_cnn(
     )
 
 
+def mini_xception(
+    input_shape: Sequence[int] = (8, 8, 1), num_classes: int = 10, width: float = 1.0
+) -> keras.Model:
+    """A small model of the Keras Xception family (66k parameters at width 1).
+
+    Conv+BN+ReLU stem, then two residual blocks of SeparableConv2D+BN (ReLU between) whose
+    shortcut is a strided 1x1 Conv2D+BN, added; a last SeparableConv2D+BN+ReLU, global average
+    pooling, ``logits`` Dense and softmax.
+    """
+    if width <= 0:
+        raise errors.ConfigError(f"width={width!r}; accepted: a number > 0")
+    c = lambda n: max(1, int(round(n * width)))  # noqa: E731
+    L = keras.layers
+    inputs = keras.Input(tuple(input_shape))
+    x = L.Conv2D(c(32), 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.Activation("relu", name="stem_relu")(x)
+    for i, filters in enumerate((c(64), c(128)), start=1):
+        shortcut = L.Conv2D(filters, 1, strides=2, padding="same", use_bias=False,
+                            name=f"block{i}_skip_conv")(x)
+        shortcut = L.BatchNormalization(name=f"block{i}_skip_bn")(shortcut)
+        y = L.SeparableConv2D(filters, 3, padding="same", use_bias=False,
+                              name=f"block{i}_sep1")(x)
+        y = L.BatchNormalization(name=f"block{i}_sep1_bn")(y)
+        y = L.Activation("relu", name=f"block{i}_sep1_relu")(y)
+        y = L.SeparableConv2D(filters, 3, padding="same", use_bias=False,
+                              name=f"block{i}_sep2")(y)
+        y = L.BatchNormalization(name=f"block{i}_sep2_bn")(y)
+        y = L.MaxPooling2D(3, strides=2, padding="same", name=f"block{i}_pool")(y)
+        x = L.Add(name=f"block{i}_add")([y, shortcut])
+    x = L.SeparableConv2D(c(128), 3, padding="same", use_bias=False, name="exit_sep")(x)
+    x = L.BatchNormalization(name="exit_bn")(x)
+    x = L.Activation("relu", name="exit_relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    outputs = L.Activation("softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="mini_xception")
+
+
 def build(name: str, input_shape: Sequence[int], num_classes: int, width: float = 1.0):
     """A reference model by name (see ``MODEL_NAMES``), untrained.
 
@@ -56,6 +95,8 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, width: float 
     """
     if name == "digits_cnn":
         return digits_cnn(input_shape, num_classes, width)
+    if name == "mini_xception":
+        return mini_xception(input_shape, num_classes, width)
     if name not in _APPLICATIONS:
         raise errors.ConfigError(errors.unknown("model", name, MODEL_NAMES))
     model = _APPLICATIONS[name](
