@@ -38,9 +38,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tensorflow as tf  # noqa: E402
 
 import tfcompress  # noqa: E402
-from tfcompress import _io, errors, keras, models, profile  # noqa: E402
-from tfcompress.convert import MODES, conversion_info, convert  # noqa: E402
-from tfcompress.validate import predict, validate, verify  # noqa: E402
+from tfcompress import _io, errors, keras, models, profiling  # noqa: E402
+from tfcompress.conversion import MODES, conversion_info, convert  # noqa: E402
+from tfcompress.validation import predict, validate, verify  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["digits", "mnv2_96", "mnv2_224", "mutants"], "Parts to run.")
@@ -107,7 +107,7 @@ def measure_model(label, model, x_cal, x_eval, y_eval, latency_runs):
         row["conversion"] = conversion_info(fb, mode)
         row["options"] = options
         if plain is not None:
-            row["plain_converter"] = {**profile.tflite_sizes(plain),
+            row["plain_converter"] = {**profiling.tflite_sizes(plain),
                                       "ratio": len(plain) / len(f32)}
             row["not_larger_than_plain"] = len(fb) <= len(plain)
         rows[name] = row

@@ -40,9 +40,9 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tfcompress  # noqa: E402
-from tfcompress import _io, errors, keras, lowbit, models  # noqa: E402
-from tfcompress.convert import conversion_info, convert  # noqa: E402
-from tfcompress.validate import predict, validate  # noqa: E402
+from tfcompress import _io, errors, keras, lowbit, mixed, models  # noqa: E402
+from tfcompress.conversion import conversion_info, convert  # noqa: E402
+from tfcompress.validation import predict, validate  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["digits", "mnv2_224"], "Parts to run.")
@@ -90,13 +90,13 @@ def part_digits() -> dict:
     float_accuracy = rows["float32"]["accuracy"]
     x_val, y_val = x[-FLAGS.val:], y[-FLAGS.val:]
     start = time.perf_counter()
-    sens = lowbit.sensitivity(f32, x_val, y_val, widths=(2, 4, 8, 16))
+    sens = mixed.sensitivity(f32, x_val, y_val, widths=(2, 4, 8, 16))
     sens_seconds = time.perf_counter() - start
     mixed = {}
     for budget in (float(b) for b in FLAGS.budgets):
         start = time.perf_counter()
         try:
-            result = lowbit.mixed_precision(f32, x_val, y_val, size_budget=budget,
+            result = mixed.mixed_precision(f32, x_val, y_val, size_budget=budget,
                                             sensitivities=sens)
         except errors.ConversionError as e:
             mixed[str(budget)] = {"error": str(e)}

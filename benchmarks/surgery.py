@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _parts  # noqa: E402  (benchmarks/, first on sys.path)
 import tfcompress  # noqa: E402
 from tfcompress import keras, models  # noqa: E402
-from tfcompress.convert import convert  # noqa: E402
-from tfcompress.profile import profile  # noqa: E402
+from tfcompress.conversion import convert  # noqa: E402
+from tfcompress.profiling import profile  # noqa: E402
 from tfcompress.surgery import factorize, prune_channels  # noqa: E402
-from tfcompress.validate import latency_ms, xnnpack_coverage  # noqa: E402
+from tfcompress.validation import latency_ms, xnnpack_coverage  # noqa: E402
 
 flags.DEFINE_list("parts", ["mobilenet", "digits", "mlp"], "Which measurements to run.")
 flags.DEFINE_integer("repeats", 15, "Interleaved latency rounds per model (median taken).")

@@ -47,13 +47,13 @@ def _fit(model, x, y, epochs, lr, callbacks=()):
 
 
 def _tflite_figures(model, splits, float_gzip):
-    from tfcompress import profile, pruning
-    from tfcompress.convert import convert
-    from tfcompress.validate import predict
+    from tfcompress import profiling, pruning
+    from tfcompress.conversion import convert
+    from tfcompress.validation import predict
 
     (x, _), (xt, yt) = splits
     flatbuffer = convert(model, "int8", representative_data=x, representative_samples=200)
-    sizes = profile.tflite_sizes(flatbuffer)
+    sizes = profiling.tflite_sizes(flatbuffer)
     return {
         "int8_accuracy": float(np.mean(predict(flatbuffer, xt).argmax(-1) == yt)),
         "int8_bytes": sizes["bytes"], "int8_gzip_bytes": sizes["gzip_bytes"],
@@ -70,8 +70,8 @@ def run_stages(baseline_path: str, strategy_devices: int = 0, seed: int = 1) -> 
     import tensorflow_model_optimization as tfmot
 
     import tfcompress
-    from tfcompress import models, profile
-    from tfcompress.convert import convert
+    from tfcompress import models, profiling
+    from tfcompress.conversion import convert
 
     splits = tfcompress.data.load_digits()
     (x, y), (xt, yt) = splits
@@ -85,7 +85,7 @@ def run_stages(baseline_path: str, strategy_devices: int = 0, seed: int = 1) -> 
     t0 = time.time()
     with scope:
         base = models.load_model(baseline_path)
-        float_gzip = profile.tflite_sizes(convert(base, "float32"))["gzip_bytes"]
+        float_gzip = profiling.tflite_sizes(convert(base, "float32"))["gzip_bytes"]
         out["baseline"] = {"accuracy": acc(base), "float32_gzip_bytes": float_gzip}
         pruned = tfcompress.prune(base, PLAN["target"], epochs=PLAN["prune_epochs"],
                                   steps_per_epoch=steps)

@@ -11,7 +11,7 @@ several machines to share one study. Outputs: report.md with pareto.png, front/t
 runnable with scripts/compress.py), best/model.tflite, trials.jsonl.
 """
 
-from tfcompress.search import default_config
+from tfcompress.study import default_config
 
 KIND = "search"
 

@@ -17,7 +17,7 @@ import os
 from absl import flags, logging
 
 import _cli
-from tfcompress.search import search
+import tfcompress
 
 _CONFIG = _cli.define_config("digits_search.py")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/search", "Where the study and outputs live.")
@@ -26,7 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdir/search", "Where the study and
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    summary = search(_CONFIG.value, _WORKDIR.value)
+    summary = tfcompress.search(_CONFIG.value, _WORKDIR.value)
     with open(os.path.join(_WORKDIR.value, "report.md")) as f:
         print(f.read())
     best = summary["best"]

@@ -7,8 +7,8 @@ import pytest
 import tfcompress
 from tfcompress import errors
 from tfcompress.android import export_android
-from tfcompress.convert import conversion_info
-from tfcompress.validate import interpreter, predict
+from tfcompress.conversion import conversion_info
+from tfcompress.validation import interpreter, predict
 
 
 @pytest.mark.parametrize("mode", ["float32", "int8"])

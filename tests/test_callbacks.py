@@ -13,7 +13,7 @@ import pytest
 import tfcompress
 from tfcompress import callbacks, errors, models, pruning
 
-from conftest_tfmot import SAMPLES, fit, small_cnn, steps_per_epoch
+from tfmot_helpers import SAMPLES, fit, small_cnn, steps_per_epoch
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 

@@ -7,7 +7,7 @@ import tensorflow_model_optimization as tfmot
 import tfcompress
 from tfcompress import clustering, errors, keras, models
 
-from conftest_tfmot import fit, small_cnn, steps_per_epoch
+from tfmot_helpers import fit, small_cnn, steps_per_epoch
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_cluster_limits_unique_weights_per_kernel(cnn, digits, init):
     report = tfcompress.unique_weights_report(stripped)
     assert set(report["layers"]) == {"conv1", "conv2", "dense", "logits"}
     assert all(2 <= n <= 8 for n in report["layers"].values()), report
-    assert not any(clustering._is_wrapper(l) for l in stripped.layers)
+    assert not tfcompress.wrappers.is_clustered(stripped)
     for a, b in zip(before, cnn.get_weights()):
         np.testing.assert_array_equal(a, b)
 

@@ -14,9 +14,9 @@ import tensorflow_model_optimization as tfmot
 
 import tfcompress
 from tfcompress import errors, keras
-from tfcompress.convert import convert
+from tfcompress.conversion import convert
 from tfcompress.distillation import Distiller, pseudo_labels
-from tfcompress.validate import validate
+from tfcompress.validation import validate
 
 from conftest import keras_accuracy
 

@@ -25,11 +25,11 @@ def _keras3_model():
 def test_keras3_model_is_rebuilt_as_tf_keras_and_converts():
     import numpy as np
 
-    from tfcompress.validate import predict
+    from tfcompress.validation import predict
 
     model = _keras3_model()
     assert _keras.is_keras3_model(model) and not _keras.is_keras3_model(tfcompress.keras.Model())
-    rebuilt = _keras.ensure_keras2(model)
+    rebuilt = tfcompress.keras3.ensure_keras2(model)
     assert isinstance(rebuilt, tfcompress.keras.Model) and rebuilt is not model
     x = np.random.default_rng(0).random((3, 4), np.float32)
     y = predict(tfcompress.convert(model, "float32"), x)

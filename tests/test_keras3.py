@@ -10,7 +10,7 @@ import tfcompress
 from tfcompress import errors, keras3
 from tfcompress.keras3 import from_keras3, max_abs_diff, to_keras3
 
-from conftest_tfmot import BATCH, SAMPLES, steps_per_epoch
+from tfmot_helpers import BATCH, SAMPLES, steps_per_epoch
 
 k3 = pytest.importorskip("keras")  # Keras 3, TF 2.21's default Keras
 L = k3.layers

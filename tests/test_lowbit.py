@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import tfcompress
-from tfcompress import errors, lowbit
-from tfcompress.convert import available_modes, conversion_info, convert, mode_options
-from tfcompress.validate import interpreter
+from tfcompress import errors, lowbit, mixed
+from tfcompress.conversion import (available_modes, conversion_info, convert, mode_options,
+                                   options_from_section)
+from tfcompress.validation import interpreter
 
 EXPECTED_MODES = {
     "dynamic_wi8", "dynamic_wi4", "dynamic_wi2", "dynamic_wi4_block32", "dynamic_wi4_block64",
@@ -126,7 +127,7 @@ def test_the_quantizer_prints_nothing(f32, digits, capsys):
 
 def test_sensitivity_measures_each_layer_alone(f32, digits):
     _, (xt, yt) = digits
-    s = lowbit.sensitivity(f32, xt[:200], yt[:200], widths=(2, 4, 8, 16))
+    s = mixed.sensitivity(f32, xt[:200], yt[:200], widths=(2, 4, 8, 16))
     rows = {row["name"]: row for row in s["layers"]}
     assert list(rows) == ["conv1", "conv2", "dense", "logits"]
     dense = rows["dense"]
@@ -147,7 +148,7 @@ def test_sensitivity_measures_each_layer_alone(f32, digits):
 
 def test_mixed_precision_meets_the_budget(f32, digits, tmp_path, float_accuracy):
     (x, y), (xt, yt) = digits
-    result = lowbit.mixed_precision(f32, x[:300], y[:300], size_budget=0.10)
+    result = mixed.mixed_precision(f32, x[:300], y[:300], size_budget=0.10)
     assert result.budget_bytes == int(0.10 * len(f32))
     assert result.meets_budget and result.bytes <= result.budget_bytes
     bits = {layer["name"]: layer["bits"] for layer in result.layers}
@@ -164,10 +165,10 @@ def test_mixed_precision_meets_the_budget(f32, digits, tmp_path, float_accuracy)
     assert saved["bytes"] == result.bytes and saved["ratio"] <= 0.10
     # Saved sensitivities are reused; a budget the float model meets keeps it float.
     saved_sensitivity = json.loads(json.dumps(result.sensitivity))
-    again = lowbit.mixed_precision(f32, x[:300], y[:300], size_budget=0.10,
+    again = mixed.mixed_precision(f32, x[:300], y[:300], size_budget=0.10,
                                    sensitivities=saved_sensitivity)
     assert again.flatbuffer == result.flatbuffer
-    assert lowbit.mixed_precision(f32, x[:100], size_budget=1.0,
+    assert mixed.mixed_precision(f32, x[:100], size_budget=1.0,
                                   sensitivities=saved_sensitivity).bytes == len(f32)
 
 
@@ -181,7 +182,7 @@ def test_mixed_mode_in_convert_and_max_drop(trained_cnn, digits, f32):
     assert [l["bits"] for l in described["layers"]] == list(lowbit.layer_bits(fb).values())
     # max_drop rules out widths that alone lose more; then 0.08x cannot be reached.
     with pytest.raises(errors.ConversionError, match=r"cannot be met .* max_drop=1.0.*accepted"):
-        lowbit.mixed_precision(f32, x[:100], size_budget=0.08, max_drop=1.0)
+        mixed.mixed_precision(f32, x[:100], size_budget=0.08, max_drop=1.0)
 
 
 def test_bad_requests_are_clear(f32, trained_cnn, digits):
@@ -216,29 +217,29 @@ def test_bad_requests_are_clear(f32, trained_cnn, digits):
     with pytest.raises(errors.ConversionError, match="mode 'mixed' needs options"):
         convert(trained_cnn, "mixed", representative_data=x[:20])
     with pytest.raises(errors.ConversionError, match=r"size_budget=-1; accepted: a ratio"):
-        lowbit.mixed_precision(f32, x[:20], size_budget=-1)
+        mixed.mixed_precision(f32, x[:20], size_budget=-1)
     with pytest.raises(errors.ConversionError, match=r"smallest choice is \d+ bytes \(0\.07\dx\)"):
-        lowbit.mixed_precision(f32, x[:50], size_budget=0.02)
+        mixed.mixed_precision(f32, x[:50], size_budget=0.02)
     with pytest.raises(errors.ConversionError, match="unknown width 3; accepted: 2, 4, 8, 16, 32"):
-        lowbit.sensitivity(f32, x[:20], widths=(3,))
+        mixed.sensitivity(f32, x[:20], widths=(3,))
     with pytest.raises(errors.DataError, match=r"sample shape \(9, 9, 1\)"):
-        lowbit.sensitivity(f32, np.zeros((4, 9, 9, 1), np.float32))
+        mixed.sensitivity(f32, np.zeros((4, 9, 9, 1), np.float32))
 
 
 def test_recipes_and_search_accept_lowbit_modes():
     from tfcompress.recipe import check_config
-    from tfcompress.search import check_config as check_search, trial_recipe
+    from tfcompress.study import check_config as check_search, trial_recipe
 
     config = check_config({"convert": {"modes": ("dynamic_wi4", "mixed"), "size_budget": 0.1,
                                        "overrides": ("FULLY_CONNECTED=8",)}})
-    assert lowbit.recipe_options(config.convert, "dynamic_wi4") == {
+    assert options_from_section("dynamic_wi4", config.convert) == {
         "overrides": ("FULLY_CONNECTED=8",)}
-    assert lowbit.recipe_options(config.convert, "mixed")["size_budget"] == 0.1
-    assert lowbit.recipe_options(config.convert, "int8") is None
+    assert options_from_section("mixed", config.convert)["size_budget"] == 0.1
+    assert options_from_section("int8", config.convert) is None
     with pytest.raises(errors.ConfigError, match="mode 'mixed' needs convert.size_budget > 0"):
         check_config({"convert": {"modes": ("mixed",)}})
-    with pytest.raises(errors.ConfigError, match="convert.overrides: .*width 5"):
-        check_config({"convert": {"overrides": ("dense=5",)}})
+    with pytest.raises(errors.ConfigError, match="mode 'dynamic_wi4'.*width 5"):
+        check_config({"convert": {"modes": ("dynamic_wi4",), "overrides": ("dense=5",)}})
     search = check_search({"space": {"mode": ("dynamic_wi4", "int8")}})
     trial = trial_recipe(search, {"mode": "dynamic_wi4"}, "/tmp/model.keras")
     assert tuple(trial.convert.modes) == ("dynamic_wi4",)
@@ -258,16 +259,24 @@ def test_recipe_data_resize_feeds_mobilenet():
     # configs/mobilenetv2_lowbit.py trains MobileNetV2 on the digits as 32x32 RGB.
     from tfcompress.recipe import check_config, load_data
 
-    (x, y), (xt, _) = load_data(check_config({"data": {"resize": True, "limit": 8}}))
-    assert x.shape == (8, 32, 32, 3) and xt.shape == (8, 32, 32, 3) and len(y) == 8
+    splits = load_data(check_config({"data": {"resize": True, "limit": 20}}))
+    (x, y), (xv, _), (xt, _) = splits.train, splits.validation, splits.test
+    assert x.shape[1:] == xv.shape[1:] == xt.shape[1:] == (32, 32, 3)
+    assert len(xt) == 20 and len(x) + len(xv) == 20 and len(y) == len(x)
     assert np.array_equal(x[..., 0], x[..., 2]) and 0.0 <= x.min() and x.max() <= 1.0 + 1e-6
 
 
-def test_float32_conversion_is_reused_until_the_weights_change():
+def test_float32_conversion_is_reused_until_the_weights_change(monkeypatch):
     from tfcompress import keras
+    from tfcompress.conversion import Request
 
+    calls = []
+    made = Request.converter
+    monkeypatch.setattr(Request, "converter", lambda self: calls.append(1) or made(self))
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
     first = convert(model, "float32")
-    assert convert(model, "float32") is first  # low-bit modes and recipes reuse it
+    assert convert(model, "float32") == first and len(calls) == 1  # low-bit modes reuse it
+    convert(model, "dynamic_wi8")
+    assert len(calls) == 1
     model.get_layer("d").kernel.assign(model.get_layer("d").kernel * 2.0)
-    assert convert(model, "float32") != first
+    assert convert(model, "float32") != first and len(calls) == 2

@@ -6,9 +6,9 @@ import tensorflow_model_optimization as tfmot
 
 import tfcompress
 from tfcompress import errors, keras, models, pruning
-from tfcompress.convert import convert
+from tfcompress.conversion import convert
 
-from conftest_tfmot import accuracy, fit, small_cnn, steps_per_epoch
+from tfmot_helpers import accuracy, fit, small_cnn, steps_per_epoch
 
 STEPS = steps_per_epoch()
 
@@ -79,7 +79,7 @@ def test_prune_reaches_target_per_layer_and_leaves_input_untouched(cnn, digits, 
 ])
 def test_layer_selection(cnn, layers, expected):
     pruned = tfcompress.prune(cnn, 0.5, end_step=100, layers=layers)
-    wrapped = {l.name for l in pruned.layers if pruning._is_wrapper(l)}
+    wrapped = {l.name for l in pruned.layers if isinstance(l, tfcompress._tfmot.PruneWrapper)}
     assert {n.replace("prune_low_magnitude_", "") for n in wrapped} == expected
     assert set(pruning.pruning_info(pruned)["pruned"]) == expected
 

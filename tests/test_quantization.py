@@ -8,11 +8,11 @@ import pytest
 import tensorflow_model_optimization as tfmot
 
 import tfcompress
-from tfcompress import errors, keras, models, pruning, quantization, recipe
-from tfcompress.convert import convert
-from tfcompress.validate import predict
+from tfcompress import errors, keras, models, pruning, quantization, recipe, stages
+from tfcompress.conversion import convert
+from tfcompress.validation import predict
 
-from conftest_tfmot import accuracy, fit, small_cnn, steps_per_epoch
+from tfmot_helpers import accuracy, fit, small_cnn, steps_per_epoch
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_qat_model_saves_and_loads_as_h5(pruned_clustered, digits, tmp_path, pre
     assert quantization.is_quantize_aware(loaded)
     np.testing.assert_allclose(loaded.predict(xt[:8], verbose=0), qat.predict(xt[:8], verbose=0),
                                atol=1e-6)
-    assert recipe.STAGE_SUFFIX["qat"] == ".h5"
+    assert stages.STAGES["qat"].suffix == ".h5"
 
 
 @pytest.mark.slow

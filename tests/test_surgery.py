@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 import tfcompress
-from tfcompress import errors, keras, models, recipe, surgery
-from tfcompress.profile import profile
+from tfcompress import errors, keras, models, recipe, stages, surgery
+from tfcompress.profiling import profile
 
 from conftest import keras_accuracy
 
@@ -266,7 +266,7 @@ def test_factorize_errors():
 def test_public_api_and_stages_registered():
     assert tfcompress.prune_channels is surgery.prune_channels
     assert tfcompress.factorize is surgery.factorize
-    assert {"prune_channels", "factorize"} <= set(recipe.STAGES)
+    assert {"prune_channels", "factorize"} <= set(stages.STAGES)
     config = recipe.default_config()
     assert config.prune_channels.ratio == 0.5 and config.factorize.energy == 0.9
 

@@ -1,26 +1,33 @@
 """tfcompress: Keras model -> small, fast, validated TFLite (LiteRT) flatbuffer.
 
 Importing tfcompress selects Keras 2 (tf_keras) for tfmot; ``tfcompress.keras`` is that module.
+Modules are nouns and imported with the package (``tfcompress.conversion``,
+``tfcompress.validation``, ``tfcompress.study``, ``tfcompress.profiling``, ...); the verbs at the
+top level are their functions (``tfcompress.convert``, ``tfcompress.validate``,
+``tfcompress.search``, ``tfcompress.profile``, ...).
 """
 
 from tfcompress._keras import keras, quiet_tensorflow  # noqa: F401  (first: picks Keras 2)
-from tfcompress import data, errors, models  # noqa: F401
-from tfcompress.convert import convert  # noqa: F401
+from tfcompress import errors, data, keras3, models, profiling, stats  # noqa: F401
+from tfcompress import wrappers, pruning, clustering, quantization  # noqa: F401
+from tfcompress import distillation, surgery  # noqa: F401
+from tfcompress import conversion, validation, lowbit, mixed  # noqa: F401
+from tfcompress import android, callbacks, report, stages, recipe, study  # noqa: F401
+from tfcompress.clustering import cluster, unique_weights_report  # noqa: F401
+from tfcompress.conversion import convert  # noqa: F401
+from tfcompress.distillation import Distiller  # noqa: F401
 from tfcompress.errors import TfcompressError  # noqa: F401
-from tfcompress.recipe import default_config, run_recipe  # noqa: F401
-from tfcompress.validate import validate  # noqa: F401
-from tfcompress import callbacks, clustering, pruning, quantization  # noqa: F401
-from tfcompress.clustering import cluster, strip, unique_weights_report  # noqa: F401
+from tfcompress.keras3 import from_keras3, to_keras3  # noqa: F401
+from tfcompress.mixed import mixed_precision  # noqa: F401
+from tfcompress.profiling import profile  # noqa: F401
 from tfcompress.pruning import prune, sparsity_report  # noqa: F401
 from tfcompress.quantization import quantize_aware  # noqa: F401
-from tfcompress import profile, surgery  # noqa: F401  (tfcompress.profile stays the module)
-from tfcompress.profile import profile as profile_model  # noqa: F401
+from tfcompress.recipe import default_config, run_recipe  # noqa: F401
+from tfcompress.study import search  # noqa: F401
 from tfcompress.surgery import factorize, prune_channels  # noqa: F401
-from tfcompress import distillation  # noqa: F401
-from tfcompress.distillation import Distiller  # noqa: F401
-from tfcompress.search import search  # noqa: F401  (shadows the submodule: import from it)
-from tfcompress.keras3 import from_keras3, to_keras3  # noqa: F401
-from tfcompress import lowbit  # noqa: F401  (registers the low-bit and 'mixed' modes)
-from tfcompress.lowbit import mixed_precision  # noqa: F401
+from tfcompress.validation import validate  # noqa: F401
+from tfcompress.wrappers import strip  # noqa: F401
+
+profile_model = profile  # the name the first release used
 
 __version__ = "0.1.0"

@@ -13,8 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tf_keras as keras  # noqa: E402  (must follow the environment set-up)
 
-from tfcompress import errors  # noqa: E402
-
 
 def is_keras3_model(model) -> bool:
     """True for a model built with Keras 3 (``keras`` >= 3), subclasses included."""
@@ -22,32 +20,38 @@ def is_keras3_model(model) -> bool:
         cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__)
 
 
-def ensure_keras2(model) -> keras.Model:
-    """Returns ``model`` if it is a ``tf_keras`` model, a Keras 3 model rebuilt as one.
+def unwrap(layer):
+    """The layer inside any wrapper (tfmot's pruning, clustering and QAT wrappers are Keras
+    ``Wrapper`` layers holding ``.layer``), or the layer itself."""
+    while isinstance(getattr(layer, "layer", None), keras.layers.Layer):
+        layer = layer.layer
+    return layer
 
-    A Keras 3 Sequential or Functional model is rebuilt by ``tfcompress.keras3.from_keras3``
-    (same layers, names and weights, outputs checked); the caller's model is left as it is.
 
-    Raises:
-        Keras3ModelError: a Keras 3 model that cannot be translated (a custom layer without a
-            Keras 2 twin, a subclassed model); the message names the layer.
-        ModelError: ``model`` is not a Keras model at all.
-    """
-    if isinstance(model, keras.Model):
-        return model
-    if is_keras3_model(model):
-        from absl import logging
+# ---------------------------------------------------------------- private Keras API, isolated
+# Checked against tf_keras 2.21 and keras 3.15 (the versions setup.cfg pins). Each has no
+# public equivalent: Keras tells a functional model from a subclassed one only by its class.
 
-        from tfcompress.keras3 import from_keras3  # lazy: keras3 imports this module
+def is_functional(model) -> bool:
+    """Whether a tf_keras model is Sequential or Functional (its layers form a graph we can
+    rebuild), not a subclassed model."""
+    return isinstance(model, keras.Sequential) or bool(getattr(model, "_is_graph_network", False))
 
-        rebuilt = from_keras3(model)
-        logging.info("Keras 3 model %r rebuilt as a tf_keras model for tfmot (%d layers)",
-                     getattr(model, "name", ""), len(rebuilt.layers))
-        return rebuilt
-    raise errors.ModelError(
-        f"expected a Keras model, got {type(model).__name__}; "
-        "accepted: a tf_keras Model or a path to a .keras/.h5 file or SavedModel directory"
-    )
+
+def functional_class(keras3: bool) -> type:
+    """The Functional model class of Keras 3 (``keras3=True``) or of tf_keras."""
+    if keras3:
+        from keras.src.models.functional import Functional
+    else:
+        from tf_keras.src.engine.functional import Functional
+    return Functional
+
+
+def unsafe_deserialization():
+    """tf_keras' scope that lets ``from_config`` rebuild Lambda layers (safe mode off)."""
+    from tf_keras.src.saving import serialization_lib
+
+    return serialization_lib.SafeModeScope(False)
 
 
 def quiet_tensorflow() -> None:

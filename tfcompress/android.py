@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 
 from tfcompress import _io
 from tfcompress import errors
-from tfcompress.validate import interpreter, io_details, load_flatbuffer
+from tfcompress._litert import interpreter, io_details, load_flatbuffer
 
 _KOTLIN_TYPES = {  # dtype -> (bytes per value, ByteBuffer put call, output array, value range)
     "float32": (4, "putFloat", "FloatArray", None),

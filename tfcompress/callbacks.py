@@ -21,8 +21,9 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
-from tfcompress import _io, errors, models, pruning
+from tfcompress import _io, _tfmot, clustering, conversion, errors, models, pruning, wrappers
 from tfcompress._keras import keras
+from tfcompress.validation import validate
 
 
 class Pruning(keras.callbacks.Callback):
@@ -66,9 +67,7 @@ class Pruning(keras.callbacks.Callback):
             raise errors.ModelError(
                 "callbacks.Pruning is for a model with pruning wrappers; build it with "
                 "tfcompress.prune(model, ...) first")
-        from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-        unbuilt = [l.name for l in pruning_wrapper.collect_prunable_layers(self.model)
+        unbuilt = [l.name for l in _tfmot.collect_prunable_layers(self.model)
                    if not l.built]
         if unbuilt:
             raise errors.ModelError(
@@ -123,10 +122,9 @@ class CompressionLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from tfcompress.clustering import unique_weights_report
-
         sparsity = pruning.sparsity_report(self.model)
-        uniques = unique_weights_report(self.model) if not _is_qat(self.model) else None
+        uniques = (clustering.unique_weights_report(self.model)
+                   if not wrappers.is_quantize_aware(self.model) else None)
         line = f"epoch {epoch + 1}: sparsity {sparsity['global']:.4f}"
         if logs is not None:
             logs["sparsity"] = sparsity["global"]
@@ -135,12 +133,6 @@ class CompressionLog(keras.callbacks.Callback):
             if logs is not None:
                 logs["max_unique_weights"] = uniques["max"]
         self.print_fn(line)
-
-
-def _is_qat(model) -> bool:
-    from tfcompress.quantization import is_quantize_aware
-
-    return is_quantize_aware(model)
 
 
 class BestStrippedCheckpoint(keras.callbacks.Callback):
@@ -198,10 +190,9 @@ class TFLiteExport(keras.callbacks.Callback):
     def __init__(self, path: str, mode: str = "int8", representative_data=None, *,
                  validation_data=None, latency_runs: int = 10):
         super().__init__()
-        from tfcompress.convert import MODES
-
-        if mode not in MODES:
-            raise errors.ConfigError(errors.unknown("conversion mode", mode, MODES))
+        if mode not in conversion.available_modes():
+            raise errors.ConfigError(
+                errors.unknown("conversion mode", mode, conversion.available_modes()))
         self.path, self.mode = os.fspath(path), mode
         self.representative_data = representative_data
         self.validation_data = validation_data
@@ -209,12 +200,9 @@ class TFLiteExport(keras.callbacks.Callback):
         self.report = None
 
     def on_train_end(self, logs=None):
-        from tfcompress.clustering import strip
-        from tfcompress.convert import convert
-        from tfcompress.validate import validate
-
-        model = strip(self.model)
-        flatbuffer = convert(model, self.mode, representative_data=self.representative_data)
+        model = wrappers.strip(self.model)
+        flatbuffer = conversion.convert(model, self.mode,
+                                        representative_data=self.representative_data)
         _io.write_bytes(self.path, flatbuffer)
         if self.validation_data is not None:
             x, y = self.validation_data

@@ -1,13 +1,15 @@
 """Datasets: the bundled digits, a user's .npz, an image folder or a tf.data.Dataset.
 
 Every loader returns ``((x_train, y_train), (x_test, y_test))`` as numpy arrays: float32 images
-(N, H, W, C) and integer labels (N,). ``representative_dataset`` turns images into the
+(N, H, W, C) and integer labels (N,). ``split_validation`` carves the validation split that every
+decision uses from the training split (``DataSplits``: train, validation, test), so the test split
+is only measured, once per exported model. ``representative_dataset`` turns images into the
 generator the TFLite converter wants for full-integer quantization.
 """
 
 import gzip
 import os
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -16,6 +18,14 @@ from tfcompress._keras import keras
 
 Split = tuple[np.ndarray, np.ndarray]
 Splits = tuple[Split, Split]
+
+
+class DataSplits(NamedTuple):
+    """Train (fit), validation (every decision) and test (measured once, for the report)."""
+
+    train: Split
+    validation: Split
+    test: Split
 
 _DIGITS = os.path.join(os.path.dirname(__file__), "datasets", "digits.csv.gz")
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
@@ -44,6 +54,34 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Splits:
     return (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx])
 
 
+def _stratified(y: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """A boolean mask holding ``fraction`` of each class (at least one where a class has 2+)."""
+    chosen = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n = int(round(len(idx) * fraction))
+        chosen[idx[: max(n, 1) if len(idx) > 1 else n]] = True
+    return chosen
+
+
+def split_validation(train: Split, fraction: float = 0.15, seed: int = 0) -> tuple[Split, Split]:
+    """(train, validation): a stratified ``fraction`` of the training split, fixed by ``seed``.
+
+    Raises:
+        DataError: ``fraction`` outside (0, 1), or a training split too small to split.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise errors.DataError(
+            f"validation_fraction={fraction!r}; accepted: a number in (0, 1)")
+    x, y = train
+    if len(y) < 2:
+        raise errors.DataError(
+            f"the training split has {len(y)} samples; a validation split needs at least 2")
+    val = _stratified(np.asarray(y), fraction, np.random.default_rng(seed + 7919))
+    keep = np.flatnonzero(~val)
+    return (x[keep], y[keep]), (x[val], y[val])
+
+
 def load_npz(path: str) -> Splits:
     """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test`` and ``y_test``."""
     if not os.path.isfile(path):
@@ -64,6 +102,17 @@ def load_npz(path: str) -> Splits:
                 )
             out.append((x, _labels(y)))
     return tuple(out)
+
+
+def npz_validation(path: str) -> Optional[Split]:
+    """The ``x_val``/``y_val`` pair a user's ``.npz`` brings, if it has both (else None)."""
+    with np.load(path) as npz:
+        if "x_val" not in npz or "y_val" not in npz:
+            return None
+        x, y = npz["x_val"].astype(np.float32), npz["y_val"]
+    if len(x) != len(y):
+        raise errors.DataError(f"{path!r}: x_val has {len(x)} rows but y_val has {len(y)}")
+    return x, _labels(y)
 
 
 def load_image_folder(

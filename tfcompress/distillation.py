@@ -21,9 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress import errors
-from tfcompress import models
-from tfcompress import recipe
-from tfcompress._keras import ensure_keras2, keras
+from tfcompress._keras import is_functional, keras, unwrap
+from tfcompress.keras3 import ensure_keras2
 
 LABELS = "labels"  # keys of the target dict ``Distiller.precompute`` returns
 TEACHER_LOGITS = "teacher_logits"
@@ -35,15 +34,8 @@ def _hint_key(i: int) -> str:
     return f"teacher_hint_{i}"
 
 
-def _inner(layer):
-    """The layer a tfmot wrapper (pruning, QAT, clustering) wraps, or the layer itself."""
-    while hasattr(layer, "layer") and isinstance(layer.layer, keras.layers.Layer):
-        layer = layer.layer
-    return layer
-
-
 def _ends_in_softmax(model: keras.Model) -> bool:
-    last = _inner(model.layers[-1])
+    last = unwrap(model.layers[-1])
     if isinstance(last, keras.layers.Softmax):
         return True
     activation = getattr(last, "activation", None)
@@ -53,7 +45,7 @@ def _ends_in_softmax(model: keras.Model) -> bool:
 
 def _check_graph(model: keras.Model, role: str) -> keras.Model:
     model = ensure_keras2(model)
-    if not getattr(model, "_is_graph_network", False) or not model.inputs:
+    if not is_functional(model) or not model.inputs:
         raise errors.ModelError(
             f"{role} {model.name!r} is a subclassed or unbuilt model; accepted: a functional or "
             "Sequential model built on keras.Input (its layers must be reachable)")
@@ -71,7 +63,7 @@ def _logits_tensor(model: keras.Model, from_logits: Optional[bool]):
     if is_logits:
         return output, True
     last = model.layers[-1]
-    inner = _inner(last)
+    inner = unwrap(last)
     if isinstance(inner, keras.layers.Softmax) or (
             isinstance(inner, keras.layers.Activation) and _ends_in_softmax(model)):
         return last.input, False
@@ -85,7 +77,7 @@ def _view(model: keras.Model, from_logits, layer_names: Sequence[str], role: str
     logits, is_logits = _logits_tensor(model, from_logits)
     by_name = {layer.name: layer for layer in model.layers}
     for layer in model.layers:  # a wrapped layer is also found by its own name
-        by_name.setdefault(_inner(layer).name, layer)
+        by_name.setdefault(unwrap(layer).name, layer)
     features = []
     for name in layer_names:
         if name not in by_name:
@@ -408,54 +400,3 @@ def distill(student: keras.Model, teacher: keras.Model, x, y=None, *, epochs: in
     distiller.fit(x, targets, batch_size=batch_size, epochs=epochs,
                   validation_data=validation_data, callbacks=list(callbacks), verbose=verbose)
     return distiller.student
-
-
-def _accuracy(model, x, y) -> float:
-    return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
-
-
-@recipe.stage("distill", student="digits_cnn", width=0.25, alpha=0.1, temperature=4.0,
-              epochs=15, learning_rate=0.0, hints="", hint_weight=1.0, precompute=True,
-              scratch=False)
-def _distill_stage(teacher, section, ctx):
-    """The incoming model is the teacher; returns the distilled student.
-
-    Section: the student (``student`` model name and ``width``), ``alpha``, ``temperature``,
-    ``epochs``, ``learning_rate`` (0: the recipe's), ``hints`` ("t:s,..."), ``hint_weight``,
-    ``precompute`` (teacher outputs once) and ``scratch`` (also train the same student from the
-    same initial weights on the labels alone, for comparison in the report).
-    """
-    (x, y), (x_test, y_test) = ctx.splits
-    classes = int(max(y.max(), y_test.max())) + 1
-    lr = section.learning_rate or ctx.config.train.learning_rate
-    batch = ctx.config.train.batch_size
-    keras.utils.set_random_seed(ctx.config.seed)
-    student = models.build(section.student, x.shape[1:], classes, section.width)
-    initial = student.get_weights()
-    stats = {"teacher_accuracy": _accuracy(teacher, x_test, y_test),
-             "teacher_params": int(teacher.count_params()),
-             "student_params": int(student.count_params())}
-    stats["param_ratio"] = stats["teacher_params"] / stats["student_params"]
-    if section.scratch:
-        scratch = keras.models.clone_model(student)
-        scratch.set_weights(initial)
-        keras.utils.set_random_seed(ctx.config.seed)
-        ctx.fit(scratch, section.epochs, learning_rate=lr)
-        stats["scratch_accuracy"] = _accuracy(scratch, x_test, y_test)
-    keras.utils.set_random_seed(ctx.config.seed)
-    distill(student, teacher, x, y, epochs=section.epochs, batch_size=batch, learning_rate=lr,
-            precompute=section.precompute, verbose=2, alpha=section.alpha,
-            temperature=section.temperature, hints=section.hints or None,
-            hint_weight=section.hint_weight)
-    stats["distilled_accuracy"] = _accuracy(student, x_test, y_test)
-    if section.scratch and stats["teacher_accuracy"] > stats["scratch_accuracy"]:
-        stats["gap_recovered"] = ((stats["distilled_accuracy"] - stats["scratch_accuracy"])
-                                  / (stats["teacher_accuracy"] - stats["scratch_accuracy"]))
-    rows = [("teacher", teacher, "teacher_accuracy"),
-            ("student from scratch (labels only)", student, "scratch_accuracy"),
-            ("distilled student", student, "distilled_accuracy")]
-    stats["models"] = [{"model": label, "parameters": int(model.count_params()),
-                        "test accuracy": stats[key]}
-                       for label, model, key in rows if key in stats]
-    ctx.stats["distill"] = stats
-    return student

@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfcompress import _keras3_ops, errors
+from tfcompress import _keras
 from tfcompress._keras import keras as tf_keras
 
 _TO2, _TO3 = "tf_keras", "Keras 3"
@@ -247,10 +248,7 @@ class _Rebuilder:
         return isinstance(obj, (_k3().Sequential if self.target == _TO2 else tf_keras.Sequential))
 
     def _is_functional(self, obj) -> bool:
-        if self.target == _TO2:
-            from keras.src.models.functional import Functional
-        else:
-            from tf_keras.src.engine.functional import Functional
+        Functional = _keras.functional_class(keras3=self.target == _TO2)
         return isinstance(obj, Functional) and not self._is_sequential(obj)
 
     def _where(self, layer) -> str:
@@ -581,3 +579,27 @@ def _load_keras3(path):
         raise errors.Keras3ModelError(
             f"cannot load {path!r} with Keras 3: {e} (custom layers must be registered with "
             "keras.saving.register_keras_serializable before loading)") from e
+
+
+def ensure_keras2(model) -> tf_keras.Model:
+    """Returns ``model`` if it is a ``tf_keras`` model, a Keras 3 model rebuilt as one.
+
+    A Keras 3 Sequential or Functional model is rebuilt by ``tfcompress.keras3.from_keras3``
+    (same layers, names and weights, outputs checked); the caller's model is left as it is.
+
+    Raises:
+        Keras3ModelError: a Keras 3 model that cannot be translated (a custom layer without a
+            Keras 2 twin, a subclassed model); the message names the layer.
+        ModelError: ``model`` is not a Keras model at all.
+    """
+    if isinstance(model, tf_keras.Model):
+        return model
+    if _keras.is_keras3_model(model):
+        rebuilt = from_keras3(model)
+        logging.info("Keras 3 model %r rebuilt as a tf_keras model for tfmot (%d layers)",
+                     getattr(model, "name", ""), len(rebuilt.layers))
+        return rebuilt
+    raise errors.ModelError(
+        f"expected a Keras model, got {type(model).__name__}; "
+        "accepted: a tf_keras Model or a path to a .keras/.h5 file or SavedModel directory"
+    )

@@ -1,6 +1,7 @@
 """Low-bit quantization (int8/int4/int2 weights, int8/int16 activations) with the LiteRT Quantizer.
 
-A thin wrapper over the AI Edge Quantizer (``ai_edge_quantizer``), which quantizes a float32
+A thin wrapper over the LiteRT Quantizer (``litert_quantizer``, the maintained successor of
+``ai_edge_quantizer``, same API), which quantizes a float32
 flatbuffer by a recipe: a list of entries, each with a ``regex`` over op names, an
 ``operation`` and an ``op_config``; where several match an op, the later entry wins. What this
 module adds:
@@ -24,19 +25,18 @@ module adds:
 - per-layer overrides by layer-name regex or op type (``{"FULLY_CONNECTED": 8, "conv1": 16}``,
   widths 2/4/8, 16 for float16 weights, 32 for float), checked against the model's layers
   and the quantizer's policy, with errors that name what is accepted;
-- the quantizer's summary and progress bars silenced; the recipe that made each flatbuffer
-  remembered (``recipe_of``) and saved as the quantizer's own JSON (``save_recipe``), which
-  ``quantize(float32, "recipe.json")`` replays to the same bytes.
+- the quantizer's summary and progress bars silenced; the recipe that made a flatbuffer and
+  the per-layer widths travel inside it (its metadata: ``recipe_of``, ``describe``), and save as
+  the quantizer's own JSON (``save_recipe``), which ``quantize(float32, "recipe.json")``
+  replays to the same bytes.
 
-Per-layer sensitivity and mixed precision under a size budget are in ``tfcompress.mixed``
-(``sensitivity`` and ``mixed_precision`` are re-exported here).
+Per-layer sensitivity and mixed precision under a size budget are in ``tfcompress.mixed``.
 """
 
 import collections
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import os
@@ -46,12 +46,12 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe_manager
-from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
+from litert_quantizer import algorithm_manager, qtyping, quantizer, recipe_manager
+from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 
-from tfcompress import _io, errors
-from tfcompress.convert import Request, float32_flatbuffer, register_mode, representative
-from tfcompress.validate import load_flatbuffer, verify
+from tfcompress import _io, _litert, errors
+from tfcompress._litert import load_flatbuffer, verify
+from tfcompress.conversion import Request, float32_flatbuffer, register_mode, representative
 
 WIDTHS = (2, 4, 8, 16, 32)  # per-layer widths: int2, int4, int8, float16, float32
 EXECUTIONS = ("dynamic", "weight_only", "static")
@@ -396,19 +396,15 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
 
 # ---------------------------------------------------------------- quantizing
 
-_MADE: "collections.OrderedDict[str, dict]" = collections.OrderedDict()  # sha256 -> what made it
-
-
-def _remember(flatbuffer: bytes, **facts) -> None:
-    _MADE[hashlib.sha256(flatbuffer).hexdigest()] = facts
-    while len(_MADE) > 64:
-        _MADE.popitem(last=False)
+def with_recipe(flatbuffer: bytes, recipe: list) -> bytes:
+    """The quantizer's output with the recipe that made it in its metadata (``recipe_of``);
+    an empty recipe (nothing quantized) leaves the flatbuffer as it is."""
+    return _litert.with_facts(flatbuffer, recipe=recipe) if recipe else flatbuffer
 
 
 def recipe_of(flatbuffer: Union[bytes, str]) -> Optional[list]:
-    """The quantizer recipe that made ``flatbuffer`` in this process, or None."""
-    facts = _MADE.get(hashlib.sha256(load_flatbuffer(flatbuffer)).hexdigest())
-    return facts["recipe"] if facts else None
+    """The quantizer recipe that made ``flatbuffer`` (read from its metadata), or None."""
+    return _litert.read_facts(flatbuffer).get("recipe")
 
 
 def save_recipe(recipe: list, path: str) -> str:
@@ -455,15 +451,13 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None) -> 
         raise
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise errors.ConversionError(
-            f"the AI Edge Quantizer rejected the recipe: {type(e).__name__}: {e}") from e
+            f"the LiteRT Quantizer rejected the recipe: {type(e).__name__}: {e}") from e
     return bytes(out)
 
 
 def _calibration(float32_flatbuffer: bytes, data, num_samples: int) -> dict:
     """The quantizer's calibration data from our representative data (checked like convert's)."""
-    from tfcompress.validate import interpreter
-
-    interp = interpreter(float32_flatbuffer, delegates=False, allocate=False)
+    interp = _litert.interpreter(float32_flatbuffer, delegates=False, allocate=False)
     signatures = interp.get_signature_list()
     if len(signatures) != 1 or len(next(iter(signatures.values()))["inputs"]) != 1:
         raise errors.ConversionError(
@@ -490,8 +484,8 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
         representative_samples: how many calibrate.
 
     Returns:
-        The quantized flatbuffer, checked to load and run on LiteRT; ``recipe_of`` gives back
-        the recipe that made it.
+        The quantized flatbuffer, checked to load and run on LiteRT; its metadata holds the
+        recipe that made it (``recipe_of``) and the widths each layer got (``describe``).
 
     Raises:
         ConversionError: unknown mode or recipe file, a recipe the quantizer rejects, a model
@@ -517,13 +511,12 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
     if representative_data is not None:
         calibration = functools.partial(_calibration, content, representative_data,
                                         representative_samples)
-    out = run_quantizer(content, recipe, calibration)
+    out = with_recipe(run_quantizer(content, recipe, calibration), recipe)
     try:
         verify(out)  # runs it once in a child process (remembered: validate() will not redo it)
     except errors.InvalidTFLiteError as e:
         what = repr(str(recipe_or_mode)) if isinstance(recipe_or_mode, str) else "the recipe"
         raise errors.ConversionError(f"{what} gave a flatbuffer LiteRT does not run: {e}") from e
-    _remember(out, recipe=recipe)
     return out
 
 
@@ -546,14 +539,19 @@ def _load_recipe(recipe) -> list:
         list(MODES) + ["a .json recipe file", "a recipe list"]))
 
 
+def layer_rows(flatbuffer: bytes) -> list:
+    """Per-layer weight widths read back, as JSON-ready rows (for reports)."""
+    return [{"layer": l.name, "op": l.op, "bits": l.bits, "dtype": l.dtype,
+             "block_size": l.block_size, "weight_bytes": l.weight_bytes}
+            for l in weight_layers(flatbuffer)]
+
+
 def describe(flatbuffer: Union[bytes, str]) -> dict:
-    """Per-layer widths read back, and the recipe (and mixed-precision choice) if made here."""
+    """Per-layer widths read back, and what its metadata says made it (recipe, mixed choice)."""
     content = load_flatbuffer(flatbuffer)
-    facts = _MADE.get(hashlib.sha256(content).hexdigest(), {})
-    layers = [{"layer": l.name, "op": l.op, "bits": l.bits, "dtype": l.dtype,
-               "block_size": l.block_size, "weight_bytes": l.weight_bytes}
-              for l in weight_layers(content)]
-    return {"layers": layers, **facts}
+    facts = _litert.read_facts(content)
+    return {**{k: facts[k] for k in ("recipe", "mixed") if k in facts},
+            "layers": layer_rows(content)}
 
 
 # ---------------------------------------------------------------- conversion modes
@@ -564,20 +562,14 @@ def _convert_mode(name: str, req: Request) -> bytes:
                     representative_data=req.representative)
 
 
+def _section_options(section) -> Optional[dict]:
+    """A recipe's ``convert.overrides`` for a low-bit mode (checked here, before any work)."""
+    parse_overrides(section.overrides)
+    return {"overrides": tuple(section.overrides)} if section.overrides else None
+
+
 for _name, _mode in MODES.items():
     register_mode(_name, needs_representative_data=_mode.execution == "static",
-                  options=("overrides", "algorithm"))(functools.partial(_convert_mode, _name))
-
-
-def recipe_options(section, mode: str) -> Optional[dict]:
-    """The ``convert(..., options=...)`` a recipe's convert section gives ``mode`` (or None)."""
-    if mode == "mixed":
-        return {"size_budget": section.size_budget, "widths": tuple(section.mixed_widths),
-                "max_layers": section.mixed_max_layers or None}
-    if mode in MODES and section.overrides:
-        return {"overrides": tuple(section.overrides)}
-    return None
-
-
-from tfcompress.mixed import (MixedPrecisionResult, mixed_precision,  # noqa: E402,F401
-                              sensitivity)
+                  options=("overrides", "algorithm"), section_options=_section_options,
+                  describe=layer_rows)(
+        functools.partial(_convert_mode, _name))

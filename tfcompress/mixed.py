@@ -25,10 +25,11 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from tfcompress import _io, errors
+from tfcompress import _io, _litert, errors
 from tfcompress import lowbit
-from tfcompress.convert import convert, float32_flatbuffer, register_mode
-from tfcompress.validate import load_flatbuffer, predict
+from tfcompress._litert import load_flatbuffer
+from tfcompress.conversion import convert, float32_flatbuffer, register_mode
+from tfcompress.validation import predict
 
 SCHEMES = ("dynamic", "weight_only")  # executions a mixed model's integer layers may use
 
@@ -364,7 +365,9 @@ def mixed_precision(
             lowbit.entry(analyzed[n]["regex"], cands[n][i][0], execution=execution,
                          algorithm=cands[n][i][4] or "min_max")
             for n, i in state.items() if cands[n][i][0] != 32]
-        flatbuffer = lowbit.run_quantizer(f32, recipe) if recipe else f32
+        # The deployed bytes: the recipe travels in the flatbuffer and counts in its size.
+        flatbuffer = lowbit.with_recipe(lowbit.run_quantizer(f32, recipe) if recipe else f32,
+                                        recipe)
         predicted = fixed + sum(cands[n][i][1] for n, i in state.items())
         iterations.append({"target": target, "predicted": predicted, "real": len(flatbuffer)})
         unchanged = made is not None and made[0] == state
@@ -403,13 +406,22 @@ def mixed_precision(
         accuracy=final.get("accuracy"), float_accuracy=float_accuracy,
         meets_max_drop=None if max_drop is None else drop <= max_drop,
         iterations=iterations, sensitivity=sens)
-    lowbit._remember(flatbuffer, recipe=recipe,  # noqa: SLF001  (for recipe reports)
-                     mixed={k: v for k, v in result.to_dict().items() if k != "sensitivity"})
     return result
 
 
+def _section_options(section) -> dict:
+    """A recipe's ``convert`` section for mode ``mixed``: its budget, widths and layers."""
+    if not section.size_budget > 0:
+        raise errors.ConversionError(
+            f"mode 'mixed' needs convert.size_budget > 0, got {section.size_budget!r}; "
+            "accepted: a ratio to the float32 bytes in (0, 1] or a byte count > 1")
+    return {"size_budget": section.size_budget, "widths": tuple(section.mixed_widths),
+            "max_layers": section.mixed_max_layers or None}
+
+
 @register_mode("mixed", needs_representative_data=True,
-               options=("size_budget", "widths", "max_layers"))
+               options=("size_budget", "widths", "max_layers"), section_options=_section_options,
+               describe=lowbit.layer_rows)
 def _mixed_mode(req) -> bytes:
     """Mixed precision under ``options["size_budget"]``, judged on the representative data."""
     if not req.options.get("size_budget"):
@@ -421,4 +433,5 @@ def _mixed_mode(req) -> bytes:
         float32_flatbuffer(req), x, size_budget=req.options["size_budget"],
         widths=tuple(req.options.get("widths") or lowbit.WIDTHS),
         max_layers=req.options.get("max_layers"))
-    return result.flatbuffer
+    choice = {k: v for k, v in result.to_dict().items() if k != "sensitivity"}
+    return _litert.with_facts(result.flatbuffer, mixed=choice)

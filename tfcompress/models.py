@@ -8,8 +8,9 @@ import contextlib
 import os
 from typing import Sequence
 
-from tfcompress import errors
-from tfcompress._keras import ensure_keras2, keras
+from tfcompress import _io, errors
+from tfcompress._keras import keras
+from tfcompress.keras3 import ensure_keras2, from_keras3
 
 _APPLICATIONS = {
     "mobilenet_v2": lambda **kw: keras.applications.MobileNetV2(**kw),
@@ -142,8 +143,6 @@ def load_model(path: str, *, compile: bool = False) -> keras.Model:
             f"model file {path!r} has an unknown extension; accepted: .keras, .h5, "
             "or a SavedModel directory")
     if path.endswith(".keras") and _saved_by_keras3(path):
-        from tfcompress.keras3 import from_keras3  # lazy: keras3 imports tfcompress modules
-
         return from_keras3(path)
     with custom_objects_scope():
         try:
@@ -171,8 +170,6 @@ def _saved_by_keras3(path: str) -> bool:
 
 def save_model(model: keras.Model, path: str) -> str:
     """Saves ``model`` atomically (temporary name, then rename); format from the extension."""
-    from tfcompress import _io
-
     with _io.atomic_path(path) as tmp:
         model.save(tmp)
     return path

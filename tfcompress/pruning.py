@@ -15,22 +15,21 @@ What this adds to ``tfmot.sparsity.keras.prune_low_magnitude``:
 """
 
 import dataclasses
-import re
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
-from tfcompress import errors, recipe
-from tfcompress._keras import ensure_keras2, keras
+from tfcompress import _litert, _tfmot, errors, wrappers
+from tfcompress._keras import keras
+from tfcompress.keras3 import ensure_keras2
+from tfcompress.wrappers import LayerSelector, is_pruned, kernels  # noqa: F401  (re-exported)
 
 SCHEDULES = ("polynomial", "constant")
 RAMP_FRACTION = 0.7  # share of the fine-tuning steps over which sparsity ramps up
 MIN_UPDATES = 4  # a polynomial ramp needs at least this many mask updates
 MAX_FREQUENCY = 100  # tfmot's default; never update less often than this
-
-LayerSelector = Union[None, str, Sequence[str], type, Sequence[type], Callable]
 
 _sparsity = tfmot.sparsity.keras
 
@@ -101,94 +100,6 @@ def schedule_for(target_sparsity: float, *, epochs: Optional[int] = None,
     frequency = max(1, min(MAX_FREQUENCY, ramp // 16))
     end = (ramp // frequency) * frequency  # the last update lands exactly on end_step
     return Schedule("polynomial", float(target_sparsity), 0, end, frequency, total)
-
-
-def _layer_matcher(layers: LayerSelector) -> Callable:
-    if layers is None:
-        return lambda layer: True
-    if isinstance(layers, str):
-        pattern = re.compile(layers)
-        return lambda layer: bool(pattern.fullmatch(layer.name))
-    if isinstance(layers, type):
-        return lambda layer: isinstance(layer, layers)
-    if callable(layers):
-        return layers
-    items = list(layers)
-    names = {x for x in items if isinstance(x, str)}
-    classes = tuple(x for x in items if isinstance(x, type))
-    if len(names) + len(classes) != len(items):
-        raise errors.ConfigError(
-            f"layers={layers!r}; accepted: None, a regex, a list of layer names or classes, "
-            "or a function layer -> bool")
-    return lambda layer: layer.name in names or isinstance(layer, classes)
-
-
-def _weighted(model) -> list:
-    return [layer for layer in model.layers if layer.weights]
-
-
-def check_functional(model, what: str) -> keras.Model:
-    """Raises ModelError for a subclassed model, explaining the layer-level alternative."""
-    model = ensure_keras2(model)
-    if not (isinstance(model, keras.Sequential) or model._is_graph_network):
-        raise errors.ModelError(
-            f"{type(model).__name__} {model.name!r} is a subclassed model; {what} needs a "
-            "Sequential or Functional model, since it rebuilds the model layer by layer. "
-            "For a subclassed model wrap the layers themselves in its __init__, e.g. "
-            "`self.dense = tfcompress.pruning.prune_layer(Dense(128), 0.8, epochs=..., "
-            "steps_per_epoch=...)` (or tfcompress.clustering.cluster_layer), then train "
-            "with tfcompress.callbacks.Pruning().")
-    return model
-
-
-def select_layers(model, layers: LayerSelector, supports: Callable, *,
-                  keep_first_last: bool = False, kind: str = "pruned"):
-    """(names to wrap, {name: why skipped}) for the model's layers with weights."""
-    match = _layer_matcher(layers)
-    weighted = _weighted(model)
-    chosen, skipped = [], {}
-    edge = {weighted[0].name, weighted[-1].name} if keep_first_last and weighted else set()
-    for layer in weighted:
-        if not match(layer):
-            continue
-        if layer.name in edge:
-            skipped[layer.name] = "first or last layer kept dense"
-        elif not supports(layer):
-            skipped[layer.name] = f"tfmot cannot wrap {type(layer).__name__} to be {kind}"
-        else:
-            chosen.append(layer.name)
-    if layers is not None and not chosen:
-        raise errors.ConfigError(
-            f"layers={layers!r} selects no layer that can be {kind}; layers with weights: "
-            + ", ".join(f"{l.name} ({type(l).__name__})" for l in weighted))
-    if skipped:
-        logging.warning("layers not %s: %s", kind, skipped)
-    return chosen, skipped
-
-
-def copy_model(model) -> keras.Model:
-    """A deep copy (new layers, same weights) so wrapping never touches the caller's model."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def wrap_layers(model, names: Sequence[str], wrap: Callable) -> keras.Model:
-    """A copy of ``model`` whose layers named in ``names`` are replaced by ``wrap(layer)``."""
-    source = copy_model(model)
-    names = set(names)
-
-    def clone(layer):
-        return wrap(layer) if layer.name in names else layer
-
-    return keras.models.clone_model(source, clone_function=clone)
-
-
-def _registry_supports(layer) -> bool:
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
-
-    return isinstance(layer, _sparsity.PrunableLayer) or prune_registry.PruneRegistry.supports(
-        layer)
 
 
 def _m_by_n_supported(layer) -> bool:
@@ -266,13 +177,13 @@ def prune(
         ConfigError: bad target, schedule, plan, m_by_n, policy or layer selection.
         ModelError: a subclassed model (the message explains the layer-level route).
     """
-    model = check_functional(model, "prune")
+    model = wrappers.check_functional(model, "prune")
     plan = schedule_for(target_sparsity, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         end_step=end_step, schedule=schedule)
     pair = _parse_m_by_n(m_by_n)
-    supports = _registry_supports
+    supports = _tfmot.prunable
     if pair:
-        supports = lambda l: _registry_supports(l) and _m_by_n_supported(l)  # noqa: E731
+        supports = lambda l: _tfmot.prunable(l) and _m_by_n_supported(l)  # noqa: E731
     if policy is not None:
         if policy != "xnnpack":
             raise errors.ConfigError(errors.unknown("pruning policy", policy, ["xnnpack"]))
@@ -284,44 +195,31 @@ def prune(
                 f"model {model.name!r} does not fit the XNNPACK latency policy: {e}") from e
         base = supports
         supports = lambda l: base(l) and xnn.allow_pruning(l)  # noqa: E731
-    chosen, skipped = select_layers(model, layers, supports, keep_first_last=keep_first_last)
+    chosen, skipped = wrappers.select_layers(model, layers, supports, keep_first_last=keep_first_last)
     pruning_schedule = plan.tfmot()
-    pruned = wrap_layers(model, chosen, lambda layer: _sparsity.prune_low_magnitude(
+    pruned = wrappers.wrap_layers(model, chosen, lambda layer: _sparsity.prune_low_magnitude(
         layer, pruning_schedule=pruning_schedule, sparsity_m_by_n=pair))
-    pruned.__dict__["_tfcompress_pruning"] = {
-        "pruned": chosen, "skipped": skipped, "schedule": dataclasses.asdict(plan),
-        "m_by_n": pair}
     logging.info("pruning %s with %s", chosen, plan)
     return pruned
 
 
 def pruning_info(model) -> dict:
-    """What ``prune`` did to ``model``: pruned and skipped layers, schedule ({} if unknown)."""
-    return dict(model.__dict__.get("_tfcompress_pruning", {}))
-
-
-def is_pruned(model) -> bool:
-    """True if ``model`` holds pruning wrappers."""
-    return any(_is_wrapper(layer) for layer in model.layers)
-
-
-def _is_wrapper(layer) -> bool:
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-    return isinstance(layer, pruning_wrapper.PruneLowMagnitude)
-
-
-def kernels(model) -> dict:
-    """{layer name: kernel array} of every layer with a kernel (wrappers see through)."""
-    out = {}
-    for layer in model.layers:
-        inner = getattr(layer, "layer", layer)
-        for attr in ("kernel", "depthwise_kernel", "embeddings"):
-            weight = getattr(inner, attr, None)
-            if weight is not None and hasattr(weight, "numpy"):
-                out[layer.name] = np.asarray(weight.numpy())
-                break
-    return out
+    """What pruning wrappers ``model`` holds, read from the wrappers themselves (so it holds
+    for a model saved and loaded again): ``{"pruned": [names], "skipped": {name: why},
+    "schedule": {"kind", "final_sparsity", "begin_step", "end_step", "frequency", ...},
+    "m_by_n": (m, n) or None}``; {} for a model without pruning wrappers."""
+    wrapped = [l for l in model.layers if isinstance(l, _tfmot.PruneWrapper)]
+    if not wrapped:
+        return {}
+    skipped = {l.name: (f"tfmot cannot wrap {type(l).__name__} to be pruned"
+                        if not _tfmot.prunable(l) else "not selected")
+               for l in model.layers if l.weights and l not in wrapped}
+    schedule = wrapped[0].pruning_schedule.get_config()
+    kind = "constant" if schedule["class_name"] == "ConstantSparsity" else "polynomial"
+    pair = wrapped[0].sparsity_m_by_n
+    return {"pruned": [l.layer.name for l in wrapped], "skipped": skipped,
+            "schedule": {"kind": kind, **schedule["config"]},
+            "m_by_n": tuple(pair) if pair else None}
 
 
 def sparsity_report(model) -> dict:
@@ -354,10 +252,8 @@ def flatbuffer_sparsity(tflite, *, min_size: int = 16) -> dict:
     Returns:
         ``{tensor name: {"dtype", "shape", "zeros", "distinct", "distinct_per_channel"}}``.
     """
-    from tfcompress.validate import interpreter
-
-    interp = interpreter(tflite)
-    ops = interp._get_ops_details()  # no public listing of which tensors are constants
+    interp = _litert.interpreter(tflite)
+    ops = _litert.ops(interp)  # no public listing of which tensors are constants
     produced = {i for op in ops for i in op["outputs"]}
     produced |= {d["index"] for d in interp.get_input_details()}
     constants = {i for op in ops for i in op["inputs"] if i >= 0 and i not in produced}
@@ -388,32 +284,3 @@ def flatbuffer_sparsity(tflite, *, min_size: int = 16) -> dict:
             "distinct_per_channel": int(per_channel),
         }
     return out
-
-
-@recipe.stage("prune", target_sparsity=0.8, epochs=2, schedule="polynomial", layers="",
-              m_by_n="", keep_first_last=False, learning_rate=1e-4)
-def _prune_stage(model, section, ctx):
-    """Recipe stage: prune, fine-tune for ``epochs``, strip; records measured sparsity."""
-    before = ctx.accuracy(model)
-    pruned = prune(model, section.target_sparsity, epochs=section.epochs,
-                   steps_per_epoch=ctx.steps_per_epoch, schedule=section.schedule,
-                   layers=section.layers or None, m_by_n=section.m_by_n or None,
-                   keep_first_last=section.keep_first_last)
-    info = pruning_info(pruned)
-    ctx.fit(pruned, section.epochs, learning_rate=section.learning_rate or None,
-            callbacks=[_sparsity.UpdatePruningStep()])
-    from tfcompress.clustering import strip
-
-    stripped = strip(pruned)
-    report = sparsity_report(stripped)
-    ctx.stats["prune"] = {
-        "target_sparsity": section.target_sparsity,
-        "global_sparsity": report["global"],
-        "accuracy_before": before,
-        "accuracy_after": ctx.accuracy(stripped),
-        "frequency": info["schedule"]["frequency"],
-        "end_step": info["schedule"]["end_step"],
-        "sparsity": {k: report["layers"][k] for k in info["pruned"]},
-        "skipped": info["skipped"],
-    }
-    return stripped

@@ -12,9 +12,9 @@ from typing import Optional
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
-from tfcompress import errors, recipe
-from tfcompress import pruning
+from tfcompress import _tfmot, errors, wrappers
 from tfcompress._keras import keras
+from tfcompress.wrappers import is_quantize_aware  # noqa: F401  (re-exported)
 
 PRESERVE = (None, "sparsity", "clusters", "sparsity_and_clusters")
 _q = tfmot.quantization.keras
@@ -34,33 +34,24 @@ def scheme(preserve: Optional[str] = None):
     raise errors.ConfigError(errors.unknown("preserve", preserve, PRESERVE))
 
 
-def _registry():
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry)
-
-    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-
-
 # Not in tfmot's registry but handled by its layout transforms (folded into the Conv2D,
 # DepthwiseConv2D or Dense before them); tfmot itself reports a BatchNormalization it cannot fold.
 _FOLDED = (keras.layers.BatchNormalization,)
 
 
-def unsupported_layers(model, layers: pruning.LayerSelector = None) -> dict:
+def unsupported_layers(model, layers: wrappers.LayerSelector = None) -> dict:
     """{name: class} of the selected layers the default 8-bit scheme cannot quantize."""
-    match = pruning._layer_matcher(layers)
-    registry = _registry()
+    match = wrappers.layer_matcher(layers)
     return {l.name: type(l).__name__ for l in model.layers
             if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED)
-            and not registry.supports(l)
-            and not getattr(l, "_tfcompress_no_qat", False)}
+            and not _tfmot.quantizable(l)}
 
 
 def quantize_aware(
     model,
     *,
     preserve: Optional[str] = None,
-    layers: pruning.LayerSelector = None,
+    layers: wrappers.LayerSelector = None,
 ) -> keras.Model:
     """Wraps a trained model for quantization-aware training (QAT) with int8 fake quantization.
 
@@ -85,10 +76,8 @@ def quantize_aware(
         ModelError: a subclassed model, or layers the 8-bit scheme cannot quantize (listed,
             with the ``layers=`` option to leave them out).
     """
-    from tfcompress.clustering import strip
-
     quant_scheme = scheme(preserve)
-    model = pruning.check_functional(strip(model), "quantize_aware")
+    model = wrappers.check_functional(wrappers.strip(model), "quantize_aware")
     if layers is None:
         bad = unsupported_layers(model)
         if bad:
@@ -97,9 +86,9 @@ def quantize_aware(
                 f"the 8-bit quantization scheme cannot handle layers {bad}; leave them out "
                 f"with layers=, e.g. layers={ok!r} (the rest stays float), or give them a "
                 "tfmot QuantizeConfig with tfmot.quantization.keras.quantize_annotate_layer")
-        annotated = _q.quantize_annotate_model(pruning.copy_model(model))
+        annotated = _q.quantize_annotate_model(wrappers.copy_model(model))
     else:
-        match = pruning._layer_matcher(layers)
+        match = wrappers.layer_matcher(layers)
         chosen = [l.name for l in model.layers
                   if match(l) and not isinstance(l, keras.layers.InputLayer)]
         if not chosen:
@@ -111,7 +100,7 @@ def quantize_aware(
             raise errors.ModelError(
                 f"the 8-bit quantization scheme cannot handle the selected layers {bad}; "
                 "leave them out of layers=")
-        annotated = pruning.wrap_layers(model, chosen, _q.quantize_annotate_layer)
+        annotated = wrappers.wrap_layers(model, chosen, _q.quantize_annotate_layer)
     try:
         # tfmot rebuilds the model from its config: make the model's own layer classes known.
         own = {type(l).__name__: type(l) for l in model.layers}
@@ -121,52 +110,3 @@ def quantize_aware(
         raise errors.ModelError(f"tfmot cannot quantize model {model.name!r}: {e}") from e
     logging.info("quantization-aware model, preserve=%s", preserve)
     return qat
-
-
-def is_quantize_aware(model) -> bool:
-    """True if ``model`` holds QAT wrappers."""
-    return any(isinstance(l, _q.QuantizeWrapper) for l in model.layers)
-
-
-@recipe.stage("qat", preserve="", epochs=2, layers="", learning_rate=1e-4)
-def _qat_stage(model, section, ctx):
-    """Recipe stage: QAT (or PQAT/CQAT/PCQAT), fine-tune; the QAT model stays for conversion.
-
-    Records the accuracy and, measured inside the int8 flatbuffer, the share of zeros and the
-    distinct values of every weight tensor.
-    """
-    from tfcompress.clustering import strip
-    from tfcompress.convert import convert
-
-    before = ctx.accuracy(model)
-    qat = quantize_aware(model, preserve=section.preserve or None, layers=section.layers or None)
-    ctx.fit(qat, section.epochs, learning_rate=section.learning_rate or None)
-    qat = strip(qat)  # CQAT/PCQAT: drops the clustering variables, so the model saves as .h5
-    flatbuffer = convert(qat, "int8", representative_data=ctx.splits[0][0],
-                         representative_samples=ctx.config.convert.representative_samples)
-    tensors = pruning.flatbuffer_sparsity(flatbuffer)
-    ctx.stats["qat"] = {
-        "preserve": section.preserve or "none",
-        "accuracy_before": before,
-        "accuracy_after": ctx.accuracy(qat),
-        "int8_min_zeros": min((t["zeros"] for t in tensors.values()), default=0.0),
-        "int8_max_distinct_per_channel": max(
-            (t["distinct_per_channel"] for t in tensors.values()), default=0),
-        "int8_zeros": {_short(k): t["zeros"] for k, t in tensors.items()},
-        "int8_distinct": {_short(k): t["distinct"] for k, t in tensors.items()},
-        "int8_distinct_per_channel": {
-            _short(k): t["distinct_per_channel"] for k, t in tensors.items()},
-    }
-    return qat
-
-
-
-def _short(tensor_name: str) -> str:
-    """'model/quant_dense/MatMul;...' -> 'quant_dense/MatMul' (readable report keys)."""
-    first = tensor_name.split(";")[0]
-    return "/".join(first.split("/")[1:]) or first
-
-
-# tfmot QAT models load back from .h5 but not from .keras (tf_keras 2.21 rebuilds the QAT
-# wrappers with a different variable list), so the recipe runner saves this stage as .h5.
-recipe.STAGE_SUFFIX["qat"] = ".h5"

@@ -1,30 +1,33 @@
 """Recipe runner: ml_collections config -> data, model -> stages -> convert -> validate -> report.
 
-The runner only chains the stages; each stage is a ``model -> model`` function of its own
-module. A killed run resumes: the trained baseline and each stage's output are saved in the
+The runner only chains the stages of ``tfcompress.stages.STAGES``; it holds no compression
+logic. A killed run resumes: the trained baseline and each stage's output are saved in the
 workdir under a fingerprint of the config that made them, and reused when it matches.
+
+Splits: the training data gives a validation split (``data.validation_fraction``, stratified, or
+the ``x_val``/``y_val`` of a user's ``.npz``). Fitting sees train; stages and callers decide on
+validation (``after_stage`` gets validation accuracy); each exported flatbuffer is measured on
+test once, for the report, with its paired difference to the float32 baseline on the same
+images. ``report.json``/``report.md`` name the split of every figure.
 """
 
-import dataclasses
 import hashlib
 import json
 import os
 from typing import Callable, Optional
 
-import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io
+from tfcompress import _io, _litert, errors, models, profiling
 from tfcompress import data as data_lib
-from tfcompress import errors
-from tfcompress import lowbit
-from tfcompress import models
-from tfcompress import profile
 from tfcompress import report as report_lib
-from tfcompress._keras import ensure_keras2, keras
-from tfcompress.convert import available_modes, conversion_info, convert
-from tfcompress.validate import load_flatbuffer, validate
+from tfcompress import stats as stats_lib
+from tfcompress._keras import keras
+from tfcompress.conversion import available_modes, conversion_info, convert, options_from_section
+from tfcompress.keras3 import ensure_keras2
+from tfcompress.stages import STAGES, Context
+from tfcompress.validation import predict, validate
 
 DATA_NAMES = ("digits", "npz", "image_folder")
 
@@ -40,6 +43,7 @@ def default_config() -> ConfigDict:
         color_mode="rgb",  # image_folder, or any data with resize=True: rgb | grayscale
         resize=False,  # digits/npz: resize to image_size and color_mode (e.g. for MobileNetV2)
         limit=0,  # use at most this many train and test samples (0: all)
+        validation_fraction=0.15,  # of the training split, for every decision (npz: x_val)
     ))
     c.model = ConfigDict(dict(
         name="digits_cnn",  # a models.MODEL_NAMES builder, trained by the recipe
@@ -57,8 +61,8 @@ def default_config() -> ConfigDict:
         mixed_max_layers=0,  # mode "mixed": choose widths for the largest N layers (0: all)
     ))
     c.validate = ConfigDict(dict(latency_runs=50, num_threads=1))
-    for name, defaults in _STAGE_DEFAULTS.items():
-        c[name] = ConfigDict(defaults)
+    for name, stage in STAGES.items():
+        c[name] = ConfigDict(stage.defaults)
     return c
 
 
@@ -90,88 +94,36 @@ def check_config(config) -> ConfigDict:
     bad = [m for m in merged.convert.modes if m not in available_modes()]
     if bad:
         raise errors.ConfigError(errors.unknown("conversion mode", bad[0], available_modes()))
-    if "mixed" in merged.convert.modes and not merged.convert.size_budget > 0:
-        raise errors.ConfigError(
-            f"mode 'mixed' needs convert.size_budget > 0, got {merged.convert.size_budget!r}; "
-            "accepted: a ratio to the float32 bytes in (0, 1] or a byte count > 1")
-    try:
-        lowbit.parse_overrides(merged.convert.overrides)
-    except errors.ConversionError as e:
-        raise errors.ConfigError(f"convert.overrides: {e}") from e
+    for mode in merged.convert.modes:  # each mode checks the convert fields it reads
+        try:
+            options_from_section(mode, merged.convert)
+        except errors.ConversionError as e:
+            raise errors.ConfigError(f"convert section for mode {mode!r}: {e}") from e
     if merged.data.name not in DATA_NAMES:
         raise errors.ConfigError(errors.unknown("data.name", merged.data.name, DATA_NAMES))
     return merged
 
 
-@dataclasses.dataclass
-class Context:
-    """What a stage may use besides the model: the data, the recipe, a fit helper."""
-
-    config: ConfigDict
-    splits: data_lib.Splits
-    workdir: str
-    stats: dict = dataclasses.field(default_factory=dict)  # stage name -> measured figures
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n = len(self.splits[0][0])
-        return int(np.ceil(n / self.config.train.batch_size))
-
-    def fit(self, model, epochs: int, *, learning_rate: Optional[float] = None,
-            callbacks=(), loss=None):
-        """Compiles ``model`` and fits it on the training split for ``epochs``."""
-        (x, y), _ = self.splits
-        train = self.config.train
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate or train.learning_rate),
-            loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=train.from_logits),
-            metrics=["accuracy"],
-        )
-        if epochs:
-            model.fit(x, y, batch_size=train.batch_size, epochs=epochs,
-                      callbacks=list(callbacks), verbose=2)
-        return model
-
-    def accuracy(self, model) -> float:
-        (_, _), (x, y) = self.splits
-        return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
-
-
-# A stage: (model, its config section, context) -> model, fine-tuned and ready for the next.
-# Stages register themselves from their own modules (importing tfcompress imports them all).
-STAGES: dict[str, Callable] = {}
-_STAGE_DEFAULTS: dict[str, dict] = {}
-# File suffix of a stage's saved output where .keras cannot hold it (tfmot QAT models load
-# back only from .h5); the stage's module sets it.
-STAGE_SUFFIX: dict[str, str] = {}
-
-
-def stage(name: str, **defaults):
-    """Registers a recipe stage ``fn(model, section, ctx) -> model`` under ``name``.
-
-    ``defaults`` become the recipe section ``config.<name>``: every field the stage accepts.
-    """
-    def register(fn):
-        STAGES[name] = fn
-        _STAGE_DEFAULTS[name] = defaults
-        return fn
-    return register
-
-
-def load_data(config: ConfigDict) -> data_lib.Splits:
+def load_data(config: ConfigDict) -> data_lib.DataSplits:
+    """The recipe's train, validation and test splits (see the module docstring)."""
     d = config.data
+    validation = None
     if d.name == "digits":
-        splits = data_lib.load_digits(seed=config.seed)
+        train, test = data_lib.load_digits(seed=config.seed)
     elif d.name == "npz":
-        splits = data_lib.load_npz(d.path)
+        train, test = data_lib.load_npz(d.path)
+        validation = data_lib.npz_validation(d.path)
     else:
-        splits, _ = data_lib.load_image_folder(
+        (train, test), _ = data_lib.load_image_folder(
             d.path, d.image_size, color_mode=d.color_mode, seed=config.seed)
     if d.limit:
-        splits = tuple((x[: d.limit], y[: d.limit]) for x, y in splits)
+        train, test = ((x[: d.limit], y[: d.limit]) for x, y in (train, test))
+    if validation is None:
+        train, validation = data_lib.split_validation(train, d.validation_fraction, config.seed)
+    splits = data_lib.DataSplits(train, validation, test)
     if d.resize and d.name != "image_folder":
-        splits = tuple((data_lib.resize_images(x, d.image_size, d.color_mode), y)
-                       for x, y in splits)
+        splits = data_lib.DataSplits(*((data_lib.resize_images(x, d.image_size, d.color_mode), y)
+                                       for x, y in splits))
     return splits
 
 
@@ -198,15 +150,18 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
                after_stage: Optional[Callable[[str, keras.Model, float], None]] = None) -> dict:
     """Runs a recipe end to end and writes its outputs into ``workdir``.
 
-    Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode (and, for low-bit
-    modes, ``<mode>.recipe.json``: the quantizer recipe), ``report.json`` and ``report.md``.
-    With ``android_dir``, also an Android bundle (``android.export_android``) of
+    Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode (and, where the
+    flatbuffer carries a quantizer recipe, ``<mode>.recipe.json``), ``report.json`` and
+    ``report.md``. With ``android_dir``, also an Android bundle (``android.export_android``) of
     the ``android_mode`` flatbuffer (default: the last of ``convert.modes``).
-    ``after_stage(name, model, keras_test_accuracy)`` is called after each stage; whatever it
-    raises ends the run there (tfcompress.search stops hopeless candidates this way).
+    ``after_stage(name, model, keras_validation_accuracy)`` is called after each stage;
+    whatever it raises ends the run there (tfcompress.search stops hopeless candidates so).
 
     Returns:
-        The report as a dict (also in report.json).
+        The report as a dict (also in report.json): each format row holds its test figures
+        (``accuracy``, ``agreement``, sizes, latency), ``validation`` figures, and
+        ``vs_baseline``: the paired test-accuracy difference to the float32 baseline with its
+        95% interval; ``splits`` names the split of each figure.
 
     Raises:
         TfcompressError: bad recipe fields, data, model files or modes.
@@ -217,26 +172,15 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     os.makedirs(workdir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     splits = load_data(config)
-    (x_train, y_train), (x_test, y_test) = splits
     ctx = Context(config, splits, workdir)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-
-    def make_baseline():
-        if config.model.path:
-            return models.load_model(config.model.path)
-        model = models.build(config.model.name, x_train.shape[1:], num_classes, config.model.width)
-        return ctx.fit(model, config.train.epochs)
-
-    fingerprint = _fingerprint(config.seed, config.data, config.model, config.train)
-    model = _cached(os.path.join(workdir, "baseline.keras"), fingerprint, make_baseline)
-    data_lib.check_fits(x_test, model.input_shape, f"data {config.data.name!r}")
-    baseline = model
+    model = baseline = _baseline(config, ctx, workdir)
+    fingerprint = _baseline_fingerprint(config)
     for i, name in enumerate(config.stages):
         fingerprint = _fingerprint(fingerprint, name, config[name])
-        path = os.path.join(workdir, "stages", f"{i}-{name}{STAGE_SUFFIX.get(name, '.keras')}")
+        path = os.path.join(workdir, "stages", f"{i}-{name}{STAGES[name].suffix}")
         stats_before = ctx.stats.get(name)
         model = _cached(path, fingerprint,
-                        lambda m=model, n=name: ensure_keras2(STAGES[n](m, config[n], ctx)))
+                        lambda m=model, n=name: ensure_keras2(STAGES[n].fn(m, config[n], ctx)))
         # A stage's measured figures are kept beside its model, so a resumed run reports them.
         if ctx.stats.get(name) is not stats_before:
             _io.write_text(path + ".stats.json", json.dumps(ctx.stats[name], default=str))
@@ -244,39 +188,20 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
             with open(path + ".stats.json") as f:
                 ctx.stats[name] = json.load(f)
         accuracy = ctx.accuracy(model)
-        logging.info("stage %s: test accuracy %.4f", name, accuracy)
+        logging.info("stage %s: validation accuracy %.4f", name, accuracy)
         if after_stage is not None:
             after_stage(name, model, accuracy)
 
-    # Ratios are to the uncompressed baseline's float32 flatbuffer.
-    baseline_fb = convert(baseline, "float32")
-    reference = profile.tflite_sizes(baseline_fb)
-    rows = []
-    if config.stages:
-        rows.append(_measure("baseline float32", baseline_fb, baseline, config, splits))
-        rows[-1]["conversion"] = conversion_info(baseline_fb, "float32")
-    for mode in config.convert.modes:
-        flatbuffer = convert(
-            model, mode, representative_data=x_train,
-            representative_samples=config.convert.representative_samples,
-            options=lowbit.recipe_options(config.convert, mode))
-        _io.write_bytes(os.path.join(workdir, f"{mode}.tflite"), flatbuffer)
-        rows.append(_measure(mode, flatbuffer, model, config, splits))
-        rows[-1]["conversion"] = conversion_info(flatbuffer, mode)
-        if mode in lowbit.MODES or mode == "mixed":  # per-layer widths; the quantizer recipe
-            rows[-1]["lowbit"] = lowbit.describe(flatbuffer)
-            if rows[-1]["lowbit"].get("recipe") is not None:
-                lowbit.save_recipe(rows[-1]["lowbit"]["recipe"],
-                                   os.path.join(workdir, f"{mode}.recipe.json"))
-    for row in rows:
-        row["ratio"] = row["bytes"] / reference["bytes"]
-        row["gzip_ratio"] = row["gzip_bytes"] / reference["gzip_bytes"]
-
     report = {
         "config": config.to_dict(),
+        "splits": {"train": len(splits.train[1]), "validation": len(splits.validation[1]),
+                   "test": len(splits.test[1]),
+                   "figures": "format rows: accuracy, agreement, vs_baseline on test (measured "
+                              "once per exported model); validation.*, keras_accuracy and "
+                              "stage figures on validation"},
         "keras_accuracy": {"baseline": ctx.accuracy(baseline), "final": ctx.accuracy(model)},
         "stages": ctx.stats,
-        "formats": rows,
+        "formats": _formats(config, workdir, splits, baseline, model),
         "profile": {"baseline": _profile(baseline), "final": _profile(model)},
     }
     if android_dir:
@@ -285,12 +210,62 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     return report
 
 
+def _baseline_fingerprint(config) -> str:
+    return _fingerprint(config.seed, config.data, config.model, config.train)
+
+
+def _baseline(config, ctx: Context, workdir: str) -> keras.Model:
+    """The trained baseline: the user's model, or a reference model trained here (cached)."""
+    x_train = ctx.train[0]
+
+    def make():
+        if config.model.path:
+            return models.load_model(config.model.path)
+        model = models.build(config.model.name, x_train.shape[1:], ctx.num_classes,
+                             config.model.width)
+        return ctx.fit(model, config.train.epochs)
+
+    model = _cached(os.path.join(workdir, "baseline.keras"), _baseline_fingerprint(config), make)
+    data_lib.check_fits(ctx.splits.test[0], model.input_shape, f"data {config.data.name!r}")
+    return model
+
+
+def _formats(config, workdir: str, splits, baseline, model) -> list:
+    """Converts, writes and measures every mode (and the baseline float32 after stages)."""
+    baseline_fb = convert(baseline, "float32")  # ratios are to the baseline's float32 bytes
+    reference = profiling.tflite_sizes(baseline_fb)
+    x_test, y_test = splits.test
+    base_correct = predict(baseline_fb, x_test).argmax(-1) == y_test
+    made = [("baseline float32", baseline_fb, baseline)] if config.stages else []
+    for mode in config.convert.modes:
+        flatbuffer = convert(
+            model, mode, representative_data=splits.train[0],
+            representative_samples=config.convert.representative_samples,
+            options=options_from_section(mode, config.convert))
+        _io.write_bytes(os.path.join(workdir, f"{mode}.tflite"), flatbuffer)
+        made.append((mode, flatbuffer, model))
+    rows = []
+    for name, flatbuffer, keras_model in made:
+        row = _measure(name, flatbuffer, keras_model, config, splits)
+        row["conversion"] = conversion_info(flatbuffer)
+        recipe = row["conversion"]["facts"].get("recipe")
+        if recipe is not None and name in config.convert.modes:  # the quantizer's own JSON
+            _io.write_text(os.path.join(workdir, f"{name}.recipe.json"),
+                           json.dumps(recipe, indent=2))
+        correct = predict(flatbuffer, x_test).argmax(-1) == y_test
+        row["vs_baseline"] = stats_lib.paired_difference(base_correct, correct)
+        row["ratio"] = row["bytes"] / reference["bytes"]
+        row["gzip_ratio"] = row["gzip_bytes"] / reference["gzip_bytes"]
+        rows.append(row)
+    return rows
+
+
 def _export_android(config, workdir: str, android_dir: str, mode: Optional[str]) -> dict:
     """The Android bundle of one converted mode; its folder and sidecar for the report."""
     from tfcompress import android
 
     mode = mode or config.convert.modes[-1]
-    flatbuffer = load_flatbuffer(os.path.join(workdir, f"{mode}.tflite"))
+    flatbuffer = _litert.load_flatbuffer(os.path.join(workdir, f"{mode}.tflite"))
     std = {"digits": 16.0, "image_folder": 255.0}.get(config.data.name, 1.0)
     labels = data_lib.DIGITS_CLASSES if config.data.name == "digits" else None
     sidecar = android.export_android(
@@ -302,15 +277,20 @@ def _export_android(config, workdir: str, android_dir: str, mode: Optional[str])
 def _profile(model) -> Optional[dict]:
     """Parameters and multiply-accumulates of a Keras model (None if its shape is not fixed)."""
     try:
-        p = profile.profile(model)
+        p = profiling.profile(model)
     except errors.ModelError:
         return None
     return {"params": p["params"], "macs": p["macs"]}
 
 
 def _measure(name, flatbuffer, model, config, splits) -> dict:
-    (_, _), (x_test, y_test) = splits
+    """Test figures (the full validation report) and validation accuracy/agreement."""
+    x_test, y_test = splits.test
     result = validate(
         flatbuffer, x_test, y_test, reference=model,
         latency_runs=config.validate.latency_runs, num_threads=config.validate.num_threads)
-    return {"format": name, **result.to_dict()}
+    x_val, y_val = splits.validation
+    val = validate(flatbuffer, x_val, y_val, reference=model, latency_runs=0,
+                   delegate_checks=False)
+    return {"format": name, **result.to_dict(),
+            "validation": {"accuracy": val.accuracy, "agreement": val.agreement}}

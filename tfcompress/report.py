@@ -96,7 +96,7 @@ def format_notes(rows) -> str:
             for d in conv.get(side, [])[:1]:
                 q = f" (scale {d['scale']:.6g}, zero point {d['zero_point']})" if d["scale"] else ""
                 facts.append(f"{side[:-1]} {d['dtype']}{q}")
-        widths = [layer["bits"] for layer in (row.get("lowbit") or {}).get("layers", [])]
+        widths = [layer["bits"] for layer in conv.get("layers", [])]
         if widths:  # low-bit modes: how many layers got each weight width
             facts.append("weights " + ", ".join(
                 f"{b}-bit x{widths.count(b)}" for b in sorted(set(widths))))

@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import logging
 
-from tfcompress import errors
-from tfcompress import recipe
-from tfcompress._keras import ensure_keras2, keras
+from tfcompress import errors, models
+from tfcompress._keras import is_functional, keras, unsafe_deserialization
+from tfcompress.keras3 import ensure_keras2
 
 CRITERIA = ("l1", "l2", "bn")
 
@@ -84,7 +84,7 @@ class _Node:
 
 def _graph(model):
     """(model config copy, entries list, nodes in topological order, output keys)."""
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+    if not is_functional(model):
         raise errors.ModelError(
             f"model {model.name!r} is a subclassed Keras model; accepted: a Sequential or "
             "Functional model (surgery rebuilds the model from its config)")
@@ -152,11 +152,7 @@ def _tensor_refs(value, names) -> list:
 def _rebuild(model, config) -> keras.Model:
     """The model class from our edited config. Lambda layers are allowed: the config comes from
     the caller's model in memory (code already running), not from a file."""
-    from tf_keras.src.saving import serialization_lib
-
-    from tfcompress.models import custom_objects_scope
-
-    with custom_objects_scope(), serialization_lib.SafeModeScope(False):
+    with models.custom_objects_scope(), unsafe_deserialization():
         return type(model).from_config(config)
 
 
@@ -533,60 +529,3 @@ def _split_entry(entries: list, node: _Node, low: str, r: int) -> None:
         node.config.update(kernel_size=(1, 1), strides=(1, 1), padding="valid",
                            dilation_rate=(1, 1))
     entries.insert(index, first)
-
-
-# ----------------------------------------------------------------------------- recipe stages
-
-
-def _summary(model) -> dict:
-    from tfcompress.profile import profile
-
-    p = profile(model)
-    return {"params": p["params"], "macs": p["macs"]}
-
-
-@recipe.stage("prune_channels", ratio=0.5, criterion="l1", layers=(), epochs=5,
-              learning_rate=5e-4)
-def _prune_channels_stage(model, section, ctx):
-    """Prunes channels, fine-tunes, and records params, MACs and accuracy before and after."""
-    before = _summary(model)
-    acc_before = ctx.accuracy(model)
-    pruned = prune_channels(model, section.ratio, criterion=section.criterion,
-                            layers=list(section.layers) or None)
-    report = pruned.surgery_report
-    acc_pruned = ctx.accuracy(pruned)
-    ctx.fit(pruned, section.epochs, learning_rate=section.learning_rate)
-    after = _summary(pruned)
-    ctx.stats["prune_channels"] = {
-        "ratio": section.ratio, "accuracy_before": acc_before,
-        "accuracy_pruned_no_finetune": acc_pruned, "accuracy_after": ctx.accuracy(pruned),
-        "params_before": before["params"], "params_after": after["params"],
-        "params_ratio": after["params"] / before["params"],
-        "macs_before": before["macs"], "macs_after": after["macs"],
-        "macs_ratio": after["macs"] / max(before["macs"], 1),
-        "not_followed": list(report.not_followed), "changed": report.changed,
-    }
-    return pruned
-
-
-@recipe.stage("factorize", energy=0.9, rank=0, layers=(), epochs=5, learning_rate=5e-4)
-def _factorize_stage(model, section, ctx):
-    """Factorizes (``rank`` > 0 wins over ``energy``), fine-tunes, records the figures."""
-    before = _summary(model)
-    acc_before = ctx.accuracy(model)
-    kwargs = {"rank": section.rank} if section.rank else {"energy": section.energy}
-    new = factorize(model, layers=list(section.layers) or None, **kwargs)
-    report = new.surgery_report
-    acc_factorized = ctx.accuracy(new)
-    ctx.fit(new, section.epochs, learning_rate=section.learning_rate)
-    after = _summary(new)
-    ctx.stats["factorize"] = {
-        **kwargs, "accuracy_before": acc_before,
-        "accuracy_factorized_no_finetune": acc_factorized, "accuracy_after": ctx.accuracy(new),
-        "params_before": before["params"], "params_after": after["params"],
-        "params_ratio": after["params"] / before["params"],
-        "macs_before": before["macs"], "macs_after": after["macs"],
-        "macs_ratio": after["macs"] / max(before["macs"], 1),
-        "changed": report.changed, "kept": list(report.notes),
-    }
-    return new

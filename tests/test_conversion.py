@@ -6,9 +6,10 @@ import tensorflow as tf
 
 import tfcompress
 from tfcompress import errors, keras, models
-from tfcompress.convert import (MODES, available_modes, conversion_info, convert, is_qat_model,
+from tfcompress.wrappers import is_quantize_aware
+from tfcompress.conversion import (MODES, available_modes, conversion_info, convert,
                                 layer_of, quantization_report, register_mode, representative)
-from tfcompress.validate import interpreter
+from tfcompress.validation import interpreter, predict
 
 ALL = ("float32", "float16", "dynamic", "int8", "int16x8")
 
@@ -134,7 +135,7 @@ def test_qat_model_converts_to_int8_without_data(digits):
     keras.utils.set_random_seed(1)
     base = models.digits_cnn()
     qat = tfmot.quantization.keras.quantize_model(base)
-    assert is_qat_model(qat) and not is_qat_model(base)
+    assert is_quantize_aware(qat) and not is_quantize_aware(base)
     qat.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
     qat.fit(x, y, epochs=2, batch_size=128, verbose=0)  # QAT from scratch, briefly
     fb = convert(qat, "int8")
@@ -190,7 +191,10 @@ def test_register_mode_adds_a_mode(trained_cnn, flatbuffers):
 
     try:
         assert "float32_copy" in available_modes()
-        assert len(convert(trained_cnn, "float32_copy")) == len(flatbuffers["float32"])
+        copy = convert(trained_cnn, "float32_copy")
+        assert conversion_info(copy)["mode"] == "float32_copy"  # the fact travels in the file
+        x = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
+        np.testing.assert_array_equal(predict(copy, x), predict(flatbuffers["float32"], x))
     finally:
-        sys.modules["tfcompress.convert"]._MODES.pop("float32_copy")
+        sys.modules["tfcompress.conversion"]._MODES.pop("float32_copy")
     assert "float32_copy" not in available_modes()

@@ -1,19 +1,23 @@
 """Automatic compression: search recipes under an accuracy budget, report the Pareto front.
 
-A trial is a recipe (``tfcompress.recipe``): stages with their sections and one conversion
-mode, run by ``run_recipe`` in its own folder and measured on the deployed ``.tflite``
-(accuracy on the test split; gzip bytes, XNNPACK latency, or the Keras model's MACs). The
-study is an Optuna multi-objective study (maximize accuracy, minimize the objective) with a
-TPE sampler that knows the accuracy budget as a trial constraint.
+``tfcompress.search`` is this module's ``search``. A trial is a recipe (``tfcompress.recipe``):
+stages with their sections and one conversion mode, run by ``run_recipe`` in its own folder and
+measured on the deployed ``.tflite``: accuracy on the VALIDATION split decides (the budget
+constraint, early stops, QAT-or-PTQ, the front and the best candidate); gzip bytes, XNNPACK
+latency, or the Keras model's MACs are the objective. The test split is measured once per
+exported model and only reported (with its paired 95% interval against the baseline); the
+report flags front points whose test drop is beyond the budget. The study is an Optuna
+multi-objective study (maximize accuracy, minimize the objective) with a TPE sampler that knows
+the accuracy budget as a trial constraint.
 
 What we add over a plain ``study.optimize``:
 
-- The search space holds only the stages registered in ``recipe.STAGES`` when it runs
+- The search space holds only the stages in ``stages.STAGES``
   (distill, prune_channels, factorize, prune, cluster; QAT), in that order.
 - Cheap candidates first: PTQ-only trials (one per mode) are enqueued before anything that
   fine-tunes, then the config's ``seeds``. int8 candidates get QAT only when their PTQ result
   misses the budget by at most ``qat_recover`` points ("QAT when PTQ misses the budget").
-- Early stop: after every stage the Keras test accuracy is checked; a candidate already more
+- Early stop: after every stage the Keras validation accuracy is checked; a candidate already more
   than ``stop_slack`` points below the budget is pruned (``optuna.TrialPruned``). Optuna's
   pruners need ``trial.report``, which multi-objective studies do not support, so the stop is
   this check, and the sampler learns the budget through ``trial.set_constraint``.
@@ -51,7 +55,10 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from tfcompress import _io, errors, recipe
-from tfcompress.validate import load_flatbuffer, validate
+from tfcompress._litert import load_flatbuffer
+from tfcompress.conversion import available_modes
+from tfcompress.stages import STAGES
+from tfcompress.validation import validate
 
 OBJECTIVES = ("size", "latency", "macs")
 # Search dimension -> (stage, section field). "mode" is the conversion mode.
@@ -118,10 +125,10 @@ def check_config(config) -> ConfigDict:
         raise errors.ConfigError(f"max_drop={merged.max_drop!r}; accepted: points >= 0")
     if merged.n_trials < 1:
         raise errors.ConfigError(f"n_trials={merged.n_trials!r}; accepted: >= 1")
-    bad = [m for m in merged.space.mode if m not in recipe.available_modes()]
+    bad = [m for m in merged.space.mode if m not in available_modes()]
     if bad or not merged.space.mode:
         raise errors.ConfigError(errors.unknown("space.mode", bad[0] if bad else (),
-                                                recipe.available_modes()))
+                                                available_modes()))
     for seed in merged.seeds:
         for dim, value in parse_params(seed).items():
             if value not in merged.space[dim]:
@@ -136,7 +143,7 @@ def space(config: ConfigDict) -> dict:
     out = {"mode": tuple(config.space.mode)}
     for dim, (stage, _) in DIMENSIONS.items():
         choices = tuple(config.space[dim])
-        if stage in recipe.STAGES and any(choices):
+        if stage in STAGES and any(choices):
             out[dim] = tuple(sorted(set(choices), key=choices.index))
     return out
 
@@ -253,7 +260,8 @@ def _baseline(config: ConfigDict, workdir: str) -> dict:
         row = report["formats"][0]
         model_path = os.path.abspath(config.recipe.model.path or
                                      os.path.join(folder, "baseline.keras"))
-        info = {"fingerprint": key, "accuracy": row["accuracy"], "bytes": row["bytes"],
+        info = {"fingerprint": key, "accuracy": row["validation"]["accuracy"],
+                "test_accuracy": row["accuracy"], "bytes": row["bytes"],
                 "gzip_bytes": row["gzip_bytes"], "latency_ms": row["latency_ms"],
                 "macs": (report["profile"]["final"] or {}).get("macs"),
                 "model_path": model_path, "tflite": os.path.join(folder, "float32.tflite")}
@@ -304,37 +312,40 @@ class _Search:
         cfg = trial_recipe(self.config, params, path)
         report = recipe.run_recipe(cfg, folder, after_stage=after_stage)
         row = next(r for r in report["formats"] if r["format"] == params["mode"])
-        trial.set_user_attr("ptq_accuracy", row["accuracy"])
-        miss = self.floor - row["accuracy"]
-        if (params["mode"] == "int8" and "qat" in recipe.STAGES and 0 < miss
+        trial.set_user_attr("ptq_accuracy", row["validation"]["accuracy"])
+        miss = self.floor - row["validation"]["accuracy"]
+        if (params["mode"] == "int8" and "qat" in STAGES and 0 < miss
                 and miss <= self.config.qat_recover / 100.0):
             tflite = os.path.join(folder, "int8.tflite")
             ptq = load_flatbuffer(tflite)
             qat_cfg = trial_recipe(self.config, params, path, qat=True)
             qat_report = recipe.run_recipe(qat_cfg, folder)
             qat_row = next(r for r in qat_report["formats"] if r["format"] == "int8")
-            trial.set_user_attr("qat_accuracy", qat_row["accuracy"])
-            if qat_row["accuracy"] > row["accuracy"]:
+            trial.set_user_attr("qat_accuracy", qat_row["validation"]["accuracy"])
+            if qat_row["validation"]["accuracy"] > row["validation"]["accuracy"]:
                 cfg, report, row = qat_cfg, qat_report, qat_row
             else:  # QAT did not help: the PTQ flatbuffer and recipe stand
                 _io.write_bytes(tflite, ptq)
         value = _objective_value(report, row, self.config.objective)
+        accuracy = row["validation"]["accuracy"]
         _io.write_text(os.path.join(folder, "recipe.py"), recipe_source(
             cfg, f"Search trial {trial.number}: {', '.join(cfg.stages) or 'PTQ only'} -> "
-                 f"{params['mode']}; accuracy {row['accuracy']:.4f}, "
+                 f"{params['mode']}; validation accuracy {accuracy:.4f}, "
                  f"{self.config.objective} {value:.6g}."))
         trial.set_user_attr("stages", list(cfg.stages))
-        trial.set_user_attr("accuracy", row["accuracy"])
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("test_accuracy", row["accuracy"])
+        trial.set_user_attr("test_vs_baseline", row["vs_baseline"])
         trial.set_user_attr("gzip_bytes", row["gzip_bytes"])
         trial.set_user_attr("bytes", row["bytes"])
         trial.set_user_attr("latency_ms", row["latency_ms"])
         trial.set_user_attr("macs", (report["profile"]["final"] or {}).get("macs"))
         trial.set_user_attr("gzip_ratio", row["gzip_bytes"] / self.baseline["gzip_bytes"])
-        trial.set_user_attr("constraint", self.floor - row["accuracy"])
-        trial.set_constraint("accuracy_budget", self.floor - row["accuracy"])  # for the sampler
+        trial.set_user_attr("constraint", self.floor - accuracy)
+        trial.set_constraint("accuracy_budget", self.floor - accuracy)  # for the sampler
         trial.set_user_attr("tflite", os.path.join(folder, f"{params['mode']}.tflite"))
         trial.set_user_attr("recipe", os.path.join(folder, "recipe.py"))
-        return row["accuracy"], value
+        return accuracy, value
 
     def counted(self) -> int:
         """Trials toward ``n_trials``: finished or running, a repeated candidate not counted."""
@@ -450,10 +461,16 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
     """Writes trials.jsonl, the front's recipes, the best model, pareto.png and report.md."""
     records = export_trials(study, os.path.join(workdir, "trials.jsonl"))
     front = pareto_front(records)
-    os.makedirs(os.path.join(workdir, "front"), exist_ok=True)
+    test_floor = baseline["test_accuracy"] - config.max_drop / 100.0
+    front_dir = os.path.join(workdir, "front")
+    if os.path.isdir(front_dir):  # a resumed search rewrites the front: no stale point stays
+        shutil.rmtree(front_dir)
+    os.makedirs(front_dir)
     for r in front:
-        r["config_file"] = os.path.join(workdir, "front", f"trial_{r['number']}.py")
+        r["config_file"] = os.path.join(front_dir, f"trial_{r['number']}.py")
         shutil.copyfile(r["recipe"], r["config_file"])
+        # Chosen on validation; the test drop beyond the budget is the honest warning.
+        r["test_within_budget"] = r["test_accuracy"] >= test_floor
     feasible = [r for r in records if r["state"] == "COMPLETE" and r["feasible"]]
     best = min(feasible, key=lambda r: (r["objective"], -r["accuracy"], r["number"]),
                default=None)
@@ -461,6 +478,10 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
         "baseline": {k: v for k, v in baseline.items() if k != "fingerprint"},
         "objective": config.objective, "max_drop_points": config.max_drop,
         "accuracy_floor": baseline["accuracy"] - config.max_drop / 100.0,
+        "test_accuracy_floor": test_floor,
+        "splits": "accuracy, accuracy_floor, the constraint, the front and best: validation; "
+                  "test_accuracy, test_vs_baseline, best.held_out: test (held out, measured "
+                  "once per exported model)",
         "space": {k: list(v) for k, v in space(config).items()},
         "states": {s: sum(r["state"] == s for r in records)
                    for s in sorted({r["state"] for r in records})},
@@ -479,7 +500,7 @@ def _export_best(config: ConfigDict, workdir: str, baseline: dict, best: dict) -
     flatbuffer = load_flatbuffer(best["tflite"])
     _io.write_bytes(os.path.join(folder, "model.tflite"), flatbuffer)
     shutil.copyfile(best["recipe"], os.path.join(folder, "recipe.py"))
-    (_, _), (x, y) = recipe.load_data(config.recipe)
+    x, y = recipe.load_data(config.recipe).test  # held out: measured, never chosen on
     result = validate(flatbuffer, x, y, latency_runs=config.recipe.validate.latency_runs,
                       num_threads=config.recipe.validate.num_threads,
                       baseline=load_flatbuffer(baseline["tflite"])).to_dict()
@@ -487,8 +508,9 @@ def _export_best(config: ConfigDict, workdir: str, baseline: dict, best: dict) -
                    json.dumps(result, indent=2, default=str))
     return {**best, "model": os.path.join(folder, "model.tflite"),
             "config_file": os.path.join(folder, "recipe.py"),
-            "validation": {k: result[k] for k in ("accuracy", "bytes", "gzip_bytes", "ratio",
-                                                  "gzip_ratio", "latency_ms")}}
+            "test_drop_points": (baseline["test_accuracy"] - result["accuracy"]) * 100.0,
+            "held_out": {k: result[k] for k in ("accuracy", "bytes", "gzip_bytes", "ratio",
+                                                "gzip_ratio", "latency_ms")}}
 
 
 def plot(summary: dict, records: list, path: str) -> str:
@@ -517,7 +539,7 @@ def plot(summary: dict, records: list, path: str) -> str:
                    label=f"budget (-{summary['max_drop_points']:g} points)")
         ax.set_xscale("log" if key == "gzip_bytes" else "linear")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (LiteRT)")
+        ax.set_ylabel("validation accuracy (LiteRT)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -531,34 +553,50 @@ def markdown(summary: dict) -> str:
     """report.md: baseline, budget, best candidate, the front as a table, pareto.png."""
     base, best = summary["baseline"], summary["best"]
     lines = ["# tfcompress search", "",
-             f"Baseline float32: accuracy {base['accuracy']:.4f}, {base['gzip_bytes']:,} gzip "
-             f"bytes, {base['latency_ms']:.3f} ms. Budget: at most {summary['max_drop_points']:g}"
-             f" points lower (accuracy >= {summary['accuracy_floor']:.4f}); objective: "
+             "Every choice (the budget, the front, the best) is made on the validation split; "
+             "test figures are held out: measured once per exported model, never chosen on.", "",
+             f"Baseline float32: validation accuracy {base['accuracy']:.4f}, test accuracy "
+             f"{base['test_accuracy']:.4f}, {base['gzip_bytes']:,} gzip bytes, "
+             f"{base['latency_ms']:.3f} ms. Budget: at most {summary['max_drop_points']:g} points "
+             f"lower (validation accuracy >= {summary['accuracy_floor']:.4f}); objective: "
              f"{summary['objective']}. Trials: "
              + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items())
              + f" ({summary['repeats']} repeats of a measured candidate).", ""]
     if best:
+        held = best["held_out"]
         lines += [f"Best within the budget: trial {best['number']} ({', '.join(best['stages']) or 'PTQ only'}"
-                  f" -> {best['params']['mode']}), accuracy {best['validation']['accuracy']:.4f}, "
-                  f"{best['validation']['gzip_bytes']:,} gzip bytes "
-                  f"({best['validation']['gzip_ratio']:.3f}x the float32 baseline), "
-                  f"latency {best['validation']['latency_ms']:.3f} ms: `best/model.tflite`, "
-                  "recipe `best/recipe.py`.", ""]
+                  f" -> {best['params']['mode']}): validation accuracy {best['accuracy']:.4f}; "
+                  f"held-out test accuracy {held['accuracy']:.4f} ({-best['test_drop_points']:+.2f}"
+                  f" points against the baseline{_interval(best)}), {held['gzip_bytes']:,} gzip "
+                  f"bytes ({held['gzip_ratio']:.3f}x the float32 baseline), latency "
+                  f"{held['latency_ms']:.3f} ms: `best/model.tflite`, recipe `best/recipe.py`.", ""]
     else:
         lines += ["No candidate met the budget.", ""]
     lines += ["## Pareto front", "",
-              "| trial | stages | mode | accuracy | gzip bytes | gzip ratio | latency ms | "
-              "MACs | within budget | recipe |", "|" + "---|" * 10]
+              "| trial | stages | mode | validation accuracy | test accuracy | test vs baseline "
+              "(95% interval) | gzip bytes | gzip ratio | latency ms | MACs | within budget "
+              "(validation) | test within budget | recipe |", "|" + "---|" * 13]
     for r in summary["front"]:
         lines.append(
             f"| {r['number']} | {', '.join(r['stages']) or '-'} | {r['params']['mode']} | "
-            f"{r['accuracy']:.4f} | {r['gzip_bytes']:,} | {r['gzip_ratio']:.3f} | "
+            f"{r['accuracy']:.4f} | {r['test_accuracy']:.4f} | {_interval(r, brackets=False)} | "
+            f"{r['gzip_bytes']:,} | {r['gzip_ratio']:.3f} | "
             f"{r['latency_ms']:.3f} | {r['macs'] if r['macs'] is not None else '-'} | "
-            f"{'yes' if r['feasible'] else 'no'} | `front/trial_{r['number']}.py` |")
+            f"{'yes' if r['feasible'] else 'no'} | "
+            f"{'yes' if r['test_within_budget'] else '**no: beyond the budget on test**'} | "
+            f"`front/trial_{r['number']}.py` |")
     lines += ["", "![accuracy against size and latency](pareto.png)", "",
               "Run a front point: `python scripts/compress.py --config=front/trial_N.py "
               "--workdir=workdir/trial_N`.", ""]
     return "\n".join(lines)
+
+
+def _interval(record: dict, brackets: bool = True) -> str:
+    d = record.get("test_vs_baseline") or {}
+    if not d:
+        return ""
+    text = (f"{d['difference_points']:+.2f} [{d['low_points']:+.2f}, {d['high_points']:+.2f}]")
+    return f", paired 95% interval {text}" if brackets else text
 
 
 def write_report(summary: dict, workdir: str) -> None:

@@ -5,6 +5,10 @@ mode names with one small function each (``register_mode`` adds more), checks of
 representative data with clear errors, QAT models converted to int8 without calibration data,
 selective quantization by Keras layer name or TFLite op type, a per-layer quantization error
 ranking, and ``conversion_info``: what a flatbuffer's conversion did, for the report.
+
+Every flatbuffer ``convert`` returns carries its facts (the mode, and what a mode adds: a
+quantizer recipe, per-layer widths) in its own metadata table (``_litert.with_facts``), so
+``conversion_info`` reports them in any process that reads the file.
 """
 
 import csv
@@ -19,9 +23,11 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from tfcompress import _litert, errors, models, wrappers
 from tfcompress import data as data_lib
-from tfcompress import errors
-from tfcompress._keras import ensure_keras2, keras
+from tfcompress._keras import keras
+from tfcompress._litert import tensor_types  # noqa: F401  (re-exported)
+from tfcompress.keras3 import ensure_keras2
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = {"int8": ("int8", "uint8", "float32"), "int16x8": ("float32", "int16")}
@@ -63,18 +69,29 @@ class Request:
 # name -> (function(Request) -> bytes, whether it needs representative data)
 _MODES: dict[str, tuple[Callable[[Request], bytes], bool]] = {}
 _MODE_OPTIONS: dict[str, tuple] = {}  # name -> option names the mode accepts
+_SECTION_OPTIONS: dict[str, Callable] = {}  # name -> recipe convert section -> options
+_DESCRIBE: dict[str, Callable] = {}  # name -> flatbuffer -> per-layer rows for the report
 
 
 def register_mode(name: str, *, needs_representative_data: bool = False,
-                  options: Sequence[str] = ()):
+                  options: Sequence[str] = (), section_options: Optional[Callable] = None,
+                  describe: Optional[Callable] = None):
     """Registers ``fn(request) -> flatbuffer bytes`` as conversion mode ``name``.
 
     Other modules (e.g. low-bit modes) add their modes with this decorator. ``options`` names
-    the mode-specific options ``convert(..., options={...})`` may pass (in ``request.options``).
+    the mode-specific options ``convert(..., options={...})`` may pass (in ``request.options``);
+    ``section_options(convert_section) -> options or None`` reads them from a recipe's
+    ``convert`` section (and raises ConversionError for values the mode cannot take), so the
+    recipe runner needs no knowledge of any mode; ``describe(flatbuffer) -> [{"layer", "bits",
+    ...}]`` gives ``conversion_info`` the per-layer weight widths the mode produced.
     """
     def register(fn):
         _MODES[name] = (fn, needs_representative_data)
         _MODE_OPTIONS[name] = tuple(options)
+        if section_options is not None:
+            _SECTION_OPTIONS[name] = section_options
+        if describe is not None:
+            _DESCRIBE[name] = describe
         return fn
     return register
 
@@ -82,6 +99,16 @@ def register_mode(name: str, *, needs_representative_data: bool = False,
 def mode_options(mode: str) -> tuple:
     """The option names a registered mode accepts (empty for the built-in modes)."""
     return _MODE_OPTIONS.get(mode, ())
+
+
+def options_from_section(mode: str, section) -> Optional[dict]:
+    """The ``convert(..., options=...)`` a recipe's ``convert`` section gives ``mode``.
+
+    Raises:
+        ConversionError: a value the mode cannot take.
+    """
+    fn = _SECTION_OPTIONS.get(mode)
+    return fn(section) if fn is not None else None
 
 
 def available_modes() -> tuple:
@@ -223,7 +250,7 @@ def convert(
         raise errors.ConversionError(errors.unknown(
             f"option for mode {mode!r}", bad[0], mode_options(mode) or ["(none)"]))
     source, input_shape = _source(model_or_path)
-    qat = not isinstance(source, str) and is_qat_model(source)
+    qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
                   keep_float_ops=tuple(keep_float_ops), options=dict(options or {}))
@@ -237,18 +264,8 @@ def convert(
             "returned by tfcompress.data loaders")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fn(req)
-
-
-def is_qat_model(model: keras.Model) -> bool:
-    """Whether ``model`` holds tfmot quantize-aware-training layers (QuantizeWrapper et al.)."""
-    def layers(m):
-        for layer in getattr(m, "layers", ()):
-            yield layer
-            yield from layers(layer)
-
-    return any(type(layer).__name__.startswith(("QuantizeWrapper", "QuantizeLayer"))
-               for layer in layers(model))
+        flatbuffer = fn(req)
+    return _litert.with_facts(flatbuffer, mode=mode, qat=qat)
 
 
 def representative(x, input_shape: Optional[Sequence], num_samples: int = 200) -> Callable:
@@ -291,9 +308,7 @@ def _source(model_or_path):
         path = os.fspath(model_or_path)
         if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
             return path, _saved_model_input_shape(path)
-        from tfcompress.models import load_model
-
-        model_or_path = load_model(path)
+        model_or_path = models.load_model(path)
     model = ensure_keras2(model_or_path)
     return model, tuple(model.input_shape)
 
@@ -324,12 +339,9 @@ def _debugger(req: Request, options=None):
 
 def _op_outputs(flatbuffer: bytes) -> list[tuple[str, list[str]]]:
     """[(op type, [output tensor names])] of a flatbuffer's main subgraph."""
-    from tfcompress.validate import interpreter
-
-    interp = interpreter(flatbuffer, delegates=False, allocate=False)
-    return [(op["op_name"], [interp._get_tensor_details(i, 0)["name"]  # noqa: SLF001
-                             for i in op["outputs"] if i >= 0])
-            for op in interp._get_ops_details()]  # noqa: SLF001
+    interp = _litert.interpreter(flatbuffer, delegates=False, allocate=False)
+    return [(op["op_name"], [_litert.tensor_name(interp, i) for i in op["outputs"] if i >= 0])
+            for op in _litert.ops(interp)]
 
 
 def layer_of(tensor_name: str, layer_names: Iterable[str]) -> Optional[str]:
@@ -421,28 +433,32 @@ def quantization_report(
 
 # ---------------------------------------------------------------- what a conversion did
 
-def conversion_info(flatbuffer: bytes, mode: Optional[str] = None) -> dict:
+def conversion_info(flatbuffer: Union[bytes, str], mode: Optional[str] = None) -> dict:
     """What a flatbuffer's conversion did, for the report.
 
     Args:
-        flatbuffer: the converted model.
-        mode: the mode that made it; inferred from the tensor types when None.
+        flatbuffer: the converted model (bytes or a path).
+        mode: the mode that made it; else the mode its facts name, else inferred from the
+            tensor types (a flatbuffer not made by ``convert``).
 
     Returns:
         {"mode", "inputs": [...], "outputs": [...], "ops": {type: count},
-        "weight_dtypes": {dtype: count}, "activation_dtype"}; each input/output has name,
-        shape, dtype, scale, zero_point (scale 0 for float tensors).
+        "weight_dtypes": {dtype: count}, "activation_dtype", "facts"}; each input/output has
+        name, shape, dtype, scale, zero_point (scale 0 for float tensors); ``facts`` is what
+        the flatbuffer's metadata says made it (mode, qat, and for low-bit modes the quantizer
+        recipe), {} for a file made elsewhere; ``layers`` the per-layer weight widths read
+        back, for modes that describe them (the low-bit modes).
 
     Raises:
         InvalidTFLiteError: the flatbuffer cannot be loaded.
     """
-    from tfcompress.validate import interpreter, io_details, load_flatbuffer
-
-    interp = interpreter(flatbuffer, delegates=False, allocate=False)
-    ops = interp._get_ops_details()  # noqa: SLF001
+    content = _litert.load_flatbuffer(flatbuffer)
+    facts = _litert.read_facts(content)
+    interp = _litert.interpreter(content, delegates=False, allocate=False)
+    ops = _litert.ops(interp)
     produced = {i for op in ops for i in op["outputs"]}
     inputs = {d["index"] for d in interp.get_input_details()}
-    types = tensor_types(load_flatbuffer(flatbuffer))  # the interpreter shows int4/int2 as int8
+    types = tensor_types(content)  # the interpreter shows int4/int2 as int8
     weights = {}  # constant tensors (produced by no op, not an input) by dtype
     for t in interp.get_tensor_details():
         if t["index"] not in produced and t["index"] not in inputs:
@@ -454,27 +470,19 @@ def conversion_info(flatbuffer: bytes, mode: Optional[str] = None) -> dict:
     compute = [op for op in ops if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")]
     act_types = [np.dtype(t).name for op in compute for t in op["result_types"]]
     act = max(set(act_types), key=act_types.count) if act_types else ""
+    mode = mode or facts.get("mode") or _infer_mode(act, weights)
     info = {
-        "mode": mode or _infer_mode(act, weights),
-        "inputs": io_details(interp.get_input_details()),
-        "outputs": io_details(interp.get_output_details()),
+        "mode": mode,
+        "inputs": _litert.io_details(interp.get_input_details()),
+        "outputs": _litert.io_details(interp.get_output_details()),
         "ops": counts,
         "weight_dtypes": weights,
         "activation_dtype": act,
+        "facts": facts,
     }
+    if mode in _DESCRIBE:
+        info["layers"] = _DESCRIBE[mode](content)
     return info
-
-
-def tensor_types(flatbuffer: bytes) -> dict:
-    """{tensor index: type name} of the main subgraph, read from the flatbuffer's own tables.
-
-    Names are numpy-like (``float32``, ``int8``) plus those numpy lacks (``int4``, ``int2``).
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    graph = schema.Model.GetRootAsModel(flatbuffer, 0).Subgraphs(0)
-    return {i: names.get(graph.Tensors(i).Type(), "") for i in range(graph.TensorsLength())}
 
 
 def _infer_mode(activation_dtype: str, weights: dict) -> str:

@@ -3,7 +3,7 @@ import pytest
 
 import tfcompress
 from tfcompress import errors, keras
-from tfcompress.validate import (Verifier, gpu_compatibility, parse_gpu_analysis,
+from tfcompress.validation import (Verifier, gpu_compatibility, parse_gpu_analysis,
                                  predict, verify, xnnpack_coverage)
 
 

@@ -6,229 +6,23 @@ and without the default XNNPACK delegate), how much of the graph XNNPACK takes, 
 delegate's verdict. Inputs and outputs are quantized/dequantized with the model's own scale and
 zero point, so float, int8 and int16 models are compared on the same float data.
 
-A flatbuffer is first run in a child process (``verify``): a corrupt or truncated file can
-crash the native interpreter, and that must not take the caller's process down.
+A flatbuffer is first run in a child process (``_litert.verify``): a corrupt or truncated file
+can crash the native interpreter, and that must not take the caller's process down.
 """
 
-import atexit
 import contextlib
 import dataclasses
-import hashlib
 import io
-import json
-import os
 import re
-import select
-import signal
-import struct
-import subprocess
-import sys
-import threading
 import time
 from typing import Optional, Sequence, Union
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
+from ai_edge_litert.interpreter import Interpreter, load_delegate
 
-from tfcompress import errors
-from tfcompress import profile
-
-# ---------------------------------------------------------------- crash-safe loading
-
-# The child: reads length-prefixed flatbuffers from stdin, loads each in the LiteRT interpreter
-# (with and without the default delegates), runs it once on zeros, answers one JSON line each.
-_CHILD = r"""
-import json, os, struct, sys
-out = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)  # native prints must not mix with the answers
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-src = sys.stdin.buffer
-while True:
-    head = src.read(8)
-    if len(head) < 8:
-        break
-    content = src.read(struct.unpack("<Q", head)[0])
-    try:
-        for kind in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
-            it = Interpreter(model_content=content, experimental_op_resolver_type=kind)
-            it.allocate_tensors()
-            for d in it.get_input_details():
-                it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-            it.invoke()
-            for d in it.get_output_details():
-                it.get_tensor(d["index"])
-        answer = {"ok": True}
-    except Exception as e:
-        answer = {"ok": False, "error": type(e).__name__ + ": " + " ".join(str(e).split())}
-    out.write(json.dumps(answer) + "\n")
-    out.flush()
-"""
-
-_VERIFIED: dict[str, bool] = {}  # sha256 of flatbuffers that ran in the child
-_SHARED = {"verifier": None, "lock": threading.Lock()}  # one child reused by verify()
-
-
-class Verifier:
-    """A child process that loads and runs flatbuffers; a crash there is an error here.
-
-    Use as a context manager to check many flatbuffers with one child (restarted after each
-    crash); ``verify`` checks one.
-    """
-
-    def __init__(self, timeout: float = 120.0):
-        self.timeout = timeout
-        self._proc = None
-        self._buffer = b""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(OSError):
-                self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def check(self, content: bytes) -> Optional[str]:
-        """None if ``content`` loads and runs; otherwise why not (crash, timeout, error)."""
-        if self._proc is None:
-            self._buffer = b""
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL)
-        try:
-            self._proc.stdin.write(struct.pack("<Q", len(content)) + content)
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the child died; _answer reports how
-        line = self._answer()
-        if line is None:
-            return self._died()
-        answer = json.loads(line)
-        return None if answer["ok"] else answer["error"]
-
-    def _answer(self) -> Optional[str]:
-        fd = self._proc.stdout.fileno()
-        deadline = time.monotonic() + self.timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    def _died(self) -> str:
-        proc, self._proc = self._proc, None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)  # a crashed child closes its pipe just before it is reaped
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            return f"the LiteRT interpreter did not finish within {self.timeout:g} s"
-        code = proc.returncode
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-        if code < 0:
-            with contextlib.suppress(ValueError):
-                return f"the LiteRT interpreter crashed ({signal.Signals(-code).name})"
-        return f"the LiteRT interpreter ended its process (exit status {code})"
-
-
-def verify(tflite: Union[bytes, str], timeout: float = 120.0) -> bytes:
-    """Loads and runs the flatbuffer once in a child process; returns its bytes if it works.
-
-    The child is reused between calls (and started again after a crash); a flatbuffer that
-    passed is remembered by its SHA-256, so loading it again costs nothing.
-
-    Raises:
-        InvalidTFLiteError: the file is missing, or the interpreter rejected it, crashed on it
-            or hung.
-    """
-    content = load_flatbuffer(tflite)
-    digest = hashlib.sha256(content).hexdigest()
-    if digest in _VERIFIED:
-        return content
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise errors.InvalidTFLiteError(
-            f"not a TFLite flatbuffer ({len(content)} bytes, file identifier "
-            f"{content[4:8]!r}; accepted: identifier b'TFL3')")
-    with _SHARED["lock"]:
-        if _SHARED["verifier"] is None:
-            _SHARED["verifier"] = Verifier(timeout)
-            atexit.register(_SHARED["verifier"].close)
-        _SHARED["verifier"].timeout = timeout
-        problem = _SHARED["verifier"].check(content)
-    if problem:
-        raise errors.InvalidTFLiteError(f"the flatbuffer does not load or run: {problem}")
-    if len(_VERIFIED) > 512:
-        _VERIFIED.clear()
-    _VERIFIED[digest] = True
-    return content
-
-
-def load_flatbuffer(tflite: Union[bytes, str]) -> bytes:
-    """The bytes of a flatbuffer given as bytes or a path."""
-    if isinstance(tflite, (bytes, bytearray, memoryview)):
-        return bytes(tflite)
-    path = os.fspath(tflite)
-    if not os.path.isfile(path):
-        raise errors.InvalidTFLiteError(f"TFLite file {path!r} does not exist")
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def interpreter(tflite: Union[bytes, str], num_threads: int = 1, *, delegates: bool = True,
-                allocate: bool = True, experimental_delegates=None) -> Interpreter:
-    """A LiteRT interpreter for a verified flatbuffer; a bad flatbuffer is a clear error.
-
-    Args:
-        delegates: apply the default delegate (XNNPACK); False runs the builtin kernels only.
-        allocate: allocate tensors (and so apply the delegates) before returning.
-        experimental_delegates: delegates from ``load_delegate`` to apply.
-
-    Raises:
-        InvalidTFLiteError: the file is missing, corrupt, or crashes the interpreter.
-    """
-    content = verify(tflite)
-    kind = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    try:
-        interp = Interpreter(model_content=content, num_threads=num_threads,
-                             experimental_op_resolver_type=kind,
-                             experimental_delegates=experimental_delegates)
-        if allocate:
-            interp.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise errors.InvalidTFLiteError(f"the LiteRT interpreter rejected the flatbuffer: {e}")
-    return interp
-
-
-def io_details(details: Sequence[dict]) -> list[dict]:
-    """JSON-ready name, shape, dtype, scale and zero point of interpreter input/output details."""
-    out = []
-    for d in details:
-        scale, zero_point = d["quantization"]
-        out.append({
-            "name": d["name"],
-            "shape": [int(v) for v in d["shape_signature"]],
-            "dtype": np.dtype(d["dtype"]).name,
-            "scale": float(scale),
-            "zero_point": int(zero_point),
-        })
-    return out
-
+from tfcompress import _litert, errors, profiling
+from tfcompress._litert import (Verifier, interpreter, io_details,  # noqa: F401  (re-exported)
+                                load_flatbuffer, verify)
 
 # ---------------------------------------------------------------- running
 
@@ -323,7 +117,7 @@ def xnnpack_coverage(tflite: Union[bytes, str]) -> dict:
         {"nodes", "delegated", "partitions", "all_delegated", "fallback_ops": {op: count}}.
     """
     interp = interpreter(tflite)
-    ops = interp._get_ops_details()  # noqa: SLF001  (the only view of the delegated graph)
+    ops = _litert.ops(interp)  # the only view of the delegated graph
     originals = [op for op in ops if op["op_name"] != "DELEGATE"]
     producer = {int(t): op["index"] for op in originals for t in op["outputs"]}
     taken = set()
@@ -465,7 +259,7 @@ def validate(
         latency_runs: single-sample invokes timed per setting; 0 skips timing.
         num_threads: threads of the headline ``latency_ms``.
         threads: thread counts timed with and without the default delegate.
-        baseline: the float32 flatbuffer (bytes, path or ``profile.tflite_sizes`` dict) for the
+        baseline: the float32 flatbuffer (bytes, path or ``profiling.tflite_sizes`` dict) for the
             size ratios.
         delegate_checks: measure XNNPACK coverage and the GPU verdict.
         gpu_delegate: path of a GPU delegate library to run the parity check with; without
@@ -483,7 +277,7 @@ def validate(
     check_signature(interp, x)
     out = predict(interp, x)
     report = ValidationReport(
-        **profile.tflite_sizes(content),
+        **profiling.tflite_sizes(content),
         num_samples=len(x),
         input_dtype=np.dtype(interp.get_input_details()[0]["dtype"]).name,
         output_dtype=np.dtype(interp.get_output_details()[0]["dtype"]).name,
@@ -491,7 +285,7 @@ def validate(
                    "outputs": io_details(interp.get_output_details())},
     )
     if baseline is not None:
-        base = baseline if isinstance(baseline, dict) else profile.tflite_sizes(
+        base = baseline if isinstance(baseline, dict) else profiling.tflite_sizes(
             load_flatbuffer(baseline))
         report.ratio = report.bytes / base["bytes"]
         report.gzip_ratio = report.gzip_bytes / base["gzip_bytes"]

@@ -5,7 +5,7 @@ import pytest
 
 import tfcompress
 from tfcompress import errors, keras, models
-from tfcompress.profile import profile, tflite_sizes
+from tfcompress.profiling import profile, tflite_sizes
 
 L = keras.layers
 
@@ -79,4 +79,5 @@ def test_tflite_sizes():
 
 def test_package_names():
     assert tfcompress.profile_model is profile
-    assert tfcompress.profile.tflite_sizes is tflite_sizes  # tfcompress.profile is the module
+    assert tfcompress.profiling.tflite_sizes is tflite_sizes
+    assert tfcompress.profile is profile and tfcompress.profile_model is profile  # the verb

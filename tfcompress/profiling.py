@@ -1,8 +1,7 @@
 """Model size and cost figures: parameters and multiply-accumulates of a Keras model, raw and gzip
 bytes of a flatbuffer.
 
-``profile(model)`` is also exported as ``tfcompress.profile_model`` (``tfcompress.profile`` is this
-module).
+``profile(model)`` is ``tfcompress.profile`` (also ``tfcompress.profile_model``).
 """
 
 import gzip
@@ -10,7 +9,8 @@ import gzip
 import numpy as np
 
 from tfcompress import errors
-from tfcompress._keras import ensure_keras2, keras
+from tfcompress._keras import keras, unwrap
+from tfcompress.keras3 import ensure_keras2
 
 
 def tflite_sizes(flatbuffer: bytes) -> dict:
@@ -25,11 +25,8 @@ def _prod(shape) -> int:
 
 def _macs(layer, in_shape, out_shape) -> int:
     """Multiply-accumulates of one call of ``layer`` for one sample (0 for layers without any)."""
+    layer = unwrap(layer)  # tfmot wrappers (pruning, clustering, QAT): the inner layer works
     cls = type(layer).__name__
-    # Unwrap tfmot wrappers (pruning, clustering, QAT): the wrapped layer does the work.
-    inner = getattr(layer, "layer", None)
-    if inner is not None and isinstance(inner, keras.layers.Layer):
-        return _macs(inner, in_shape, out_shape)
     if cls == "Dense":
         return _prod(in_shape[1:-1]) * _prod(layer.kernel.shape)
     if cls in ("Conv1D", "Conv2D", "Conv3D"):

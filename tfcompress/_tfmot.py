@@ -1,0 +1,41 @@
+"""tfmot's private API, isolated: what its public API (tfmot 0.8.1) has no equivalent for.
+
+Checked against tensorflow-model-optimization 0.8.1. Public ``tfmot.sparsity.keras`` has no
+``collect_prunable_layers`` nor the wrapper classes; ``tfmot.clustering.keras`` no registry
+check or wrapper class; ``tfmot.quantization.keras`` exposes ``QuantizeWrapper`` but not the
+default 8-bit registry that says which layers the default scheme can quantize.
+"""
+
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.clustering.keras import (
+    cluster as _cluster, cluster_wrapper, clustering_registry)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_registry)
+from tensorflow_model_optimization.python.core.sparsity.keras import (
+    prune_registry, pruning_wrapper)
+
+PruneWrapper = pruning_wrapper.PruneLowMagnitude
+ClusterWrapper = cluster_wrapper.ClusterWeights
+collect_prunable_layers = pruning_wrapper.collect_prunable_layers
+
+
+def prunable(layer) -> bool:
+    """Whether tfmot's pruning wrapper accepts ``layer``."""
+    return isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or \
+        prune_registry.PruneRegistry.supports(layer)
+
+
+def clusterable(layer) -> bool:
+    """Whether tfmot's clustering wrapper accepts ``layer``."""
+    return isinstance(layer, tfmot.clustering.keras.ClusterableLayer) or \
+        clustering_registry.ClusteringRegistry.supports(layer)
+
+
+def enough_weights_to_cluster(layer, number_of_clusters: int) -> bool:
+    """tfmot silently leaves kernels with fewer weights than clusters unclustered."""
+    return bool(_cluster.layer_has_enough_weights_to_cluster(layer, number_of_clusters, False))
+
+
+def quantizable(layer) -> bool:
+    """Whether the default 8-bit QAT scheme has a config for ``layer``."""
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry().supports(layer)

@@ -1,0 +1,158 @@
+"""What the tfmot techniques share: layer selection, wrapper detection, copying, ``strip``.
+
+Pruning, clustering and quantization-aware training all wrap chosen layers of a copy of the
+caller's model with tfmot wrappers; this module is their one home for choosing the layers,
+telling the wrappers apart, seeing through them and removing them again.
+"""
+
+import re
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+from absl import logging
+
+from tfcompress import _tfmot, errors
+from tfcompress._keras import is_functional, keras, unwrap
+from tfcompress.keras3 import ensure_keras2
+
+LayerSelector = Union[None, str, Sequence[str], type, Sequence[type], Callable]
+
+
+def layer_matcher(layers: LayerSelector) -> Callable:
+    """A predicate ``layer -> bool`` for a selector: None (all), a regex over full layer names,
+    a list of names and/or classes, a class, or a function.
+
+    Raises:
+        ConfigError: a selector of none of these forms.
+    """
+    if layers is None:
+        return lambda layer: True
+    if isinstance(layers, str):
+        pattern = re.compile(layers)
+        return lambda layer: bool(pattern.fullmatch(layer.name))
+    if isinstance(layers, type):
+        return lambda layer: isinstance(layer, layers)
+    if callable(layers):
+        return layers
+    items = list(layers)
+    names = {x for x in items if isinstance(x, str)}
+    classes = tuple(x for x in items if isinstance(x, type))
+    if len(names) + len(classes) != len(items):
+        raise errors.ConfigError(
+            f"layers={layers!r}; accepted: None, a regex, a list of layer names or classes, "
+            "or a function layer -> bool")
+    return lambda layer: layer.name in names or isinstance(layer, classes)
+
+
+def check_functional(model, what: str) -> keras.Model:
+    """The model as tf_keras; ModelError for a subclassed one, with the layer-level route."""
+    model = ensure_keras2(model)
+    if not is_functional(model):
+        raise errors.ModelError(
+            f"{type(model).__name__} {model.name!r} is a subclassed model; {what} needs a "
+            "Sequential or Functional model, since it rebuilds the model layer by layer. "
+            "For a subclassed model wrap the layers themselves in its __init__, e.g. "
+            "`self.dense = tfcompress.pruning.prune_layer(Dense(128), 0.8, epochs=..., "
+            "steps_per_epoch=...)` (or tfcompress.clustering.cluster_layer), then train "
+            "with tfcompress.callbacks.Pruning().")
+    return model
+
+
+def select_layers(model, layers: LayerSelector, supports: Callable, *,
+                  keep_first_last: bool = False, kind: str = "pruned"):
+    """(names to wrap, {name: why skipped}) for the model's layers with weights."""
+    match = layer_matcher(layers)
+    weighted = [layer for layer in model.layers if layer.weights]
+    chosen, skipped = [], {}
+    edge = {weighted[0].name, weighted[-1].name} if keep_first_last and weighted else set()
+    for layer in weighted:
+        if not match(layer):
+            continue
+        if layer.name in edge:
+            skipped[layer.name] = "first or last layer kept dense"
+        elif not supports(layer):
+            skipped[layer.name] = f"tfmot cannot wrap {type(layer).__name__} to be {kind}"
+        else:
+            chosen.append(layer.name)
+    if layers is not None and not chosen:
+        raise errors.ConfigError(
+            f"layers={layers!r} selects no layer that can be {kind}; layers with weights: "
+            + ", ".join(f"{l.name} ({type(l).__name__})" for l in weighted))
+    if skipped:
+        logging.warning("layers not %s: %s", kind, skipped)
+    return chosen, skipped
+
+
+def copy_model(model) -> keras.Model:
+    """A deep copy (new layers, same weights) so wrapping never touches the caller's model."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def wrap_layers(model, names: Sequence[str], wrap: Callable) -> keras.Model:
+    """A copy of ``model`` whose layers named in ``names`` are replaced by ``wrap(layer)``."""
+    source = copy_model(model)
+    names = set(names)
+
+    def clone(layer):
+        return wrap(layer) if layer.name in names else layer
+
+    return keras.models.clone_model(source, clone_function=clone)
+
+
+# ---------------------------------------------------------------- telling wrappers apart
+
+def is_pruned(model) -> bool:
+    """True if ``model`` holds pruning wrappers."""
+    return any(isinstance(layer, _tfmot.PruneWrapper) for layer in model.layers)
+
+
+def is_clustered(model) -> bool:
+    """True if ``model`` holds clustering wrappers."""
+    return any(isinstance(layer, _tfmot.ClusterWrapper) for layer in model.layers)
+
+
+def is_quantize_aware(model) -> bool:
+    """True if ``model`` (or a model nested in it) holds tfmot QAT layers."""
+    def layers(m):
+        for layer in getattr(m, "layers", ()):
+            yield layer
+            yield from layers(layer)
+
+    return any(isinstance(layer, tfmot.quantization.keras.QuantizeWrapper)
+               or type(layer).__name__ == "QuantizeLayer" for layer in layers(model))
+
+
+def kernels(model) -> dict:
+    """{layer name: kernel array} of every layer with a kernel (wrappers see through)."""
+    out = {}
+    for layer in model.layers:
+        inner = unwrap(layer)
+        for attr in ("kernel", "depthwise_kernel", "embeddings"):
+            weight = getattr(inner, attr, None)
+            if weight is not None and hasattr(weight, "numpy"):
+                out[layer.name] = np.asarray(weight.numpy())
+                break
+    return out
+
+
+def strip(model) -> keras.Model:
+    """Removes pruning and clustering wrappers, keeping the trained (masked/clustered) weights.
+
+    Quantization-aware wrappers stay: the converter needs them. A model with no pruning or
+    clustering wrapper is returned as is. For a CQAT/PCQAT model, the clustering variables
+    inside the QAT wrappers are removed (tfmot's ``strip_clustering_cqat``).
+
+    Raises:
+        ModelError: not a tf_keras model.
+    """
+    model = ensure_keras2(model)
+    if is_pruned(model):
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    if is_clustered(model):
+        model = tfmot.clustering.keras.strip_clustering(model)
+    if is_quantize_aware(model) and any("cluster_centroids_tf" in w.name for w in model.weights):
+        model = tfmot.experimental.combine.strip_clustering_cqat(model)
+    return model
