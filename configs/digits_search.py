@@ -32,14 +32,14 @@ def get_config(variant: str = ""):
     config.max_drop = 1.0
     config.n_trials = 30
     config.timeout = 12 * 60  # plus the baseline training: within 15 minutes here
-    config.space.mode = ("float16", "dynamic", "int8")
+    config.space.mode = ("float16", "dynamic", "int8", "dynamic_wi4")
     config.space.sparsity = (0.0, 0.5, 0.8, 0.9, 0.95)
     config.space.clusters = (0, 16, 8)
     config.space.distill_width = (0.0, 0.5)
     config.space.channel_ratio = (0.0, 0.5)
     config.space.factorize_energy = (0.0, 0.95)
     # The hand-written chain of DESIGN.md (0.063x gzip) as a warm start to improve on.
-    config.seeds = ("mode=int8,sparsity=0.8,clusters=16",)
+    config.seeds = ("mode=int8,sparsity=0.8,clusters=16", "mode=dynamic_wi4,sparsity=0.9,clusters=16")
     if variant == "smoke":
         r.data.limit = 256
         r.train.epochs = 1

@@ -48,6 +48,8 @@ class Request:
         qat: whether the model holds quantize-aware-training wrappers.
         options: mode-specific options (``convert(..., options=...)``), checked against the
             names the mode registered.
+        validation: ``(x, y)`` on which a mode takes its decisions (mixed precision's widths),
+            or None.
     """
 
     source: Union[keras.Model, str]
@@ -58,6 +60,7 @@ class Request:
     keep_float_ops: tuple = ()
     qat: bool = False
     options: dict = dataclasses.field(default_factory=dict)
+    validation: Optional[tuple] = None
 
     def converter(self) -> tf.lite.TFLiteConverter:
         """A fresh ``TFLiteConverter`` for the source model."""
@@ -198,6 +201,7 @@ def convert(
     keep_float_layers: Sequence[str] = (),
     keep_float_ops: Sequence[str] = (),
     options: Optional[dict] = None,
+    validation_data=None,
 ) -> bytes:
     """Converts a model to a TFLite flatbuffer.
 
@@ -219,6 +223,9 @@ def convert(
         options: options of a registered mode (``mode_options(mode)`` names them), e.g.
             ``{"overrides": {"FULLY_CONNECTED": 8}}`` for the low-bit modes of
             ``tfcompress.lowbit`` or ``{"size_budget": 0.1}`` for its ``mixed`` mode.
+        validation_data: ``(x, y)`` held out from training, on which modes that choose
+            (``mixed``: per-layer widths) decide; without it they judge on the representative
+            data. Plain conversion modes ignore it.
 
     Returns:
         The flatbuffer bytes.
@@ -253,7 +260,8 @@ def convert(
     qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
-                  keep_float_ops=tuple(keep_float_ops), options=dict(options or {}))
+                  keep_float_ops=tuple(keep_float_ops), options=dict(options or {}),
+                  validation=_validation_pair(validation_data))
     if representative_data is not None:
         req.representative = representative(representative_data, input_shape,
                                             representative_samples)
@@ -296,6 +304,22 @@ def representative(x, input_shape: Optional[Sequence], num_samples: int = 200) -
     if input_shape is not None:
         data_lib.check_fits(samples, input_shape, "representative_data")
     return generate
+
+
+def _validation_pair(validation_data) -> Optional[tuple]:
+    if validation_data is None:
+        return None
+    try:
+        x, y = validation_data
+    except (TypeError, ValueError):
+        raise errors.DataError(
+            "validation_data must be a pair (x, y) of images and labels; got "
+            f"{type(validation_data).__name__}") from None
+    x = np.asarray(x, np.float32)
+    y = None if y is None else np.asarray(y).reshape(-1)
+    if y is not None and len(x) != len(y):
+        raise errors.DataError(f"validation_data has {len(x)} images but {len(y)} labels")
+    return x, y
 
 
 def _shape_text(input_shape) -> str:

@@ -46,10 +46,9 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from litert_quantizer import algorithm_manager, qtyping, quantizer, recipe_manager
-from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
-
 from tfcompress import _io, _litert, errors
+from tfcompress._quantizer import (Quantizer, algorithm_manager, qtyping, recipe_manager,
+                                   tfl_flatbuffer_utils as tfl_utils)
 from tfcompress._litert import load_flatbuffer, verify
 from tfcompress.conversion import Request, float32_flatbuffer, register_mode, representative
 
@@ -434,7 +433,7 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None) -> 
     """
     try:
         with _quiet():
-            qt = quantizer.Quantizer(float32_flatbuffer)
+            qt = Quantizer(float32_flatbuffer)
             qt.load_quantization_recipe(recipe)
             result = None
             if qt.need_calibration:

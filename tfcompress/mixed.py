@@ -329,20 +329,9 @@ def mixed_precision(
     sens = sensitivities or sensitivity(
         f32, x, y, [w for w in widths if w != 32], execution=execution,
         algorithms=algorithms, max_layers=max_layers)
-    reference = predict(f32, x)
-    float_accuracy = sens.get("float_accuracy")
     analyzed = {row["name"]: {**row, "widths": {int(b): m for b, m in row["widths"].items()}}
                 for row in sens["layers"]}  # (widths keyed by str after a JSON round trip)
-    if not analyzed:
-        raise errors.ConversionError("the model has no layers with weights to quantize")
-    cands = {}
-    for name, row in analyzed.items():
-        cands[name] = _candidates(row, widths, max_drop, len(f32))
-        if not cands[name]:
-            raise errors.ConversionError(
-                f"layer {name!r} has no usable width among {tuple(widths)}"
-                + (f" within max_drop={max_drop}" if max_drop is not None else "")
-                + "; accepted: add 32 (float) or 8 to widths, or a larger max_drop")
+    cands = _all_candidates(analyzed, widths, max_drop, len(f32))
     layers = lowbit.weight_layers(f32)
     rest = [l for l in layers if l.name not in analyzed]
     rest_recipe = [lowbit.entry(l.regex, rest_bits, execution=execution) for l in rest
@@ -356,6 +345,39 @@ def mixed_precision(
             + (f" and max_drop={max_drop}" if max_drop is not None else "")
             + f": the smallest choice is {smallest} bytes ({smallest / len(f32):.3f}x); "
             f"accepted: a budget >= {smallest / len(f32):.3f} (ratio) or {smallest} bytes")
+    state, recipe, flatbuffer, iterations = _fit_budget(
+        f32, cands, analyzed, rest_recipe, fixed, budget, execution, max_iterations)
+    final = _metrics(flatbuffer, x, predict(f32, x), y)
+    drop = _drop_points(final, sens.get("float_accuracy"))
+    return MixedPrecisionResult(
+        flatbuffer=flatbuffer, recipe=recipe,
+        layers=_chosen(layers, flatbuffer, state, cands, analyzed, rest_bits),
+        bytes=len(flatbuffer), float32_bytes=len(f32), budget_bytes=budget,
+        agreement=final["agreement"], mse=final["mse"], drop_points=drop,
+        meets_budget=len(flatbuffer) <= budget, accuracy=final.get("accuracy"),
+        float_accuracy=sens.get("float_accuracy"),
+        meets_max_drop=None if max_drop is None else drop <= max_drop,
+        iterations=iterations, sensitivity=sens)
+
+
+def _all_candidates(analyzed: dict, widths, max_drop, float32_bytes: int) -> dict:
+    """{layer: its usable (bits, bytes, mse, drop, algorithm) options}; an error if none."""
+    if not analyzed:
+        raise errors.ConversionError("the model has no layers with weights to quantize")
+    cands = {}
+    for name, row in analyzed.items():
+        cands[name] = _candidates(row, widths, max_drop, float32_bytes)
+        if not cands[name]:
+            raise errors.ConversionError(
+                f"layer {name!r} has no usable width among {tuple(widths)}"
+                + (f" within max_drop={max_drop}" if max_drop is not None else "")
+                + "; accepted: add 32 (float) or 8 to widths, or a larger max_drop")
+    return cands
+
+
+def _fit_budget(f32, cands, analyzed, rest_recipe, fixed, budget, execution, max_iterations):
+    """Chooses widths for a target, quantizes for real, aims lower by the miss; (state, recipe,
+    flatbuffer, iterations) of the last attempt."""
     target, iterations, made = budget, [], None
     for _ in range(max(1, max_iterations)):
         state = _greedy(cands, target - fixed)
@@ -380,8 +402,11 @@ def mixed_precision(
         target = min(target - miss, budget - (len(flatbuffer) - predicted))
         if unchanged:  # the same choice again: aim lower still
             target -= 2 * max(miss, 64) * len(iterations)
-    state, recipe, flatbuffer = made
-    final = _metrics(flatbuffer, x, reference, y)
+    return (*made, iterations)
+
+
+def _chosen(layers, flatbuffer, state, cands, analyzed, rest_bits) -> list:
+    """Per layer: the width chosen, the width read back from the flatbuffer, its figures."""
     read_back = {l.tensor: l for l in lowbit.weight_layers(flatbuffer)}
     chosen = []
     for layer in layers:
@@ -398,15 +423,7 @@ def mixed_precision(
                        "weight_bytes": measured.get("weight_bytes",
                                                     got.weight_bytes if got else None),
                        "mse": mse, "drop_points": drop})
-    drop = _drop_points(final, float_accuracy)
-    result = MixedPrecisionResult(
-        flatbuffer=flatbuffer, recipe=recipe, layers=chosen, bytes=len(flatbuffer),
-        float32_bytes=len(f32), budget_bytes=budget, agreement=final["agreement"],
-        mse=final["mse"], drop_points=drop, meets_budget=len(flatbuffer) <= budget,
-        accuracy=final.get("accuracy"), float_accuracy=float_accuracy,
-        meets_max_drop=None if max_drop is None else drop <= max_drop,
-        iterations=iterations, sensitivity=sens)
-    return result
+    return chosen
 
 
 def _section_options(section) -> dict:
@@ -423,14 +440,18 @@ def _section_options(section) -> dict:
                options=("size_budget", "widths", "max_layers"), section_options=_section_options,
                describe=lowbit.layer_rows)
 def _mixed_mode(req) -> bytes:
-    """Mixed precision under ``options["size_budget"]``, judged on the representative data."""
+    """Mixed precision under ``options["size_budget"]``, judged on ``validation_data`` (else on
+    the representative data, by agreement with the float model)."""
     if not req.options.get("size_budget"):
         raise errors.ConversionError(
             "mode 'mixed' needs options={'size_budget': ...}; accepted: a ratio to the float32 "
             "bytes in (0, 1] or a byte count > 1 (recipes: convert.size_budget)")
-    x = np.concatenate([s[0] for s in req.representative()])
+    if req.validation is not None:  # decide on held-out data with labels
+        x, y = req.validation
+    else:
+        x, y = np.concatenate([s[0] for s in req.representative()]), None
     result = mixed_precision(
-        float32_flatbuffer(req), x, size_budget=req.options["size_budget"],
+        float32_flatbuffer(req), x, y, size_budget=req.options["size_budget"],
         widths=tuple(req.options.get("widths") or lowbit.WIDTHS),
         max_layers=req.options.get("max_layers"))
     choice = {k: v for k, v in result.to_dict().items() if k != "sensitivity"}

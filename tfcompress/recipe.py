@@ -241,7 +241,8 @@ def _formats(config, workdir: str, splits, baseline, model) -> list:
         flatbuffer = convert(
             model, mode, representative_data=splits.train[0],
             representative_samples=config.convert.representative_samples,
-            options=options_from_section(mode, config.convert))
+            options=options_from_section(mode, config.convert),
+            validation_data=splits.validation)
         _io.write_bytes(os.path.join(workdir, f"{mode}.tflite"), flatbuffer)
         made.append((mode, flatbuffer, model))
     rows = []

@@ -1,7 +1,10 @@
-"""Report output: report.json and report.md (a Markdown table per recipe run)."""
+"""Report output: a recipe run's report.json and report.md, a search's search.json, report.md
+and pareto.png."""
 
 import json
 import os
+
+import numpy as np
 
 from tfcompress import _io
 
@@ -11,10 +14,24 @@ COLUMNS = (
     ("gzip_bytes", "gzip bytes", "{:,}"),
     ("ratio", "ratio to float32", "{:.3f}"),
     ("gzip_ratio", "gzip ratio", "{:.3f}"),
-    ("accuracy", "accuracy", "{:.4f}"),
-    ("agreement", "agreement", "{:.4f}"),
+    ("validation.accuracy", "validation accuracy", "{:.4f}"),
+    ("accuracy", "test accuracy", "{:.4f}"),
+    ("vs_baseline", "test vs baseline, points (95% interval)", None),
+    ("agreement", "test agreement", "{:.4f}"),
     ("latency_ms", "latency ms", "{:.3f}"),
 )
+
+
+def _cell(row: dict, key: str, fmt) -> str:
+    value = row
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return "-"
+    if key == "vs_baseline":
+        return (f"{value['difference_points']:+.2f} [{value['low_points']:+.2f}, "
+                f"{value['high_points']:+.2f}]")
+    return fmt.format(value)
 
 
 def table(rows) -> str:
@@ -22,9 +39,7 @@ def table(rows) -> str:
     lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        cells = [fmt.format(row[key]) if row.get(key) is not None else "-"
-                 for key, _, fmt in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cell(row, key, fmt) for key, _, fmt in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -40,9 +55,17 @@ def models_table(rows) -> str:
 
 def markdown(report: dict) -> str:
     parts = ["# tfcompress report", ""]
+    splits = report.get("splits")
+    if splits:
+        parts.append(f"Splits: train {splits['train']}, validation {splits['validation']}, test "
+                     f"{splits['test']} images. Every decision (fine-tuning, stage figures, "
+                     "calibration and width choices) uses validation; each exported model is "
+                     "measured on test once, paired with the float32 baseline on the same images.")
+        parts.append("")
     acc = report.get("keras_accuracy", {})
     if acc:
-        parts.append("Keras test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
+        parts.append("Keras validation accuracy: "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
         parts.append("")
     for name, stats in report.get("stages", {}).items():
         figures = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
@@ -124,3 +147,101 @@ def write(report: dict, workdir: str) -> None:
     _io.write_text(os.path.join(workdir, "report.json"),
                    json.dumps(report, indent=2, sort_keys=True, default=str))
     _io.write_text(os.path.join(workdir, "report.md"), markdown(report))
+
+
+# ---------------------------------------------------------------- a search's report
+
+def pareto_plot(summary: dict, records: list, path: str) -> str:
+    """pareto.png: accuracy against gzip bytes and against latency, baseline and front marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    front = {r["number"] for r in summary["front"]}
+    base = summary["baseline"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "gzip_bytes", "gzip bytes of the .tflite"),
+                           (axes[1], "latency_ms", "XNNPACK latency (ms, 1 sample)")):
+        pts = [(r[key], r["accuracy"], r["number"] in front) for r in done
+               if r.get(key) is not None]
+        if pts:
+            xs, ys, on = map(np.array, zip(*pts))
+            ax.scatter(xs[~on], ys[~on], c="0.6", s=18, label="trial")
+            ax.scatter(xs[on], ys[on], c="C0", s=30, label="Pareto front (accuracy vs "
+                       f"{summary['objective']})")
+        ax.scatter([base[key]], [base["accuracy"]], marker="*", s=160, c="C3",
+                   label="baseline float32")
+        ax.axhline(summary["accuracy_floor"], ls="--", c="C3", lw=1,
+                   label=f"budget (-{summary['max_drop_points']:g} points)")
+        ax.set_xscale("log" if key == "gzip_bytes" else "linear")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy (LiteRT)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with _io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def search_markdown(summary: dict) -> str:
+    """A search's report.md: baseline, budget, best candidate, the front, pareto.png."""
+    base, best = summary["baseline"], summary["best"]
+    lines = ["# tfcompress search", "",
+             "Every choice (the budget, the front, the best) is made on the validation split; "
+             "test figures are held out: measured once per exported model, never chosen on.", "",
+             f"Baseline float32: validation accuracy {base['accuracy']:.4f}, test accuracy "
+             f"{base['test_accuracy']:.4f}, {base['gzip_bytes']:,} gzip bytes, "
+             f"{base['latency_ms']:.3f} ms. Budget: at most {summary['max_drop_points']:g} points "
+             f"lower (validation accuracy >= {summary['accuracy_floor']:.4f}); objective: "
+             f"{summary['objective']}. Trials: "
+             + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items())
+             + f" ({summary['repeats']} repeats of a measured candidate).", ""]
+    if best:
+        held = best["held_out"]
+        lines += [f"Best within the budget: trial {best['number']} ({', '.join(best['stages']) or 'PTQ only'}"
+                  f" -> {best['params']['mode']}): validation accuracy {best['accuracy']:.4f}; "
+                  f"held-out test accuracy {held['accuracy']:.4f} ({-best['test_drop_points']:+.2f}"
+                  f" points against the baseline{_interval(best)}), {held['gzip_bytes']:,} gzip "
+                  f"bytes ({held['gzip_ratio']:.3f}x the float32 baseline), latency "
+                  f"{held['latency_ms']:.3f} ms: `best/model.tflite`, recipe `best/recipe.py`.", ""]
+    else:
+        lines += ["No candidate met the budget.", ""]
+    lines += ["## Pareto front", "",
+              "| trial | stages | mode | validation accuracy | test accuracy | test vs baseline "
+              "(95% interval) | gzip bytes | gzip ratio | latency ms | MACs | within budget "
+              "(validation) | test within budget | recipe |", "|" + "---|" * 13]
+    for r in summary["front"]:
+        lines.append(
+            f"| {r['number']} | {', '.join(r['stages']) or '-'} | {r['params']['mode']} | "
+            f"{r['accuracy']:.4f} | {r['test_accuracy']:.4f} | {_interval(r, brackets=False)} | "
+            f"{r['gzip_bytes']:,} | {r['gzip_ratio']:.3f} | "
+            f"{r['latency_ms']:.3f} | {r['macs'] if r['macs'] is not None else '-'} | "
+            f"{'yes' if r['feasible'] else 'no'} | "
+            f"{'yes' if r['test_within_budget'] else '**no: beyond the budget on test**'} | "
+            f"`front/trial_{r['number']}.py` |")
+    lines += ["", "![accuracy against size and latency](pareto.png)", "",
+              "Run a front point: `python scripts/compress.py --config=front/trial_N.py "
+              "--workdir=workdir/trial_N`.", ""]
+    return "\n".join(lines)
+
+
+def _interval(record: dict, brackets: bool = True) -> str:
+    d = record.get("test_vs_baseline") or {}
+    if not d:
+        return ""
+    text = (f"{d['difference_points']:+.2f} [{d['low_points']:+.2f}, {d['high_points']:+.2f}]")
+    return f", paired 95% interval {text}" if brackets else text
+
+
+def write_search(summary: dict, workdir: str) -> None:
+    """A search's search.json, pareto.png and report.md in ``workdir``."""
+    with open(os.path.join(workdir, "trials.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    pareto_plot(summary, records, os.path.join(workdir, "pareto.png"))
+    _io.write_text(os.path.join(workdir, "search.json"),
+                   json.dumps(summary, indent=2, sort_keys=True, default=str))
+    _io.write_text(os.path.join(workdir, "report.md"), search_markdown(summary))

@@ -55,6 +55,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from tfcompress import _io, errors, recipe
+from tfcompress import report as report_lib
 from tfcompress._litert import load_flatbuffer
 from tfcompress.conversion import available_modes
 from tfcompress.stages import STAGES
@@ -490,7 +491,7 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
     }
     if best is not None:
         summary["best"] = _export_best(config, workdir, baseline, best)
-    write_report(summary, workdir)
+    report_lib.write_search(summary, workdir)
     return summary
 
 
@@ -511,99 +512,3 @@ def _export_best(config: ConfigDict, workdir: str, baseline: dict, best: dict) -
             "test_drop_points": (baseline["test_accuracy"] - result["accuracy"]) * 100.0,
             "held_out": {k: result[k] for k in ("accuracy", "bytes", "gzip_bytes", "ratio",
                                                 "gzip_ratio", "latency_ms")}}
-
-
-def plot(summary: dict, records: list, path: str) -> str:
-    """pareto.png: accuracy against gzip bytes and against latency, baseline and front marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    done = [r for r in records if r["state"] == "COMPLETE"]
-    front = {r["number"] for r in summary["front"]}
-    base = summary["baseline"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "gzip_bytes", "gzip bytes of the .tflite"),
-                           (axes[1], "latency_ms", "XNNPACK latency (ms, 1 sample)")):
-        pts = [(r[key], r["accuracy"], r["number"] in front) for r in done
-               if r.get(key) is not None]
-        if pts:
-            xs, ys, on = map(np.array, zip(*pts))
-            ax.scatter(xs[~on], ys[~on], c="0.6", s=18, label="trial")
-            ax.scatter(xs[on], ys[on], c="C0", s=30, label="Pareto front (accuracy vs "
-                       f"{summary['objective']})")
-        ax.scatter([base[key]], [base["accuracy"]], marker="*", s=160, c="C3",
-                   label="baseline float32")
-        ax.axhline(summary["accuracy_floor"], ls="--", c="C3", lw=1,
-                   label=f"budget (-{summary['max_drop_points']:g} points)")
-        ax.set_xscale("log" if key == "gzip_bytes" else "linear")
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation accuracy (LiteRT)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    with _io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
-def markdown(summary: dict) -> str:
-    """report.md: baseline, budget, best candidate, the front as a table, pareto.png."""
-    base, best = summary["baseline"], summary["best"]
-    lines = ["# tfcompress search", "",
-             "Every choice (the budget, the front, the best) is made on the validation split; "
-             "test figures are held out: measured once per exported model, never chosen on.", "",
-             f"Baseline float32: validation accuracy {base['accuracy']:.4f}, test accuracy "
-             f"{base['test_accuracy']:.4f}, {base['gzip_bytes']:,} gzip bytes, "
-             f"{base['latency_ms']:.3f} ms. Budget: at most {summary['max_drop_points']:g} points "
-             f"lower (validation accuracy >= {summary['accuracy_floor']:.4f}); objective: "
-             f"{summary['objective']}. Trials: "
-             + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items())
-             + f" ({summary['repeats']} repeats of a measured candidate).", ""]
-    if best:
-        held = best["held_out"]
-        lines += [f"Best within the budget: trial {best['number']} ({', '.join(best['stages']) or 'PTQ only'}"
-                  f" -> {best['params']['mode']}): validation accuracy {best['accuracy']:.4f}; "
-                  f"held-out test accuracy {held['accuracy']:.4f} ({-best['test_drop_points']:+.2f}"
-                  f" points against the baseline{_interval(best)}), {held['gzip_bytes']:,} gzip "
-                  f"bytes ({held['gzip_ratio']:.3f}x the float32 baseline), latency "
-                  f"{held['latency_ms']:.3f} ms: `best/model.tflite`, recipe `best/recipe.py`.", ""]
-    else:
-        lines += ["No candidate met the budget.", ""]
-    lines += ["## Pareto front", "",
-              "| trial | stages | mode | validation accuracy | test accuracy | test vs baseline "
-              "(95% interval) | gzip bytes | gzip ratio | latency ms | MACs | within budget "
-              "(validation) | test within budget | recipe |", "|" + "---|" * 13]
-    for r in summary["front"]:
-        lines.append(
-            f"| {r['number']} | {', '.join(r['stages']) or '-'} | {r['params']['mode']} | "
-            f"{r['accuracy']:.4f} | {r['test_accuracy']:.4f} | {_interval(r, brackets=False)} | "
-            f"{r['gzip_bytes']:,} | {r['gzip_ratio']:.3f} | "
-            f"{r['latency_ms']:.3f} | {r['macs'] if r['macs'] is not None else '-'} | "
-            f"{'yes' if r['feasible'] else 'no'} | "
-            f"{'yes' if r['test_within_budget'] else '**no: beyond the budget on test**'} | "
-            f"`front/trial_{r['number']}.py` |")
-    lines += ["", "![accuracy against size and latency](pareto.png)", "",
-              "Run a front point: `python scripts/compress.py --config=front/trial_N.py "
-              "--workdir=workdir/trial_N`.", ""]
-    return "\n".join(lines)
-
-
-def _interval(record: dict, brackets: bool = True) -> str:
-    d = record.get("test_vs_baseline") or {}
-    if not d:
-        return ""
-    text = (f"{d['difference_points']:+.2f} [{d['low_points']:+.2f}, {d['high_points']:+.2f}]")
-    return f", paired 95% interval {text}" if brackets else text
-
-
-def write_report(summary: dict, workdir: str) -> None:
-    """search.json, pareto.png and report.md in ``workdir``."""
-    with open(os.path.join(workdir, "trials.jsonl")) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    plot(summary, records, os.path.join(workdir, "pareto.png"))
-    _io.write_text(os.path.join(workdir, "search.json"),
-                   json.dumps(summary, indent=2, sort_keys=True, default=str))
-    _io.write_text(os.path.join(workdir, "report.md"), markdown(summary))
