@@ -290,7 +290,7 @@ def check_data(splits, num_classes: Optional[int] = None,
             raise errors.DataError(f"the {name} split has {len(x)} images but {len(y)} labels")
         if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
             top = f"{num_classes - 1}" if num_classes is not None else "N-1"
-            bad = y[(y < 0) | (y >= (num_classes or np.iinfo(np.int32).max))][0]
+            bad = y.min() if y.min() < 0 else y.max()
             raise errors.DataError(
                 f"the {name} split has label {int(bad)}; accepted: class indices 0..{top}"
                 + (f" (the model has {num_classes} outputs)" if num_classes is not None else ""))
