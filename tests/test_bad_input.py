@@ -353,7 +353,7 @@ def test_cli_bad_input_one_line_exit_2_before_training(tmp_path):
     cases = [
         (["--config.train.epochs=-1"], "error: train.epochs=-1; accepted"),
         (["--config.data.name=npz", f"--config.data.path={tmp_path / 'inf.npz'}"],
-         "error: train images holds 0 NaN and 1 Inf"),
+         "train images holds 0 NaN and 1 Inf"),
         ([f"--config.model.path={tmp_path / 'lambda.h5'}"], "holds a Lambda layer 'code'"),
     ]
     for args, message in cases:

@@ -131,8 +131,8 @@ def npz_validation(path: str) -> Optional[Split]:
 
 def _pair(x, y, what: str) -> Split:
     """(float32 images, int32 labels) after the checks of ``check_images``/``labels``."""
-    x = check_images(x, what)
-    y = labels(y, what)
+    x = check_images(x, f"{what} images")
+    y = labels(y, f"{what} labels")
     if len(x) != len(y):
         raise errors.DataError(f"{what} has {len(x)} images but {len(y)} labels")
     return x.astype(np.float32), y
@@ -342,7 +342,8 @@ def representative_dataset(x, num_samples: int = 200) -> Callable[[], Iterator[l
         x = from_dataset(x, limit=num_samples)[0]
     # The converter's int8 calibration is native code in this process: Inf there is a
     # segfault, NaN an infinite scale. Only finite numbers reach it.
-    samples = check_images(x, "representative_data")[:num_samples].astype(np.float32)
+    head = x[:num_samples] if isinstance(x, (np.ndarray, list, tuple)) else x
+    samples = check_images(head, "representative_data")[:num_samples].astype(np.float32)
 
     def generate():
         for sample in samples:
