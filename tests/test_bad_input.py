@@ -370,3 +370,17 @@ def test_cli_bad_input_one_line_exit_2_before_training(tmp_path):
 def teardown_module(module):
     if ERROR_SECONDS:
         print("\nseconds to each error:", {k: round(v, 3) for k, v in sorted(ERROR_SECONDS.items())})
+
+
+def test_finish_rewrites_the_front_folder_from_scratch(tmp_path):
+    """A killed search's stale ``front/trial_N.py`` does not survive the next finish()."""
+    import optuna
+
+    (tmp_path / "front").mkdir()
+    (tmp_path / "front" / "trial_7.py").write_text("# a point of an older front")
+    config = study.check_config({})
+    baseline = {"accuracy": 0.95, "test_accuracy": 0.94, "gzip_bytes": 1000, "bytes": 2000,
+                "latency_ms": 0.1, "macs": 10, "tflite": str(tmp_path / "none.tflite")}
+    empty = optuna.create_study(directions=["maximize", "minimize"])
+    summary = study.finish(config, str(tmp_path), baseline, empty)
+    assert summary["front"] == [] and os.listdir(tmp_path / "front") == []
