@@ -172,7 +172,7 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     """
     if isinstance(config, (str, os.PathLike)):  # a recipe file, "configs/x.py[:variant]"
         config = preflight.load_config_file(config)
-    elif not isinstance(config, (ConfigDict, dict)):
+    elif not isinstance(config, (ConfigDict, dict)) and not hasattr(config, "to_dict"):
         raise errors.ConfigError(
             f"recipe of type {type(config).__name__}; accepted: a ConfigDict, a dict, or the "
             "path of a recipe file 'configs/<name>.py' (optionally ':<variant>')")
@@ -195,7 +195,7 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
         path = os.path.join(workdir, "stages", f"{i}-{name}{STAGES[name].suffix}")
         stats_before = ctx.stats.get(name)
         model = _cached(path, fingerprint,
-                        lambda m=model, n=name: ensure_keras2(STAGES[n].fn(m, config[n], ctx)),
+                        lambda m=model, n=name, i=i: _run_stage(n, m, config, ctx, i),
                         safe_mode=not config.model.unsafe)
         # A stage's measured figures are kept beside its model, so a resumed run reports them.
         if ctx.stats.get(name) is not stats_before:
@@ -224,6 +224,12 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
         report["android"] = _export_android(config, workdir, android_dir, android_mode)
     report_lib.write(report, workdir)
     return report
+
+
+def _run_stage(name: str, model, config, ctx: Context, index: int):
+    # Seeded per stage: a stage trains the same whether the run was resumed before it or not.
+    keras.utils.set_random_seed(config.seed + 1 + index)
+    return ensure_keras2(STAGES[name].fn(model, config[name], ctx))
 
 
 def _baseline_fingerprint(config) -> str:
