@@ -29,6 +29,7 @@ flags.DEFINE_string("variant", "smoke", "Recipe variant.")
 flags.DEFINE_list("moments", ["training", "saving", "stage", "conversion", "validation"],
                   "Where to kill.")
 flags.DEFINE_string("root", "/tmp/kill_resume", "Workdirs go here.")
+flags.DEFINE_bool("reuse", False, "Keep an uninterrupted run already in --root.")
 flags.DEFINE_string("child", "", "Internal: run the recipe, killed at this moment ('' none).")
 flags.DEFINE_string("workdir", "", "Internal: the child's workdir.")
 flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "results", "kill_resume.json"),
@@ -151,15 +152,18 @@ def main(argv):
 
     from tfcompress import _io
 
-    shutil.rmtree(FLAGS.root, ignore_errors=True)
     reference_dir = os.path.join(FLAGS.root, "uninterrupted")
-    rc, seconds, err = _run("none", reference_dir)
-    assert rc == 0, err
+    seconds = None
+    if not (FLAGS.reuse and os.path.exists(os.path.join(reference_dir, "report.json"))):
+        shutil.rmtree(FLAGS.root, ignore_errors=True)
+        rc, seconds, err = _run("none", reference_dir)
+        assert rc == 0, err
     reference = _report(reference_dir)
     results = {"config": f"{FLAGS.config}:{FLAGS.variant}", "uninterrupted_seconds": seconds,
                "moments": {}}
     for moment in FLAGS.moments:
         workdir = os.path.join(FLAGS.root, moment)
+        shutil.rmtree(workdir, ignore_errors=True)
         killed_rc, killed_s, _ = _run(moment, workdir)
         left = _temporaries(workdir)
         rc, rerun_s, err = _run("none", workdir)
@@ -171,7 +175,7 @@ def main(argv):
             "temporaries_after_rerun": _temporaries(workdir),
             "figures_equal": not diffs, "differences": diffs[:20]}
         print(moment, json.dumps(results["moments"][moment]), flush=True)
-    _io.write_text(FLAGS.out, json.dumps(results, indent=2))
+        _io.write_text(FLAGS.out, json.dumps(results, indent=2))
     ok = all(m["killed_exit"] == -9 and m["rerun_exit"] == 0 and m["figures_equal"]
              and not m["temporaries_after_rerun"] for m in results["moments"].values())
     print(f"wrote {FLAGS.out}; all moments killed, resumed to the same figures, no temporaries: "

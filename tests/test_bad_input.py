@@ -194,6 +194,9 @@ def test_lambda_model_files_are_refused_and_run_no_code(tmp_path, kind):
     _raises(f"lambda {kind} recipe", errors.ModelError, "holds a Lambda layer",
             lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
     assert not os.path.exists(marker)
+    if kind == "savedmodel":  # converted from its graph: no Python runs
+        flatbuffer = tfcompress.convert(path, "float32")
+        assert flatbuffer[4:8] == b"TFL3" and not os.path.exists(marker)
     loaded = models.load_model(path, safe_mode=False)  # the explicit opt-in loads it
     assert [type(layer).__name__ for layer in loaded.layers][0] == "Lambda"
 
