@@ -274,6 +274,19 @@ class ValidationReport:
         return dataclasses.asdict(self)
 
 
+def _checked_inputs(x, y, latency_runs: int):
+    """(x, y) checked for ``validate``: finite numeric images, one integer label each."""
+    x = data_lib.check_images(x, "data")
+    if y is not None:
+        y = data_lib.labels(y, "labels")
+        if len(y) != len(x):
+            raise errors.DataError(
+                f"y has {len(y)} labels but x has {len(x)} samples; accepted: one label each")
+    if latency_runs < 0:
+        raise errors.DataError(f"latency_runs={latency_runs!r}; accepted: an integer >= 0")
+    return x, y
+
+
 def validate(
     tflite: Union[bytes, str],
     x: np.ndarray,
@@ -312,14 +325,7 @@ def validate(
         DataError: ``x`` does not fit the flatbuffer's input or holds NaN/Inf, ``y`` is not
             one integer label per sample, the flatbuffer or the reference has several outputs.
     """
-    x = data_lib.check_images(x, "data")
-    if y is not None:
-        y = data_lib.labels(y, "labels")
-        if len(y) != len(x):
-            raise errors.DataError(
-                f"y has {len(y)} labels but x has {len(x)} samples; accepted: one label each")
-    if latency_runs < 0:
-        raise errors.DataError(f"latency_runs={latency_runs!r}; accepted: an integer >= 0")
+    x, y = _checked_inputs(x, y, latency_runs)
     content = verify(tflite)
     interp = interpreter(content, num_threads=num_threads)
     check_signature(interp, x)
