@@ -362,6 +362,6 @@ def test_recipe_stage_reports_teacher_scratch_and_distilled(tmp_path):
     assert abs(stats["distilled_accuracy"] - report["keras_accuracy"]["final"]) < 1e-9
     text = (tmp_path / "report.md").read_text()
     for row in stats["models"]:  # the three models side by side
-        assert f"| {row['model']} | {row['parameters']:,} | {row['test accuracy']:.4f} |" in text
+        assert f"| {row['model']} | {row['parameters']:,} | {row['validation accuracy']:.4f} |" in text
     assert [r["model"] for r in stats["models"]] == [
         "teacher", "student from scratch (labels only)", "distilled student"]
