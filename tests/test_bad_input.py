@@ -199,6 +199,13 @@ def test_lambda_model_files_are_refused_and_run_no_code(tmp_path, kind):
         assert flatbuffer[4:8] == b"TFL3" and not os.path.exists(marker)
     loaded = models.load_model(path, safe_mode=False)  # the explicit opt-in loads it
     assert [type(layer).__name__ for layer in loaded.layers][0] == "Lambda"
+    # model.unsafe=True is the recipe's opt-in: the model loads and is checked against the data
+    # (here it stops there: its 10 outputs, the labels 0..9 pass; a 1-pixel input does not fit).
+    config = ConfigDict({"model": {"path": path, "unsafe": True}, "data": {"limit": 100,
+                                                                         "resize": True,
+                                                                         "image_size": (1, 1)}})
+    _raises(f"lambda {kind} unsafe", errors.DataError, r"expects \(8, 8, 1\)",
+            lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
 
 
 def test_unknown_class_and_savedmodel_without_keras_metadata(tmp_path):
