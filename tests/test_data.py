@@ -77,3 +77,22 @@ def test_representative_dataset_from_any_source(digits, kind):
 def test_check_fits_names_shapes():
     with pytest.raises(errors.DataError, match=r"sample shape \(9, 9, 1\).*expects \(8, 8, 1\)"):
         data.check_fits(np.zeros((2, 9, 9, 1)), (None, 8, 8, 1))
+
+
+def test_check_data_passes_the_loaders_splits_unchanged(digits):
+    (xtr, ytr), (xte, yte) = digits
+    train, val = data.split_validation((xtr, ytr))
+    splits = data.check_data(data.DataSplits(train, val, (xte, yte)), num_classes=10,
+                             input_shape=(None, 8, 8, 1))
+    assert isinstance(splits, data.DataSplits)
+    np.testing.assert_array_equal(splits.test[0], xte)
+    np.testing.assert_array_equal(splits.train[1], train[1])
+
+
+def test_representative_dataset_refuses_non_finite(digits):
+    (x, _), _ = digits
+    bad = x[:10].copy()
+    bad[4, 1, 1, 0] = -np.inf
+    with pytest.raises(errors.DataError, match="representative_data holds 0 NaN and 1 Inf"):
+        data.representative_dataset(bad)
+    assert len(list(data.representative_dataset(bad, num_samples=4)())) == 4  # the Inf unused

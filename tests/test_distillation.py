@@ -354,8 +354,11 @@ def test_recipe_stage_reports_teacher_scratch_and_distilled(tmp_path):
     report = tfcompress.run_recipe(config, str(tmp_path))
     stats = report["stages"]["distill"]
     assert stats["teacher_params"] == 151306 and stats["param_ratio"] >= 8
+    n_val = report["splits"]["validation"]
     for key in ("teacher_accuracy", "scratch_accuracy", "distilled_accuracy"):
-        assert 0.0 < stats[key] <= 1.0
+        # an accuracy on the validation split: a whole number of its images
+        assert stats[key] * n_val == pytest.approx(round(stats[key] * n_val), abs=1e-6)
+    assert stats["teacher_accuracy"] == pytest.approx(report["keras_accuracy"]["baseline"])
     assert abs(stats["distilled_accuracy"] - report["keras_accuracy"]["final"]) < 1e-9
     text = (tmp_path / "report.md").read_text()
     for row in stats["models"]:  # the three models side by side

@@ -49,3 +49,35 @@ def test_load_model_errors(tmp_path):
     (tmp_path / "bad.keras").write_bytes(b"not a zip")
     with pytest.raises(errors.ModelError, match="cannot load model"):
         models.load_model(str(tmp_path / "bad.keras"))
+
+
+@pytest.mark.parametrize("kind", ["pruned", "clustered", "qat"])
+def test_safe_mode_loads_tfmot_models_from_h5(tmp_path, kind):
+    """The safe policy refuses code and unknown classes, not tfmot's wrappers and schedules."""
+    import tfcompress
+
+    base = models.digits_cnn(width=0.25)
+    model = {"pruned": lambda: tfcompress.prune(base, 0.5, epochs=1, steps_per_epoch=10),
+             "clustered": lambda: tfcompress.cluster(base, 8),
+             "qat": lambda: tfcompress.quantize_aware(base)}[kind]()
+    path = str(tmp_path / "m.h5")
+    model.save(path)
+    x = np.random.default_rng(0).random((4, 8, 8, 1), np.float32)
+    loaded = models.load_model(path)
+    assert [type(layer).__name__ for layer in loaded.layers] == [
+        type(layer).__name__ for layer in model.layers]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_check_safe_names_the_layer_of_an_unknown_class(tmp_path):
+    import h5py
+    import json
+
+    path = str(tmp_path / "m.h5")
+    models.digits_cnn(width=0.25).save(path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"]["layers"][2]["class_name"] = "EvilLayer"
+        f.attrs["model_config"] = json.dumps(config)
+    with pytest.raises(errors.ModelError, match=r"unknown class 'EvilLayer' \(layer 'conv2'\)"):
+        models.load_model(path)

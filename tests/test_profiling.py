@@ -81,3 +81,27 @@ def test_package_names():
     assert tfcompress.profile_model is profile
     assert tfcompress.profiling.tflite_sizes is tflite_sizes
     assert tfcompress.profile is profile and tfcompress.profile_model is profile  # the verb
+
+
+def test_each_call_in_the_model_graph_counts_once(tmp_path):
+    """strip() clones: its layers also hold the nodes of the wrapped graph. The stripped model in
+    memory, the same model saved and loaded, and the unpruned model have the same MACs."""
+    model = models.digits_cnn(width=0.5)
+    stripped = tfcompress.strip(tfcompress.prune(model, 0.5, epochs=1, steps_per_epoch=10))
+    assert max(len(layer._inbound_nodes) for layer in stripped.layers) >= 2  # the history
+    path = str(tmp_path / "stripped.keras")
+    models.save_model(stripped, path)
+    loaded = models.load_model(path)
+    assert profile(stripped)["macs"] == profile(loaded)["macs"] == profile(model)["macs"]
+    assert profile(model)["macs"] == _digits_cnn_macs(0.5)
+    # A layer reused by a second model still counts once in each.
+    again = keras.Sequential([keras.Input((8, 8, 1))] + model.layers)
+    assert profile(again)["macs"] == profile(model)["macs"]
+
+
+def test_a_layer_shared_inside_the_graph_counts_per_call():
+    inp = keras.Input((6,))
+    shared = L.Dense(6, name="shared")
+    out = L.Dense(2, name="head")(shared(shared(inp)))  # called twice in the graph
+    rows = {r["name"]: r["macs"] for r in profile(keras.Model(inp, out))["layers"]}
+    assert rows["shared"] == 2 * 6 * 6 and rows["head"] == 6 * 2

@@ -1,3 +1,6 @@
+import gzip
+import os
+
 import numpy as np
 import pytest
 
@@ -20,14 +23,16 @@ def test_float32_report_measures_parity_and_speed(float32_fb, trained_cnn, digit
     keras_out = trained_cnn.predict(x, verbose=0)
     assert report.agreement == 1.0 and report.max_abs_diff < 1e-4
     assert report.accuracy == pytest.approx(float(np.mean(keras_out.argmax(-1) == y)))
-    assert report.bytes == len(float32_fb) and 0 < report.gzip_bytes < report.bytes
-    assert report.latency_ms > 0 and report.num_samples == len(x)
+    assert report.bytes == len(float32_fb) and report.num_samples == len(x)
+    assert report.gzip_bytes == len(gzip.compress(float32_fb, 9, mtime=0))
+    assert report.gzip_ratio is None and report.ratio is None  # no baseline given
     assert set(report.to_dict()) >= {"accuracy", "agreement", "bytes", "gzip_bytes", "latency_ms"}
     # Latency: median and p90 for 1 and 2 threads, with and without the default delegate.
     for kind in ("xnnpack", "builtin"):
         for n in (1, 2):
             t = report.latency[kind][f"threads_{n}"]
-            assert 0 < t["median_ms"] <= t["p90_ms"]
+            # a 151k-parameter CNN on one 8x8 image: microseconds to a few milliseconds
+            assert 1e-4 < t["median_ms"] < 50 and t["p90_ms"] < 200
     assert report.latency_ms == report.latency["xnnpack"]["threads_1"]["median_ms"]
     assert report.signature["inputs"][0]["shape"] == [-1, 8, 8, 1]
     assert report.signature["outputs"][0]["dtype"] == "float32"
@@ -140,7 +145,7 @@ def test_mutated_flatbuffers_never_crash_the_process(trained_cnn, digits):
             ran += 1
         except (errors.InvalidTFLiteError, errors.DataError) as e:
             rejected.append(str(e))
-    assert ran + len(rejected) == 100 and len(rejected) >= 30
+    assert ran >= 10 and len(rejected) >= 30  # both outcomes occur (this seed: 46 ran, 54 refused)
     assert all(m.startswith(("the flatbuffer does not load or run", "not a TFLite",
                              "data has sample shape", "the flatbuffer has")) for m in rejected)
 
@@ -153,4 +158,21 @@ def test_verifier_reports_a_crash_without_dying():
             stdin=-1, stdout=-1)
         assert "crashed (SIGKILL)" in v.check(b"12345678")
         assert v.check(b"\x00" * 32) is not None  # a fresh child answers with an error
-    assert verify is not None
+        good = tfcompress.convert(keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(2)]), "float32")
+        assert v.check(good) is None  # ... and runs a good flatbuffer
+        # the same child runs the batch predict is about to run, at that shape
+        assert v.check(good, np.ones((5, 4), np.float32)) is None
+        assert v.check(good, np.ones((5, 3), np.float32)).startswith("RuntimeError")
+    assert verify(good) == good
+
+
+def test_a_crashing_flatbuffer_is_an_error_and_the_process_lives():
+    """tests/data/crash.tflite kills any process that runs it (SIGSEGV; made by
+    tests/crash_fixture.py): predict and validate refuse it after their child died."""
+    crash = os.path.join(os.path.dirname(__file__), "data", "crash.tflite")
+    with pytest.raises(errors.InvalidTFLiteError, match=r"interpreter crashed \(SIGSEGV\)"):
+        predict(crash, np.zeros((2, 4, 4, 1), np.float32))
+    fb = tfcompress.convert(keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(2)]), "float32")
+    np.testing.assert_allclose(predict(fb, np.zeros((3, 4), np.float32)), 0.0)  # still here

@@ -36,8 +36,11 @@ from tfcompress import errors
 
 # ---------------------------------------------------------------- crash-safe loading
 
-# The child: reads length-prefixed flatbuffers from stdin, loads each in the LiteRT interpreter
-# (with and without the default delegates), runs it once on zeros, answers one JSON line each.
+# The child: reads length-prefixed flatbuffers from stdin, each followed by a length-prefixed
+# JSON spec and the raw bytes of a sample; loads each in the LiteRT interpreter (with and without
+# the default delegates), runs it once on zeros at its default shape and, given a sample, once
+# more on it (the first input resized to the sample's shape, as ``predict`` will), answers one
+# JSON line each.
 _CHILD = r"""
 import json, os, struct, sys
 out = os.fdopen(os.dup(1), "w")
@@ -45,11 +48,16 @@ os.dup2(2, 1)  # native prints must not mix with the answers
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 src = sys.stdin.buffer
-while True:
+
+def chunk():
     head = src.read(8)
-    if len(head) < 8:
+    return None if len(head) < 8 else src.read(struct.unpack("<Q", head)[0])
+
+while True:
+    content, spec, raw = chunk(), chunk(), chunk()
+    if raw is None:
         break
-    content = src.read(struct.unpack("<Q", head)[0])
+    spec = json.loads(spec or b"{}")
     try:
         for kind in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
             it = Interpreter(model_content=content, experimental_op_resolver_type=kind)
@@ -59,6 +67,16 @@ while True:
             it.invoke()
             for d in it.get_output_details():
                 it.get_tensor(d["index"])
+            if spec:
+                d = it.get_input_details()[0]
+                if list(d["shape"]) != spec["shape"]:
+                    it.resize_tensor_input(d["index"], spec["shape"])
+                    it.allocate_tensors()
+                sample = np.frombuffer(raw, spec["dtype"]).reshape(spec["shape"])
+                it.set_tensor(d["index"], sample)
+                it.invoke()
+                for d in it.get_output_details():
+                    it.get_tensor(d["index"])
         answer = {"ok": True}
     except Exception as e:
         answer = {"ok": False, "error": type(e).__name__ + ": " + " ".join(str(e).split())}
@@ -99,15 +117,25 @@ class Verifier:
                 self._proc.wait()
             self._proc = None
 
-    def check(self, content: bytes) -> Optional[str]:
-        """None if ``content`` loads and runs; otherwise why not (crash, timeout, error)."""
+    def check(self, content: bytes, sample: Optional[np.ndarray] = None) -> Optional[str]:
+        """None if ``content`` loads and runs; otherwise why not (crash, timeout, error).
+
+        With ``sample`` (the first input's array, batch first, in the input's dtype) the child
+        also resizes the first input to its shape and runs it, as the caller is about to.
+        """
         if self._proc is None:
             self._buffer = b""
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL)
         try:
-            self._proc.stdin.write(struct.pack("<Q", len(content)) + content)
+            spec, raw = b"", b""
+            if sample is not None:
+                spec = json.dumps({"shape": [int(d) for d in sample.shape],
+                                   "dtype": sample.dtype.name}).encode()
+                raw = np.ascontiguousarray(sample).tobytes()
+            self._proc.stdin.write(b"".join(struct.pack("<Q", len(part)) + part
+                                            for part in (content, spec, raw)))
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the child died; _answer reports how
@@ -148,11 +176,19 @@ class Verifier:
         return f"the LiteRT interpreter ended its process (exit status {code})"
 
 
-def verify(tflite: Union[bytes, str], timeout: float = 120.0) -> bytes:
+def verify(tflite: Union[bytes, str], timeout: float = 120.0,
+           sample: Optional[np.ndarray] = None) -> bytes:
     """Loads and runs the flatbuffer once in a child process; returns its bytes if it works.
 
     The child is reused between calls (and started again after a crash); a flatbuffer that
-    passed is remembered by its SHA-256, so loading it again costs nothing.
+    passed is remembered by its SHA-256 (and the sample's shape and dtype), so loading it
+    again costs nothing.
+
+    Args:
+        tflite: flatbuffer bytes or a path.
+        timeout: seconds the child may take.
+        sample: the first input array the caller will run (its shape and dtype, batch
+            first): the child runs it too, after its run on zeros at the default shape.
 
     Raises:
         InvalidTFLiteError: the file is missing, or the interpreter rejected it, crashed on it
@@ -160,6 +196,8 @@ def verify(tflite: Union[bytes, str], timeout: float = 120.0) -> bytes:
     """
     content = load_flatbuffer(tflite)
     digest = hashlib.sha256(content).hexdigest()
+    if sample is not None:
+        digest += f"/{tuple(sample.shape)}/{sample.dtype.name}"
     if digest in _VERIFIED:
         return content
     if len(content) < 8 or content[4:8] != b"TFL3":
@@ -171,7 +209,7 @@ def verify(tflite: Union[bytes, str], timeout: float = 120.0) -> bytes:
             _SHARED["verifier"] = Verifier(timeout)
             atexit.register(_SHARED["verifier"].close)
         _SHARED["verifier"].timeout = timeout
-        problem = _SHARED["verifier"].check(content)
+        problem = _SHARED["verifier"].check(content, sample)
     if problem:
         raise errors.InvalidTFLiteError(f"the flatbuffer does not load or run: {problem}")
     if len(_VERIFIED) > 512:

@@ -334,7 +334,12 @@ def _source(model_or_path):
             return path, _saved_model_input_shape(path)
         model_or_path = models.load_model(path)
     model = ensure_keras2(model_or_path)
-    return model, tuple(model.input_shape)
+    try:
+        return model, tuple(model.input_shape)
+    except AttributeError as e:  # a subclassed model never called has no input shape
+        raise errors.ModelError(
+            f"model {model.name!r} has no input shape (a subclassed model never called); "
+            "accepted: a model built with keras.Input, or call it once on a batch first") from e
 
 
 def _saved_model_input_shape(path: str) -> Optional[tuple]:

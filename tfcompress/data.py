@@ -9,6 +9,8 @@ generator the TFLite converter wants for full-integer quantization.
 
 import gzip
 import os
+import warnings
+import zipfile
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -82,37 +84,58 @@ def split_validation(train: Split, fraction: float = 0.15, seed: int = 0) -> tup
     return (x[keep], y[keep]), (x[val], y[val])
 
 
-def load_npz(path: str) -> Splits:
-    """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test`` and ``y_test``."""
+def _npz_arrays(path: str, names: Sequence[str], required: bool = True) -> Optional[dict]:
+    """The named arrays of an ``.npz`` (None if ``required`` is False and one is missing)."""
     if not os.path.isfile(path):
         raise errors.DataError(f"data file {path!r} does not exist; accepted: an .npz file")
-    with np.load(path) as npz:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz]
-        if missing:
-            raise errors.DataError(
-                f"{path!r} lacks arrays {missing}; it has {sorted(npz.files)}, "
-                "accepted: x_train, y_train, x_test, y_test"
-            )
-        out = []
-        for split in ("train", "test"):
-            x, y = npz[f"x_{split}"].astype(np.float32), npz[f"y_{split}"]
-            if len(x) != len(y):
+    if not zipfile.is_zipfile(path):
+        raise errors.DataError(
+            f"data file {path!r} is not an .npz archive (no zip structure); accepted: a file "
+            "written by numpy.savez with x_train, y_train, x_test, y_test")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in names if k not in npz]
+            if missing and not required:
+                return None
+            if missing:
                 raise errors.DataError(
-                    f"{path!r}: x_{split} has {len(x)} rows but y_{split} has {len(y)}"
-                )
-            out.append((x, _labels(y)))
-    return tuple(out)
+                    f"{path!r} lacks arrays {missing}; it has {sorted(npz.files)}, "
+                    "accepted: x_train, y_train, x_test, y_test")
+            return {k: npz[k] for k in names}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        if isinstance(e, errors.TfcompressError):
+            raise
+        raise errors.DataError(
+            f"cannot read {path!r} as an .npz of numeric arrays ({' '.join(str(e).split())}); "
+            "accepted: numeric arrays saved by numpy.savez (object arrays are refused)") from e
+
+
+def load_npz(path: str) -> Splits:
+    """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
+
+    Raises:
+        DataError: a missing file, a file that is not an ``.npz``, missing or object arrays,
+            non-numeric images, labels that are not class indices (see ``check_data``).
+    """
+    arrays = _npz_arrays(path, ("x_train", "y_train", "x_test", "y_test"))
+    return tuple(_pair(arrays[f"x_{split}"], arrays[f"y_{split}"], f"{path!r}: {split}")
+                 for split in ("train", "test"))
 
 
 def npz_validation(path: str) -> Optional[Split]:
     """The ``x_val``/``y_val`` pair a user's ``.npz`` brings, if it has both (else None)."""
-    with np.load(path) as npz:
-        if "x_val" not in npz or "y_val" not in npz:
-            return None
-        x, y = npz["x_val"].astype(np.float32), npz["y_val"]
+    arrays = _npz_arrays(path, ("x_val", "y_val"), required=False)
+    return None if arrays is None else _pair(arrays["x_val"], arrays["y_val"],
+                                             f"{path!r}: validation")
+
+
+def _pair(x, y, what: str) -> Split:
+    """(float32 images, int32 labels) after the checks of ``check_images``/``labels``."""
+    x = check_images(x, f"{what} images")
+    y = labels(y, f"{what} labels")
     if len(x) != len(y):
-        raise errors.DataError(f"{path!r}: x_val has {len(x)} rows but y_val has {len(y)}")
-    return x, _labels(y)
+        raise errors.DataError(f"{what} has {len(x)} images but {len(y)} labels")
+    return x.astype(np.float32), y
 
 
 def load_image_folder(
@@ -183,12 +206,111 @@ def from_dataset(dataset, limit: Optional[int] = None) -> Split:
     return np.stack(xs).astype(np.float32), _labels(np.stack(ys))
 
 
-def _labels(y: np.ndarray) -> np.ndarray:
-    """Integer class labels from integer or one-hot labels."""
+def labels(y, what: str = "labels") -> np.ndarray:
+    """Integer class labels (int32, (N,)) from integer or one-hot labels, checked.
+
+    Float labels are accepted only where every value is a whole number (``3.0``); anything else
+    (fractions, strings, objects) is refused rather than truncated.
+
+    Raises:
+        DataError: labels that are not numeric class indices or one-hot rows.
+    """
     y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise errors.DataError(
+            f"{what}: labels have dtype {y.dtype}; accepted: integer class indices 0..N-1 "
+            "or one-hot rows")
     if y.ndim == 2 and y.shape[1] > 1:
         y = y.argmax(axis=1)
-    return y.reshape(-1).astype(np.int32)
+    y = y.reshape(-1)
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise errors.DataError(
+                f"{what}: {int(bad.sum())} labels are not whole numbers (e.g. "
+                f"{y[bad][0]!r}); accepted: integer class indices 0..N-1 (not truncated)")
+    return y.astype(np.int64).astype(np.int32)
+
+
+_labels = labels  # the loaders' name for it
+
+
+def check_images(x, what: str = "data") -> np.ndarray:
+    """``x`` as a numpy array of finite numbers with at least one sample (batch first).
+
+    Raises:
+        DataError: non-numeric (object, string) arrays, an empty array or no batch axis,
+            NaN or Inf values (counted).
+    """
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise errors.DataError(f"{what} is not an array of images ({e})") from e
+    if x.dtype.kind not in "biuf":
+        raise errors.DataError(f"{what} has dtype {x.dtype}; accepted: numeric images")
+    if x.ndim < 2 or len(x) == 0:
+        raise errors.DataError(
+            f"{what} has shape {x.shape}; accepted: at least one sample, batch first")
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
+        if not finite.all():
+            n_nan, n_inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+            raise errors.DataError(
+                f"{what} holds {n_nan} NaN and {n_inf} Inf values (in "
+                f"{int((~finite.reshape(len(x), -1).all(1)).sum())} samples); accepted: "
+                "finite numbers")
+    return x
+
+
+def check_data(splits, num_classes: Optional[int] = None,
+               input_shape: Optional[Sequence[Optional[int]]] = None,
+               names: Sequence[str] = ("train", "validation", "test")):
+    """Checks labelled splits before any training or native code sees them; returns them.
+
+    Each split must hold finite numeric images (batch first, at least one), as many integer
+    labels in [0, ``num_classes``) (or in [0, max+1) when not given), with the same sample
+    shape in every split and, with ``input_shape``, the model's input shape. The training
+    split needs two classes at least. Images whose values span 0..255 get a warning (the
+    model gets them as they are; nothing is rescaled).
+
+    Args:
+        splits: ``DataSplits`` or any sequence of (x, y) pairs named by ``names``.
+        num_classes: classes the model has (its output width), if known.
+        input_shape: the model input shape (batch first), if known.
+
+    Raises:
+        DataError: naming the split and the bad value.
+    """
+    shape = None
+    checked = []
+    for name, (x, y) in zip(names, splits):
+        x = check_images(x, f"{name} images")
+        y = labels(y, f"{name} labels")
+        if len(y) != len(x):
+            raise errors.DataError(f"the {name} split has {len(x)} images but {len(y)} labels")
+        if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
+            top = f"{num_classes - 1}" if num_classes is not None else "N-1"
+            bad = y.min() if y.min() < 0 else y.max()
+            raise errors.DataError(
+                f"the {name} split has label {int(bad)}; accepted: class indices 0..{top}"
+                + (f" (the model has {num_classes} outputs)" if num_classes is not None else ""))
+        if shape is not None and x.shape[1:] != shape:
+            raise errors.DataError(
+                f"the {name} split has sample shape {x.shape[1:]} but {names[0]} has {shape}")
+        shape = x.shape[1:]
+        if input_shape is not None:
+            check_fits(x, input_shape, f"the {name} split")
+        checked.append((x.astype(np.float32), y))
+    if checked and len(np.unique(checked[0][1])) < 2:
+        raise errors.DataError(
+            f"the {names[0]} labels hold one class ({int(checked[0][1][0])}); accepted: at "
+            "least 2 classes")
+    top = max(float(x.max()) for x, _ in checked) if checked else 0.0
+    if 2.0 < top <= 255.0 and all(float(x.min()) >= 0 for x, _ in checked):
+        warnings.warn(f"images range 0..{top:g} (pixels?), not [0, 1]; they are used as they "
+                      "are: scale them (e.g. x / 255) if the model expects [0, 1]",
+                      UserWarning, stacklevel=2)
+    return type(splits)(*checked) if isinstance(splits, DataSplits) else tuple(checked)
 
 
 def check_fits(x: np.ndarray, input_shape: Sequence[Optional[int]], what: str = "data") -> None:
@@ -208,6 +330,9 @@ def representative_dataset(x, num_samples: int = 200) -> Callable[[], Iterator[l
         x: images as a numpy array, a ``tf.data.Dataset`` of images or (image, label) pairs,
             or the ``Splits`` tuple our loaders return (the training images are used).
         num_samples: how many samples to yield at most.
+
+    Raises:
+        DataError: non-numeric, empty or non-finite (NaN, Inf) samples.
     """
     if num_samples < 1:
         raise errors.DataError(f"num_samples={num_samples!r}; accepted: an integer >= 1")
@@ -215,7 +340,10 @@ def representative_dataset(x, num_samples: int = 200) -> Callable[[], Iterator[l
         x = x[0][0]
     if hasattr(x, "element_spec"):
         x = from_dataset(x, limit=num_samples)[0]
-    samples = np.asarray(x, np.float32)[:num_samples]
+    # The converter's int8 calibration is native code in this process: Inf there is a
+    # segfault, NaN an infinite scale. Only finite numbers reach it.
+    head = x[:num_samples] if isinstance(x, (np.ndarray, list, tuple)) else x
+    samples = check_images(head, "representative_data")[:num_samples].astype(np.float32)
 
     def generate():
         for sample in samples:

@@ -5,6 +5,7 @@ The reference models are tf_keras models (see ``_keras.py``). ``keras.applicatio
 """
 
 import contextlib
+import functools
 import os
 from typing import Sequence
 
@@ -122,13 +123,27 @@ def custom_objects_scope():
     return stack
 
 
-def load_model(path: str, *, compile: bool = False) -> keras.Model:
-    """Loads a user's ``.keras`` / ``.h5`` file or SavedModel directory with safe mode on.
+def load_model(path: str, *, compile: bool = False, safe_mode: bool = True) -> keras.Model:
+    """Loads a user's ``.keras`` / ``.h5`` file or SavedModel directory, with safe mode on.
 
-    A ``.keras`` file saved by Keras 3 is loaded by Keras 3 and rebuilt as a tf_keras model.
+    Safe mode runs no code from the file, whatever its format: a ``Lambda`` layer (Python
+    bytecode) or a class that is neither Keras', tfmot's nor registered in this process
+    (``keras.utils.register_keras_serializable``) is refused before anything is deserialized.
+    For ``.h5`` the model config in the file's attributes is read first; for a SavedModel its
+    Keras metadata (``keras_metadata.pb``); a SavedModel without Keras metadata is not loaded
+    as a Keras model (``tfcompress.convert(path)`` converts it from its graph, running no
+    Python). A ``.keras`` file saved by Keras 3 is loaded by Keras 3 and rebuilt as a tf_keras
+    model.
+
+    Args:
+        path: the file or SavedModel directory.
+        compile: also restore the training configuration.
+        safe_mode: False loads files you trust that hold Lambda layers or unregistered
+            classes (the recipe field ``model.unsafe=True``).
 
     Raises:
-        ModelError: the path does not exist or is not one of the accepted kinds.
+        ModelError: the path does not exist, is not one of the accepted kinds, cannot be read,
+            or (safe mode) holds a Lambda layer or an unknown class, named in the message.
         Keras3ModelError: a ``.keras`` file written by Keras 3 (rebuilt as a tf_keras model
             by ``tfcompress.from_keras3``) holds a layer that cannot be translated.
     """
@@ -145,14 +160,141 @@ def load_model(path: str, *, compile: bool = False) -> keras.Model:
     if path.endswith(".keras") and _saved_by_keras3(path):
         return from_keras3(path)
     with custom_objects_scope():
+        if safe_mode and not path.endswith(".keras"):  # .keras: Keras' own safe mode
+            check_safe(path)
         try:
             if is_savedmodel:
                 model = keras.models.load_model(path, compile=compile)
             else:
-                model = keras.models.load_model(path, compile=compile, safe_mode=True)
-        except (ValueError, TypeError, OSError) as e:
-            raise errors.ModelError(f"cannot load model {path!r}: {e}") from e
+                model = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
+        except (ValueError, TypeError, OSError, KeyError, AttributeError) as e:
+            raise errors.ModelError(
+                f"cannot load model {path!r}: {' '.join(str(e).split())}") from e
     return ensure_keras2(model)
+
+
+# Classes that deserialize from their config alone, named by the config but not in the
+# keras.* namespaces: the functional model, and the layers the functional API makes for TF ops
+# (their config names a TF API function by its path, not code).
+_BUILTIN_CLASSES = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLambda",
+                    "Policy", "DTypePolicy", "InputLayer", "function",
+                    # value markers of Keras' JSON (tuples, shapes, specs): data, not classes
+                    "TensorShape", "TypeSpec", "CompositeTensor", "__tuple__", "__ellipsis__",
+                    "__bytes__", "__tensor__", "__numpy__", "__typespec__"}
+_CODE_CLASSES = ("Lambda", "__lambda__")  # configs that carry Python bytecode
+
+
+def check_safe(path: str) -> None:
+    """Refuses an ``.h5`` file or SavedModel whose model config holds code or unknown classes.
+
+    Reads only the configuration (the ``model_config`` attribute of an ``.h5`` file, the
+    ``keras_metadata.pb`` of a SavedModel); nothing is deserialized.
+
+    Raises:
+        ModelError: a Lambda layer or a class neither Keras, tfmot nor registered knows
+            (named, with its layer), or a SavedModel without Keras metadata.
+    """
+    configs = _h5_config(path) if os.path.isfile(path) else _savedmodel_configs(path)
+    hint = ("refused in safe mode; accepted: layers of Keras, tfmot or classes registered with "
+            "keras.utils.register_keras_serializable; load a file you trust with "
+            "load_model(path, safe_mode=False) (recipe: model.unsafe=True)")
+    for layer, cls in _classes(configs):
+        if cls in _CODE_CLASSES:
+            raise errors.ModelError(
+                f"model {path!r} holds a {cls} layer {layer!r} (Python code that would run on "
+                f"loading); {hint}")
+        if not _known_class(cls):
+            raise errors.ModelError(
+                f"model {path!r} holds an unknown class {cls!r} (layer {layer!r}); {hint}")
+
+
+def _h5_config(path: str) -> list:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get("model_config")
+    except OSError as e:
+        raise errors.ModelError(
+            f"cannot read {path!r} as an HDF5 model file ({' '.join(str(e).split())}); "
+            "accepted: a .h5 file written by Keras' model.save") from e
+    if text is None:
+        raise errors.ModelError(
+            f"{path!r} holds no model config (weights only?); accepted: a .h5 file written by "
+            "Keras' model.save")
+    return [_json(text, path)]
+
+
+def _savedmodel_configs(path: str) -> list:
+    meta = os.path.join(path, "keras_metadata.pb")
+    if not os.path.exists(meta):
+        raise errors.ModelError(
+            f"SavedModel {path!r} has no Keras metadata (keras_metadata.pb), so it is not "
+            "loaded as a Keras model in safe mode; accepted: tfcompress.convert(path) converts "
+            "it from its graph (no Python runs), or load_model(path, safe_mode=False)")
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    proto = saved_metadata_pb2.SavedMetadata()
+    with open(meta, "rb") as f:
+        try:
+            proto.ParseFromString(f.read())
+        except Exception as e:  # noqa: BLE001  (protobuf's DecodeError has no common base)
+            raise errors.ModelError(f"cannot read {meta!r}: {e}") from e
+    return [_json(node.metadata, meta) for node in proto.nodes]
+
+
+def _json(text, where: str):
+    import json
+
+    try:
+        return json.loads(text.decode() if isinstance(text, bytes) else text)
+    except ValueError as e:
+        raise errors.ModelError(f"{where!r} holds a model config that is not JSON: {e}") from e
+
+
+def _classes(node, layer: str = "?"):
+    """(layer name, class name) of every ``{"class_name": ...}`` object in a config tree."""
+    if isinstance(node, dict):
+        cls = node.get("class_name")
+        config = node.get("config")
+        if isinstance(config, dict) and isinstance(config.get("name"), str):
+            layer = config["name"]
+        elif isinstance(node.get("name"), str):
+            layer = node["name"]
+        if isinstance(cls, str):
+            yield layer, cls
+        for value in node.values():
+            yield from _classes(value, layer)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _classes(value, layer)
+
+
+def _known_class(name: str) -> bool:
+    """Whether Keras, tfmot (the scope is entered) or a registration resolves ``name``."""
+    if name in _BUILTIN_CLASSES:
+        return True
+    for module in (keras.layers, keras.initializers, keras.regularizers, keras.constraints,
+                   keras.models, keras.activations, keras.losses, keras.metrics,
+                   keras.optimizers, keras.mixed_precision, keras.optimizers.schedules):
+        if isinstance(getattr(module, name, None), type):
+            return True
+    return name in _tfmot_classes() or keras.utils.get_registered_object(name) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _tfmot_classes() -> frozenset:
+    """Names of the classes tfmot defines (wrappers, schedules, quantize configs: its
+    ``from_config`` resolves them by name from its own modules)."""
+    import sys
+
+    import tensorflow_model_optimization  # noqa: F401  (imports its Keras modules)
+
+    return frozenset(
+        name for mod_name, module in list(sys.modules.items())
+        if mod_name.startswith("tensorflow_model_optimization") and module is not None
+        for name, value in vars(module).items()
+        if isinstance(value, type) and value.__module__.startswith("tensorflow_model_optimization"))
 
 
 def _saved_by_keras3(path: str) -> bool:

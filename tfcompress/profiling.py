@@ -74,15 +74,31 @@ def profile(model: keras.Model) -> dict:
             "macs": int(sum(r["macs"] for r in rows))}
 
 
+def _calls(model, layer) -> list:
+    """Indices of ``layer``'s call nodes that belong to ``model``'s graph.
+
+    A layer keeps a node for every call in every graph it was ever called in: a model cloned
+    with its layers (``strip``) or a layer reused across models holds nodes of other graphs.
+    Only the model's own nodes count; a layer shared inside the model counts once per call.
+    Private tf_keras API (checked against 2.21): ``Functional._network_nodes`` holds the keys
+    ``"<layer name>_ib-<node index>"`` of the model's own nodes; the only record of them.
+    """
+    nodes = len(getattr(layer, "_inbound_nodes", []))
+    own = getattr(model, "_network_nodes", None)
+    if own is None:  # a subclassed model: no graph, one call each
+        return list(range(min(nodes, 1))) or [0]
+    calls = [i for i in range(nodes) if f"{layer.name}_ib-{i}" in own]
+    return calls or [0]
+
+
 def _profile_layers(model, rows: list, prefix: str) -> None:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             _profile_layers(layer, rows, prefix=f"{prefix}{layer.name}/")
             continue
-        calls = max(1, len(getattr(layer, "_inbound_nodes", [])))
         macs = 0
         if type(layer).__name__ != "InputLayer":
-            for i in range(calls):
+            for i in _calls(model, layer):
                 try:
                     in_shape, out_shape = _shapes(layer, i)
                 except (AttributeError, RuntimeError, ValueError):

@@ -71,7 +71,11 @@ def schedule_for(target_sparsity: float, *, epochs: Optional[int] = None,
     Raises:
         ConfigError: a bad target, an unknown schedule, no plan, or a plan too short.
     """
-    if not 0.0 < float(target_sparsity) < 1.0:
+    try:  # a string such as "0.5" or "abc" is refused, not parsed
+        ok = not isinstance(target_sparsity, (str, bytes)) and 0.0 < float(target_sparsity) < 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise errors.ConfigError(
             f"target_sparsity={target_sparsity!r}; accepted: a number in (0, 1)")
     if schedule not in SCHEDULES:

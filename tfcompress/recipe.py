@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io, _litert, errors, models, profiling
+from tfcompress import _io, _litert, errors, models, preflight, profiling
 from tfcompress import data as data_lib
 from tfcompress import report as report_lib
 from tfcompress import stats as stats_lib
@@ -49,6 +49,7 @@ def default_config() -> ConfigDict:
         name="digits_cnn",  # a models.MODEL_NAMES builder, trained by the recipe
         path="",  # or a user's trained .keras / .h5 / SavedModel, used as the baseline
         width=1.0,  # width multiplier of the reference model
+        unsafe=False,  # True: load a trusted model.path that holds Lambda layers / custom code
     ))
     c.train = ConfigDict(dict(epochs=15, batch_size=32, learning_rate=1e-3, from_logits=False))
     c.stages = ()  # stage names in order, each configured by its own section
@@ -101,6 +102,7 @@ def check_config(config) -> ConfigDict:
             raise errors.ConfigError(f"convert section for mode {mode!r}: {e}") from e
     if merged.data.name not in DATA_NAMES:
         raise errors.ConfigError(errors.unknown("data.name", merged.data.name, DATA_NAMES))
+    preflight.check_values(merged, merged.stages)
     return merged
 
 
@@ -120,7 +122,7 @@ def load_data(config: ConfigDict) -> data_lib.DataSplits:
         train, test = ((x[: d.limit], y[: d.limit]) for x, y in (train, test))
     if validation is None:
         train, validation = data_lib.split_validation(train, d.validation_fraction, config.seed)
-    splits = data_lib.DataSplits(train, validation, test)
+    splits = data_lib.check_data(data_lib.DataSplits(train, validation, test))
     if d.resize and d.name != "image_folder":
         splits = data_lib.DataSplits(*((data_lib.resize_images(x, d.image_size, d.color_mode), y)
                                        for x, y in splits))
@@ -133,12 +135,13 @@ def _fingerprint(*sections) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model]) -> keras.Model:
+def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model],
+            safe_mode: bool = True) -> keras.Model:
     """Loads the model at ``path`` if it was made from the same config, else makes and saves it."""
     stamp = path + ".fingerprint"
     if os.path.exists(path) and os.path.exists(stamp) and open(stamp).read() == fingerprint:
         logging.info("resuming from %s", path)
-        return models.load_model(path)
+        return models.load_model(path, safe_mode=safe_mode)
     model = make()
     models.save_model(model, path)
     _io.write_text(stamp, fingerprint)
@@ -164,23 +167,36 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
         95% interval; ``splits`` names the split of each figure.
 
     Raises:
-        TfcompressError: bad recipe fields, data, model files or modes.
+        TfcompressError: bad recipe fields, data, model files or modes; all of them are
+            checked before anything trains.
     """
+    if isinstance(config, (str, os.PathLike)):  # a recipe file, "configs/x.py[:variant]"
+        config = preflight.load_config_file(config)
+    elif not isinstance(config, (ConfigDict, dict)) and not hasattr(config, "to_dict"):
+        raise errors.ConfigError(
+            f"recipe of type {type(config).__name__}; accepted: a ConfigDict, a dict, or the "
+            "path of a recipe file 'configs/<name>.py' (optionally ':<variant>')")
     config = check_config(config)
     if android_dir and android_mode and android_mode not in config.convert.modes:
         raise errors.ConfigError(errors.unknown("android mode", android_mode, config.convert.modes))
-    os.makedirs(workdir, exist_ok=True)
+    preflight.check_workdir(workdir)
+    _io.remove_stale(workdir)  # what a killed run left half-written
     keras.utils.set_random_seed(config.seed)
     splits = load_data(config)
+    user_model = None
+    if config.model.path:  # loads (safe mode) and fits the data, before anything trains
+        user_model = models.load_model(config.model.path, safe_mode=not config.model.unsafe)
+        splits = data_lib.check_data(splits, _num_classes(user_model), user_model.input_shape)
     ctx = Context(config, splits, workdir)
-    model = baseline = _baseline(config, ctx, workdir)
+    model = baseline = _baseline(config, ctx, workdir, user_model)
     fingerprint = _baseline_fingerprint(config)
     for i, name in enumerate(config.stages):
         fingerprint = _fingerprint(fingerprint, name, config[name])
         path = os.path.join(workdir, "stages", f"{i}-{name}{STAGES[name].suffix}")
         stats_before = ctx.stats.get(name)
         model = _cached(path, fingerprint,
-                        lambda m=model, n=name: ensure_keras2(STAGES[n].fn(m, config[n], ctx)))
+                        lambda m=model, n=name, i=i: _run_stage(n, m, config, ctx, i),
+                        safe_mode=not config.model.unsafe)
         # A stage's measured figures are kept beside its model, so a resumed run reports them.
         if ctx.stats.get(name) is not stats_before:
             _io.write_text(path + ".stats.json", json.dumps(ctx.stats[name], default=str))
@@ -210,22 +226,35 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     return report
 
 
+def _run_stage(name: str, model, config, ctx: Context, index: int):
+    # Seeded per stage: a stage trains the same whether the run was resumed before it or not.
+    keras.utils.set_random_seed(config.seed + 1 + index)
+    return ensure_keras2(STAGES[name].fn(model, config[name], ctx))
+
+
 def _baseline_fingerprint(config) -> str:
     return _fingerprint(config.seed, config.data, config.model, config.train)
 
 
-def _baseline(config, ctx: Context, workdir: str) -> keras.Model:
+def _num_classes(model) -> Optional[int]:
+    """The width of a classifier's single output, if it has one of rank 2."""
+    shape = model.output_shape
+    return int(shape[-1]) if isinstance(shape, tuple) and len(shape) == 2 and shape[-1] else None
+
+
+def _baseline(config, ctx: Context, workdir: str, user_model=None) -> keras.Model:
     """The trained baseline: the user's model, or a reference model trained here (cached)."""
     x_train = ctx.train[0]
 
     def make():
-        if config.model.path:
-            return models.load_model(config.model.path)
+        if user_model is not None:
+            return user_model
         model = models.build(config.model.name, x_train.shape[1:], ctx.num_classes,
                              config.model.width)
         return ctx.fit(model, config.train.epochs)
 
-    model = _cached(os.path.join(workdir, "baseline.keras"), _baseline_fingerprint(config), make)
+    model = _cached(os.path.join(workdir, "baseline.keras"), _baseline_fingerprint(config), make,
+                    safe_mode=not config.model.unsafe)
     data_lib.check_fits(ctx.splits.test[0], model.input_shape, f"data {config.data.name!r}")
     return model
 

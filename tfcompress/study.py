@@ -54,7 +54,7 @@ import optuna
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io, errors, recipe
+from tfcompress import _io, errors, preflight, recipe
 from tfcompress import report as report_lib
 from tfcompress._litert import load_flatbuffer
 from tfcompress.conversion import available_modes
@@ -428,7 +428,10 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
     config = default_config() if config is None else config
     config = check_config({**(config.to_dict() if isinstance(config, ConfigDict) else config),
                            **overrides})
-    os.makedirs(workdir, exist_ok=True)
+    preflight.check_workdir(workdir)
+    # Before the baseline trains: a bad URL, a missing driver or a server down is one line now.
+    preflight.check_storage(
+        config.storage or "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db")))
     baseline = _baseline(config, workdir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(

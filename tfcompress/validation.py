@@ -21,6 +21,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, load_delegate
 
 from tfcompress import _litert, errors, profiling
+from tfcompress import data as data_lib
 from tfcompress._litert import (Verifier, interpreter, io_details,  # noqa: F401  (re-exported)
                                 load_flatbuffer, verify)
 
@@ -57,23 +58,60 @@ def check_signature(interp: Interpreter, x) -> None:
         raise errors.DataError(f"data has sample shape {got} but the flatbuffer expects {want}")
 
 
-def predict(tflite: Union[bytes, str, Interpreter], x: np.ndarray, batch_size: int = 256):
-    """Float outputs of the flatbuffer's first output for images ``x`` (batch first)."""
-    interp = tflite if isinstance(tflite, Interpreter) else interpreter(tflite)
-    check_signature(interp, x)
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+def _batches(interp: Interpreter, x: np.ndarray, batch_size: int):
+    """(input array as the interpreter takes it, real rows, whether to resize) per batch."""
+    inp = interp.get_input_details()[0]
     fixed_batch = int(inp["shape_signature"][0]) != -1
     step = int(inp["shape"][0]) if fixed_batch else batch_size
-    outputs = []
     for start in range(0, len(x), step):
         chunk = np.asarray(x[start:start + step], np.float32)
         n = len(chunk)
         if fixed_batch and n < step:  # pad the last batch of a fixed-batch model
             chunk = np.concatenate([chunk, np.zeros((step - n,) + chunk.shape[1:], np.float32)])
-        elif not fixed_batch:
+        yield _quantize(chunk, inp), n, not fixed_batch
+
+
+def verify_run(tflite: Union[bytes, str], interp: Interpreter, x: np.ndarray,
+               batch_size: int = 256) -> None:
+    """Runs the first batch ``predict`` will run (shape, dtype, values) in the child process
+    first: a flatbuffer that crashes the interpreter only at that shape is an error here.
+
+    Raises:
+        InvalidTFLiteError: the interpreter rejected, crashed on or hung on that batch.
+    """
+    first = next(_batches(interp, x, batch_size), None)
+    if first is not None:
+        verify(tflite, sample=first[0])
+
+
+def predict(tflite: Union[bytes, str, Interpreter], x: np.ndarray, batch_size: int = 256):
+    """Float outputs of the flatbuffer's first output for images ``x`` (batch first).
+
+    A flatbuffer given as bytes or a path runs in a child process first (at its default shape,
+    then on the first batch of ``x``); an ``Interpreter`` is the caller's, already checked.
+
+    Raises:
+        InvalidTFLiteError: the flatbuffer cannot be loaded or run (checked in a child).
+        DataError: ``x`` does not fit its input, or holds NaN/Inf or no samples.
+    """
+    if batch_size < 1:
+        raise errors.DataError(f"batch_size={batch_size!r}; accepted: an integer >= 1")
+    x = data_lib.check_images(x, "data")
+    if isinstance(tflite, Interpreter):
+        interp = tflite
+        check_signature(interp, x)
+    else:
+        content = load_flatbuffer(tflite)
+        interp = interpreter(content)
+        check_signature(interp, x)
+        verify_run(content, interp, x, batch_size)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    outputs = []
+    for chunk, n, resize in _batches(interp, x, batch_size):
+        if resize:
             interp.resize_tensor_input(inp["index"], chunk.shape)
             interp.allocate_tensors()
-        interp.set_tensor(inp["index"], _quantize(chunk, inp))
+        interp.set_tensor(inp["index"], chunk)
         interp.invoke()
         outputs.append(_dequantize(interp.get_tensor(out["index"]), out)[:n])
     return np.concatenate(outputs)
@@ -236,6 +274,19 @@ class ValidationReport:
         return dataclasses.asdict(self)
 
 
+def _checked_inputs(x, y, latency_runs: int):
+    """(x, y) checked for ``validate``: finite numeric images, one integer label each."""
+    x = data_lib.check_images(x, "data")
+    if y is not None:
+        y = data_lib.labels(y, "labels")
+        if len(y) != len(x):
+            raise errors.DataError(
+                f"y has {len(y)} labels but x has {len(x)} samples; accepted: one label each")
+    if latency_runs < 0:
+        raise errors.DataError(f"latency_runs={latency_runs!r}; accepted: an integer >= 0")
+    return x, y
+
+
 def validate(
     tflite: Union[bytes, str],
     x: np.ndarray,
@@ -269,12 +320,21 @@ def validate(
         A ValidationReport.
 
     Raises:
-        InvalidTFLiteError: the flatbuffer cannot be loaded (checked in a child process).
-        DataError: ``x`` does not fit the flatbuffer's input.
+        InvalidTFLiteError: the flatbuffer cannot be loaded or run on ``x`` (checked in a
+            child process, at its default shape and on the first batch of ``x``).
+        DataError: ``x`` does not fit the flatbuffer's input or holds NaN/Inf, ``y`` is not
+            one integer label per sample, the flatbuffer or the reference has several outputs.
     """
+    x, y = _checked_inputs(x, y, latency_runs)
     content = verify(tflite)
     interp = interpreter(content, num_threads=num_threads)
     check_signature(interp, x)
+    outputs = interp.get_output_details()
+    if len(outputs) != 1:
+        raise errors.DataError(
+            f"the flatbuffer has {len(outputs)} outputs "
+            f"({', '.join(d['name'] for d in outputs)}); accepted: models with one output")
+    verify_run(content, interp, x)
     out = predict(interp, x)
     report = ValidationReport(
         **profiling.tflite_sizes(content),
@@ -290,9 +350,14 @@ def validate(
         report.ratio = report.bytes / base["bytes"]
         report.gzip_ratio = report.gzip_bytes / base["gzip_bytes"]
     if y is not None:
-        report.accuracy = float(np.mean(out.argmax(-1) == np.asarray(y).reshape(-1)))
+        report.accuracy = float(np.mean(out.argmax(-1) == y))
     if reference is not None:
         ref = reference if isinstance(reference, np.ndarray) else reference.predict(x, verbose=0)
+        if isinstance(ref, (list, tuple, dict)) or np.size(ref) != out.size:
+            count = len(ref) if isinstance(ref, (list, tuple, dict)) else np.shape(ref)
+            raise errors.DataError(
+                f"the reference gives outputs {count} that do not match the flatbuffer's "
+                f"{out.shape}; accepted: a Keras model with one output of the same shape")
         ref = np.asarray(ref, np.float32).reshape(out.shape)
         report.agreement = float(np.mean(out.argmax(-1) == ref.argmax(-1)))
         diff = np.abs(out - ref)

@@ -1,0 +1,396 @@
+"""Bad input of every kind: refused with one TfcompressError naming the value, before training or
+native code (the API, milliseconds each), or exit status 2 with one line (a few CLI runs).
+
+Each case records how long its error took (``ERROR_SECONDS``, printed at the end with -s).
+"""
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+import tfcompress
+from tfcompress import _io, data, errors, keras, models, preflight, recipe, study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CRASH = os.path.join(ROOT, "tests", "data", "crash.tflite")
+ERROR_SECONDS = {}
+
+
+def _raises(case, error, match, fn):
+    start = time.perf_counter()
+    with pytest.raises(error, match=match) as info:
+        fn()
+    ERROR_SECONDS[case] = time.perf_counter() - start
+    assert isinstance(info.value, errors.TfcompressError)
+    assert "\n" not in str(info.value)  # one line
+    return info.value
+
+
+@pytest.fixture(scope="module")
+def xy():
+    (x, y), _ = data.load_digits()
+    return x[:60], y[:60]
+
+
+def _splits(xy, **change):
+    x, y = xy
+    parts = {"train": (x[:40], y[:40]), "validation": (x[40:50], y[40:50]),
+             "test": (x[50:], y[50:])}
+    for name, fn in change.items():
+        parts[name] = fn(*parts[name])
+    return data.DataSplits(**parts)
+
+
+def _with(x, index, value):
+    x = np.array(x, copy=True)
+    x.reshape(-1)[index] = value
+    return x
+
+
+DATA_CASES = {
+    "nan images": (dict(train=lambda x, y: (_with(x, 5, np.nan), y)), "train images holds 1 NaN"),
+    "inf images": (dict(test=lambda x, y: (_with(x, 0, np.inf), y)), "test images holds 0 NaN and 1 Inf"),
+    "float labels": (dict(train=lambda x, y: (x, y / 10)), r"train labels: \d+ labels are not whole"),
+    "negative label": (dict(validation=lambda x, y: (x, _with(y, 2, -1))), "validation split has label -1"),
+    "string labels": (dict(train=lambda x, y: (x, y.astype(str))), "train labels: labels have dtype <U"),
+    "object images": (dict(train=lambda x, y: (x.astype(object), y)), "train images has dtype object"),
+    "empty split": (dict(test=lambda x, y: (x[:0], y[:0])), r"test images has shape \(0, 8, 8, 1\)"),
+    "length mismatch": (dict(train=lambda x, y: (x, y[:-3])), "train split has 40 images but 37 labels"),
+    "shape mismatch": (dict(test=lambda x, y: (x[:, :7], y)), r"test split has sample shape \(7, 8, 1\)"),
+    "one class": (dict(train=lambda x, y: (x, np.zeros_like(y))), "train labels hold one class"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_bad_data_is_refused(xy, case):
+    change, match = DATA_CASES[case]
+    _raises(case, errors.DataError, match, lambda: data.check_data(_splits(xy, **change)))
+
+
+def test_labels_beyond_the_model_and_model_shape(xy):
+    _raises("label >= classes", errors.DataError, r"label 9; accepted: class indices 0\.\.4",
+            lambda: data.check_data(_splits(xy), num_classes=5))
+    _raises("model input shape", errors.DataError, r"sample shape \(8, 8, 1\).*expects \(9, 9, 1\)",
+            lambda: data.check_data(_splits(xy), input_shape=(None, 9, 9, 1)))
+    good = data.check_data(_splits(xy), num_classes=10, input_shape=(None, 8, 8, 1))
+    assert [len(y) for _, y in good] == [40, 10, 10] and good.train[1].dtype == np.int32
+
+
+def test_whole_float_labels_and_pixel_warning(xy):
+    x, y = xy
+    splits = data.check_data([(x, y.astype(np.float64))], names=("train",))
+    np.testing.assert_array_equal(splits[0][1], y)  # 3.0 -> 3: accepted, nothing truncated
+    with pytest.warns(UserWarning, match=r"images range 0\.\.255 \(pixels\?\)"):
+        data.check_data([(np.round(x * 255), y)], names=("train",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.check_data([(x, y)], names=("train",))  # [0, 1] images: no warning
+
+
+def test_bad_npz_files(tmp_path, xy):
+    x, y = xy
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip archive at all" * 10)
+    _raises("garbage npz", errors.DataError, "is not an .npz archive", lambda: data.load_npz(str(garbage)))
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, x_train=np.array([x[0], "a"], dtype=object), y_train=y[:2],
+             x_test=x[:2], y_test=y[:2])
+    _raises("object npz", errors.DataError, "object arrays are refused",
+            lambda: data.load_npz(str(objects)))
+    floats = tmp_path / "floats.npz"
+    np.savez(floats, x_train=x, y_train=y / 10, x_test=x, y_test=y)
+    _raises("float labels npz", errors.DataError, "not whole numbers", lambda: data.load_npz(str(floats)))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("train.epochs", -1, r"train.epochs=-1; accepted: a number >= 0"),
+    ("train.epochs", 0, r"train.epochs=0; accepted: >= 1 \(the reference model"),
+    ("train.batch_size", 0, r"train.batch_size=0; accepted: a number >= 1"),
+    ("train.learning_rate", 0.0, r"train.learning_rate=0.0; accepted: a number > 0"),
+    ("data.limit", -5, r"data.limit=-5; accepted: a number >= 0"),
+    ("validate.latency_runs", -1, r"validate.latency_runs=-1; accepted: a number >= 0"),
+    ("validate.num_threads", 0, r"validate.num_threads=0"),
+    ("convert.modes", (), r"convert.modes is empty"),
+    ("convert.representative_samples", 0, r"convert.representative_samples=0"),
+    ("prune.epochs", -2, r"prune.epochs=-2; accepted: a number >= 0"),
+    ("data.validation_fraction", 1.5, r"data.validation_fraction=1.5"),
+    ("model.width", 0.0, r"model.width=0.0"),
+])
+def test_config_values_out_of_range(field, value, match):
+    section, key = field.split(".")
+    override = {section: {key: value}}
+    if section == "prune":
+        override["stages"] = ("prune",)
+    _raises(field, errors.ConfigError, match, lambda: recipe.check_config(ConfigDict(override)))
+
+
+def test_stage_epochs_zero_and_user_model_without_training_are_accepted():
+    config = recipe.check_config(ConfigDict({"stages": ("prune",), "prune": {"epochs": 0}}))
+    assert config.prune.epochs == 0
+    config = recipe.check_config(ConfigDict({"model": {"path": "m.keras"}, "train": {"epochs": 0}}))
+    assert config.train.epochs == 0
+
+
+def test_run_recipe_takes_a_recipe_file_or_says_what_it_accepts(tmp_path):
+    config = preflight.load_config_file(os.path.join(ROOT, "configs", "digits.py:smoke"))
+    assert config.train.epochs == 1 and config.data.limit == 256
+    _raises("recipe of type int", errors.ConfigError, "recipe of type int; accepted: a ConfigDict",
+            lambda: tfcompress.run_recipe(123, str(tmp_path)))
+    _raises("recipe not a file", errors.ConfigError, "is not a recipe file",
+            lambda: tfcompress.run_recipe("configs/nope.py", str(tmp_path)))
+    # A recipe path is loaded: the run gets as far as its workdir (a file here), before training.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _raises("workdir is a file", errors.ConfigError, "is not a writable folder",
+            lambda: tfcompress.run_recipe(os.path.join(ROOT, "configs", "digits.py"), str(blocker)))
+
+
+def test_user_model_problems_come_before_training(tmp_path, monkeypatch, xy):
+    monkeypatch.setattr(tfcompress.stages.Context, "fit", _no_training)
+    config = ConfigDict({"data": {"limit": 200}, "model": {"path": str(tmp_path / "none.keras")}})
+    _raises("model.path missing", errors.ModelError, "none.keras' does not exist",
+            lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+    five = models.digits_cnn(num_classes=5, width=0.25)
+    models.save_model(five, str(tmp_path / "five.keras"))
+    config.model.path = str(tmp_path / "five.keras")
+    _raises("labels beyond the user model", errors.DataError, r"label \d; accepted: class indices 0\.\.4 "
+            r"\(the model has 5 outputs\)", lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained before the error")
+
+
+MARKER_CODE = "lambda x: (open({marker!r}, 'w').write('ran'), x)[1]"
+
+
+def _lambda_model(marker):
+    fn = eval(MARKER_CODE.format(marker=marker))  # noqa: S307  (the code a file would carry)
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Lambda(fn, name="code"),
+                             keras.layers.Flatten(), keras.layers.Dense(10)])
+
+
+@pytest.mark.parametrize("kind", ["h5", "savedmodel"])
+def test_lambda_model_files_are_refused_and_run_no_code(tmp_path, kind):
+    marker = str(tmp_path / "ran.txt")
+    model = _lambda_model(marker)
+    path = str(tmp_path / ("m.h5" if kind == "h5" else "m_savedmodel"))
+    if kind == "h5":
+        model.save(path)
+    else:
+        model.save(path, save_format="tf")
+    if os.path.exists(marker):
+        os.remove(marker)  # saving traced the function once
+    _raises(f"lambda {kind}", errors.ModelError, r"holds a Lambda layer 'code'.*safe_mode=False",
+            lambda: models.load_model(path))
+    assert not os.path.exists(marker)
+    config = ConfigDict({"model": {"path": path}, "data": {"limit": 100}})
+    _raises(f"lambda {kind} recipe", errors.ModelError, "holds a Lambda layer",
+            lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+    assert not os.path.exists(marker)
+    if kind == "savedmodel":  # converted from its graph: no Python runs
+        flatbuffer = tfcompress.convert(path, "float32")
+        assert flatbuffer[4:8] == b"TFL3" and not os.path.exists(marker)
+    loaded = models.load_model(path, safe_mode=False)  # the explicit opt-in loads it
+    assert [type(layer).__name__ for layer in loaded.layers][0] == "Lambda"
+    # model.unsafe=True is the recipe's opt-in: the model loads and is checked against the data
+    # (here it stops there: its 10 outputs, the labels 0..9 pass; a 1-pixel input does not fit).
+    config = ConfigDict({"model": {"path": path, "unsafe": True}, "data": {"limit": 100,
+                                                                         "resize": True,
+                                                                         "image_size": (1, 1)}})
+    _raises(f"lambda {kind} unsafe", errors.DataError, r"expects \(8, 8, 1\)",
+            lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+
+
+def test_unknown_class_and_savedmodel_without_keras_metadata(tmp_path):
+    @keras.utils.register_keras_serializable("reliab_test")
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    model = keras.Sequential([keras.Input((4,)), Scale(name="scale"), keras.layers.Dense(2)])
+    model.save(str(tmp_path / "scale.h5"))
+    assert type(models.load_model(str(tmp_path / "scale.h5")).layers[0]).__name__ == "Scale"
+    keras.utils.get_custom_objects().pop("reliab_test>Scale")  # unknown in a fresh process
+    _raises("unknown class", errors.ModelError, r"unknown class 'reliab_test>Scale' \(layer 'scale'\)",
+            lambda: models.load_model(str(tmp_path / "scale.h5")))
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.f = tf.function(lambda x: 2 * x, input_signature=[tf.TensorSpec([None, 4])])
+    tf.saved_model.save(module, str(tmp_path / "plain"))
+    _raises("savedmodel without keras metadata", errors.ModelError,
+            r"has no Keras metadata.*tfcompress.convert\(path\)",
+            lambda: models.load_model(str(tmp_path / "plain")))
+
+
+def test_technique_and_conversion_inputs(xy):
+    x, _ = xy
+    _raises("prune 'abc'", errors.ConfigError, "target_sparsity='abc'",
+            lambda: tfcompress.prune(models.digits_cnn(width=0.25), "abc", epochs=1,
+                                     steps_per_epoch=10))
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__(name="sub")
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    _raises("subclassed never called", errors.ModelError, "model 'sub' has no input shape",
+            lambda: tfcompress.convert(Sub(), "float32"))
+    small = models.digits_cnn(width=0.25)
+    # Inf used to segfault the converter's int8 quantizer (native, in this process).
+    _raises("inf representative", errors.DataError, "representative_data holds 0 NaN and 1 Inf",
+            lambda: tfcompress.convert(small, "int8", representative_data=_with(x, 3, np.inf)))
+    _raises("nan representative", errors.DataError, "representative_data holds 1 NaN",
+            lambda: tfcompress.convert(small, "int8", representative_data=_with(x, 3, np.nan)))
+
+
+@pytest.fixture(scope="module")
+def float32_fb():
+    return tfcompress.convert(models.digits_cnn(width=0.25), "float32")
+
+
+def test_validate_inputs(float32_fb, xy):
+    x, y = xy
+    inp = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inp)
+    two = keras.Model(inp, [keras.layers.Dense(10)(flat), keras.layers.Dense(3)(flat)])
+    quick = dict(latency_runs=0, delegate_checks=False)
+    _raises("two-output flatbuffer", errors.DataError, "the flatbuffer has 2 outputs",
+            lambda: tfcompress.validate(tfcompress.convert(two, "float32"), x, y, **quick))
+    _raises("two-output reference", errors.DataError, "the reference gives outputs 2",
+            lambda: tfcompress.validate(float32_fb, x, y, reference=two, **quick))
+    _raises("y wrong length", errors.DataError, "y has 5 labels but x has 60 samples",
+            lambda: tfcompress.validate(float32_fb, x, y[:5], **quick))
+    _raises("nan x", errors.DataError, "data holds 1 NaN",
+            lambda: tfcompress.validate(float32_fb, _with(x, 0, np.nan), y, **quick))
+    _raises("latency_runs -1", errors.DataError, "latency_runs=-1",
+            lambda: tfcompress.validate(float32_fb, x, y, latency_runs=-1))
+
+
+def test_a_flatbuffer_that_crashes_the_interpreter_is_an_error_here():
+    content = open(CRASH, "rb").read()
+    assert len(content) < 200_000
+    # It really kills a process that runs it in-process (rc -11, SIGSEGV):
+    run = subprocess.run([sys.executable, "-c", (
+        "import sys, numpy as np\nfrom ai_edge_litert.interpreter import Interpreter\n"
+        "it = Interpreter(model_content=open(sys.argv[1], 'rb').read())\nit.allocate_tensors()\n"
+        "[it.set_tensor(d['index'], np.zeros(d['shape'], d['dtype'])) "
+        "for d in it.get_input_details()]\nit.invoke()\n"), CRASH], capture_output=True, timeout=60)
+    assert run.returncode < 0
+    _raises("crashing flatbuffer", errors.InvalidTFLiteError, r"crashed \(SIG",
+            lambda: tfcompress.validation.predict(content, np.zeros((3, 4, 4, 1), np.float32)))
+    _raises("crashing flatbuffer validate", errors.InvalidTFLiteError, r"crashed \(SIG",
+            lambda: tfcompress.validate(CRASH, np.zeros((3, 4, 4, 1), np.float32)))
+
+
+@pytest.mark.parametrize("url, match", [
+    ("postgresql+psycopg2://user:secret@localhost/db", r"needs the database driver psycopg2"),
+    ("mysql+pymysql://user:secret@localhost/db", r"needs the database driver pymysql"),
+    ("postgresql+psycopg://user:secret@127.0.0.1:1/db", r"cannot be reached"),
+    ("not a url", r"storage URL 'not a url' is malformed"),
+    ("nosuchdb://host/db", r"unknown database dialect"),
+])
+def test_storage_is_checked_before_the_baseline_trains(tmp_path, monkeypatch, url, match):
+    monkeypatch.setattr(study, "_baseline", _no_training)
+    error = _raises(f"storage {url.split(':')[0]}", errors.ConfigError, match,
+                    lambda: tfcompress.search(None, str(tmp_path), storage=url))
+    assert "secret" not in str(error)
+
+
+def test_sqlite_storage_passes(tmp_path):
+    preflight.check_storage("sqlite:///" + str(tmp_path / "s.db"))
+    assert (tmp_path / "s.db").exists()
+
+
+def test_stale_temporary_of_a_killed_save_is_removed(tmp_path):
+    """kill -9 in the middle of a save leaves ``.<name>.*.tmp*``; the next writer removes it."""
+    target = tmp_path / "baseline.keras"
+    child = (f"import importlib.util, os, signal\n"
+             f"spec = importlib.util.spec_from_file_location('_io', {os.path.join(ROOT, 'tfcompress', '_io.py')!r})\n"
+             f"io = importlib.util.module_from_spec(spec); spec.loader.exec_module(io)\n"
+             f"with io.atomic_path({str(target)!r}) as tmp:\n"
+             f"    open(tmp, 'wb').write(b'half a model')\n"
+             f"    os.kill(os.getpid(), signal.SIGKILL)\n")
+    run = subprocess.run([sys.executable, "-c", child], timeout=60)
+    assert run.returncode == -9
+    left = [n for n in os.listdir(tmp_path) if _io.is_temporary(n)]
+    assert len(left) == 1 and left[0].startswith(".baseline.keras.") and not target.exists()
+    (tmp_path / "sub").mkdir()
+    live = tmp_path / "sub" / ".x.json.abcdefgh.tmp.json"
+    live.write_text("a live writer's")
+    os.utime(live, (time.time() + 60, time.time() + 60))  # newer than the cut-off: kept
+    removed = _io.remove_stale(str(tmp_path), before=time.time())
+    assert [os.path.basename(p) for p in removed] == left and live.exists()
+    assert not any(_io.is_temporary(n) for n in os.listdir(tmp_path))
+    # atomic_path removes its own name's stale temporaries (another killed run's) first.
+    stale = tmp_path / ".report.json.k1ll3d_x.tmp.json"
+    stale.write_text("{")
+    os.utime(stale, (_io.PROCESS_START - 60, _io.PROCESS_START - 60))
+    _io.write_text(str(tmp_path / "report.json"), "{}")
+    assert not stale.exists() and (tmp_path / "report.json").read_text() == "{}"
+
+
+# ---------------------------------------------------------------- the command line (a few)
+
+def _cli(tmp_path, *args):
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "compress.py"),
+         f"--workdir={tmp_path / 'run'}", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    return result, time.perf_counter() - start
+
+
+def test_cli_bad_input_one_line_exit_2_before_training(tmp_path):
+    x, y = data.load_digits()[0]
+    inf = x.copy()
+    inf[0, 0, 0, 0] = np.inf
+    np.savez(tmp_path / "inf.npz", x_train=inf, y_train=y, x_test=x[:50], y_test=y[:50])
+    marker = str(tmp_path / "ran.txt")
+    _lambda_model(marker).save(str(tmp_path / "lambda.h5"))
+    if os.path.exists(marker):
+        os.remove(marker)
+    cases = [
+        (["--config.train.epochs=-1"], "error: train.epochs=-1; accepted"),
+        (["--config.data.name=npz", f"--config.data.path={tmp_path / 'inf.npz'}"],
+         "train images holds 0 NaN and 1 Inf"),
+        ([f"--config.model.path={tmp_path / 'lambda.h5'}"], "holds a Lambda layer 'code'"),
+    ]
+    for args, message in cases:
+        result, seconds = _cli(tmp_path, *args)
+        ERROR_SECONDS["cli " + args[-1].split("=")[0]] = seconds
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in lines[-1] and "Traceback" not in result.stderr
+        assert seconds < 30, (args, seconds)
+        assert not (tmp_path / "run" / "baseline.keras").exists()
+    assert not os.path.exists(marker)
+
+
+def teardown_module(module):
+    if ERROR_SECONDS:
+        print("\nseconds to each error:", {k: round(v, 3) for k, v in sorted(ERROR_SECONDS.items())})
+
+
+def test_finish_rewrites_the_front_folder_from_scratch(tmp_path):
+    """A killed search's stale ``front/trial_N.py`` does not survive the next finish()."""
+    import optuna
+
+    (tmp_path / "front").mkdir()
+    (tmp_path / "front" / "trial_7.py").write_text("# a point of an older front")
+    config = study.check_config({})
+    baseline = {"accuracy": 0.95, "test_accuracy": 0.94, "gzip_bytes": 1000, "bytes": 2000,
+                "latency_ms": 0.1, "macs": 10, "tflite": str(tmp_path / "none.tflite")}
+    empty = optuna.create_study(directions=["maximize", "minimize"])
+    summary = study.finish(config, str(tmp_path), baseline, empty)
+    assert summary["front"] == [] and os.listdir(tmp_path / "front") == []
