@@ -16,6 +16,8 @@ from tfcompress import errors, recipe
 from tfcompress.search import (check_config, default_config, pareto_front, parse_params,
                                recipe_source, search, space, trial_recipe)
 
+import search_workers as workers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("float16", "int8")
 
@@ -144,22 +146,30 @@ def _points(front):
 
 @pytest.fixture(scope="module")
 def shared_study(config_file, tmp_path_factory):
-    """Two processes run one SQLite study in one workdir at the same time."""
+    """Two processes run one SQLite study in one workdir at the same time.
+
+    The test holds the study lock until both wait on it, so both reach the first trials
+    together (otherwise a process slow to import TensorFlow may find nothing left to run).
+    """
     workdir = str(tmp_path_factory.mktemp("shared"))
-    procs = [_start(config_file, workdir) for _ in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    lock, logs = os.path.join(workdir, ".study.lock"), [f"{workdir}.{i}.log" for i in range(2)]
+    with workers.hold_lock(lock):
+        procs = [workers.start(config_file, workdir, log) for log in logs]
+        workers.wait_until(lambda: workers.waiting_on(lock) == 2, procs, logs, 300,
+                           "both processes wait to open the study")
+    for p, log in zip(procs, logs):
+        assert p.wait(timeout=300) == 0, workers.tail(log)
     with open(os.path.join(workdir, "search.json")) as f:
-        return workdir, json.load(f)
+        return workdir, json.load(f), [workers.worker(p) for p in procs]
 
 
 @pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(shared_study):
-    workdir, summary = shared_study
+    workdir, summary, procs = shared_study
     records = _records(workdir)
     done = [r for r in records if r["state"] == "COMPLETE"]
     assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)  # each candidate once
+    assert sorted(r["worker"] for r in done) == sorted(procs)  # one trial each
     assert all(r["state"] == "COMPLETE" for r in records), [r["state"] for r in records]
     assert len({r["folder"] for r in done}) == len(MODES)
     # Outputs: every front point's recipe runs as a config; the best model was re-validated.
@@ -196,6 +206,11 @@ def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_
     # The trial in flight at the kill was marked failed (stale heartbeat) and run again.
     assert [r["state"] for r in records].count("FAIL") == 1
     assert _points(summary["front"]) == _points(shared_study[1]["front"])
+    failed = next(r for r in records if r["state"] == "FAIL")
+    retry = next(r for r in done if r.get("retry_of") is not None)
+    assert retry["retry_of"] == failed["number"] and retry["params"] == failed["params"]
+    assert failed["worker"] == workers.worker(proc)
+    assert retry["worker"] == f"{workers.HOST}:{os.getpid()}"
 
 
 def test_script_bad_objective_is_one_line_exit_2(tmp_path):

@@ -25,9 +25,14 @@ What we add over a plain ``study.optimize``:
   and study name and they share the trials (let one process create the study first; processes
   sharing one workdir take turns by a file lock). Heartbeats mark a killed process' trial failed
   after the grace period and re-queue it (Optuna's ``RetryHeartbeatStaleTrialCallback``); its
-  folder is named after its parameters, so the retry resumes from the stages already saved.
-  A rerun sooner than the grace period (2 x ``heartbeat_interval``) after the kill still sees
-  that trial as running elsewhere; rerun again later and it is retried.
+  folder is named after its parameters, so the retry resumes from the stages already saved
+  (in that workdir; another machine starts it afresh). A process whose share is done stays
+  while trials run elsewhere, and retries any whose process died, so the last one standing
+  leaves no candidate behind. Every trial records its ``worker`` (``host:pid``); a retry has
+  ``retry_of`` in ``trials.jsonl``. A plain ``postgresql://`` URL is served by psycopg 3
+  when psycopg2 is absent (``pip install tfcompress[postgres]``). A rerun sooner than the
+  grace period (2 x ``heartbeat_interval``) after the kill of the only process still sees
+  that trial as running elsewhere: it waits until the heartbeat is stale, then retries it.
 - Outputs in the workdir: ``trials.jsonl`` (every trial, rewritten atomically after each),
   ``front/trial_<n>.py`` (each Pareto point's recipe as a configs-style file that
   ``scripts/compress.py --config=...`` runs), ``best/`` (the smallest candidate meeting the
@@ -41,6 +46,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import warnings
 from typing import Optional
@@ -116,6 +122,8 @@ def check_config(config) -> ConfigDict:
         raise errors.ConfigError("objective 'latency' needs recipe.validate.latency_runs > 0")
     if merged.max_drop < 0:
         raise errors.ConfigError(f"max_drop={merged.max_drop!r}; accepted: points >= 0")
+    if merged.storage:  # a PostgreSQL URL without a driver fails here, before any training
+        storage_url(merged.storage)
     if merged.n_trials < 1:
         raise errors.ConfigError(f"n_trials={merged.n_trials!r}; accepted: >= 1")
     bad = [m for m in merged.space.mode if m not in recipe.available_modes()]
@@ -274,6 +282,7 @@ class _Search:
         params = {dim: trial.suggest_categorical(dim, list(choices))
                   for dim, choices in self.space.items()}
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         for other in self.study.get_trials(deepcopy=False, states=(
                 optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
             if other.params != params:
@@ -283,7 +292,7 @@ class _Search:
                 raise optuna.TrialPruned(f"same candidate as trial {other.number}")
             if other.values:  # the sampler repeated a measured candidate
                 for key, value in other.user_attrs.items():
-                    if key != "pid":
+                    if key not in ("pid", "worker"):
                         trial.set_user_attr(key, value)
                 trial.set_user_attr("same_as", other.number)
                 trial.set_constraint("accuracy_budget", other.user_attrs["constraint"])
@@ -369,6 +378,8 @@ def _record(trial, baseline_floor: Optional[float] = None) -> dict:
            "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
            "seconds": (trial.duration.total_seconds() if trial.duration else None)}
     rec.update({k: v for k, v in attrs.items() if k not in rec})
+    if "failed_trial" in trial.system_attrs:  # queued again after its process died
+        rec["retry_of"] = trial.system_attrs["failed_trial"]
     return rec
 
 
@@ -380,8 +391,30 @@ def export_trials(study, path: str) -> list:
     return records
 
 
+def storage_url(url: str) -> str:
+    """``url`` with a driver SQLAlchemy can load: plain ``postgresql://`` (or ``postgres://``)
+    names psycopg 3 (``postgresql+psycopg://``) when psycopg2, SQLAlchemy's default, is absent.
+
+    Raises:
+        ConfigError: a PostgreSQL URL and neither driver installed.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql://" + rest
+    if importlib.util.find_spec("psycopg") is None:
+        raise errors.ConfigError(
+            f"storage {scheme}://... needs a PostgreSQL driver; accepted: "
+            "`pip install tfcompress[postgres]` (psycopg 3) or psycopg2")
+    return "postgresql+psycopg://" + rest
+
+
 def _storage(config: ConfigDict, workdir: str):
-    url = config.storage or "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db"))
+    url = storage_url(config.storage) if config.storage else (
+        "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db")))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -438,12 +471,33 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
         with warnings.catch_warnings():  # a killed process' trial: failed and queued again
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    remaining = config.n_trials - run.counted()
-    if remaining > 0:
-        study.optimize(run.objective, n_trials=3 * remaining + 10,
-                       timeout=config.timeout or None, callbacks=[run.after_trial],
-                       catch=(errors.TfcompressError, ValueError, RuntimeError))
+    _run_share(config, study, run)
     return finish(config, workdir, baseline, study)
+
+
+def _run_share(config: ConfigDict, study, run: "_Search") -> None:
+    """Runs trials until ``n_trials`` are counted, then stays while trials run elsewhere.
+
+    A trial whose process died stays RUNNING (and counted) until its heartbeat is older than
+    the grace period; then it is failed, queued again (``RetryHeartbeatStaleTrialCallback``)
+    and run here, so the last process standing leaves no candidate behind.
+    """
+    deadline = time.time() + config.timeout if config.timeout else None
+    running = (optuna.trial.TrialState.RUNNING,)
+    while True:
+        remaining = config.n_trials - run.counted()
+        left = None if deadline is None else deadline - time.time()
+        if remaining > 0 and (left is None or left > 0):
+            study.optimize(run.objective, n_trials=3 * remaining + 10, timeout=left,
+                           callbacks=[run.after_trial],
+                           catch=(errors.TfcompressError, ValueError, RuntimeError))
+        if (deadline is not None and time.time() >= deadline) or not study.get_trials(
+                deepcopy=False, states=running):
+            return
+        time.sleep(config.heartbeat_interval)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
 
 
 def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
