@@ -1,10 +1,12 @@
 """tfcompress.search: space from registered stages, recipes of trials, Pareto front, a study
 shared by two processes, and a killed search that resumes to the same front."""
 
+import contextlib
 import importlib.util
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -140,6 +142,17 @@ def _records(workdir):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _states(workdir):
+    """The trial states in the study database now (read only)."""
+    path = os.path.join(workdir, "study.db")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                                timeout=10)) as db:
+            return [row[0] for row in db.execute("SELECT state FROM trials")]
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
 def _points(front):
     return sorted((r["params"]["mode"], r["accuracy"], r["objective"]) for r in front)
 
@@ -191,10 +204,10 @@ def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_
     workdir = str(tmp_path / "killed")
     proc = _start(config_file, workdir)
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not any(
-            r["state"] == "COMPLETE" for r in _records(workdir)):
-        time.sleep(0.5)
-    assert proc.poll() is None, "the search ended before it could be killed"
+    while time.time() < deadline and proc.poll() is None and not {"COMPLETE", "RUNNING"} <= set(
+            _states(workdir)):
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed mid-trial"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len([r for r in _records(workdir) if r["state"] == "COMPLETE"]) < len(MODES)
@@ -222,3 +235,29 @@ def test_script_bad_objective_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: unknown objective 'energy'; accepted: size, latency, macs")
     assert not os.listdir(tmp_path)  # nothing trained or written
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")  # ask()
+def test_a_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
+    import optuna
+
+    from tfcompress.search import _fail_stale, _storage
+
+    config = check_config({"heartbeat_interval": 1})
+    storage = _storage(config, str(tmp_path))
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    study.enqueue_trial({"mode": "int8"})
+    trial = study.ask()  # RUNNING, and no heartbeat: its process died before the first beat
+    trial.suggest_categorical("mode", ["float16", "int8"])
+    time.sleep(2.5)  # past the grace period (2 x heartbeat_interval)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state.name == "RUNNING"  # Optuna alone would wait for it for ever
+    _fail_stale(study, storage, 2.0)  # it gets a heartbeat: stale one grace period later
+    assert study.trials[0].state.name == "RUNNING"
+    time.sleep(3.1)  # SQLite's clock for heartbeats counts whole seconds
+    _fail_stale(study, storage, 2.0)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+    assert study.trials[1].params == {"mode": "int8"}

@@ -41,6 +41,7 @@ What we add over a plain ``study.optimize``:
 """
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -53,6 +54,7 @@ from typing import Optional
 
 import numpy as np
 import optuna
+import sqlalchemy
 from absl import logging
 from ml_collections import ConfigDict
 
@@ -457,8 +459,9 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
     # Processes sharing this workdir create the study's tables and enqueue the first candidates
     # one at a time (two at once race on SQLite: "table ... already exists").
     with _locked(os.path.join(workdir, ".study.lock")):
+        storage = _storage(config, workdir)
         study = optuna.create_study(
-            storage=_storage(config, workdir), study_name=config.study_name, load_if_exists=True,
+            storage=storage, study_name=config.study_name, load_if_exists=True,
             directions=["maximize", "minimize"], sampler=sampler)
         run = _Search(config, workdir, baseline, study)
         dims = run.space
@@ -468,14 +471,38 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
         for seed in config.seeds:
             params = parse_params(seed)
             study.enqueue_trial({d: params.get(d, off[d]) for d in dims}, skip_if_exists=True)
-        with warnings.catch_warnings():  # a killed process' trial: failed and queued again
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-    _run_share(config, study, run)
+        _fail_stale(study, storage, 2 * config.heartbeat_interval)
+    _run_share(config, study, run, storage)
     return finish(config, workdir, baseline, study)
 
 
-def _run_share(config: ConfigDict, study, run: "_Search") -> None:
+def _fail_stale(study, storage, grace: float) -> None:
+    """Fails trials whose process died and queues them again (Optuna's ``fail_stale_trials``).
+
+    A process killed between taking a trial and its heartbeat thread's first beat leaves a
+    RUNNING trial without a heartbeat, which Optuna never calls stale (the search would wait
+    for it for ever). Such a trial started more than ``grace`` seconds ago (on the clock of
+    the machine that took it) gets one heartbeat here: if its process is alive it goes on
+    beating, otherwise it is failed and queued again one grace period later.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    now = datetime.datetime.now()
+    old = [t for t in running if t.datetime_start and
+           (now - t.datetime_start).total_seconds() > grace]
+    if not old:
+        return
+    with storage.engine.connect() as connection:  # Optuna's table of heartbeats
+        beating = {row[0] for row in connection.execute(
+            sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+    for trial in old:
+        if trial._trial_id not in beating:
+            storage.record_heartbeat(trial._trial_id)
+
+
+def _run_share(config: ConfigDict, study, run: "_Search", storage) -> None:
     """Runs trials until ``n_trials`` are counted, then stays while trials run elsewhere.
 
     A trial whose process died stays RUNNING (and counted) until its heartbeat is older than
@@ -495,9 +522,7 @@ def _run_share(config: ConfigDict, study, run: "_Search") -> None:
                 deepcopy=False, states=running):
             return
         time.sleep(config.heartbeat_interval)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        _fail_stale(study, storage, 2 * config.heartbeat_interval)
 
 
 def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
