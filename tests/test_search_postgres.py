@@ -7,6 +7,7 @@ temporary folder on a unix socket, as ``nobody`` when the test runs as root (ini
 root), and is stopped at the end.
 """
 
+import contextlib
 import glob
 import importlib.util
 import json
@@ -108,19 +109,29 @@ def postgres():
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec(
             "psycopg2") is None:
         pytest.fail("no PostgreSQL driver: `pip install -e .[test,postgres]`")
+    with postgres_server(_bin_dir()) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_server(binaries: str):
+    """Runs the server in ``binaries`` from a temp folder until the block ends; its URL."""
     top = tempfile.mkdtemp(prefix="tfc-pg-")  # short: a socket path has at most 107 bytes
     os.chmod(top, 0o755)
-    home, binaries = os.path.join(top, "pg"), _bin_dir()
+    home = os.path.join(top, "pg")
     os.mkdir(home)
     as_user = []
     if os.geteuid() == 0:  # initdb refuses root: run the server as nobody
         os.chown(home, 65534, 65534)
         as_user = ["runuser", "-u", "nobody", "--"]
         if subprocess.run(as_user + [os.path.join(binaries, "initdb"), "--version"],
-                          capture_output=True).returncode:  # nobody can't reach the venv
-            shutil.copytree(os.path.dirname(binaries), os.path.join(top, "pginstall"),
-                            symlinks=True)
-            binaries = os.path.join(top, "pginstall", "bin")
+                          capture_output=True).returncode:  # nobody can't reach the venv:
+            package = os.path.dirname(os.path.dirname(binaries))  # copy pgserver's server
+            for part in ("pgserver/pginstall", "pgserver.libs"):  # and its libraries (RPATH
+                source = os.path.join(os.path.dirname(package), part)  # $ORIGIN/../../..)
+                if os.path.isdir(source):
+                    shutil.copytree(source, os.path.join(top, part), symlinks=True)
+            binaries = os.path.join(top, "pgserver", "pginstall", "bin")
     data, port = os.path.join(home, "data"), _free_port()
 
     def pg(tool, *args):
