@@ -241,7 +241,8 @@ def test_script_bad_objective_is_one_line_exit_2(tmp_path):
 def test_a_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
     import optuna
 
-    from tfcompress.search import _fail_stale, _storage
+    from tfcompress.search import _storage
+    from tfcompress.shared_study import fail_stale
 
     config = check_config({"heartbeat_interval": 1})
     storage = _storage(config, str(tmp_path))
@@ -253,10 +254,10 @@ def test_a_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state.name == "RUNNING"  # Optuna alone would wait for it for ever
-    _fail_stale(study, storage, 2.0)  # it gets a heartbeat: stale one grace period later
+    fail_stale(study, storage, 2.0)  # it gets a heartbeat: stale one grace period later
     assert study.trials[0].state.name == "RUNNING"
     time.sleep(3.1)  # SQLite's clock for heartbeats counts whole seconds
-    _fail_stale(study, storage, 2.0)
+    fail_stale(study, storage, 2.0)
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "WAITING"], states
     assert study.trials[1].system_attrs["failed_trial"] == 0

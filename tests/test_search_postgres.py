@@ -22,7 +22,8 @@ import pytest
 
 import tfcompress
 from tfcompress import errors
-from tfcompress.search import check_config, storage_url
+from tfcompress.search import check_config
+from tfcompress.shared_study import storage_url
 
 import search_workers as workers
 

@@ -27,12 +27,10 @@ What we add over a plain ``study.optimize``:
   after the grace period and re-queue it (Optuna's ``RetryHeartbeatStaleTrialCallback``); its
   folder is named after its parameters, so the retry resumes from the stages already saved
   (in that workdir; another machine starts it afresh). A process whose share is done stays
-  while trials run elsewhere, and retries any whose process died, so the last one standing
-  leaves no candidate behind. Every trial records its ``worker`` (``host:pid``); a retry has
-  ``retry_of`` in ``trials.jsonl``. A plain ``postgresql://`` URL is served by psycopg 3
-  when psycopg2 is absent (``pip install tfcompress[postgres]``). A rerun sooner than the
-  grace period (2 x ``heartbeat_interval``) after the kill of the only process still sees
-  that trial as running elsewhere: it waits until the heartbeat is stale, then retries it.
+  while trials run elsewhere and retries any whose process died (``shared_study``), so the
+  last one standing leaves no candidate behind. Every trial records its ``worker``
+  (``host:pid``); a retry has ``retry_of`` in ``trials.jsonl``. A plain ``postgresql://`` URL
+  is served by psycopg 3 when psycopg2 is absent (``pip install tfcompress[postgres]``).
 - Outputs in the workdir: ``trials.jsonl`` (every trial, rewritten atomically after each),
   ``front/trial_<n>.py`` (each Pareto point's recipe as a configs-style file that
   ``scripts/compress.py --config=...`` runs), ``best/`` (the smallest candidate meeting the
@@ -41,7 +39,6 @@ What we add over a plain ``study.optimize``:
 """
 
 import contextlib
-import datetime
 import fcntl
 import hashlib
 import json
@@ -54,11 +51,10 @@ from typing import Optional
 
 import numpy as np
 import optuna
-import sqlalchemy
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io, errors, recipe
+from tfcompress import _io, errors, recipe, shared_study
 from tfcompress.validate import load_flatbuffer, validate
 
 OBJECTIVES = ("size", "latency", "macs")
@@ -125,7 +121,7 @@ def check_config(config) -> ConfigDict:
     if merged.max_drop < 0:
         raise errors.ConfigError(f"max_drop={merged.max_drop!r}; accepted: points >= 0")
     if merged.storage:  # a PostgreSQL URL without a driver fails here, before any training
-        storage_url(merged.storage)
+        shared_study.storage_url(merged.storage)
     if merged.n_trials < 1:
         raise errors.ConfigError(f"n_trials={merged.n_trials!r}; accepted: >= 1")
     bad = [m for m in merged.space.mode if m not in recipe.available_modes()]
@@ -393,29 +389,8 @@ def export_trials(study, path: str) -> list:
     return records
 
 
-def storage_url(url: str) -> str:
-    """``url`` with a driver SQLAlchemy can load: plain ``postgresql://`` (or ``postgres://``)
-    names psycopg 3 (``postgresql+psycopg://``) when psycopg2, SQLAlchemy's default, is absent.
-
-    Raises:
-        ConfigError: a PostgreSQL URL and neither driver installed.
-    """
-    import importlib.util
-
-    scheme, sep, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres") or not sep:
-        return url
-    if importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql://" + rest
-    if importlib.util.find_spec("psycopg") is None:
-        raise errors.ConfigError(
-            f"storage {scheme}://... needs a PostgreSQL driver; accepted: "
-            "`pip install tfcompress[postgres]` (psycopg 3) or psycopg2")
-    return "postgresql+psycopg://" + rest
-
-
 def _storage(config: ConfigDict, workdir: str):
-    url = storage_url(config.storage) if config.storage else (
+    url = shared_study.storage_url(config.storage) if config.storage else (
         "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db")))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
@@ -471,58 +446,13 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
         for seed in config.seeds:
             params = parse_params(seed)
             study.enqueue_trial({d: params.get(d, off[d]) for d in dims}, skip_if_exists=True)
-        _fail_stale(study, storage, 2 * config.heartbeat_interval)
-    _run_share(config, study, run, storage)
+        shared_study.fail_stale(study, storage, 2 * config.heartbeat_interval)
+    shared_study.run_share(
+        study, storage, run.objective, n_trials=config.n_trials, counted=run.counted,
+        callbacks=[run.after_trial], timeout=config.timeout,
+        heartbeat_interval=config.heartbeat_interval,
+        catch=(errors.TfcompressError, ValueError, RuntimeError))
     return finish(config, workdir, baseline, study)
-
-
-def _fail_stale(study, storage, grace: float) -> None:
-    """Fails trials whose process died and queues them again (Optuna's ``fail_stale_trials``).
-
-    A process killed between taking a trial and its heartbeat thread's first beat leaves a
-    RUNNING trial without a heartbeat, which Optuna never calls stale (the search would wait
-    for it for ever). Such a trial started more than ``grace`` seconds ago (on the clock of
-    the machine that took it) gets one heartbeat here: if its process is alive it goes on
-    beating, otherwise it is failed and queued again one grace period later.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    now = datetime.datetime.now()
-    old = [t for t in running if t.datetime_start and
-           (now - t.datetime_start).total_seconds() > grace]
-    if not old:
-        return
-    with storage.engine.connect() as connection:  # Optuna's table of heartbeats
-        beating = {row[0] for row in connection.execute(
-            sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
-    for trial in old:
-        if trial._trial_id not in beating:
-            storage.record_heartbeat(trial._trial_id)
-
-
-def _run_share(config: ConfigDict, study, run: "_Search", storage) -> None:
-    """Runs trials until ``n_trials`` are counted, then stays while trials run elsewhere.
-
-    A trial whose process died stays RUNNING (and counted) until its heartbeat is older than
-    the grace period; then it is failed, queued again (``RetryHeartbeatStaleTrialCallback``)
-    and run here, so the last process standing leaves no candidate behind.
-    """
-    deadline = time.time() + config.timeout if config.timeout else None
-    running = (optuna.trial.TrialState.RUNNING,)
-    while True:
-        remaining = config.n_trials - run.counted()
-        left = None if deadline is None else deadline - time.time()
-        if remaining > 0 and (left is None or left > 0):
-            study.optimize(run.objective, n_trials=3 * remaining + 10, timeout=left,
-                           callbacks=[run.after_trial],
-                           catch=(errors.TfcompressError, ValueError, RuntimeError))
-        if (deadline is not None and time.time() >= deadline) or not study.get_trials(
-                deepcopy=False, states=running):
-            return
-        time.sleep(config.heartbeat_interval)
-        _fail_stale(study, storage, 2 * config.heartbeat_interval)
 
 
 def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
