@@ -21,7 +21,7 @@ from tfcompress.search import (check_config, default_config, pareto_front, parse
 import search_workers as workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = ("float16", "int8")
+MODES = ("float16", "dynamic", "int8")  # three: a process slow to open the study still gets one
 
 
 def _load(path):
@@ -182,7 +182,7 @@ def test_two_processes_share_one_sqlite_study(shared_study):
     records = _records(workdir)
     done = [r for r in records if r["state"] == "COMPLETE"]
     assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)  # each candidate once
-    assert sorted(r["worker"] for r in done) == sorted(procs)  # one trial each
+    assert {r["worker"] for r in done} == set(procs)  # both processes ran trials
     assert all(r["state"] == "COMPLETE" for r in records), [r["state"] for r in records]
     assert len({r["folder"] for r in done}) == len(MODES)
     # Outputs: every front point's recipe runs as a config; the best model was re-validated.
@@ -221,7 +221,9 @@ def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_
     assert _points(summary["front"]) == _points(shared_study[1]["front"])
     failed = next(r for r in records if r["state"] == "FAIL")
     retry = next(r for r in done if r.get("retry_of") is not None)
-    assert retry["retry_of"] == failed["number"] and retry["params"] == failed["params"]
+    assert retry["retry_of"] == failed["number"]
+    # the same candidate (a trial killed before it drew its parameters has none recorded)
+    assert retry["params"] == failed["params"] or failed["params"] == {}
     assert failed["worker"] == workers.worker(proc)
     assert retry["worker"] == f"{workers.HOST}:{os.getpid()}"
 
