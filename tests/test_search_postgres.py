@@ -12,6 +12,7 @@ import glob
 import importlib.util
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -123,7 +124,8 @@ def postgres_server(binaries: str):
     os.mkdir(home)
     as_user = []
     if os.geteuid() == 0:  # initdb refuses root: run the server as nobody
-        os.chown(home, 65534, 65534)
+        nobody = pwd.getpwnam("nobody")
+        os.chown(home, nobody.pw_uid, nobody.pw_gid)
         as_user = ["runuser", "-u", "nobody", "--"]
         if subprocess.run(as_user + [os.path.join(binaries, "initdb"), "--version"],
                           capture_output=True).returncode:  # nobody can't reach the venv:
