@@ -6,8 +6,10 @@
 
 Rerunning the same command resumes the study (SQLite file study.db in --workdir). Several
 processes or machines share one study through ``--config.storage`` (any Optuna database URL,
-e.g. ``postgresql://user:pass@host/db`` or ``mysql+pymysql://user:pass@host/db``) with the same
-``--config.study_name``. Writes report.md (with pareto.png), trials.jsonl, front/trial_N.py
+e.g. ``postgresql://user:pass@host/db`` with ``pip install tfcompress[postgres]``, or
+``mysql+pymysql://user:pass@host/db``) with the same ``--config.study_name``; a process whose
+share is done stays until the trials running elsewhere end, and retries those whose process
+died. Writes report.md (with pareto.png), trials.jsonl, front/trial_N.py
 (runnable with scripts/compress.py) and best/model.tflite. A progress line with the current
 best is logged after every trial. A bad config ends with one line naming it, exit status 2.
 """

@@ -1,10 +1,12 @@
 """tfcompress.search: space from registered stages, recipes of trials, Pareto front, a study
 shared by two processes, and a killed search that resumes to the same front."""
 
+import contextlib
 import importlib.util
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,8 +18,10 @@ from tfcompress import errors, recipe
 from tfcompress.study import (check_config, default_config, pareto_front, parse_params,
                                recipe_source, search, space, trial_recipe)
 
+import search_workers as workers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = ("float16", "int8")
+MODES = ("float16", "dynamic", "int8")  # three: a process slow to open the study still gets one
 
 
 def _load(path):
@@ -138,28 +142,47 @@ def _records(workdir):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _states(workdir):
+    """The trial states in the study database now (read only)."""
+    path = os.path.join(workdir, "study.db")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                                timeout=10)) as db:
+            return [row[0] for row in db.execute("SELECT state FROM trials")]
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
 def _points(front):
     return sorted((r["params"]["mode"], r["accuracy"], r["objective"]) for r in front)
 
 
 @pytest.fixture(scope="module")
 def shared_study(config_file, tmp_path_factory):
-    """Two processes run one SQLite study in one workdir at the same time."""
+    """Two processes run one SQLite study in one workdir at the same time.
+
+    The test holds the study lock until both wait on it, so both reach the first trials
+    together (otherwise a process slow to import TensorFlow may find nothing left to run).
+    """
     workdir = str(tmp_path_factory.mktemp("shared"))
-    procs = [_start(config_file, workdir) for _ in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    lock, logs = os.path.join(workdir, ".study.lock"), [f"{workdir}.{i}.log" for i in range(2)]
+    with workers.hold_lock(lock):
+        procs = [workers.start(config_file, workdir, log) for log in logs]
+        workers.wait_until(lambda: workers.waiting_on(lock) == 2, procs, logs, 300,
+                           "both processes wait to open the study")
+    for p, log in zip(procs, logs):
+        assert p.wait(timeout=300) == 0, workers.tail(log)
     with open(os.path.join(workdir, "search.json")) as f:
-        return workdir, json.load(f)
+        return workdir, json.load(f), [workers.worker(p) for p in procs]
 
 
 @pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(shared_study):
-    workdir, summary = shared_study
+    workdir, summary, procs = shared_study
     records = _records(workdir)
     done = [r for r in records if r["state"] == "COMPLETE"]
     assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)  # each candidate once
+    assert {r["worker"] for r in done} == set(procs)  # both processes ran trials
     assert all(r["state"] == "COMPLETE" for r in records), [r["state"] for r in records]
     assert len({r["folder"] for r in done}) == len(MODES)
     # Outputs: every front point's recipe runs as a config; the best model was re-validated.
@@ -181,10 +204,10 @@ def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_
     workdir = str(tmp_path / "killed")
     proc = _start(config_file, workdir)
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not any(
-            r["state"] == "COMPLETE" for r in _records(workdir)):
-        time.sleep(0.5)
-    assert proc.poll() is None, "the search ended before it could be killed"
+    while time.time() < deadline and proc.poll() is None and not {"COMPLETE", "RUNNING"} <= set(
+            _states(workdir)):
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed mid-trial"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len([r for r in _records(workdir) if r["state"] == "COMPLETE"]) < len(MODES)
@@ -196,6 +219,13 @@ def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_
     # The trial in flight at the kill was marked failed (stale heartbeat) and run again.
     assert [r["state"] for r in records].count("FAIL") == 1
     assert _points(summary["front"]) == _points(shared_study[1]["front"])
+    failed = next(r for r in records if r["state"] == "FAIL")
+    retry = next(r for r in done if r.get("retry_of") is not None)
+    assert retry["retry_of"] == failed["number"]
+    # the same candidate (a trial killed before it drew its parameters has none recorded)
+    assert retry["params"] == failed["params"] or failed["params"] == {}
+    assert failed["worker"] == workers.worker(proc)
+    assert retry["worker"] == f"{workers.HOST}:{os.getpid()}"
 
 
 def test_script_bad_objective_is_one_line_exit_2(tmp_path):
@@ -207,3 +237,30 @@ def test_script_bad_objective_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: unknown objective 'energy'; accepted: size, latency, macs")
     assert not os.listdir(tmp_path)  # nothing trained or written
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")  # ask()
+def test_a_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
+    import optuna
+
+    from tfcompress.study import _storage
+    from tfcompress.shared_study import fail_stale
+
+    config = check_config({"heartbeat_interval": 1})
+    storage = _storage(config, str(tmp_path))
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    study.enqueue_trial({"mode": "int8"})
+    trial = study.ask()  # RUNNING, and no heartbeat: its process died before the first beat
+    trial.suggest_categorical("mode", ["float16", "int8"])
+    time.sleep(2.5)  # past the grace period (2 x heartbeat_interval)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state.name == "RUNNING"  # Optuna alone would wait for it for ever
+    fail_stale(study, storage, 2.0)  # it gets a heartbeat: stale one grace period later
+    assert study.trials[0].state.name == "RUNNING"
+    time.sleep(3.1)  # SQLite's clock for heartbeats counts whole seconds
+    fail_stale(study, storage, 2.0)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+    assert study.trials[1].params == {"mode": "int8"}

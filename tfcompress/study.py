@@ -29,9 +29,12 @@ What we add over a plain ``study.optimize``:
   and study name and they share the trials (let one process create the study first; processes
   sharing one workdir take turns by a file lock). Heartbeats mark a killed process' trial failed
   after the grace period and re-queue it (Optuna's ``RetryHeartbeatStaleTrialCallback``); its
-  folder is named after its parameters, so the retry resumes from the stages already saved.
-  A rerun sooner than the grace period (2 x ``heartbeat_interval``) after the kill still sees
-  that trial as running elsewhere; rerun again later and it is retried.
+  folder is named after its parameters, so the retry resumes from the stages already saved
+  (in that workdir; another machine starts it afresh). A process whose share is done stays
+  while trials run elsewhere and retries any whose process died (``shared_study``), so the
+  last one standing leaves no candidate behind. Every trial records its ``worker``
+  (``host:pid``); a retry has ``retry_of`` in ``trials.jsonl``. A plain ``postgresql://`` URL
+  is served by psycopg 3 when psycopg2 is absent (``pip install tfcompress[postgres]``).
 - Outputs in the workdir: ``trials.jsonl`` (every trial, rewritten atomically after each),
   ``front/trial_<n>.py`` (each Pareto point's recipe as a configs-style file that
   ``scripts/compress.py --config=...`` runs), ``best/`` (the smallest candidate meeting the
@@ -45,6 +48,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import warnings
 from typing import Optional
@@ -54,7 +58,7 @@ import optuna
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io, errors, preflight, recipe
+from tfcompress import _io, errors, preflight, recipe, shared_study
 from tfcompress import report as report_lib
 from tfcompress._litert import load_flatbuffer
 from tfcompress.conversion import available_modes
@@ -124,6 +128,8 @@ def check_config(config) -> ConfigDict:
         raise errors.ConfigError("objective 'latency' needs recipe.validate.latency_runs > 0")
     if merged.max_drop < 0:
         raise errors.ConfigError(f"max_drop={merged.max_drop!r}; accepted: points >= 0")
+    if merged.storage:  # a PostgreSQL URL without a driver fails here, before any training
+        shared_study.storage_url(merged.storage)
     if merged.n_trials < 1:
         raise errors.ConfigError(f"n_trials={merged.n_trials!r}; accepted: >= 1")
     bad = [m for m in merged.space.mode if m not in available_modes()]
@@ -283,6 +289,7 @@ class _Search:
         params = {dim: trial.suggest_categorical(dim, list(choices))
                   for dim, choices in self.space.items()}
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         for other in self.study.get_trials(deepcopy=False, states=(
                 optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
             if other.params != params:
@@ -292,7 +299,7 @@ class _Search:
                 raise optuna.TrialPruned(f"same candidate as trial {other.number}")
             if other.values:  # the sampler repeated a measured candidate
                 for key, value in other.user_attrs.items():
-                    if key != "pid":
+                    if key not in ("pid", "worker"):
                         trial.set_user_attr(key, value)
                 trial.set_user_attr("same_as", other.number)
                 trial.set_constraint("accuracy_budget", other.user_attrs["constraint"])
@@ -381,6 +388,8 @@ def _record(trial, baseline_floor: Optional[float] = None) -> dict:
            "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
            "seconds": (trial.duration.total_seconds() if trial.duration else None)}
     rec.update({k: v for k, v in attrs.items() if k not in rec})
+    if "failed_trial" in trial.system_attrs:  # queued again after its process died
+        rec["retry_of"] = trial.system_attrs["failed_trial"]
     return rec
 
 
@@ -392,8 +401,14 @@ def export_trials(study, path: str) -> list:
     return records
 
 
+def _storage_url(config: ConfigDict, workdir: str) -> str:
+    """The study's database URL (a plain postgresql:// served by the driver installed)."""
+    return shared_study.storage_url(config.storage) if config.storage else (
+        "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db")))
+
+
 def _storage(config: ConfigDict, workdir: str):
-    url = config.storage or "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db"))
+    url = _storage_url(config, workdir)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -430,8 +445,7 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
                            **overrides})
     preflight.check_workdir(workdir)
     # Before the baseline trains: a bad URL, a missing driver or a server down is one line now.
-    preflight.check_storage(
-        config.storage or "sqlite:///" + os.path.abspath(os.path.join(workdir, "study.db")))
+    preflight.check_storage(_storage_url(config, workdir))
     baseline = _baseline(config, workdir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(
@@ -439,8 +453,9 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
     # Processes sharing this workdir create the study's tables and enqueue the first candidates
     # one at a time (two at once race on SQLite: "table ... already exists").
     with _locked(os.path.join(workdir, ".study.lock")):
+        storage = _storage(config, workdir)
         study = optuna.create_study(
-            storage=_storage(config, workdir), study_name=config.study_name, load_if_exists=True,
+            storage=storage, study_name=config.study_name, load_if_exists=True,
             directions=["maximize", "minimize"], sampler=sampler)
         run = _Search(config, workdir, baseline, study)
         dims = run.space
@@ -450,14 +465,12 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
         for seed in config.seeds:
             params = parse_params(seed)
             study.enqueue_trial({d: params.get(d, off[d]) for d in dims}, skip_if_exists=True)
-        with warnings.catch_warnings():  # a killed process' trial: failed and queued again
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-    remaining = config.n_trials - run.counted()
-    if remaining > 0:
-        study.optimize(run.objective, n_trials=3 * remaining + 10,
-                       timeout=config.timeout or None, callbacks=[run.after_trial],
-                       catch=(errors.TfcompressError, ValueError, RuntimeError))
+        shared_study.fail_stale(study, storage, 2 * config.heartbeat_interval)
+    shared_study.run_share(
+        study, storage, run.objective, n_trials=config.n_trials, counted=run.counted,
+        callbacks=[run.after_trial], timeout=config.timeout,
+        heartbeat_interval=config.heartbeat_interval,
+        catch=(errors.TfcompressError, ValueError, RuntimeError))
     return finish(config, workdir, baseline, study)
 
 
