@@ -70,7 +70,7 @@ def _assert_deployed(learned: dict, deployed: list) -> None:
 
 def test_int8_learned_integers_are_deployed(trained, digits):
     (x, _), _ = digits
-    model = adaround(trained, x[:256], bits=8, activation_bits=8, iterations=60)
+    model = adaround(trained, x[:256], bits=8, activation_bits=8, iterations=30)
     learned = _learned_integers(model, 8)
     assert len(learned) == 7  # conv, dw, sep (2 kernels), conv2, dense, logits
     flatbuffer = tfcompress.convert(model, "int8", representative_data=x)
@@ -79,7 +79,7 @@ def test_int8_learned_integers_are_deployed(trained, digits):
 
 def test_int4_learned_integers_are_deployed(trained, digits):
     (x, _), _ = digits
-    model = adaround(trained, x[:256], bits=4, iterations=60)
+    model = adaround(trained, x[:256], bits=4, iterations=30)
     learned = _learned_integers(model, 4)
     assert set(k[0] for k in learned) == {"conv", "sep", "conv2", "dense", "logits"}
     assert ("sep", "depthwise_kernel") not in learned  # DEPTHWISE_CONV_2D stays float at int4
@@ -89,7 +89,7 @@ def test_int4_learned_integers_are_deployed(trained, digits):
 
 def test_adaround_error_below_round_to_nearest(trained, digits, tmp_path):
     (x, _), _ = digits
-    model = adaround(trained, x[:256], bits=4, iterations=150, checkpoint_dir=str(tmp_path))
+    model = adaround(trained, x[:256], bits=4, iterations=80, checkpoint_dir=str(tmp_path))
     report = model.adaround
     assert set(report) == {"conv", "sep", "conv2", "dense", "logits"}
     for name, r in report.items():
@@ -98,7 +98,7 @@ def test_adaround_error_below_round_to_nearest(trained, digits, tmp_path):
     learned = sum(r["mse_adaround"] for r in report.values())
     assert learned < 0.8 * nearest, (learned, nearest)
     # A rerun reuses every finished layer from the checkpoints: same weights, no optimization.
-    again = adaround(trained, x[:256], bits=4, iterations=150, checkpoint_dir=str(tmp_path))
+    again = adaround(trained, x[:256], bits=4, iterations=80, checkpoint_dir=str(tmp_path))
     assert all(r["resumed"] for r in again.adaround.values())
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)

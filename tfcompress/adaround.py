@@ -89,10 +89,17 @@ def _selected(model: keras.Model, layers: Optional[Sequence[str]], bits: int) ->
 
 
 def _check(x, bits: int) -> np.ndarray:
+    """Calibration images as float32, checked (the loaders' splits give their train images)."""
     grid(bits)
-    x = np.asarray(x, np.float32) if not isinstance(x, np.ndarray) else x.astype(np.float32)
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], tuple):  # data.Splits
+        x = x[0][0]
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise errors.DataError(f"calibration data has dtype {x.dtype}; accepted: numeric images")
+    x = x.astype(np.float32)
     if x.ndim < 2 or len(x) == 0:
-        raise errors.DataError(f"calibration data has shape {x.shape}; accepted: images, batch first")
+        raise errors.DataError(
+            f"calibration data has shape {x.shape}; accepted: images, batch first")
     if not np.all(np.isfinite(x)):
         raise errors.DataError("calibration data holds NaN or Inf; accepted: finite images")
     return x

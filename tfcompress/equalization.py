@@ -155,7 +155,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 
 # ---------------------------------------------------------------- pairs
 
-def _is_relu(entry: dict, relu6: str) -> Optional[str]:
+def _is_relu(entry: dict) -> Optional[str]:
     """"relu" / "relu6" / "identity" for an activation entry that may sit between a pair."""
     cls, cfg = entry["class_name"], entry["config"]
     if cls == "Activation":
@@ -197,7 +197,7 @@ def find_pairs(model: keras.Model, relu6: str = "keep") -> list:
             if len(_inbound(nxt)) != 1:
                 break
             nxt_layer = model.get_layer(nxt["name"])
-            kind = _is_relu(nxt, relu6)
+            kind = _is_relu(nxt)
             if kind == "relu6":
                 if relu6 != "relu":
                     break
