@@ -13,9 +13,13 @@ recovery) and int4 weights (the LiteRT Quantizer's ``dynamic_wi4``), for
   equalize+bias            + empirical bias correction
   equalize+bias+adaround   + AdaRound (run before the bias correction, see recovery.py)
 
+(int8 rows of min-max and full recovery also give the test agreement of the same int8 weights
+with int16 activations (``int16x8``): the part of the int8 loss that is activation rounding.)
+
 test accuracy, agreement with the float Keras model on test images, bytes, seconds per step, and
 a paired bootstrap 95% interval of the accuracy difference to float and to min-max. Decisions
-are taken on the validation split: ``relu6`` ("keep" or "relu", only where the model has ReLU6
+are taken on the validation split: calibration size and AdaRound steps (a sweep of int4 recovery
+on the digits CNN and the mini-Xception; MobileNetV2 takes the mini-Xception's), ``relu6`` ("keep" or "relu", only where the model has ReLU6
 pairs) for the recovery, and ``chosen``: the variant with the best validation agreement (int8) or
 accuracy (int4), min-max included, which is what a user of ``recover`` would deploy.
 Writes benchmarks/results/ptq.json.
@@ -38,11 +42,19 @@ from tfcompress.validate import predict
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["digits_cnn", "mini_xception", "mobilenet_v2"], "Models to run.")
 flags.DEFINE_list("modes", ["int8", "dynamic_wi4"], "Conversion modes.")
-flags.DEFINE_integer("calibration", 512, "Calibration images (from the training split).")
-flags.DEFINE_integer("iterations", 300, "AdaRound steps per layer.")
+flags.DEFINE_integer("calibration", 512, "Calibration images (without --sweep).")
+flags.DEFINE_integer("iterations", 300, "AdaRound steps per layer (without --sweep).")
 flags.DEFINE_integer("seed", 0, "Training seed.")
+flags.DEFINE_bool("sweep", True, "Choose calibration size and iterations on validation.")
 flags.DEFINE_string("out", "benchmarks/results/ptq.json", "Output JSON.")
 
+# Calibration size and AdaRound steps are chosen on validation accuracy of int4 recovery for
+# the two small models; MobileNetV2 (too slow to sweep in the time budget) takes the
+# mini-Xception's choice (BN-folded, depthwise-separable like it).
+SWEEP_CALIBRATION = (256, 512, 1024)
+SWEEP_ITERATIONS = (100, 300)
+SWEEP_FOR = {"mobilenet_v2": "mini_xception"}
+DECIDED: dict = {}
 EPOCHS = {"digits_cnn": 15, "mini_xception": 30, "mobilenet_v2": 30}
 VARIANTS = {
     "min_max": (),
@@ -89,6 +101,24 @@ def evaluate(flatbuffer, splits, reference):
     return out
 
 
+def sweep(model, x_fit, x_val, y_val) -> list:
+    """Validation accuracy of int4 (``dynamic_wi4``) full recovery per (calibration, iterations)."""
+    rows = []
+    for calibration in SWEEP_CALIBRATION:
+        for iterations in SWEEP_ITERATIONS:
+            start = time.perf_counter()
+            recovered = recover(model, x_fit[:calibration], iterations=iterations,
+                                samples=calibration, **for_mode("dynamic_wi4"))
+            seconds = time.perf_counter() - start
+            pred = predict(tfcompress.convert(recovered, "dynamic_wi4"), x_val).argmax(-1)
+            rows.append({"calibration": calibration, "iterations": iterations,
+                         "validation_accuracy": float(np.mean(pred == y_val)),
+                         "recovery_seconds": seconds})
+            logging.info("sweep: calibration %d, iterations %d: validation accuracy %.4f, %.1f s",
+                         calibration, iterations, rows[-1]["validation_accuracy"], seconds)
+    return rows
+
+
 def part(name):
     (x, y), (xt, yt) = data.load_digits()
     (xf, yf), (xv, yv) = split_validation(x, y)
@@ -100,13 +130,22 @@ def part(name):
     start = time.perf_counter()
     model.fit(xf, yf, batch_size=32, epochs=EPOCHS[name], verbose=0)
     train_seconds = time.perf_counter() - start
-    cal = xf[np.random.default_rng(0).permutation(len(xf))[:FLAGS.calibration]]
+    order = np.random.default_rng(0).permutation(len(xf))
     splits = {"validation": (xv, yv), "test": (xt, yt)}
     reference = {s: model.predict(v[0], verbose=0).argmax(-1) for s, v in splits.items()}
     float_correct = {s: reference[s] == splits[s][1] for s in splits}
     result = {"train_seconds": train_seconds, "epochs": EPOCHS[name],
-              "float": {s: float(np.mean(c)) for s, c in float_correct.items()},
-              "calibration": len(cal), "iterations": FLAGS.iterations, "modes": {}}
+              "float": {s: float(np.mean(c)) for s, c in float_correct.items()}, "modes": {}}
+    calibration, iterations = DECIDED.get(SWEEP_FOR.get(name, name),
+                                          (FLAGS.calibration, FLAGS.iterations))
+    if FLAGS.sweep and name not in SWEEP_FOR:
+        result["sweep"] = sweep(model, xf[order], xv, yv)
+        best = max(result["sweep"], key=lambda r: (r["validation_accuracy"],
+                                                   -r["calibration"] * r["iterations"]))
+        calibration, iterations = DECIDED[name] = (best["calibration"], best["iterations"])
+    cal = xf[order[:calibration]]
+    result.update(calibration=calibration, iterations=iterations,
+                  settings_from=SWEEP_FOR.get(name, name) if FLAGS.sweep else "flags")
     relu6_options = ["keep"]
     if len(find_pairs(fold_batchnorm(model), "relu")) > len(find_pairs(fold_batchnorm(model))):
         relu6_options.append("relu")
@@ -117,7 +156,8 @@ def part(name):
         def run(steps, relu6):
             start = time.perf_counter()
             recovered = model if not steps else recover(
-                model, cal, steps=steps, relu6=relu6, iterations=FLAGS.iterations, **settings)
+                model, cal, steps=steps, relu6=relu6, iterations=iterations,
+                samples=len(cal), **settings)
             seconds = time.perf_counter() - start
             fb = tfcompress.convert(recovered, mode, representative_data=cal,
                                     representative_samples=len(cal))
@@ -125,6 +165,13 @@ def part(name):
                    "bytes": len(fb), **evaluate(fb, splits, reference)}
             if steps:
                 row["step_seconds"] = {k: v["seconds"] for k, v in recovered.recovery.items()}
+            if mode == "int8" and (not steps or "adaround" in steps):
+                # Diagnostic: the same int8 weights with int16 activations. What int8 still
+                # loses beyond this is activation rounding, which weights cannot remove.
+                fb16 = tfcompress.convert(recovered, "int16x8", representative_data=cal,
+                                          representative_samples=len(cal))
+                pred = predict(fb16, xt).argmax(-1)
+                row["int16x8_test_agreement"] = float(np.mean(pred == reference["test"]))
             logging.info("%s %s %s relu6=%s: val agreement %.4f, test accuracy %.4f "
                          "agreement %.4f, %.1f s", name, mode, "+".join(steps) or "min_max",
                          relu6, row["validation"]["agreement"], row["test"]["accuracy"],
@@ -194,9 +241,12 @@ def main(argv):
     if os.path.exists(FLAGS.out):  # models not run this time keep their results
         with open(FLAGS.out) as f:
             results = json.load(f)
+        for name, r in results.items():  # earlier sweeps' choices serve the models that take them
+            if isinstance(r, dict) and r.get("settings_from") == name and "calibration" in r:
+                DECIDED[name] = (r["calibration"], r["iterations"])
     results.update({"cpu": platform.processor(), "flags": {
         "models": FLAGS.models, "modes": FLAGS.modes, "calibration": FLAGS.calibration,
-        "iterations": FLAGS.iterations, "seed": FLAGS.seed}})
+        "iterations": FLAGS.iterations, "seed": FLAGS.seed, "sweep": FLAGS.sweep}})
     try:
         with open("/proc/cpuinfo") as f:
             flags_line = next((line for line in f if line.startswith("flags")), "")
