@@ -19,9 +19,10 @@ with int16 activations (``int16x8``): the part of the int8 loss that is activati
 test accuracy, agreement with the float Keras model on test images, bytes, seconds per step, and
 a paired bootstrap 95% interval of the accuracy difference to float and to min-max. Decisions
 are taken on the validation split: calibration size and AdaRound steps (a sweep of int4 recovery
-on the digits CNN and the mini-Xception; MobileNetV2 takes the mini-Xception's), ``relu6`` ("keep" or "relu", only where the model has ReLU6
-pairs) for the recovery, and ``chosen``: the variant with the best validation agreement (int8) or
-accuracy (int4), min-max included, which is what a user of ``recover`` would deploy.
+on the digits CNN and the mini-Xception; MobileNetV2 takes the mini-Xception's), ``relu6``
+("keep" or "relu", only where the model has ReLU6 pairs) for the recovery, and ``chosen``: the
+variant with the best validation agreement (int8) or accuracy (int4), min-max included, which is
+what a user of ``recover`` would deploy.
 Writes benchmarks/results/ptq.json.
 """
 
@@ -85,6 +86,17 @@ def paired_interval(a_correct, b_correct, n=2000, seed=0):
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
+def _intervals(rows: list, min_max: dict, float_correct) -> None:
+    """Replaces each row's per-image correctness by paired intervals to float and min-max."""
+    base = min_max["test"]["correct"]
+    for row in rows:
+        for split in ("validation", "test"):
+            c = row[split].pop("correct", None)
+            if c is not None and split == "test":
+                row["test"]["minus_float_points_ci95"] = paired_interval(c, float_correct)
+                row["test"]["minus_min_max_points_ci95"] = paired_interval(c, base)
+
+
 def build(name):
     if name == "mobilenet_v2":
         return models.build("mobilenet_v2", (32, 32, 3), 10, 0.35)
@@ -102,7 +114,7 @@ def evaluate(flatbuffer, splits, reference):
 
 
 def sweep(model, x_fit, x_val, y_val) -> list:
-    """Validation accuracy of int4 (``dynamic_wi4``) full recovery per (calibration, iterations)."""
+    """Validation accuracy of int4 (``dynamic_wi4``) recovery per (calibration, iterations)."""
     rows = []
     for calibration in SWEEP_CALIBRATION:
         for iterations in SWEEP_ITERATIONS:
@@ -185,18 +197,8 @@ def part(name):
         for variant, steps in VARIANTS.items():
             rows[variant] = candidates[relu6] if steps == full else run(steps, relu6)
         chosen = max(VARIANTS, key=lambda v: (rows[v]["validation"][key], v == "min_max"))
-        for row in list(rows.values()) + list(candidates.values()):
-            for s in splits:
-                c = row[s].pop("correct", None)
-                if c is not None and s == "test":
-                    row["test"]["minus_float_points_ci95"] = paired_interval(
-                        c, float_correct["test"])
-                    row["test"]["correct_mask"] = c
-        base = rows["min_max"]["test"]["correct_mask"]
-        for row in list(rows.values()) + list(candidates.values()):
-            mask = row["test"].pop("correct_mask", None)
-            if mask is not None:
-                row["test"]["minus_min_max_points_ci95"] = paired_interval(mask, base)
+        _intervals(list(rows.values()) + list(candidates.values()), rows["min_max"],
+                   float_correct["test"])
         result["modes"][mode] = {"relu6": relu6, "relu6_candidates": {
             r: {"validation": c["validation"], "test": c["test"]} for r, c in candidates.items()},
             "variants": rows, "chosen": chosen}

@@ -1,4 +1,4 @@
-"""AdaRound and bias correction: integers learned in Keras are the integers deployed; errors fall."""
+"""AdaRound and bias correction: the integers learned in Keras are deployed; errors fall."""
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from ptq_models import logits, tiny_model, trained_tiny
+from ptq_models import logits, trained_tiny
 
 import tfcompress
 from tfcompress import errors, keras
@@ -76,7 +76,8 @@ def test_equalize_relu6_pairs_kept_or_made_relu(digits):
 def test_equalize_sequential_digits_cnn(trained_cnn, digits):
     _, (xt, _) = digits
     eq = tfcompress.equalization.equalize(trained_cnn)
-    assert len(eq.equalization["pairs"]) == 3  # conv1-conv2, conv2-(pool, flatten)-dense, dense-logits
+    # conv1-conv2, conv2-(pool, flatten)-dense, dense-logits
+    assert len(eq.equalization["pairs"]) == 3
     assert _relative(trained_cnn.predict(xt, verbose=0), eq.predict(xt, verbose=0)) < 1e-4
 
 

@@ -125,7 +125,8 @@ def on_grid(w: np.ndarray, bits: int, reduce_axes: tuple, tolerance: float = 1e-
     g = grid(bits)
     s = g.scale(w, reduce_axes)
     r = w.astype(np.float64) / s
-    return bool(np.all(np.abs(r - np.rint(r)) <= tolerance) and np.all(np.abs(r) <= g.qmax + tolerance))
+    return bool(np.all(np.abs(r - np.rint(r)) <= tolerance)
+                and np.all(np.abs(r) <= g.qmax + tolerance))
 
 
 def round_to_nearest(w: np.ndarray, bits: int, reduce_axes: tuple) -> np.ndarray:
