@@ -38,7 +38,7 @@ import tfcompress
 from tfcompress import _io, data, keras, models
 from tfcompress.equalization import find_pairs, fold_batchnorm
 from tfcompress.recovery import for_mode, recover
-from tfcompress.validate import predict
+from tfcompress.validation import predict
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["digits_cnn", "mini_xception", "mobilenet_v2"], "Models to run.")

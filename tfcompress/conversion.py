@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress import _litert, errors, models, wrappers
+from tfcompress import recovery as recovery_lib
 from tfcompress import data as data_lib
 from tfcompress._keras import keras
 from tfcompress._litert import tensor_types  # noqa: F401  (re-exported)
@@ -202,6 +203,7 @@ def convert(
     keep_float_ops: Sequence[str] = (),
     options: Optional[dict] = None,
     validation_data=None,
+    recovery=None,
 ) -> bytes:
     """Converts a model to a TFLite flatbuffer.
 
@@ -226,6 +228,12 @@ def convert(
         validation_data: ``(x, y)`` held out from training, on which modes that choose
             (``mixed``: per-layer widths) decide; without it they judge on the representative
             data. Plain conversion modes ignore it.
+        recovery: PTQ recovery before quantizing (``tfcompress.recovery.recover``): True for
+            equalization, AdaRound and bias correction, or a tuple of those step names
+            (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for ``int8`` and the modes
+            ``recovery.MODES`` names (8- and 4-bit weights); the learned integers are the
+            deployed ones, calibrated on ``representative_data``. The flatbuffer's facts
+            (``conversion_info(...)["facts"]["recovery"]``) name the steps that ran.
 
     Returns:
         The flatbuffer bytes.
@@ -258,6 +266,11 @@ def convert(
             f"option for mode {mode!r}", bad[0], mode_options(mode) or ["(none)"]))
     source, input_shape = _source(model_or_path)
     qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
+    steps = _recovery_steps(recovery, mode, source, qat, representative_data)
+    if steps:
+        x_cal = np.concatenate([s[0] for s in representative(
+            representative_data, input_shape, representative_samples)()])
+        source = recovery_lib.recover(source, x_cal, steps=steps, **recovery_lib.for_mode(mode))
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
                   keep_float_ops=tuple(keep_float_ops), options=dict(options or {}),
@@ -273,7 +286,31 @@ def convert(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flatbuffer = fn(req)
-    return _litert.with_facts(flatbuffer, mode=mode, qat=qat)
+    facts = {"recovery": list(steps)} if steps else {}
+    return _litert.with_facts(flatbuffer, mode=mode, qat=qat, **facts)
+
+
+def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data) -> tuple:
+    """The recovery steps asked for, checked against the mode and the source (or ())."""
+    if recovery in (None, False, (), []):
+        return ()
+    steps = recovery_lib.STEPS if recovery is True else tuple(recovery)
+    bad = [s for s in steps if s not in recovery_lib.STEPS]
+    if bad:
+        raise errors.ConversionError(errors.unknown("recovery step", bad[0], recovery_lib.STEPS))
+    if mode not in recovery_lib.MODES:
+        raise errors.ConversionError(errors.unknown(
+            "conversion mode for recovery", mode, list(recovery_lib.MODES)))
+    if isinstance(source, str) or qat:
+        raise errors.ConversionError(
+            "recovery works on a float Keras model's weights; got "
+            + ("a SavedModel directory" if isinstance(source, str) else "a QAT model")
+            + "; accepted: a trained Keras model (QAT models are already on their grid)")
+    if representative_data is None:
+        raise errors.ConversionError(
+            "recovery needs representative_data (calibration images); accepted: a numpy "
+            "array, a tf.data.Dataset or the splits returned by tfcompress.data loaders")
+    return steps
 
 
 def representative(x, input_shape: Optional[Sequence], num_samples: int = 200) -> Callable:

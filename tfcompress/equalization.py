@@ -5,7 +5,7 @@ Quantization Through Weight Equalization and Bias Correction").
 follows a Conv2D, DepthwiseConv2D, SeparableConv2D (into its pointwise kernel) or Dense alone is
 folded into that layer's kernel and bias; the layer is rebuilt from the model's config, so the
 result is an ordinary functional model that saves, converts and quantizes like the original.
-The folded kernels are what the conversion quantizes, so learned rounding (``tfcompress.adaround``)
+The folded kernels are what the conversion quantizes, so learned rounding (``tfcompress.rounding``)
 must start from them.
 
 ``equalize(model)`` folds, then rescales the output channels of one layer and the matching input
@@ -26,7 +26,8 @@ import numpy as np
 from absl import logging
 
 from tfcompress import errors
-from tfcompress._keras import ensure_keras2, keras
+from tfcompress._keras import keras
+from tfcompress.keras3 import ensure_keras2
 from tfcompress.grids import layer_kind
 
 RELU6 = ("keep", "relu")

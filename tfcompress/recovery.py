@@ -17,7 +17,7 @@ from absl import logging
 
 from tfcompress import errors
 from tfcompress._keras import keras
-from tfcompress.adaround import adaround, correct_bias
+from tfcompress.rounding import adaround, correct_bias
 from tfcompress.equalization import equalize, fold_batchnorm
 
 STEPS = ("equalize", "adaround", "correct_bias")

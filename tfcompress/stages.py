@@ -8,14 +8,15 @@ know nothing of recipes; the recipe runner and the search know the stages only t
 """
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from ml_collections import ConfigDict
 
-from tfcompress import (clustering, conversion, data, distillation, models, profiling, pruning,
-                        quantization, surgery, wrappers)
+from tfcompress import (clustering, conversion, data, distillation, equalization, models,
+                        profiling, pruning, quantization, recovery, rounding, surgery, wrappers)
 from tfcompress._keras import keras
 
 
@@ -247,6 +248,55 @@ def _factorize(model, section, ctx):
     return new
 
 
+def _calibration(ctx, samples: int) -> np.ndarray:
+    """A fixed random subset of the training images (PTQ recovery fits nothing else)."""
+    x = ctx.train[0]
+    return x[np.random.default_rng(ctx.config.seed).permutation(len(x))[:samples]]
+
+
+def _recover(model, section, ctx):
+    """Equalization, AdaRound and bias correction for ``section.mode``'s grid (chained: bias
+    correction is measured against the equalized float model). Not fine-tuned afterwards: that
+    would move the weights off the grid; convert with the same mode."""
+    before = ctx.accuracy(model)
+    out = recovery.recover(
+        model, _calibration(ctx, section.samples), steps=tuple(section.steps),
+        relu6=section.relu6, samples=section.samples, iterations=section.iterations,
+        checkpoint_dir=os.path.join(ctx.workdir, "stages", "adaround"),
+        **recovery.for_mode(section.mode))
+    ctx.stats["recover"] = {"mode": section.mode, "steps": list(section.steps),
+                            "accuracy_before": before, "accuracy_after": ctx.accuracy(out),
+                            **{f"{k}_seconds": v["seconds"] for k, v in out.recovery.items()}}
+    return out
+
+
+def _equalize(model, section, ctx):
+    """Cross-layer equalization (BatchNormalization folded); the float outputs are unchanged."""
+    out = equalization.equalize(model, relu6=section.relu6)
+    ctx.stats["equalize"] = {"accuracy_after": ctx.accuracy(out),
+                             "pairs": len(getattr(out, "equalization", {}).get("pairs", []))}
+    return out
+
+
+def _correct_bias(model, section, ctx):
+    """Bias correction of round-to-nearest weights (use ``recover`` after AdaRound)."""
+    out = rounding.correct_bias(model, _calibration(ctx, section.samples),
+                                samples=section.samples, **recovery.for_mode(section.mode))
+    ctx.stats["correct_bias"] = {"mode": section.mode, "accuracy_after": ctx.accuracy(out)}
+    return out
+
+
+def _adaround(model, section, ctx):
+    """Learned rounding onto ``section.mode``'s grid, per layer, resumable per layer."""
+    out = rounding.adaround(
+        model, _calibration(ctx, section.samples), samples=section.samples,
+        iterations=section.iterations, layers=list(section.layers) or None,
+        checkpoint_dir=os.path.join(ctx.workdir, "stages", "adaround"),
+        **recovery.for_mode(section.mode))
+    ctx.stats["adaround"] = {"mode": section.mode, "accuracy_after": ctx.accuracy(out)}
+    return out
+
+
 # The order here is the order the search chains stages in.
 STAGES: dict[str, Stage] = {
     "distill": Stage(_distill, dict(
@@ -263,4 +313,10 @@ STAGES: dict[str, Stage] = {
         number_of_clusters=16, init="kmeans++", preserve_sparsity=True, epochs=2, layers="",
         keep_first_last=False, learning_rate=1e-4)),
     "qat": Stage(_qat, dict(preserve="", epochs=2, layers="", learning_rate=1e-4), suffix=".h5"),
+    # PTQ recovery: last, with no fine-tuning after it (convert with the same mode).
+    "equalize": Stage(_equalize, dict(relu6="keep")),
+    "correct_bias": Stage(_correct_bias, dict(mode="int8", samples=512)),
+    "adaround": Stage(_adaround, dict(mode="int8", samples=512, iterations=300, layers=())),
+    "recover": Stage(_recover, dict(mode="int8", steps=recovery.STEPS, relu6="keep",
+                                    samples=512, iterations=300)),
 }

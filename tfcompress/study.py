@@ -59,6 +59,7 @@ from absl import logging
 from ml_collections import ConfigDict
 
 from tfcompress import _io, errors, preflight, recipe, shared_study
+from tfcompress import recovery as recovery_lib
 from tfcompress import report as report_lib
 from tfcompress._litert import load_flatbuffer
 from tfcompress.conversion import available_modes
@@ -73,6 +74,7 @@ DIMENSIONS = {
     "factorize_energy": ("factorize", "energy"),
     "sparsity": ("prune", "target_sparsity"),
     "clusters": ("cluster", "number_of_clusters"),
+    "recovery": ("recover", None),  # 1: PTQ recovery for the trial's mode (int8, 8/4-bit weights)
 }
 
 
@@ -98,6 +100,7 @@ def default_config() -> ConfigDict:
         factorize_energy=(0.0, 0.95),
         sparsity=(0.0, 0.5, 0.75, 0.9, 0.95),
         clusters=(0, 32, 16, 8),
+        recovery=(0, 1),
     ))
     c.seeds = ()  # extra candidates enqueued after PTQ, e.g. "mode=int8,sparsity=0.9,clusters=16"
     return c
@@ -163,7 +166,7 @@ def parse_params(text: str) -> dict:
         if key != "mode" and key not in DIMENSIONS:
             raise errors.ConfigError(errors.unknown("seed field", key, ["mode", *DIMENSIONS]))
         params[key] = value if key == "mode" else (
-            int(value) if key == "clusters" else float(value))
+            int(value) if key in ("clusters", "recovery") else float(value))
     return params
 
 
@@ -174,9 +177,15 @@ def trial_recipe(config: ConfigDict, params: dict, model_path: str, qat: bool = 
     r.convert.modes = (params["mode"],)
     stages = []
     for dim, (stage, field) in DIMENSIONS.items():
-        if params.get(dim):
-            stages.append(stage)
-            r[stage][field] = type(r[stage][field])(params[dim])
+        if not params.get(dim) or field is None:
+            continue
+        stages.append(stage)
+        r[stage][field] = type(r[stage][field])(params[dim])
+    # PTQ recovery goes last (no fine-tuning after it), onto the grid of the trial's mode;
+    # a QAT trial learns its own ranges instead.
+    if params.get("recovery") and params["mode"] in recovery_lib.MODES and not qat:
+        stages.append("recover")
+        r.recover.mode = params["mode"]
     if "cluster" in stages:
         r.cluster.preserve_sparsity = "prune" in stages
     if qat:

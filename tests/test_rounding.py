@@ -7,7 +7,7 @@ from ptq_models import logits, trained_tiny
 
 import tfcompress
 from tfcompress import errors, grids
-from tfcompress.adaround import adaround, correct_bias
+from tfcompress.rounding import adaround, correct_bias
 from tfcompress.recovery import for_mode, recover
 
 _INT_TYPES = {9: np.int8, 17: "int4"}  # schema TensorType INT8, INT4
