@@ -1,5 +1,6 @@
-"""Report output: report.json and report.md (a Markdown table per recipe run)."""
+"""Report output: report.json, report.md (a Markdown table per recipe run) and its plot."""
 
+import io
 import json
 import os
 
@@ -68,6 +69,8 @@ def markdown(report: dict) -> str:
     notes = format_notes(report["formats"])
     if notes:
         parts += ["", notes]
+    if report.get("plot"):
+        parts += ["", f"![test accuracy against gzip bytes]({report['plot']})"]
     return "\n".join(parts) + "\n"
 
 
@@ -119,8 +122,46 @@ def format_notes(rows) -> str:
     return "\n".join(lines)
 
 
+PLOT = "size_accuracy.png"
+
+
+def plot_size_accuracy(rows, path: str) -> str:
+    """A PNG of each format's test accuracy against its gzip bytes (log scale), written
+    atomically; returns the path. Rows without both figures are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    points = [(r["gzip_bytes"], r["accuracy"], r["format"]) for r in rows
+              if r.get("gzip_bytes") and r.get("accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for size, accuracy, name in points:
+        baseline = name.startswith("baseline") or name == "float32"
+        ax.scatter([size], [accuracy], s=40, marker="s" if baseline else "o",
+                   color="#777777" if baseline else "#1f77b4", zorder=3)
+        ax.annotate(name, (size, accuracy), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("gzip bytes of the .tflite (log scale)")
+    ax.set_ylabel("test accuracy (LiteRT)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("size against accuracy")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    plt.close(fig)
+    return _io.write_bytes(path, buf.getvalue())
+
+
 def write(report: dict, workdir: str) -> None:
-    """Writes report.json and report.md into ``workdir`` (each atomically)."""
+    """Writes report.json, report.md and, with two or more measured formats, the size against
+    accuracy plot (``size_accuracy.png``, embedded in report.md) into ``workdir``, each
+    atomically."""
+    measured = [r for r in report.get("formats", []) if r.get("accuracy") is not None]
+    if len(measured) >= 2:
+        plot_size_accuracy(measured, os.path.join(workdir, PLOT))
+        report["plot"] = PLOT
     _io.write_text(os.path.join(workdir, "report.json"),
                    json.dumps(report, indent=2, sort_keys=True, default=str))
     _io.write_text(os.path.join(workdir, "report.md"), markdown(report))
