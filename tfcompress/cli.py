@@ -18,6 +18,7 @@ The library never parses flags: this module and ``scripts/`` do.
 import ast
 import json
 import os
+import re
 import sys
 from typing import Callable, NoReturn, Optional
 
@@ -53,6 +54,9 @@ def fail(message) -> NoReturn:
             break
     if isinstance(message, (KeyError, AttributeError)):
         text = f"unknown recipe field {text}"
+    ours = re.findall(r"tfcompress\.errors\.\w+: (.+)", text)
+    if "Traceback" in text and ours:  # config_flags quotes the traceback of a config file
+        text = ours[-1]
     sys.stdout.flush()
     print("error: " + " ".join(str(text).split()), file=sys.stderr, flush=True)
     sys.exit(2)
@@ -75,6 +79,9 @@ def _config_args(argv) -> list:
             continue
         try:
             resolved = configs.path(spec)
+            file, _, variant = resolved.partition(":")
+            if configs.names() and os.path.dirname(file) == configs.HERE:  # a bundled recipe:
+                configs.load(resolved)  # its variant checked here, before config_flags wraps it
         except errors.ConfigError as e:
             fail(e)
         if prefix:
@@ -214,7 +221,7 @@ def inspect_model(path: str) -> dict:
     for op in _litert.ops(interp):
         outs = [_litert.tensor_name(interp, i) for i in op["outputs"] if i >= 0]
         layer = next((l for l in layers if outs and l.op == op["op_name"]
-                      and outs[0] in l.scope.split(";")), None)
+                      and outs[0] in l.scope), None)
         rows.append({
             "index": op["index"], "op": op["op_name"],
             "output_dtype": ",".join(sorted({np.dtype(t).name for t in op["result_types"]})),
@@ -297,6 +304,20 @@ def _android(f: dict, path: str) -> None:
     print(f"android bundle: {os.path.abspath(f['out'].value)}")
 
 
+def _own_info_only() -> None:
+    """INFO lines from tfcompress only (libraries' INFO, e.g. the quantizer's "Serializing
+    model...", hidden); warnings from anyone. ``--verbosity=1`` shows everything."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    if absl_logging.get_verbosity() >= 1:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    absl_logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= logging.WARNING or record.pathname.startswith(here))
+
+
 _RUN: dict[str, Callable] = {"compress": _compress, "search": _search, "inspect": _inspect,
                              "validate": _validate, "android": _android}
 
@@ -338,6 +359,7 @@ def _run(command: str, argv) -> None:
 
         path = _positional(args, command)
         tfcompress.quiet_tensorflow()
+        _own_info_only()
         try:
             _RUN[command](f, path)
         except tfcompress.TfcompressError as e:
