@@ -33,6 +33,13 @@ COMMANDS = {
     "android": "write an Android bundle (model.tflite, labels.txt, model.json, README.md)",
 }
 PROG = "tfcompress"
+SYNOPSIS = {
+    "compress": "[--config=NAME_OR_FILE[:variant]] [--workdir=DIR] [--config.FIELD=VALUE ...]",
+    "search": "[--config=NAME_OR_FILE[:variant]] [--workdir=DIR] [--config.FIELD=VALUE ...]",
+    "inspect": "MODEL.tflite [--json]",
+    "validate": "MODEL.tflite --data=DATA.npz [--reference=MODEL.keras] [--json]",
+    "android": "MODEL.tflite --out=DIR [--labels=a,b,...]",
+}
 
 
 def usage() -> str:
@@ -342,8 +349,12 @@ def _run(command: str, argv) -> None:
     rest = argv[2:]
     if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in rest):
         f = _define(command)
-        print(f"usage: {PROG} {command} ...: {COMMANDS[command]}\n")
+        print(f"usage: {PROG} {command} {SYNOPSIS[command]}\n\n{COMMANDS[command]}.\n")
         print(flags.FLAGS.module_help(sys.modules[__name__]) or "")
+        if command in ("compress", "search"):
+            from tfcompress import configs
+
+            print("\nbundled recipes (--config=NAME): " + ", ".join(configs.names()))
         sys.exit(0)
     rest = _config_args(rest)
     f = _define(command)
