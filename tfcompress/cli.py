@@ -178,7 +178,7 @@ def _explorer_data(config, workdir: str) -> None:
     """int8.quant_error.json beside int8.tflite (the final Keras model's per-layer error)."""
     from absl import logging
 
-    from tfcompress import errors, explorer, models, recipe, stages
+    from tfcompress import errors, explorer, models, recipe, stages, wrappers
 
     config = recipe.check_config(config)
     final = os.path.join(workdir, "baseline.keras")
@@ -188,6 +188,9 @@ def _explorer_data(config, workdir: str) -> None:
         final = os.path.join(workdir, "stages", f"{last}-{name}{stages.STAGES[name].suffix}")
     try:
         model = models.load_model(final)
+        if wrappers.is_quantize_aware(model):  # the converter's debugger takes float models
+            logging.info("no Model Explorer node data for int8.tflite: a QAT model")
+            return
         path = explorer.write_quantization_error(
             model, recipe.load_data(config).train[0], os.path.join(workdir, "int8.tflite"),
             representative_samples=config.convert.representative_samples)

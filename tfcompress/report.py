@@ -133,20 +133,26 @@ def plot_size_accuracy(rows, path: str) -> str:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    from matplotlib import ticker
+
     points = [(r["gzip_bytes"], r["accuracy"], r["format"]) for r in rows
               if r.get("gzip_bytes") and r.get("accuracy") is not None]
+    staged = any(name.startswith("baseline") for _, _, name in points)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for size, accuracy, name in points:
-        baseline = name.startswith("baseline") or name == "float32"
+        baseline = name.startswith("baseline") or (name == "float32" and not staged)
         ax.scatter([size], [accuracy], s=40, marker="s" if baseline else "o",
                    color="#777777" if baseline else "#1f77b4", zorder=3)
         ax.annotate(name, (size, accuracy), textcoords="offset points", xytext=(5, 5),
                     fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("gzip bytes of the .tflite (log scale)")
     ax.set_ylabel("test accuracy (LiteRT)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title("size against accuracy")
+    ax.set_title("size against accuracy (grey: baseline)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, format="png")
