@@ -1,6 +1,7 @@
 """The default job: what tfcompress adds over the plain converter, on the bundled digits.
 
-    tfcompress compress --workdir=workdir/demo
+    tfcompress compress --workdir=workdir/demo                   # no --config: this one
+    tfcompress compress --config=default --workdir=workdir/demo
 
 Trains the digits CNN (float32 baseline), also converts it with the plain converter's full
 int8 (row ``baseline int8``), then prunes it to 80% zeros and clusters each kernel to 16 shared
