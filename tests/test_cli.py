@@ -68,11 +68,15 @@ def test_bad_arguments_are_one_line_exit_2(capsys, args, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_file_from_the_console(tmp_path):
-    result = _tfcompress("inspect", str(tmp_path / "none.tflite"))
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"error: model file '{tmp_path / 'none.tflite'}' does not " \
-        "exist; accepted: a .tflite file"  # one line: no native start-up chatter either
+def test_model_path_is_checked(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        cli._positional(["tfcompress inspect", str(tmp_path / "none.tflite")], "inspect")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: model file '{tmp_path / 'none.tflite'}' does not exist; accepted: a .tflite file")
+    with pytest.raises(SystemExit):
+        cli._positional(["tfcompress compress", "extra"], "compress")
+    assert "unexpected arguments: ['extra']" in capsys.readouterr().err
 
 
 def test_inspect_prints_layers_quietly(files):
