@@ -44,6 +44,7 @@ class LineFilter:
     def __init__(self, fd: int, pattern: re.Pattern = NATIVE_LINE):
         self.fd, self.pattern = fd, pattern
         self.dropped = 0
+        self._broken = False  # the target was closed (e.g. `| head`): keep draining, drop all
         self._saved = self._read = None
         self._done = threading.Event()
 
@@ -63,8 +64,11 @@ class LineFilter:
         return True
 
     def _write(self, data: bytes) -> None:
-        while data:
-            data = data[os.write(self._saved, data):]
+        try:
+            while data and not self._broken:
+                data = data[os.write(self._saved, data):]
+        except OSError:  # a closed pipe must not stop the draining, or writers would block
+            self._broken = True
 
     def _pump(self) -> None:
         pending = b""
@@ -77,7 +81,7 @@ class LineFilter:
                 break
             *lines, pending = (pending + chunk).split(b"\n")
             out = b"".join(line + b"\n" for line in lines if self._keep(line))
-            if pending.endswith(b"\r") or len(pending) > 65536:  # progress bars, huge lines
+            if b"\r" in pending or len(pending) > 65536:  # progress bars, huge lines
                 out, pending = out + pending, b""
             if out:
                 self._write(out)
