@@ -86,8 +86,7 @@ def _config_args(argv) -> list:
             continue
         try:
             resolved = configs.path(spec)
-            file, _, variant = resolved.partition(":")
-            if configs.names() and os.path.dirname(file) == configs.HERE:  # a bundled recipe:
+            if os.path.dirname(resolved.partition(":")[0]) == configs.HERE:  # a bundled recipe:
                 configs.load(resolved)  # its variant checked here, before config_flags wraps it
         except errors.ConfigError as e:
             fail(e)
