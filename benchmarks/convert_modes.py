@@ -2,6 +2,7 @@
 
     python benchmarks/convert_modes.py                        # everything (~10 min on 2 cores)
     python benchmarks/convert_modes.py --parts=digits,mutants --mutants=500
+    python benchmarks/convert_modes.py --parts=int8_digits,int8_mnv2   # converter vs quantizer int8
 
 Parts:
   digits     the digits CNN trained on the bundled digits; per mode: bytes, gzip bytes, ratios to
@@ -10,6 +11,14 @@ Parts:
   mnv2_96    MobileNetV2 (weights=None, 96x96x3, 1000 classes), the same figures; agreement with
              Keras on random images (the model is untrained: parity, not accuracy).
   mnv2_224   MobileNetV2 (weights=None, 224x224x3, 1000 classes), the same.
+  int8_digits  the two full-int8 paths side by side on the digits CNN over --seeds seeds: the
+             TFLite converter's ``int8`` (int8 and float32 IO) against the LiteRT Quantizer's
+             ``static_wi8_ai8`` (and ``static_wi8_ai16``) quantizing the float32 flatbuffer; bytes,
+             gzip bytes, test accuracy, agreement with Keras, XNNPACK coverage, latency ratio to
+             float32 (min, median, max over seeds).
+  int8_mnv2    the same on MobileNetV2 (alpha --mnv2_alpha, --mnv2_size square RGB) trained on the
+             digits resized to that size for --mnv2_epochs epochs (test accuracy on the resized
+             test split).
   mutants    --mutants randomly mutated copies (byte flips, overwritten runs, flips in the op
              tables, truncation, table words set to extreme values) of the digits float32 and
              int8 flatbuffers, and --structural more of the last kind (the one that finds
@@ -51,13 +60,20 @@ flags.DEFINE_integer("mutants", 500, "Mutated flatbuffers (all kinds) in part 'm
 flags.DEFINE_integer("structural", 2000, "Extra structural mutants in part 'mutants'.")
 flags.DEFINE_integer("epochs", 15, "Digits CNN training epochs.")
 flags.DEFINE_integer("calibration", 100, "Representative samples.")
+flags.DEFINE_integer("seeds", 3, "Seeds of part int8_digits.")
+flags.DEFINE_integer("mnv2_size", 96, "Input size of part int8_mnv2.")
+flags.DEFINE_float("mnv2_alpha", 0.35, "MobileNetV2 width of part int8_mnv2.")
+flags.DEFINE_integer("mnv2_epochs", 6, "Training epochs of part int8_mnv2.")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                         "convert_modes.json"), "Output JSON.")
 
 
 # Variants: name -> (mode, convert options). XNNPACK has no int8 SOFTMAX: keeping the final
 # softmax in float (selective quantization) lets it take every node of an int8 classifier.
-VARIANTS = {"int8_float_softmax": ("int8", {"keep_float_ops": ["SOFTMAX"]})}
+VARIANTS = {"int8_float_softmax": ("int8", {"keep_float_ops": ["SOFTMAX"]}),
+            "int8_io_float32": ("int8", {"io_type": "float32"})}
+# The two full-integer paths: the TFLite converter's int8 and the LiteRT Quantizer's static modes.
+INT8_PATHS = ("int8", "int8_io_float32", "static_wi8_ai8", "static_wi8_ai16")
 
 
 def plain_converter(model, mode, x_cal):
@@ -139,6 +155,70 @@ def part_mnv2(size, latency_runs):
     return out
 
 
+def measure_int8_paths(model, x_cal, x_test, y_test, latency_runs):
+    """Each full-integer path on one trained model: sizes, test accuracy, agreement, XNNPACK,
+    latency as a ratio to float32 (float32 timed right before each, so drift cancels)."""
+    keras_out = model.predict(x_test, verbose=0)
+    f32 = convert(model, "float32")
+    rows = {"keras_accuracy": float(np.mean(keras_out.argmax(-1) == y_test))}
+    for name in INT8_PATHS:
+        mode, options = VARIANTS.get(name, (name, {}))
+        start = time.perf_counter()
+        fb = convert(model, mode, representative_data=x_cal, representative_samples=len(x_cal),
+                     **options)
+        seconds = time.perf_counter() - start
+        base = validate(f32, x_test[:1], latency_runs=latency_runs, delegate_checks=False)
+        r = validate(fb, x_test, y_test, reference=keras_out, latency_runs=latency_runs,
+                     baseline=f32)
+        info = conversion_info(fb)
+        rows[name] = {"bytes": r.bytes, "gzip_bytes": r.gzip_bytes, "gzip_ratio": r.gzip_ratio,
+                      "accuracy": r.accuracy, "agreement": r.agreement,
+                      "max_abs_diff": r.max_abs_diff,
+                      "xnnpack": f"{r.xnnpack['delegated']}/{r.xnnpack['nodes']}",
+                      "xnnpack_fallback": r.xnnpack["fallback_ops"],
+                      "latency_ms": r.latency_ms, "latency_vs_float32": r.latency_ms / base.latency_ms,
+                      "io": f"{info['inputs'][0]['dtype']}/{info['outputs'][0]['dtype']}",
+                      "activation_dtype": info["activation_dtype"], "conversion_seconds": seconds}
+        logging.info("%s: %s", name, rows[name])
+    return rows
+
+
+def spread(runs, name, key):
+    values = sorted(r[name][key] for r in runs)
+    return {"min": values[0], "median": float(np.median(values)), "max": values[-1]}
+
+
+def part_int8_digits():
+    runs = []
+    for seed in range(FLAGS.seeds):
+        (x, y), (xt, yt) = tfcompress.data.load_digits(seed=seed)
+        keras.utils.set_random_seed(seed)
+        model = models.digits_cnn()
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+        model.fit(x, y, epochs=FLAGS.epochs, batch_size=32, verbose=0)
+        runs.append(measure_int8_paths(model, x[: FLAGS.calibration], xt, yt, 100))
+    return {"runs": runs, "summary": {
+        name: {key: spread(runs, name, key) for key in
+               ("bytes", "gzip_bytes", "accuracy", "agreement", "latency_vs_float32")}
+        | {"xnnpack": runs[0][name]["xnnpack"], "io": runs[0][name]["io"]}
+        for name in INT8_PATHS}}
+
+
+def part_int8_mnv2():
+    size = FLAGS.mnv2_size
+    (x, y), (xt, yt) = tfcompress.data.load_digits()
+    x, xt = (tfcompress.data.resize_images(a, (size, size), "rgb") for a in (x, xt))
+    keras.utils.set_random_seed(0)
+    model = models.build("mobilenet_v2", (size, size, 3), 10, FLAGS.mnv2_alpha)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    start = time.perf_counter()
+    model.fit(x, y, epochs=FLAGS.mnv2_epochs, batch_size=32, verbose=2)
+    out = measure_int8_paths(model, x[: FLAGS.calibration], xt, yt, 30)
+    out["train_seconds"] = time.perf_counter() - start
+    out["params"] = int(model.count_params())
+    return out
+
+
 def mutate(content: bytes, rng, kind: int) -> bytes:
     data = bytearray(content)
     if kind == 0:  # flip 1-8 bytes anywhere
@@ -209,7 +289,8 @@ def main(argv):
         with open(FLAGS.out) as f:
             results = {**json.load(f), **results}
     parts = {"digits": part_digits, "mnv2_96": lambda: part_mnv2(96, 50),
-             "mnv2_224": lambda: part_mnv2(224, 20), "mutants": part_mutants}
+             "mnv2_224": lambda: part_mnv2(224, 20), "mutants": part_mutants,
+             "int8_digits": part_int8_digits, "int8_mnv2": part_int8_mnv2}
     for part in FLAGS.parts:
         start = time.perf_counter()
         old_modes = (results.get(part) or {}).get("modes", {})
@@ -237,6 +318,11 @@ def summary(results) -> dict:
                 "gpu_compatible": r["gpu"]["analyzer"]["compatible"]})
             for mode, r in results[part]["modes"].items()}
         out[part]["keras_accuracy"] = results[part]["keras_accuracy"]
+    if "int8_digits" in results:
+        out["int8_digits"] = results["int8_digits"]["summary"]
+    if "int8_mnv2" in results:
+        out["int8_mnv2"] = {k: v for k, v in results["int8_mnv2"].items() if k in INT8_PATHS
+                            or k == "keras_accuracy"}
     if "mutants" in results:
         out["mutants"] = {k: v["counts"] for k, v in results["mutants"].items()
                           if isinstance(v, dict) and "counts" in v}

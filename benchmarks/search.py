@@ -41,7 +41,7 @@ def main() -> None:
     from absl import logging
 
     logging.set_verbosity(logging.INFO)
-    path = os.path.join(os.path.dirname(HERE), "configs", "digits_search.py")
+    path = os.path.join(os.path.dirname(HERE), "tfcompress", "configs", "digits_search.py")
     spec = importlib.util.spec_from_file_location("digits_search", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

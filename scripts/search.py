@@ -1,7 +1,7 @@
-"""Searches compression recipes under an accuracy budget (tfcompress.search, over Optuna).
+"""Searches compression recipes under an accuracy budget: ``tfcompress search`` from a checkout.
 
-    python scripts/search.py --config=configs/digits_search.py --workdir=workdir/digits_search
-    python scripts/search.py --config=configs/digits_search.py --workdir=workdir/digits_search \
+    python scripts/search.py --config=digits_search --workdir=workdir/digits_search
+    python scripts/search.py --config=digits_search --workdir=workdir/digits_search \
         --config.n_trials=60 --config.timeout=1800 --config.objective=latency
 
 Rerunning the same command resumes the study (SQLite file study.db in --workdir). Several
@@ -15,27 +15,12 @@ best is logged after every trial. A bad config ends with one line naming it, exi
 """
 
 import os
+import sys
 
-from absl import flags, logging
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+os.environ.setdefault("TFCOMPRESS_COMMAND", "1")  # the command's console: native log lines hidden
 
-import _cli
-import tfcompress
-
-_CONFIG = _cli.define_config("digits_search.py")
-_WORKDIR = flags.DEFINE_string("workdir", "workdir/search", "Where the study and outputs live.")
-
-
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.INFO)
-    summary = tfcompress.search(_CONFIG.value, _WORKDIR.value)
-    with open(os.path.join(_WORKDIR.value, "report.md")) as f:
-        print(f.read())
-    best = summary["best"]
-    if best:
-        print(f"best within budget: {best['model']} (recipe {best['config_file']})")
-    print(f"outputs: {os.path.abspath(_WORKDIR.value)}")
-
+from tfcompress import cli  # noqa: E402
 
 if __name__ == "__main__":
-    _cli.run(main)
+    cli.main([cli.PROG, "search", *sys.argv[1:]])

@@ -63,10 +63,7 @@ def test_export_android_checks(trained_cnn, tmp_path):
 
 
 def test_recipe_writes_android_bundle(tmp_path):
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from configs import digits as digits_config
+    from tfcompress.configs import digits as digits_config
 
     config = digits_config.get_config("smoke")
     config.convert.modes = ("int8",)

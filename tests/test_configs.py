@@ -1,40 +1,66 @@
-"""Every recipe in configs/ runs in-process as its smoke variant (flax's train_test pattern)."""
+"""Every bundled recipe (tfcompress/configs) loads by name and runs in-process as its smoke
+variant (flax's train_test pattern); variants and names are checked."""
 
-import glob
-import importlib.util
+import inspect
 import os
 
 import pytest
 
 import tfcompress
+from tfcompress import configs, errors, recipe, study
+from tfcompress.configs import common
 
-CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
-
-
-def _load(path):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+NAMES = configs.names()
 
 
-def test_configs_exist():
-    assert CONFIGS, "configs/ holds no recipe"
+def test_configs_exist_and_share_common():
+    assert "default" in NAMES and "digits_pcqat" in NAMES and "common" not in NAMES
+    for name in NAMES:
+        source = inspect.getsource(configs.module(name))
+        assert "common.check_variant(variant)" in source and "common.smoke(" in source, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_docstring_and_variants(name):
+    module = configs.module(name)
+    kind = getattr(module, "KIND", "recipe")
+    command = "search" if kind == "search" else "compress"
+    assert f"tfcompress {command} --config={name}" in module.__doc__, "docstring lacks its command"
+    for variant in common.VARIANTS:  # every variant is a valid recipe (or search config)
+        config = configs.load(f"{name}:{variant}" if variant else name)
+        (study if kind == "search" else recipe).check_config(config)
+    smoke = configs.load(f"{name}:smoke")
+    section = smoke.recipe if kind == "search" else smoke
+    assert section.data.limit and section.data.limit <= 256 and section.train.epochs == 1
+    with pytest.raises(errors.ConfigError, match=r"variant 'smoek'; accepted: \(none\), smoke"):
+        configs.load(f"{name}:smoek")
+
+
+def test_names_and_paths_resolve(tmp_path):
+    assert configs.path("digits_pcqat:smoke") == os.path.join(configs.HERE, "digits_pcqat.py:smoke")
+    own = tmp_path / "mine.py"
+    own.write_text("from tfcompress.recipe import default_config\n"
+                   "def get_config(variant=''):\n    return default_config()\n")
+    assert configs.path(f"{own}:x") == f"{own}:x"
+    assert configs.load(str(own)).train.epochs == recipe.default_config().train.epochs
+    with pytest.raises(errors.ConfigError, match="'digits_pcqta' is neither.*digits_pcqat"):
+        configs.path("digits_pcqta")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p))
-def test_config_smoke_runs(path, tmp_path):
-    module = _load(path)
+@pytest.mark.parametrize("name", NAMES)
+def test_config_smoke_runs(name, tmp_path):
+    module = configs.module(name)
     if getattr(module, "KIND", "recipe") == "search":  # a search config (tfcompress.search)
-        assert module.__doc__ and "scripts/search.py" in module.__doc__, "docstring lacks its command"
         summary = tfcompress.search(module.get_config("smoke"), str(tmp_path))
         assert summary["front"] and os.path.exists(tmp_path / "report.md")
         assert all(0.0 <= r["accuracy"] <= 1.0 and r["gzip_bytes"] > 0 for r in summary["front"])
         return
-    assert module.__doc__ and "scripts/compress.py" in module.__doc__, "docstring lacks its command"
     report = tfcompress.run_recipe(module.get_config("smoke"), str(tmp_path))
     assert report["formats"], "no format was converted"
     for row in report["formats"]:
         assert row["bytes"] > 0 and 0.0 <= row["accuracy"] <= 1.0
-        assert os.path.exists(tmp_path / "report.md")
+    assert os.path.exists(tmp_path / "report.md")
+    if len(report["formats"]) >= 2:  # the size against accuracy plot, embedded in report.md
+        assert open(tmp_path / "size_accuracy.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert "](size_accuracy.png)" in open(tmp_path / "report.md").read()

@@ -36,7 +36,8 @@ def test_run_recipe_writes_outputs_and_resumes(tmp_path, monkeypatch):
     report = tfcompress.run_recipe(_smoke(), workdir)
     names = sorted(os.listdir(workdir))
     assert names == ["baseline.keras", "baseline.keras.fingerprint", "float32.tflite",
-                     "int8.tflite", "report.json", "report.md"]  # and no temporary files
+                     "int8.tflite", "report.json", "report.md",
+                     "size_accuracy.png"]  # and no temporary files
     rows = {r["format"]: r for r in report["formats"]}
     assert rows["float32"]["ratio"] == 1.0 and rows["int8"]["ratio"] < 0.3
     assert rows["float32"]["bytes"] == os.path.getsize(os.path.join(workdir, "float32.tflite"))

@@ -7,6 +7,10 @@ top level are their functions (``tfcompress.convert``, ``tfcompress.validate``,
 ``tfcompress.search``, ``tfcompress.profile``, ...).
 """
 
+from tfcompress import _native  # noqa: I001  (first: the command hides native log lines)
+
+_native.install_for_command()
+
 from tfcompress._keras import keras, quiet_tensorflow  # noqa: F401  (first: picks Keras 2)
 from tfcompress import errors, data, keras3, models, profiling, stats  # noqa: F401
 from tfcompress import wrappers, pruning, clustering, quantization  # noqa: F401

@@ -60,6 +60,7 @@ def default_config() -> ConfigDict:
         size_budget=0.0,  # mode "mixed": ratio to float32 bytes (<= 1) or bytes (> 1)
         mixed_widths=(2, 4, 8, 16, 32),  # mode "mixed": candidate widths (16 float16, 32 float)
         mixed_max_layers=0,  # mode "mixed": choose widths for the largest N layers (0: all)
+        baseline_modes=(),  # with stages: also convert the baseline so, rows "baseline <mode>"
     ))
     c.validate = ConfigDict(dict(latency_runs=50, num_threads=1))
     for name, stage in STAGES.items():
@@ -92,7 +93,8 @@ def check_config(config) -> ConfigDict:
     unknown = [s for s in merged.stages if s not in STAGES]
     if unknown:
         raise errors.ConfigError(errors.unknown("stage", unknown[0], sorted(STAGES) or ["none"]))
-    bad = [m for m in merged.convert.modes if m not in available_modes()]
+    bad = [m for m in (*merged.convert.modes, *merged.convert.baseline_modes)
+           if m not in available_modes()]
     if bad:
         raise errors.ConfigError(errors.unknown("conversion mode", bad[0], available_modes()))
     for mode in merged.convert.modes:  # each mode checks the convert fields it reads
@@ -266,6 +268,11 @@ def _formats(config, workdir: str, splits, baseline, model) -> list:
     x_test, y_test = splits.test
     base_correct = predict(baseline_fb, x_test).argmax(-1) == y_test
     made = [("baseline float32", baseline_fb, baseline)] if config.stages else []
+    for mode in config.convert.baseline_modes if config.stages else ():  # e.g. the plain int8
+        made.append((f"baseline {mode}", convert(
+            baseline, mode, representative_data=splits.train[0],
+            representative_samples=config.convert.representative_samples,
+            options=options_from_section(mode, config.convert)), baseline))
     for mode in config.convert.modes:
         flatbuffer = convert(
             model, mode, representative_data=splits.train[0],

@@ -1,6 +1,7 @@
-"""Report output: a recipe run's report.json and report.md, a search's search.json, report.md
-and pareto.png."""
+"""Report output: a recipe run's report.json, report.md and its size/accuracy plot; a search's
+search.json, report.md and pareto.png."""
 
+import io
 import json
 import os
 
@@ -91,6 +92,8 @@ def markdown(report: dict) -> str:
     notes = format_notes(report["formats"])
     if notes:
         parts += ["", notes]
+    if report.get("plot"):
+        parts += ["", f"![test accuracy against gzip bytes]({report['plot']})"]
     return "\n".join(parts) + "\n"
 
 
@@ -142,8 +145,52 @@ def format_notes(rows) -> str:
     return "\n".join(lines)
 
 
+PLOT = "size_accuracy.png"
+
+
+def plot_size_accuracy(rows, path: str) -> str:
+    """A PNG of each format's test accuracy against its gzip bytes (log scale), written
+    atomically; returns the path. Rows without both figures are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from matplotlib import ticker
+
+    points = [(r["gzip_bytes"], r["accuracy"], r["format"]) for r in rows
+              if r.get("gzip_bytes") and r.get("accuracy") is not None]
+    staged = any(name.startswith("baseline") for _, _, name in points)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for size, accuracy, name in points:
+        baseline = name.startswith("baseline") or (name == "float32" and not staged)
+        ax.scatter([size], [accuracy], s=40, marker="s" if baseline else "o",
+                   color="#777777" if baseline else "#1f77b4", zorder=3)
+        ax.annotate(name, (size, accuracy), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.margins(x=0.25, y=0.15)
+    ax.set_xlabel("gzip bytes of the .tflite (log scale)")
+    ax.set_ylabel("test accuracy (LiteRT)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("size against accuracy (grey: baseline)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    plt.close(fig)
+    return _io.write_bytes(path, buf.getvalue())
+
+
 def write(report: dict, workdir: str) -> None:
-    """Writes report.json and report.md into ``workdir`` (each atomically)."""
+    """Writes report.json, report.md and, with two or more measured formats, the size against
+    accuracy plot (``size_accuracy.png``, embedded in report.md) into ``workdir``, each
+    atomically."""
+    measured = [r for r in report.get("formats", []) if r.get("accuracy") is not None]
+    if len(measured) >= 2:
+        plot_size_accuracy(measured, os.path.join(workdir, PLOT))
+        report["plot"] = PLOT
     _io.write_text(os.path.join(workdir, "report.json"),
                    json.dumps(report, indent=2, sort_keys=True, default=str))
     _io.write_text(os.path.join(workdir, "report.md"), markdown(report))

@@ -1,16 +1,18 @@
 """The full collaborative chain: prune 80% -> cluster 16 (zeros kept) -> PCQAT -> int8.
 
-    python scripts/compress.py --config=configs/digits_pcqat.py --workdir=workdir/digits_pcqat
+    tfcompress compress --config=digits_pcqat --workdir=workdir/digits_pcqat
 
 Each stage works on the stripped output of the one before (tfmot's collaborative
 optimization). report.md shows the sparsity, the unique weights per kernel and, measured in
 the int8 flatbuffer, the zeros and distinct values per kernel next to size and accuracy.
 """
 
+from tfcompress.configs import common
 from tfcompress.recipe import default_config
 
 
 def get_config(variant: str = ""):
+    common.check_variant(variant)
     config = default_config()
     config.stages = ("prune", "cluster", "qat")
     config.prune.target_sparsity = 0.8
@@ -23,11 +25,5 @@ def get_config(variant: str = ""):
     config.qat.epochs = 3
     config.convert.modes = ("float32", "int8")
     if variant == "smoke":
-        config.data.limit = 256
-        config.train.epochs = 1
-        config.prune.epochs = 1
-        config.cluster.epochs = 1
-        config.qat.epochs = 1
-        config.convert.representative_samples = 16
-        config.validate.latency_runs = 3
+        common.smoke(config)
     return config

@@ -1,19 +1,21 @@
 """Distillation recipe: digits CNN teacher -> width-0.25 student (15x fewer parameters) -> int8.
 
-    python scripts/compress.py --config=configs/digits_distill.py --workdir=workdir/digits_distill
+    tfcompress compress --config=digits_distill --workdir=workdir/digits_distill
 
 The recipe trains the teacher (or loads ``--config.model.path=teacher.keras``), distills it into
 the student (``distill`` section: student model name and width, alpha, temperature, epochs),
 also trains the same student from the same initial weights on the labels alone
 (``distill.scratch``) so report.md shows teacher, scratch and distilled accuracies and parameter
 counts side by side, then converts the distilled student and validates it on LiteRT.
-``configs/digits_distill.py:smoke`` is the one-epoch, few-samples variant the tests run.
+``--config=digits_distill:smoke`` is the one-epoch, few-samples variant the tests run.
 """
 
+from tfcompress.configs import common
 from tfcompress.recipe import default_config
 
 
 def get_config(variant: str = ""):
+    common.check_variant(variant)
     config = default_config()
     config.train.epochs = 20  # the teacher
     config.stages = ("distill",)
@@ -25,9 +27,5 @@ def get_config(variant: str = ""):
     config.distill.scratch = True
     config.convert.modes = ("float32", "int8")
     if variant == "smoke":
-        config.data.limit = 256
-        config.train.epochs = 1
-        config.distill.epochs = 1
-        config.convert.representative_samples = 16
-        config.validate.latency_runs = 3
+        common.smoke(config)
     return config

@@ -1,7 +1,7 @@
 """Search compression recipes for the digits CNN: at most 1 point below the float32 baseline,
 smallest gzip bytes of the .tflite first.
 
-    python scripts/search.py --config=configs/digits_search.py --workdir=workdir/digits_search
+    tfcompress search --config=digits_search --workdir=workdir/digits_search
 
 A search config, not a recipe (``KIND = "search"``): ``config.recipe`` holds the trials' data,
 model, training and stage sections; the other fields steer the Optuna study (objective,
@@ -11,12 +11,14 @@ several machines to share one study. Outputs: report.md with pareto.png, front/t
 runnable with scripts/compress.py), best/model.tflite, trials.jsonl.
 """
 
+from tfcompress.configs import common
 from tfcompress.study import default_config
 
 KIND = "search"
 
 
 def get_config(variant: str = ""):
+    common.check_variant(variant)
     config = default_config()
     r = config.recipe
     # A quarter of the training images validate: every choice is taken on them, and a best-of-N
@@ -45,12 +47,9 @@ def get_config(variant: str = ""):
     config.seeds = ("mode=int8,sparsity=0.8,clusters=16", "mode=dynamic_wi4,sparsity=0.9,clusters=16",
                     "mode=int8,sparsity=0.8,channel_ratio=0.5")
     if variant == "smoke":
-        r.data.limit = 256
-        r.train.epochs = 1
+        common.smoke(r)
         r.prune.epochs = 1
         r.prune.schedule = "constant"
-        r.convert.representative_samples = 16
-        r.validate.latency_runs = 3
         config.n_trials = 2
         config.timeout = 0
         config.space.mode = ("int8",)

@@ -1,14 +1,16 @@
 """Prune the digits CNN to 80%, then sparsity-preserving QAT (PQAT), int8, validation.
 
-    python scripts/compress.py --config=configs/digits_pqat.py --workdir=workdir/digits_pqat
+    tfcompress compress --config=digits_pqat --workdir=workdir/digits_pqat
 
 report.md shows the sparsity after pruning and the zeros measured inside the int8 file.
 """
 
+from tfcompress.configs import common
 from tfcompress.recipe import default_config
 
 
 def get_config(variant: str = ""):
+    common.check_variant(variant)
     config = default_config()
     config.stages = ("prune", "qat")
     config.prune.target_sparsity = 0.8
@@ -18,10 +20,5 @@ def get_config(variant: str = ""):
     config.qat.epochs = 3
     config.convert.modes = ("int8",)
     if variant == "smoke":
-        config.data.limit = 256
-        config.train.epochs = 1
-        config.prune.epochs = 1
-        config.qat.epochs = 1
-        config.convert.representative_samples = 16
-        config.validate.latency_runs = 3
+        common.smoke(config)
     return config
