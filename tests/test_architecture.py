@@ -13,7 +13,8 @@ import tfcompress
 
 PACKAGE = os.path.dirname(tfcompress.__file__)
 TECHNIQUES = ("pruning", "clustering", "quantization", "distillation", "surgery", "lowbit",
-              "mixed", "conversion", "wrappers", "validation")
+              "mixed", "conversion", "wrappers", "validation", "equalization", "rounding",
+              "recovery", "grids", "layerwise")
 ABOVE = ("recipe", "stages", "study")  # what no technique may import
 
 

@@ -266,7 +266,9 @@ def _formats(config, workdir: str, splits, baseline, model) -> list:
     baseline_fb = convert(baseline, "float32")  # ratios are to the baseline's float32 bytes
     reference = profiling.tflite_sizes(baseline_fb)
     x_test, y_test = splits.test
+    x_val, y_val = splits.validation
     base_correct = predict(baseline_fb, x_test).argmax(-1) == y_test
+    base_val_correct = predict(baseline_fb, x_val).argmax(-1) == y_val
     made = [("baseline float32", baseline_fb, baseline)] if config.stages else []
     for mode in config.convert.baseline_modes if config.stages else ():  # e.g. the plain int8
         made.append((f"baseline {mode}", convert(
@@ -291,6 +293,9 @@ def _formats(config, workdir: str, splits, baseline, model) -> list:
                            json.dumps(recipe, indent=2))
         correct = predict(flatbuffer, x_test).argmax(-1) == y_test
         row["vs_baseline"] = stats_lib.paired_difference(base_correct, correct)
+        val_correct = predict(flatbuffer, x_val).argmax(-1) == y_val  # for decisions
+        row["validation"]["vs_baseline"] = stats_lib.paired_difference(base_val_correct,
+                                                                       val_correct)
         row["ratio"] = row["bytes"] / reference["bytes"]
         row["gzip_ratio"] = row["gzip_bytes"] / reference["gzip_bytes"]
         rows.append(row)

@@ -243,7 +243,8 @@ def search_markdown(summary: dict) -> str:
              f"Baseline float32: validation accuracy {base['accuracy']:.4f}, test accuracy "
              f"{base['test_accuracy']:.4f}, {base['gzip_bytes']:,} gzip bytes, "
              f"{base['latency_ms']:.3f} ms. Budget: at most {summary['max_drop_points']:g} points "
-             f"lower (validation accuracy >= {summary['accuracy_floor']:.4f}); objective: "
+             f"lower on validation (the one-sided {summary.get('budget_confidence', 0.5):.0%} upper "
+             f"bound of the paired drop); objective: "
              f"{summary['objective']}. Trials: "
              + ", ".join(f"{k.lower()} {v}" for k, v in summary["states"].items())
              + f" ({summary['repeats']} repeats of a measured candidate).", ""]

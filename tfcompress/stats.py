@@ -51,3 +51,21 @@ def paired_difference(correct_a, correct_b, *, confidence: float = 0.95,
     return {"difference_points": diff, "low_points": low, "high_points": high,
             "confidence": confidence, "n": int(len(a)), "only_a": only_a, "only_b": only_b,
             "mcnemar_p": p, "significant": bool(low > 0 or high < 0)}
+
+
+def drop_upper_bound(difference: dict, confidence: float) -> float:
+    """A one-sided upper confidence bound, in points, of the accuracy LOST in a paired
+    difference (``paired_difference``'s result), by the normal approximation of McNemar's
+    statistic: the observed drop plus z(confidence) standard errors. ``confidence`` 0.5 gives
+    the observed drop; a candidate chosen among many on the same images needs more: its
+    discordant images say how far luck alone may have carried it.
+
+    Raises:
+        ConfigError: a confidence outside [0.5, 1).
+    """
+    if not 0.5 <= float(confidence) < 1.0:
+        raise errors.ConfigError(f"confidence={confidence!r}; accepted: a number in [0.5, 1)")
+    n, a, b = difference["n"], difference["only_a"], difference["only_b"]
+    variance = max(a + b - (b - a) ** 2 / n, 0.0)
+    z = float(_scipy_stats.norm.ppf(confidence))
+    return -difference["difference_points"] + z * np.sqrt(variance) / n * 100.0

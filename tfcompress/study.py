@@ -60,6 +60,7 @@ from ml_collections import ConfigDict
 
 from tfcompress import _io, errors, preflight, recipe, shared_study
 from tfcompress import recovery as recovery_lib
+from tfcompress import stats as stats_lib
 from tfcompress import report as report_lib
 from tfcompress._litert import load_flatbuffer
 from tfcompress.conversion import available_modes
@@ -84,6 +85,10 @@ def default_config() -> ConfigDict:
     c.recipe = recipe.default_config()  # data, model, training and stage sections of trials
     c.objective = "size"  # size (gzip bytes) | latency (XNNPACK ms) | macs
     c.max_drop = 1.0  # accuracy budget: at most this many points below the float32 baseline
+    # A candidate meets the budget when the one-sided upper confidence bound of its paired
+    # validation drop (stats.drop_upper_bound) is within max_drop: best-of-N picks on a few
+    # hundred images are optimistic (0.5: the observed drop alone).
+    c.budget_confidence = 0.9
     c.n_trials = 30  # candidates tried (completed + pruned; a repeat of one already measured
     #                  is answered from it and not counted), across processes and reruns
     c.timeout = 0  # seconds this process searches (0: no limit); the trial in flight finishes
@@ -129,6 +134,9 @@ def check_config(config) -> ConfigDict:
         raise errors.ConfigError(errors.unknown("objective", merged.objective, OBJECTIVES))
     if merged.objective == "latency" and not merged.recipe.validate.latency_runs:
         raise errors.ConfigError("objective 'latency' needs recipe.validate.latency_runs > 0")
+    if not 0.5 <= merged.budget_confidence < 1.0:
+        raise errors.ConfigError(
+            f"budget_confidence={merged.budget_confidence!r}; accepted: a number in [0.5, 1)")
     if merged.max_drop < 0:
         raise errors.ConfigError(f"max_drop={merged.max_drop!r}; accepted: points >= 0")
     if merged.storage:  # a PostgreSQL URL without a driver fails here, before any training
@@ -358,8 +366,12 @@ class _Search:
         trial.set_user_attr("latency_ms", row["latency_ms"])
         trial.set_user_attr("macs", (report["profile"]["final"] or {}).get("macs"))
         trial.set_user_attr("gzip_ratio", row["gzip_bytes"] / self.baseline["gzip_bytes"])
-        trial.set_user_attr("constraint", self.floor - accuracy)
-        trial.set_constraint("accuracy_budget", self.floor - accuracy)  # for the sampler
+        drop_bound = stats_lib.drop_upper_bound(row["validation"]["vs_baseline"],
+                                                self.config.budget_confidence)
+        trial.set_user_attr("validation_drop_bound", drop_bound)
+        constraint = (drop_bound - self.config.max_drop) / 100.0  # <= 0: within the budget
+        trial.set_user_attr("constraint", constraint)
+        trial.set_constraint("accuracy_budget", constraint)  # for the sampler
         trial.set_user_attr("tflite", os.path.join(folder, f"{params['mode']}.tflite"))
         trial.set_user_attr("recipe", os.path.join(folder, "recipe.py"))
         return accuracy, value
@@ -505,6 +517,7 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
         "objective": config.objective, "max_drop_points": config.max_drop,
         "accuracy_floor": baseline["accuracy"] - config.max_drop / 100.0,
         "test_accuracy_floor": test_floor,
+        "budget_confidence": config.budget_confidence,
         "splits": "accuracy, accuracy_floor, the constraint, the front and best: validation; "
                   "test_accuracy, test_vs_baseline, best.held_out: test (held out, measured "
                   "once per exported model)",

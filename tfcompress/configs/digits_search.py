@@ -58,5 +58,6 @@ def get_config(variant: str = ""):
         config.space.distill_width = (0.0,)
         config.space.channel_ratio = (0.0,)
         config.space.factorize_energy = (0.0,)
+        config.space.recovery = (0,)
         config.seeds = ("mode=int8,sparsity=0.5",)
     return config
