@@ -1,6 +1,7 @@
 """Every bundled recipe (tfcompress/configs) loads by name and runs in-process as its smoke
 variant (flax's train_test pattern); variants and names are checked."""
 
+import gzip
 import inspect
 import os
 
@@ -54,12 +55,24 @@ def test_config_smoke_runs(name, tmp_path):
     if getattr(module, "KIND", "recipe") == "search":  # a search config (tfcompress.search)
         summary = tfcompress.search(module.get_config("smoke"), str(tmp_path))
         assert summary["front"] and os.path.exists(tmp_path / "report.md")
-        assert all(0.0 <= r["accuracy"] <= 1.0 and r["gzip_bytes"] > 0 for r in summary["front"])
+        for r in summary["front"]:  # the sizes are those of the trial's own file
+            content = open(r["tflite"], "rb").read()
+            assert r["gzip_bytes"] == len(gzip.compress(content, 9, mtime=0))
+        if summary["best"]:
+            assert summary["best"]["accuracy"] >= summary["accuracy_floor"]
         return
     report = tfcompress.run_recipe(module.get_config("smoke"), str(tmp_path))
     assert report["formats"], "no format was converted"
+    n_test = report["splits"]["test"]
     for row in report["formats"]:
-        assert row["bytes"] > 0 and 0.0 <= row["accuracy"] <= 1.0
+        if row["format"] in report["config"]["convert"]["modes"]:
+            content = (tmp_path / f"{row['format']}.tflite").read_bytes()
+            assert row["bytes"] == len(content)
+            assert row["gzip_bytes"] == len(gzip.compress(content, 9, mtime=0))
+        assert row["accuracy"] * n_test == pytest.approx(round(row["accuracy"] * n_test))
+        d = row["vs_baseline"]  # paired on the same test images as the baseline
+        assert d["n"] == n_test and d["low_points"] <= d["difference_points"] <= d["high_points"]
+        assert d["difference_points"] == pytest.approx(100 * (d["only_b"] - d["only_a"]) / n_test)
     assert os.path.exists(tmp_path / "report.md")
     if len(report["formats"]) >= 2:  # the size against accuracy plot, embedded in report.md
         assert open(tmp_path / "size_accuracy.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -59,6 +59,36 @@ def test_trial_recipe_order_sections_and_qat():
     assert only.stages == ()
 
 
+def test_recovery_dimension_adds_the_recover_stage_for_its_mode():
+    config = check_config(default_config())
+    assert space(config)["recovery"] == (0, 1)
+    r = trial_recipe(config, {"mode": "dynamic_wi4", "sparsity": 0.5, "recovery": 1}, "/m.keras")
+    assert r.stages == ("prune", "recover") and r.recover.mode == "dynamic_wi4"
+    assert trial_recipe(config, {"mode": "float16", "recovery": 1}, "/m.keras").stages == ()
+    assert "recover" not in trial_recipe(config, {"mode": "int8", "recovery": 1}, "/m.keras",
+                                         qat=True).stages  # QAT learns its own grid
+
+
+def test_budget_needs_the_upper_bound_of_the_drop():
+    from tfcompress import stats
+
+    base = [True] * 300
+    lucky = [True] * 292 + [False] * 4 + [True] * 4  # 4 lost, 0 gained: 1.33 points
+    mixed = [True] * 280 + [False] * 10 + [True] * 10  # the same 10 lost...
+    gained = [False] * 10 + [True] * 290  # ...against 10 others gained
+    d = stats.paired_difference(base, lucky)
+    assert d["difference_points"] == pytest.approx(-4 / 3)
+    assert stats.drop_upper_bound(d, 0.5) == pytest.approx(4 / 3)
+    assert stats.drop_upper_bound(d, 0.9) > 4 / 3 + 0.5
+    # Two models with the same observed drop: the one with more discordant images is riskier.
+    swap = stats.paired_difference(mixed, gained)
+    assert swap["difference_points"] == pytest.approx(0.0)
+    assert stats.drop_upper_bound(swap, 0.9) > 1.0 > stats.drop_upper_bound(
+        stats.paired_difference(base, base), 0.9)
+    with pytest.raises(errors.ConfigError, match="budget_confidence=1.5"):
+        check_config({"budget_confidence": 1.5})
+
+
 def test_recipe_source_runs_as_a_config_file(tmp_path):
     config = check_config(default_config())
     r = trial_recipe(config, {"mode": "int8", "sparsity": 0.75, "clusters": 16}, "/m.keras",
