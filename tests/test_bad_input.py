@@ -138,17 +138,17 @@ def test_stage_epochs_zero_and_user_model_without_training_are_accepted():
 
 
 def test_run_recipe_takes_a_recipe_file_or_says_what_it_accepts(tmp_path):
-    config = preflight.load_config_file(os.path.join(ROOT, "configs", "digits.py:smoke"))
+    config = tfcompress.configs.load(os.path.join(tfcompress.configs.HERE, "digits.py:smoke"))
     assert config.train.epochs == 1 and config.data.limit == 256
     _raises("recipe of type int", errors.ConfigError, "recipe of type int; accepted: a ConfigDict",
             lambda: tfcompress.run_recipe(123, str(tmp_path)))
-    _raises("recipe not a file", errors.ConfigError, "is not a recipe file",
+    _raises("recipe not a file", errors.ConfigError, "is neither a bundled recipe nor",
             lambda: tfcompress.run_recipe("configs/nope.py", str(tmp_path)))
     # A recipe path is loaded: the run gets as far as its workdir (a file here), before training.
     blocker = tmp_path / "file"
     blocker.write_text("")
     _raises("workdir is a file", errors.ConfigError, "is not a writable folder",
-            lambda: tfcompress.run_recipe(os.path.join(ROOT, "configs", "digits.py"), str(blocker)))
+            lambda: tfcompress.run_recipe("digits", str(blocker)))
 
 
 def test_user_model_problems_come_before_training(tmp_path, monkeypatch, xy):

@@ -491,7 +491,31 @@ def _check(src, new, rebuilder: _Rebuilder, sample, atol: float) -> float:
         f"{diff:.3g} > {atol:g}{worst}")
 
 
+def _reserve_names(model) -> None:
+    """Keras 3 names the ``keras.ops`` nodes that translate tf_keras' TFOpLambda layers itself
+    (``multiply``, ``multiply_1``...), from a process-wide counter, and refuses a model where a
+    name repeats: count every source layer name as taken first, so an auto-named op never takes
+    the name of a layer rebuilt under its own (whatever was built before in the process)."""
+    def names(m):
+        for layer in getattr(m, "layers", ()):
+            yield layer.name
+            yield from names(layer)
+
+    taken = {}
+    for name in names(model):
+        base, _, number = name.rpartition("_")
+        if base and number.isdigit():
+            taken[base] = max(taken.get(base, 0), int(number) + 1)
+        else:
+            taken[name] = max(taken.get(name, 0), 1)
+    for name, count in taken.items():
+        while _k3().backend.get_uid(name) < count:
+            pass
+
+
 def _rebuild(model, target: str, custom_objects, check: bool, sample, atol: float):
+    if target == _TO3:
+        _reserve_names(model)
     rebuilder = _Rebuilder(target, custom_objects)
     new = rebuilder.model(model)
     _copy_weights(rebuilder.pairs, target)

@@ -7,10 +7,8 @@ URL. The recipe runner (``recipe.check_config``/``run_recipe``) and the search
 (``study.search``) call these; they import nothing above the bottom layer.
 """
 
-import importlib.util
 import os
 import tempfile
-from typing import Union
 
 from ml_collections import ConfigDict
 
@@ -74,27 +72,6 @@ def check_workdir(workdir: str) -> str:
             f"workdir {workdir!r} is not a writable folder ({e.strerror or e}); accepted: a "
             "folder this process may create and write") from e
     return workdir
-
-
-def load_config_file(spec: Union[str, os.PathLike]) -> ConfigDict:
-    """The ConfigDict of a recipe file ``path.py`` or ``path.py:variant`` (``get_config``).
-
-    Raises:
-        ConfigError: not a ``.py`` file that exists, or without ``get_config``.
-    """
-    text = os.fspath(spec)
-    path, _, variant = text.partition(":") if not os.path.exists(text) else (text, "", "")
-    if not path.endswith(".py") or not os.path.isfile(path):
-        raise errors.ConfigError(
-            f"recipe {text!r} is not a recipe file; accepted: a ConfigDict, a dict, or the "
-            "path of a recipe file 'configs/<name>.py' (optionally ':<variant>')")
-    module_spec = importlib.util.spec_from_file_location(
-        "tfcompress_recipe_" + os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise errors.ConfigError(f"recipe file {path!r} defines no get_config(variant)")
-    return module.get_config(variant) if variant else module.get_config()
 
 
 def check_storage(url: str, timeout: float = 10.0) -> None:

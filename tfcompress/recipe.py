@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io, _litert, errors, models, preflight, profiling
+from tfcompress import _io, _litert, android, configs, errors, models, preflight, profiling
 from tfcompress import data as data_lib
 from tfcompress import report as report_lib
 from tfcompress import stats as stats_lib
@@ -173,7 +173,7 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
             checked before anything trains.
     """
     if isinstance(config, (str, os.PathLike)):  # a recipe file, "configs/x.py[:variant]"
-        config = preflight.load_config_file(config)
+        config = configs.load(os.fspath(config))  # a bundled name or a path, ":variant" kept
     elif not isinstance(config, (ConfigDict, dict)) and not hasattr(config, "to_dict"):
         raise errors.ConfigError(
             f"recipe of type {type(config).__name__}; accepted: a ConfigDict, a dict, or the "
@@ -304,8 +304,6 @@ def _formats(config, workdir: str, splits, baseline, model) -> list:
 
 def _export_android(config, workdir: str, android_dir: str, mode: Optional[str]) -> dict:
     """The Android bundle of one converted mode; its folder and sidecar for the report."""
-    from tfcompress import android
-
     mode = mode or config.convert.modes[-1]
     flatbuffer = _litert.load_flatbuffer(os.path.join(workdir, f"{mode}.tflite"))
     std = {"digits": 16.0, "image_folder": 255.0}.get(config.data.name, 1.0)

@@ -1,0 +1,209 @@
+"""tfcompress.search: space from registered stages, recipes of trials, Pareto front, a study
+shared by two processes, and a killed search that resumes to the same front."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import tfcompress
+from tfcompress import errors, recipe
+from tfcompress.search import (check_config, default_config, pareto_front, parse_params,
+                               recipe_source, search, space, trial_recipe)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = ("float16", "int8")
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_public_name_is_the_function():
+    assert tfcompress.search is search and callable(tfcompress.search)
+
+
+def test_space_holds_only_registered_stages(monkeypatch):
+    config = check_config(default_config())
+    assert {"sparsity", "clusters"} <= set(space(config))
+    stages = dict(recipe.STAGES)
+    del stages["prune"], stages["cluster"]
+    monkeypatch.setattr(recipe, "STAGES", stages)
+    dims = space(config)
+    assert "sparsity" not in dims and "clusters" not in dims
+    assert dims["mode"] == ("float16", "dynamic", "int8")
+
+
+def test_trial_recipe_order_sections_and_qat():
+    config = check_config(default_config())
+    params = {"mode": "int8", "sparsity": 0.9, "clusters": 8, "distill_width": 0.5,
+              "channel_ratio": 0.0, "factorize_energy": 0.0}
+    r = trial_recipe(config, params, "/m.keras", qat=True)
+    assert r.stages == ("distill", "prune", "cluster", "qat")
+    assert r.prune.target_sparsity == 0.9 and r.cluster.number_of_clusters == 8
+    assert r.cluster.preserve_sparsity and r.qat.preserve == "sparsity_and_clusters"
+    assert r.distill.width == 0.5 and r.convert.modes == ("int8",) and r.model.path == "/m.keras"
+    only = trial_recipe(config, {"mode": "float16", "sparsity": 0.0, "clusters": 0}, "/m.keras")
+    assert only.stages == ()
+
+
+def test_recipe_source_runs_as_a_config_file(tmp_path):
+    config = check_config(default_config())
+    r = trial_recipe(config, {"mode": "int8", "sparsity": 0.75, "clusters": 16}, "/m.keras",
+                     qat=True)
+    path = tmp_path / "trial_3.py"
+    path.write_text(recipe_source(r, "trial 3"))
+    module = _load(str(path))
+    assert "scripts/compress.py" in module.__doc__
+    assert recipe.check_config(module.get_config()).to_dict() == r.to_dict()
+
+
+def test_pareto_front_drops_dominated_and_duplicate_points():
+    rec = lambda n, a, o, s="COMPLETE": {"number": n, "state": s, "accuracy": a, "objective": o}  # noqa: E731
+    records = [rec(0, 0.98, 100), rec(1, 0.97, 50), rec(2, 0.96, 60), rec(3, 0.97, 50),
+               rec(4, 0.90, 10), rec(5, 0.99, 5, "PRUNED"), rec(6, 0.98, 120)]
+    assert [r["number"] for r in pareto_front(records)] == [4, 1, 0]
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("objective", "energy", "unknown objective 'energy'; accepted: size, latency, macs"),
+    ("max_drop", -1.0, "max_drop=-1.0"),
+    ("seeds", ("mode=int8,depth=3",), "unknown seed field 'depth'"),
+    ("colour", 1, "unknown search field 'colour'"),
+    ("seeds", ("mode=int8,sparsity=0.85",), "sparsity=0.85 is not among space.sparsity"),
+])
+def test_bad_config_names_the_value(field, value, words):
+    config = default_config().to_dict()
+    config[field] = value
+    with pytest.raises(errors.ConfigError, match=words.replace("(", r"\(")):
+        check_config(config)
+
+
+def test_parse_params():
+    assert parse_params("mode=int8, sparsity=0.9,clusters=16") == {
+        "mode": "int8", "sparsity": 0.9, "clusters": 16}
+
+
+# ---------------------------------------------------------------- processes sharing a study
+
+CONFIG = """
+from tfcompress.search import default_config
+
+
+def get_config():
+    c = default_config()
+    c.recipe.model.path = {model!r}
+    c.recipe.convert.representative_samples = 16
+    c.recipe.validate.latency_runs = 2
+    c.space.mode = {modes!r}
+    for dim in ("distill_width", "channel_ratio", "factorize_energy", "sparsity"):
+        c.space[dim] = (0.0,)
+    c.space.clusters = (0,)
+    c.n_trials = {n}
+    c.heartbeat_interval = 1
+    return c
+"""
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, trained_cnn):
+    folder = tmp_path_factory.mktemp("search")
+    model = str(folder / "baseline.keras")
+    tfcompress.models.save_model(trained_cnn, model)
+    path = folder / "search_config.py"
+    path.write_text(CONFIG.format(model=model, modes=MODES, n=len(MODES)))
+    return str(path)
+
+
+def _start(config_file, workdir):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "scripts", "search.py"), f"--config={config_file}",
+         f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+
+
+def _records(workdir):
+    path = os.path.join(workdir, "trials.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _points(front):
+    return sorted((r["params"]["mode"], r["accuracy"], r["objective"]) for r in front)
+
+
+@pytest.fixture(scope="module")
+def shared_study(config_file, tmp_path_factory):
+    """Two processes run one SQLite study in one workdir at the same time."""
+    workdir = str(tmp_path_factory.mktemp("shared"))
+    procs = [_start(config_file, workdir) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    with open(os.path.join(workdir, "search.json")) as f:
+        return workdir, json.load(f)
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_sqlite_study(shared_study):
+    workdir, summary = shared_study
+    records = _records(workdir)
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)  # each candidate once
+    assert all(r["state"] == "COMPLETE" for r in records), [r["state"] for r in records]
+    assert len({r["folder"] for r in done}) == len(MODES)
+    # Outputs: every front point's recipe runs as a config; the best model was re-validated.
+    for point in summary["front"]:
+        cfg = recipe.check_config(_load(point["config_file"]).get_config())
+        assert cfg.convert.modes == (point["params"]["mode"],) and os.path.exists(cfg.model.path)
+    best = summary["best"]
+    assert best["validation"]["accuracy"] == pytest.approx(best["accuracy"])
+    assert best["accuracy"] >= summary["accuracy_floor"]
+    assert best["gzip_bytes"] == min(r["gzip_bytes"] for r in done if r["feasible"])
+    with open(os.path.join(workdir, "pareto.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(workdir, "report.md")) as f:
+        assert "![accuracy against size and latency](pareto.png)" in f.read()
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_path):
+    workdir = str(tmp_path / "killed")
+    proc = _start(config_file, workdir)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not any(
+            r["state"] == "COMPLETE" for r in _records(workdir)):
+        time.sleep(0.5)
+    assert proc.poll() is None, "the search ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len([r for r in _records(workdir) if r["state"] == "COMPLETE"]) < len(MODES)
+    time.sleep(3)  # past the heartbeat grace period: the trial in flight is stale
+    summary = search(_load(config_file).get_config(), workdir)
+    records = _records(workdir)
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)
+    # The trial in flight at the kill was marked failed (stale heartbeat) and run again.
+    assert [r["state"] for r in records].count("FAIL") == 1
+    assert _points(summary["front"]) == _points(shared_study[1]["front"])
+
+
+def test_script_bad_objective_is_one_line_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "search.py"),
+         "--config.objective=energy", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown objective 'energy'; accepted: size, latency, macs")
+    assert not os.listdir(tmp_path)  # nothing trained or written
