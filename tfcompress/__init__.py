@@ -16,6 +16,7 @@ from tfcompress.quantization import quantize_aware  # noqa: F401
 from tfcompress import profile, surgery  # noqa: F401  (tfcompress.profile stays the module)
 from tfcompress.profile import profile as profile_model  # noqa: F401
 from tfcompress.surgery import factorize, prune_channels  # noqa: F401
+from tfcompress.blocks import prune_blocks  # noqa: F401
 from tfcompress import distillation  # noqa: F401
 from tfcompress.distillation import Distiller  # noqa: F401
 from tfcompress.search import search  # noqa: F401  (shadows the submodule: import from it)
