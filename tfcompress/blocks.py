@@ -119,9 +119,14 @@ def remove_blocks(model: keras.Model, blocks) -> keras.Model:
     return new
 
 
-def _loss(model, x, y, loss) -> float:
-    pred = model.predict(x, batch_size=256, verbose=0)
-    return float(np.mean(np.asarray(loss(y, pred))))
+def _loss(model, x, y, loss, batch_size: int = 256) -> float:
+    """Mean loss in inference mode (direct calls: no tf.function traced per candidate)."""
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        yb = y[i:i + batch_size]
+        value = np.asarray(loss(yb, model(x[i:i + batch_size], training=False)))
+        total += float(value.sum()) if value.ndim else float(value) * len(yb)  # a reduced Loss
+    return total / len(x)
 
 
 def _count(n_or_fraction, total: int) -> int:

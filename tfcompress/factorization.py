@@ -99,8 +99,9 @@ def factorize(
 
     Returns:
         A new, uncompiled Keras model with the same inputs and outputs and a ``surgery_report``
-        attribute (saved with the model too): ``changed`` maps each factorized layer to its rank,
-        split and parameters before and after; layers kept as they were are in ``notes``.
+        attribute (saved with the model too): ``changed`` maps each factorized layer to its
+        rank and parameters before and after (and a Conv2D's ``split``); layers kept as they
+        were are in ``notes``.
 
     Raises:
         ConfigError: neither or both of energy and rank, out-of-range values, unknown layers or
@@ -136,8 +137,9 @@ def factorize(
             low += "_"
         taken.add(low)
         factors[node.name] = (low, first, second)
-        changed[node.name] = {"rank": r, "split": "spatial" if spatial else "channel",
-                              "before": before, "after": after}
+        changed[node.name] = {"rank": r, "before": before, "after": after}
+        if node.cls == "Conv2D":
+            changed[node.name]["split"] = "spatial" if spatial else "channel"
         _split_entry(entries, node, low, r, spatial)
     new = cg.rebuild(model, config)
     firsts = {low: first for low, first, _ in factors.values()}
