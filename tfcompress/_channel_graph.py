@@ -15,6 +15,7 @@ import numpy as np
 
 from tfcompress import errors
 from tfcompress._keras import keras
+from tfcompress._surgery_report import REPORT_KEY
 
 # Layers whose output channel i depends only on input channel i (any tensor rank).
 ELEMENTWISE = {
@@ -112,8 +113,6 @@ def graph(model):
             pending.remove(n)
     return config, entries, nodes, [tuple(o[:3]) for o in config["output_layers"]]
 
-
-REPORT_KEY = "tfcompress_surgery_report"
 
 
 def tensor_refs(value, names) -> list:

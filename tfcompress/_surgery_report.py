@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfcompress._channel_graph import REPORT_KEY
+REPORT_KEY = "tfcompress_surgery_report"  # the model config entry holding the report
 
 
 @dataclasses.dataclass(frozen=True)
