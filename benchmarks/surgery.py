@@ -24,7 +24,8 @@ medians; the result also runs on the LiteRT interpreter (output shape, accuracy)
   se         MobileNetV3-style squeeze-excite model (Dense + Reshape SE) pruned by half and
              fine-tuned; keras MobileNetV3Small (32x32, structure only) pruned by half.
   spatial    digits CNN, factorize(conv="spatial", rank=--svd_rank) of its convolutions.
-  blocks     MobileNetV2 (alpha 0.5, 32x32 digits), prune_blocks(--block_fraction) + fine-tuning.
+  blocks     MobileNetV2 (alpha 0.5, 32x32 digits), prune_blocks(--block_fraction) + fine-tuning,
+             ranked by validation loss alone and under --block_max_macs_ratio.
   round_to   MobileNetV2 (alpha 1, 96x96, structure only) prune_channels(--round_ratio) at
              round_to 1, 4, 8, 16: MACs and paired float32 XNNPACK latency.
 
@@ -64,7 +65,7 @@ flags.DEFINE_integer("arch_finetune_epochs", 40, "Fine-tuning epochs of the arch
 flags.DEFINE_integer("latency_runs", 200, "Invokes per latency round (architecture parts).")
 flags.DEFINE_integer("svd_rank", 16, "Rank of the spatial SVD of the digits CNN's convolutions.")
 flags.DEFINE_float("block_fraction", 0.25, "Share of MobileNetV2's residual blocks to remove.")
-flags.DEFINE_string("block_criterion", "loss", "prune_blocks criterion: loss or loss_per_mac.")
+flags.DEFINE_float("block_max_macs_ratio", 0.8, "prune_blocks max_macs_ratio of the second variant.")
 flags.DEFINE_float("round_ratio", 0.3, "Channel ratio of the round_to part.")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                         "surgery.json"), "Output JSON.")
@@ -195,41 +196,54 @@ def _digits(transform=None):
 
 
 def _run(build, operate, data, seeds, lr=2e-3, finetune_lr=1e-3, epochs=None):
-    """Trains ``build()`` per seed, applies ``operate(model, val)``, fine-tunes, measures."""
+    """Trains ``build()`` per seed, applies ``operate(model, val)`` (or each of a dict of
+    them, named variants, to the same baseline), fine-tunes, measures."""
     train, val, (xt, yt) = data
+    variants = operate if isinstance(operate, dict) else {"": operate}
     rows = []
     for seed in range(seeds):
         keras.utils.set_random_seed(seed)
         base = build()
         base_val = P.fit(base, train, val, epochs or FLAGS.arch_epochs, lr)
-        new = operate(base, val)
-        report = new.surgery_report
-        no_ft = float(P.correct(new, *val).mean())
-        keras.utils.set_random_seed(seed)
-        new_val = P.fit(new, train, val, FLAGS.arch_finetune_epochs, finetune_lr)
-        cb, cn = P.correct(base, xt, yt), P.correct(new, xt, yt)
-        fb = {"baseline": convert(base, "float32"), "surgery": convert(new, "float32")}
-        lite = predict(fb["surgery"], xt)
-        lat = P.paired_latency(fb, xt[0], FLAGS.repeats, FLAGS.latency_runs)
-        pb, pn = profile(base), profile(new)
-        row = {"seed": seed, "val_baseline": base_val, "val_surgery_no_finetune": no_ft,
-               "val_surgery_finetuned": new_val, "test_baseline": float(cb.mean()),
-               "test_surgery": float(cn.mean()), "test_difference": P.paired_difference(cb, cn),
-               "litert_test_accuracy": float(np.mean(lite.argmax(-1) == yt)),
-               "litert_output_shape": list(lite.shape), "keras_output_shape": [len(xt)] + list(
-                   new.output_shape[1:]),
-               "params": [pb["params"], pn["params"]], "macs": [pb["macs"], pn["macs"]],
-               "macs_ratio": pn["macs"] / pb["macs"], "latency_float32_xnnpack_1_thread": lat,
-               "latency_ratio": lat["surgery"]["paired_ratio_median"],
-               "not_followed": list(report.not_followed), "changed": report.changed}
-        rows.append(row)
-        logging.info("seed %d: %s", seed, {k: row[k] for k in (
-            "test_baseline", "test_surgery", "macs_ratio", "latency_ratio", "not_followed")})
-    return {"per_seed": rows,
-            "test_points": P.summary([r["test_difference"]["points"] for r in rows]),
-            "macs_ratio": P.summary([r["macs_ratio"] for r in rows]),
-            "latency_ratio": P.summary([r["latency_ratio"] for r in rows]),
-            "not_followed": sorted({n for r in rows for n in r["not_followed"]})}
+        for variant, op in variants.items():
+            rows.append(_measure(base, op(base, val), seed, base_val, train, val, (xt, yt),
+                                 finetune_lr))
+            rows[-1]["variant"] = variant
+            logging.info("seed %d %s: %s", seed, variant, {k: rows[-1][k] for k in (
+                "test_baseline", "test_surgery", "macs_ratio", "latency_ratio", "not_followed")})
+    out = {}
+    for variant in variants:
+        sel = [r for r in rows if r["variant"] == variant]
+        out[variant or "all"] = {
+            "test_points": P.summary([r["test_difference"]["points"] for r in sel]),
+            "macs_ratio": P.summary([r["macs_ratio"] for r in sel]),
+            "latency_ratio": P.summary([r["latency_ratio"] for r in sel]),
+            "not_followed": sorted({n for r in sel for n in r["not_followed"]})}
+    return {"per_seed": rows, **(out if len(out) > 1 else out["all"])}
+
+
+def _measure(base, new, seed, base_val, train, val, test, finetune_lr) -> dict:
+    """One surgery result fine-tuned and measured against its baseline."""
+    xt, yt = test
+    report = new.surgery_report
+    no_ft = float(P.correct(new, *val).mean())
+    keras.utils.set_random_seed(seed)
+    new_val = P.fit(new, train, val, FLAGS.arch_finetune_epochs, finetune_lr)
+    cb, cn = P.correct(base, xt, yt), P.correct(new, xt, yt)
+    fb = {"baseline": convert(base, "float32"), "surgery": convert(new, "float32")}
+    lite = predict(fb["surgery"], xt)
+    lat = P.paired_latency(fb, xt[0], FLAGS.repeats, FLAGS.latency_runs)
+    pb, pn = profile(base), profile(new)
+    return {"seed": seed, "val_baseline": base_val, "val_surgery_no_finetune": no_ft,
+            "val_surgery_finetuned": new_val, "test_baseline": float(cb.mean()),
+            "test_surgery": float(cn.mean()), "test_difference": P.paired_difference(cb, cn),
+            "litert_test_accuracy": float(np.mean(lite.argmax(-1) == yt)),
+            "litert_output_shape": list(lite.shape),
+            "keras_output_shape": [len(xt)] + list(new.output_shape[1:]),
+            "params": [pb["params"], pn["params"]], "macs": [pb["macs"], pn["macs"]],
+            "macs_ratio": pn["macs"] / pb["macs"], "latency_float32_xnnpack_1_thread": lat,
+            "latency_ratio": lat["surgery"]["paired_ratio_median"],
+            "not_followed": list(report.not_followed), "changed": report.changed}
 
 
 def _halve(model, val):
@@ -271,15 +285,17 @@ def spatial() -> dict:
 
 
 def blocks() -> dict:
-    def operate(model, val):
-        return tfcompress.prune_blocks(model, FLAGS.block_fraction, *val,
-                                       criterion=FLAGS.block_criterion)
+    def by(ratio):
+        return lambda model, val: tfcompress.prune_blocks(model, FLAGS.block_fraction, *val,
+                                                          max_macs_ratio=ratio)
 
     def build():
         return models.build("mobilenet_v2", (32, 32, 3), 10, 0.5)
 
     data = _digits(lambda x: tfcompress.data.resize_images(x, (32, 32)))
-    return _run(build, operate, data, min(FLAGS.arch_seeds, 2), lr=1e-3)
+    variants = {"loss": by(None), f"loss_max_macs_{FLAGS.block_max_macs_ratio}": by(
+        FLAGS.block_max_macs_ratio)}
+    return _run(build, variants, data, min(FLAGS.arch_seeds, 2), lr=1e-3)
 
 
 def round_to() -> dict:

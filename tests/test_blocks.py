@@ -10,12 +10,12 @@ from tfcompress.profile import profile
 L = keras.layers
 
 
-def _resnet(n_blocks=3):
+def _resnet(n_blocks=3, mid=(6, 6, 6)):
     """Stem, then identity blocks Conv-ReLU-Conv + Add, a projection block, then a head."""
     inp = keras.Input((8, 8, 2))
     x = L.Conv2D(6, 3, padding="same", activation="relu", name="stem")(inp)
     for i in range(n_blocks):
-        y = L.Conv2D(6, 3, padding="same", activation="relu", name=f"r{i}_a")(x)
+        y = L.Conv2D(mid[i], 3, padding="same", activation="relu", name=f"r{i}_a")(x)
         y = L.Conv2D(6, 3, padding="same", name=f"r{i}_b")(y)
         x = L.Add(name=f"r{i}_add")([x, y])
     y = L.Conv2D(8, 3, padding="same", name="proj_branch")(x)
@@ -54,6 +54,24 @@ def test_a_block_that_does_nothing_is_removed_first_and_exactly():
     saved = 2 * 8 * 8 * 3 * 3 * 6 * 6
     assert profile(new)["macs"] == profile(model)["macs"] - saved
     assert report.changed["r1_add"]["macs"] == saved
+
+
+def test_a_macs_budget_picks_the_block_that_reaches_it():
+    model = _resnet(mid=(24, 6, 6))  # r0 costs 4x the others
+    silent = model.get_layer("r1_b")
+    silent.set_weights([np.zeros_like(w) for w in silent.get_weights()])
+    x, _ = _data()
+    target, total = model(x).numpy(), profile(model)["macs"]
+    r0 = 2 * 8 * 8 * 3 * 3 * 6 * 24
+    new = blocks.prune_blocks(model, 1, x, target, loss="mse", max_macs_ratio=1 - r0 / total)
+    assert list(new.surgery_report.changed) == ["r0_add"]  # r1 rises 0 but saves too little
+    assert profile(new)["macs"] == total - r0
+    tight = blocks.prune_blocks(model, 1, x, target, loss="mse", max_macs_ratio=0.1)
+    assert list(tight.surgery_report.changed) == ["r0_add"]
+    assert any("no 1 blocks found that reach max_macs_ratio=0.1" in n
+               for n in tight.surgery_report.notes)
+    with pytest.raises(errors.ConfigError, match="max_macs_ratio=0; accepted: None or a number"):
+        blocks.prune_blocks(model, 1, x, target, max_macs_ratio=0)
 
 
 def test_consecutive_blocks_removed_together_rewire_to_the_stem():

@@ -9,6 +9,8 @@ model with the other layers' weights as they were, ready to fine-tune.
 
 import copy
 import dataclasses
+import itertools
+import math
 from typing import Optional, Union
 
 import numpy as np
@@ -154,6 +156,7 @@ def prune_blocks(
     *,
     loss=None,
     criterion: str = "loss",
+    max_macs_ratio: Optional[float] = None,
 ) -> keras.Model:
     """Removes the residual blocks whose absence raises the validation loss least.
 
@@ -171,6 +174,11 @@ def prune_blocks(
             compiled loss, else sparse categorical cross-entropy on probabilities.
         criterion: ``"loss"`` (the rise) or ``"loss_per_mac"`` (the rise per multiply-
             accumulate the block costs: prefers removing expensive blocks).
+        max_macs_ratio: if given, in (0, 1]: the blocks removed are, among the sets of that
+            many blocks that leave at most this share of the model's MACs, the set with the
+            smallest summed score (single-block rises taken as additive; every set is tried up
+            to 50,000 sets, greedily by rise per MAC beyond). No set reaching it: the set that
+            saves the most MACs, and a note says so.
 
     Returns:
         The model without the chosen blocks, with a ``surgery_report`` (saved with it):
@@ -178,7 +186,8 @@ def prune_blocks(
         notes list every candidate's loss rise.
 
     Raises:
-        ConfigError: a bad count or fraction, an unknown criterion, a model without blocks.
+        ConfigError: a bad count or fraction, an unknown criterion, a bad max_macs_ratio, a
+            model without blocks.
         ModelError: a subclassed, unbuilt or Keras 3 model.
     """
     from tfcompress.profile import profile
@@ -186,6 +195,10 @@ def prune_blocks(
     model = ensure_keras2(model)
     if criterion not in CRITERIA:
         raise errors.ConfigError(errors.unknown("criterion", criterion, CRITERIA))
+    if max_macs_ratio is not None and not (
+            isinstance(max_macs_ratio, (int, float)) and 0 < max_macs_ratio <= 1):
+        raise errors.ConfigError(f"max_macs_ratio={max_macs_ratio!r}; accepted: None or a "
+                                 "number in (0, 1]")
     blocks = residual_blocks(model)
     if not blocks:
         raise errors.ConfigError(f"model {model.name!r} has no residual block with an identity "
@@ -194,24 +207,58 @@ def prune_blocks(
     loss = keras.losses.get(loss or getattr(model, "loss", None)
                             or "sparse_categorical_crossentropy")
     base = _loss(model, x_val, y_val, loss)
-    macs = {row["name"]: row["macs"] for row in profile(model)["layers"]}
+    rows = profile(model)
+    macs = {row["name"]: row["macs"] for row in rows["layers"]}
     rise, cost = {}, {}
     for b in blocks:
         rise[b.add] = _loss(remove_blocks(model, [b]), x_val, y_val, loss) - base
         cost[b.add] = int(sum(macs.get(name, 0) for name in b.layers))
     score = {a: rise[a] / max(cost[a], 1) if criterion == "loss_per_mac" else rise[a]
              for a in rise}
-    chosen, gone = [], set()
-    for b in sorted(blocks, key=lambda b: score[b.add]):
-        if len(chosen) == n:
-            break
-        if b.add not in gone:
-            chosen.append(b)
-            gone |= set(b.layers) | {b.add}
+    need = 0 if max_macs_ratio is None else rows["macs"] * (1 - max_macs_ratio)
+    chosen = _choose(blocks, score, cost, n, need)
+    notes = [f"validation loss {base:.4f}; rise without each block: "
+             + ", ".join(f"{a} {r:+.4f}" for a, r in rise.items()), f"criterion={criterion}"]
+    left = 1 - sum(cost[b.add] for b in chosen) / max(rows["macs"], 1)
+    if need and left > max_macs_ratio:
+        notes.append(f"no {n} blocks found that reach max_macs_ratio={max_macs_ratio}: the "
+                     f"removed ones leave {left:.3f} of the MACs")
     new = remove_blocks(model, chosen)
     changed = {b.add: {"layers": list(b.layers), "loss_rise": rise[b.add], "macs": cost[b.add]}
                for b in chosen}
-    notes = (f"validation loss {base:.4f}; rise without each block: "
-             + ", ".join(f"{a} {r:+.4f}" for a, r in rise.items()), f"criterion={criterion}")
     logging.info("prune_blocks removed %s", ", ".join(changed))
-    return attach(new, SurgeryReport("prune_blocks", changed, (), {}, notes))
+    return attach(new, SurgeryReport("prune_blocks", changed, (), {}, tuple(notes)))
+
+
+def _disjoint(combo) -> bool:
+    seen = set()
+    for b in combo:
+        names = set(b.layers) | {b.add}
+        if names & seen:
+            return False
+        seen |= names
+    return True
+
+
+def _choose(blocks, score: dict, cost: dict, n: int, need: float) -> list:
+    """``n`` disjoint blocks with the smallest summed score among the sets whose MACs reach
+    ``need`` (the most MACs if none does)."""
+    if need > 0 and math.comb(len(blocks), n) <= 50_000:
+        best = None
+        for combo in itertools.combinations(blocks, n):
+            if not _disjoint(combo):
+                continue
+            saved = sum(cost[b.add] for b in combo)
+            key = (0, sum(score[b.add] for b in combo)) if saved >= need else (1, -saved)
+            if best is None or key < best[0]:
+                best = (key, list(combo))
+        if best is not None:
+            return best[1]
+    order = sorted(blocks, key=lambda b: score[b.add])
+    if need > 0:  # greedy: the cheapest loss per MAC first until the MACs are saved
+        order = sorted(blocks, key=lambda b: score[b.add] / max(cost[b.add], 1))
+    chosen = []
+    for b in order:
+        if len(chosen) < n and _disjoint(chosen + [b]):
+            chosen.append(b)
+    return chosen
