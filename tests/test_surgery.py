@@ -81,7 +81,7 @@ def test_ratio_zero_gives_identical_outputs(build):
     np.testing.assert_allclose(pruned(x).numpy(), model(x).numpy(), atol=1e-5)
     assert pruned.count_params() == model.count_params()
     assert type(pruned) is type(model)
-    half = surgery.prune_channels(model, 0.5)
+    half = surgery.prune_channels(model, 0.5, round_to=1)
     assert half.surgery_report.not_followed == ()  # squeeze-excite, hard-swish ops followed
     assert half(x).shape == model(x).shape
     assert profile(half)["macs"] < 0.55 * profile(model)["macs"]
@@ -90,7 +90,7 @@ def test_ratio_zero_gives_identical_outputs(build):
 def test_pruned_model_computes_the_zeroed_model():
     """Removing channels equals zeroing them in the original: every index mapping is right."""
     model = _randomize(residual_net(bn=False))
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     x = _x((8, 8, 3), n=8)
     np.testing.assert_allclose(pruned(x).numpy(), _zeroed_like(model, pruned)(x).numpy(),
                                rtol=1e-4, atol=1e-4)
@@ -110,7 +110,7 @@ def test_batchnorm_model_and_bn_criterion():
     gamma = np.array([5, 0.1, 4, 0.2, 3, 0.3, 2, 0.4], np.float32)
     bn = model.get_layer("stem_bn")
     bn.set_weights([gamma] + bn.get_weights()[1:])
-    pruned = surgery.prune_channels(model, 0.5, criterion="bn")
+    pruned = surgery.prune_channels(model, 0.5, criterion="bn", round_to=1)
     np.testing.assert_array_equal(pruned.surgery_report.kept["stem"], [0, 2, 4, 6])
     assert pruned.get_layer("stem_bn").gamma.numpy().tolist() == [5, 4, 3, 2]
     assert pruned.get_layer("dw_bn").gamma.shape == (4,)
@@ -128,7 +128,8 @@ def test_norm_criteria_keep_the_largest_filters(criterion):
     model = _randomize(models.digits_cnn(width=0.25))
     k = model.get_layer("conv1").kernel.numpy().reshape(-1, 8)
     norm = np.abs(k).sum(0) if criterion == "l1" else np.sqrt((k ** 2).sum(0))
-    pruned = surgery.prune_channels(model, 0.5, criterion=criterion, layers=["conv1"])
+    pruned = surgery.prune_channels(model, 0.5, criterion=criterion, layers=["conv1"],
+                                    round_to=1)
     np.testing.assert_array_equal(pruned.surgery_report.kept["conv1"],
                                   np.sort(np.argsort(-norm)[:4]))
     assert set(pruned.surgery_report.changed) == {"conv1"}  # only the selected layer
@@ -143,7 +144,7 @@ def test_unfollowed_layer_is_left_whole_and_named():
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(3, activation="softmax", name="out")(x)
     model = _randomize(keras.Model(inp, out))
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     assert pruned.surgery_report.not_followed == ("reshape",)
     assert pruned.get_layer("c1").filters == 8  # feeds the unfollowed layer: whole
     assert pruned.get_layer("c2").filters == 4
@@ -161,7 +162,7 @@ def test_tf_op_with_a_tensor_argument_is_not_followed():
     w = L.Conv2D(8, 1, name="c")(z)
     out = L.GlobalAveragePooling2D()(w * b)  # tensor x tensor TF op: not followed
     model = keras.Model(inp, L.Dense(2, name="out")(out))
-    pruned = surgery.prune_channels(_randomize(model), 0.5)
+    pruned = surgery.prune_channels(_randomize(model), 0.5, round_to=1)
     ops = [layer.name for layer in model.layers if type(layer).__name__ == "TFOpLambda"]
     assert set(pruned.surgery_report.not_followed) == {"id", ops[-1]}
     assert [pruned.get_layer(n).filters for n in "abc"] == [8, 8, 8]
@@ -300,7 +301,7 @@ def test_reference_architectures_are_followed(name, shape):
     x = _x(shape)
     same = surgery.prune_channels(model, 0.0)
     np.testing.assert_allclose(same(x).numpy(), model(x).numpy(), atol=1e-5)
-    half = surgery.prune_channels(model, 0.5)
+    half = surgery.prune_channels(model, 0.5, round_to=1)
     assert half.surgery_report.not_followed == ()
     assert half(x).shape == model(x).shape
     assert profile(half)["macs"] < 0.35 * profile(model)["macs"]
@@ -343,7 +344,7 @@ def _zero_removed(model, pruned):
 
 def test_separable_transposed_and_concat_equal_the_zeroed_model():
     model = _randomize(_chain_net())
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     report = pruned.surgery_report
     assert report.not_followed == ()
     assert {k: v["after"] for k, v in report.changed.items()} == {
@@ -361,7 +362,7 @@ def test_separable_transposed_and_concat_equal_the_zeroed_model():
 
 def test_squeeze_excite_with_reshape_follows_the_pruned_channels():
     model = _randomize(models.se_mobilenet(width=0.5))
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     kept = pruned.surgery_report.kept
     np.testing.assert_array_equal(kept["b1_se_expand"], kept["b1_expand"])  # one group
     c = len(kept["b1_expand"])
@@ -379,7 +380,7 @@ def test_layer_normalization_and_conv1d_are_followed():
     x = L.Conv2D(10, 2, name="c2")(x)
     x = L.Flatten(name="flat")(x)
     model = _randomize(keras.Model(inp, L.Dense(3, name="out")(x)))
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     assert pruned.surgery_report.not_followed == ()
     assert pruned.get_layer("ln").gamma.shape == (6,)
     np.testing.assert_array_equal(pruned.get_layer("ln").beta.numpy(),
@@ -394,6 +395,8 @@ def test_round_to_keeps_kernel_friendly_channel_counts(round_to, widths):
     model = _randomize(models.digits_cnn(width=0.75))  # 24, 48 channels
     pruned = surgery.prune_channels(model, 0.3, round_to=round_to)
     assert [pruned.get_layer(n).filters for n in ("conv1", "conv2")] == widths
+    default = surgery.prune_channels(model, 0.3)
+    assert [default.get_layer(n).filters for n in ("conv1", "conv2")] == [16, 32]  # round_to 8
     assert surgery.kept_count(12, 0.3, 16) == 12  # a group smaller than round_to: whole
     with pytest.raises(errors.ConfigError, match="round_to=0; accepted: an integer >= 1"):
         surgery.prune_channels(model, 0.3, round_to=0)
@@ -402,7 +405,7 @@ def test_round_to_keeps_kernel_friendly_channel_counts(round_to, widths):
 @pytest.mark.parametrize("fmt", [".keras", ".h5"])
 def test_report_survives_plain_keras_save(tmp_path, fmt):
     model = _randomize(residual_net())
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     path = str(tmp_path / ("m" + fmt))
     pruned.save(path)  # Keras' own save, not ours
     plain = keras.models.load_model(path, compile=False)  # still a plain Keras model
