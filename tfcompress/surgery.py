@@ -116,11 +116,25 @@ def prune_channels(
             raise errors.ConfigError(errors.unknown(
                 "layer to prune", bad[0], sorted(producers) or ["none"]))
     selected = set(producers if layers is None else layers)
-    keep, notes, kept, changed = {}, [], {}, {}
+    keep, kept, notes = _choose(model, groups, selected, ratio, criterion, int(round_to))
+    changed = _resize(nodes, kept, layouts, keep, groups, not_followed)
+    new = cg.rebuild(model, config)
+    _copy_weights(model, new, nodes, layouts, keep, groups)
+    if not_followed:
+        logging.warning("prune_channels left these layers whole (not followed): %s",
+                        ", ".join(not_followed))
+    notes.append(f"round_to={int(round_to)}")
+    return attach(new, SurgeryReport("prune_channels", changed, tuple(not_followed), kept,
+                                     tuple(notes)))
+
+
+def _choose(model, groups, selected: set, ratio: float, criterion: str, round_to: int):
+    """Kept channel indices: ({group root: indices}, {producer: indices}, notes)."""
+    keep, kept, notes = {}, {}, []
     for g in range(len(groups.parent)):
         if groups.find(g) != g or groups.fixed[g] or not selected & set(groups.producers[g]):
             continue
-        n_keep = kept_count(groups.size[g], ratio, int(round_to))
+        n_keep = kept_count(groups.size[g], ratio, round_to)
         if n_keep == groups.size[g]:
             continue
         scores, note = _scores(model, groups, g, criterion)
@@ -129,7 +143,13 @@ def prune_channels(
         keep[g] = np.sort(np.argsort(-scores, kind="stable")[:n_keep])
         for p in groups.producers[g]:
             kept[p] = keep[g]
-    for node in nodes:  # new widths into the config
+    return keep, kept, notes
+
+
+def _resize(nodes, kept: dict, layouts: dict, keep: dict, groups, not_followed) -> dict:
+    """Writes the new widths (and Reshape targets) into the config; {producer: before/after}."""
+    changed = {}
+    for node in nodes:
         if node.name in kept:
             field = "units" if node.cls == "Dense" else "filters"
             changed[node.name] = {"before": node.config[field], "after": len(kept[node.name])}
@@ -139,7 +159,10 @@ def prune_channels(
             shape = list(node.config["target_shape"])
             if idx is not None and shape[-1] != -1:
                 node.config["target_shape"] = shape[:-1] + [len(idx)]
-    new = cg.rebuild(model, config)
+    return changed
+
+
+def _copy_weights(model, new, nodes, layouts: dict, keep: dict, groups) -> None:
     by_name = {n.name: n for n in nodes}
     for layer in new.layers:
         old = model.get_layer(layer.name)
@@ -148,18 +171,12 @@ def prune_channels(
         if node is not None and node.inputs and not node.shared and weights:
             in_idx = cg.indices(layouts[node.inputs[0]], keep, groups)
             out_idx = cg.indices(layouts[(node.name, 0, 0)], keep, groups)
-            weights = _slice(node.cls, old, weights, in_idx, out_idx)
+            weights = _slice(node.cls, weights, in_idx, out_idx)
         layer.set_weights(weights)
-    if not_followed:
-        logging.warning("prune_channels left these layers whole (not followed): %s",
-                        ", ".join(not_followed))
-    notes.append(f"round_to={int(round_to)}")
-    return attach(new, SurgeryReport("prune_channels", changed, tuple(not_followed), kept,
-                                     tuple(notes)))
 
 
-def _slice(cls: str, layer, weights: list, in_idx, out_idx) -> list:
-    """The weights of ``layer`` (class ``cls``) with only the kept channels."""
+def _slice(cls: str, weights: list, in_idx, out_idx) -> list:
+    """The weights of a layer of class ``cls`` with only the kept channels."""
     take = lambda w, idx, axis: w if idx is None else np.take(w, idx, axis)  # noqa: E731
     if cls in cg.CONVS or cls == "Dense":
         kernel = take(take(weights[0], in_idx, -2), out_idx, -1)
