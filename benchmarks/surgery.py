@@ -65,7 +65,8 @@ flags.DEFINE_integer("arch_finetune_epochs", 40, "Fine-tuning epochs of the arch
 flags.DEFINE_integer("latency_runs", 200, "Invokes per latency round (architecture parts).")
 flags.DEFINE_integer("svd_rank", 16, "Rank of the spatial SVD of the digits CNN's convolutions.")
 flags.DEFINE_float("block_fraction", 0.25, "Share of MobileNetV2's residual blocks to remove.")
-flags.DEFINE_float("block_max_macs_ratio", 0.8, "prune_blocks max_macs_ratio of the second variant.")
+flags.DEFINE_float("block_max_macs_ratio", 0.8,
+                   "prune_blocks max_macs_ratio of the second variant.")
 flags.DEFINE_float("round_ratio", 0.3, "Channel ratio of the round_to part.")
 flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                         "surgery.json"), "Output JSON.")

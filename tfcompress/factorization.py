@@ -116,7 +116,8 @@ def factorize(
     if layers is not None:
         bad = [n for n in layers if n not in names]
         if bad:
-            raise errors.ConfigError(errors.unknown("layer to factorize", bad[0], names or ["none"]))
+            raise errors.ConfigError(
+                errors.unknown("layer to factorize", bad[0], names or ["none"]))
     taken = {e["config"]["name"] for e in entries}
     factors, changed, notes = {}, {}, []
     for node in nodes:
