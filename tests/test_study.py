@@ -59,6 +59,17 @@ def test_trial_recipe_order_sections_and_qat():
     assert only.stages == ()
 
 
+def test_depth_and_spatial_svd_dimensions():
+    config = check_config(default_config())
+    assert space(config)["factorize_conv"] == ("channel", "spatial")
+    r = trial_recipe(config, {"mode": "int8", "block_fraction": 0.25, "factorize_energy": 0.9,
+                              "factorize_conv": "spatial"}, "/m.keras")
+    assert r.stages == ("prune_blocks", "factorize")
+    assert r.prune_blocks.fraction == 0.25 and r.factorize.conv == "spatial"
+    alone = trial_recipe(config, {"mode": "int8", "factorize_conv": "spatial"}, "/m.keras")
+    assert alone.stages == ()  # the kind of SVD needs an energy to act on
+
+
 def test_recovery_dimension_adds_the_recover_stage_for_its_mode():
     config = check_config(default_config())
     assert space(config)["recovery"] == (0, 1)

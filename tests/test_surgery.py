@@ -81,7 +81,7 @@ def test_ratio_zero_gives_identical_outputs(build):
     np.testing.assert_allclose(pruned(x).numpy(), model(x).numpy(), atol=1e-5)
     assert pruned.count_params() == model.count_params()
     assert type(pruned) is type(model)
-    half = surgery.prune_channels(model, 0.5)
+    half = surgery.prune_channels(model, 0.5, round_to=1)
     assert half.surgery_report.not_followed == ()  # squeeze-excite, hard-swish ops followed
     assert half(x).shape == model(x).shape
     assert profile(half)["macs"] < 0.55 * profile(model)["macs"]
@@ -90,7 +90,7 @@ def test_ratio_zero_gives_identical_outputs(build):
 def test_pruned_model_computes_the_zeroed_model():
     """Removing channels equals zeroing them in the original: every index mapping is right."""
     model = _randomize(residual_net(bn=False))
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     x = _x((8, 8, 3), n=8)
     np.testing.assert_allclose(pruned(x).numpy(), _zeroed_like(model, pruned)(x).numpy(),
                                rtol=1e-4, atol=1e-4)
@@ -110,7 +110,7 @@ def test_batchnorm_model_and_bn_criterion():
     gamma = np.array([5, 0.1, 4, 0.2, 3, 0.3, 2, 0.4], np.float32)
     bn = model.get_layer("stem_bn")
     bn.set_weights([gamma] + bn.get_weights()[1:])
-    pruned = surgery.prune_channels(model, 0.5, criterion="bn")
+    pruned = surgery.prune_channels(model, 0.5, criterion="bn", round_to=1)
     np.testing.assert_array_equal(pruned.surgery_report.kept["stem"], [0, 2, 4, 6])
     assert pruned.get_layer("stem_bn").gamma.numpy().tolist() == [5, 4, 3, 2]
     assert pruned.get_layer("dw_bn").gamma.shape == (4,)
@@ -128,7 +128,8 @@ def test_norm_criteria_keep_the_largest_filters(criterion):
     model = _randomize(models.digits_cnn(width=0.25))
     k = model.get_layer("conv1").kernel.numpy().reshape(-1, 8)
     norm = np.abs(k).sum(0) if criterion == "l1" else np.sqrt((k ** 2).sum(0))
-    pruned = surgery.prune_channels(model, 0.5, criterion=criterion, layers=["conv1"])
+    pruned = surgery.prune_channels(model, 0.5, criterion=criterion, layers=["conv1"],
+                                    round_to=1)
     np.testing.assert_array_equal(pruned.surgery_report.kept["conv1"],
                                   np.sort(np.argsort(-norm)[:4]))
     assert set(pruned.surgery_report.changed) == {"conv1"}  # only the selected layer
@@ -138,12 +139,12 @@ def test_norm_criteria_keep_the_largest_filters(criterion):
 def test_unfollowed_layer_is_left_whole_and_named():
     inp = keras.Input((6, 6, 2))
     x = L.Conv2D(8, 3, activation="relu", name="c1")(inp)
-    x = L.Reshape((4, 4, 8), name="reshape")(x)
+    x = L.Reshape((4, 8, 4), name="reshape")(x)  # channels mixed with a spatial axis
     x = L.Conv2D(8, 3, activation="relu", name="c2")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(3, activation="softmax", name="out")(x)
     model = _randomize(keras.Model(inp, out))
-    pruned = surgery.prune_channels(model, 0.5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
     assert pruned.surgery_report.not_followed == ("reshape",)
     assert pruned.get_layer("c1").filters == 8  # feeds the unfollowed layer: whole
     assert pruned.get_layer("c2").filters == 4
@@ -161,7 +162,7 @@ def test_tf_op_with_a_tensor_argument_is_not_followed():
     w = L.Conv2D(8, 1, name="c")(z)
     out = L.GlobalAveragePooling2D()(w * b)  # tensor x tensor TF op: not followed
     model = keras.Model(inp, L.Dense(2, name="out")(out))
-    pruned = surgery.prune_channels(_randomize(model), 0.5)
+    pruned = surgery.prune_channels(_randomize(model), 0.5, round_to=1)
     ops = [layer.name for layer in model.layers if type(layer).__name__ == "TFOpLambda"]
     assert set(pruned.surgery_report.not_followed) == {"id", ops[-1]}
     assert [pruned.get_layer(n).filters for n in "abc"] == [8, 8, 8]
@@ -287,3 +288,154 @@ def test_prune_channels_stage_in_a_recipe(tmp_path):
     assert report["profile"]["final"]["params"] == stats["params_after"]
     text = (tmp_path / "report.md").read_text()
     assert f"parameters {stats['params_before']:,} -> {stats['params_after']:,}" in text
+
+
+# ----------------------------------------------------------------------------- real architectures
+
+
+@pytest.mark.parametrize("name,shape", [
+    ("mini_xception", (8, 8, 1)), ("digits_conv1d", (8, 8)), ("digits_unet", (8, 8, 1)),
+    ("se_mobilenet", (8, 8, 1))])
+def test_reference_architectures_are_followed(name, shape):
+    model = _randomize(models.build(name, shape, 10, width=0.5))
+    x = _x(shape)
+    same = surgery.prune_channels(model, 0.0)
+    np.testing.assert_allclose(same(x).numpy(), model(x).numpy(), atol=1e-5)
+    half = surgery.prune_channels(model, 0.5, round_to=1)
+    assert half.surgery_report.not_followed == ()
+    assert half(x).shape == model(x).shape
+    assert profile(half)["macs"] < 0.35 * profile(model)["macs"]
+
+
+def _chain_net():
+    """SeparableConv (depth multiplier 2), transposed conv, shape-only layers, Concatenate;
+    no biases and no normalization, so removing a channel equals zeroing its filter."""
+    inp = keras.Input((6, 6, 3))
+    a = L.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, use_bias=False,
+                          activation="relu", name="sep_a")(inp)
+    b = L.Conv2DTranspose(6, 2, strides=2, use_bias=False, name="up")(a)  # 12x12
+    b = L.PReLU(shared_axes=[1, 2], name="prelu")(b)
+    b = L.ZeroPadding2D(1, name="pad")(b)
+    b = L.Cropping2D(2, name="crop")(b)  # 10x10
+    b = L.AveragePooling2D(2, name="pool")(b)  # 5x5
+    b = L.UpSampling2D(2, name="ups")(b)  # 10x10
+    c = L.SeparableConv2D(10, 3, use_bias=False, name="sep_c")(b)  # 8x8
+    c = L.Cropping2D(1, name="crop_c")(c)  # 6x6
+    d = L.Concatenate(name="concat")([c, a])
+    d = L.Conv2D(6, 1, use_bias=False, name="mix")(d)
+    d = L.GlobalAveragePooling2D(name="gap")(d)
+    return keras.Model(inp, L.Dense(3, name="out")(d))
+
+
+def _zero_removed(model, pruned):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    for name, kept in pruned.surgery_report.kept.items():
+        layer = clone.get_layer(name)
+        ws = layer.get_weights()
+        axis = -2 if "Transpose" in type(layer).__name__ else -1
+        index = 1 if "Separable" in type(layer).__name__ else 0
+        mask = np.zeros(ws[index].shape[axis], np.float32)
+        mask[kept] = 1
+        ws[index] = ws[index] * (mask[:, None] if axis == -2 else mask)
+        layer.set_weights(ws)
+    return clone
+
+
+def test_separable_transposed_and_concat_equal_the_zeroed_model():
+    model = _randomize(_chain_net())
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    report = pruned.surgery_report
+    assert report.not_followed == ()
+    assert {k: v["after"] for k, v in report.changed.items()} == {
+        "sep_a": 4, "up": 3, "sep_c": 5, "mix": 3}
+    sep_a, sep_c = pruned.get_layer("sep_a"), pruned.get_layer("sep_c")
+    assert sep_a.depthwise_kernel.shape == (3, 3, 3, 2)  # input channels and multiplier kept
+    assert sep_a.pointwise_kernel.shape == (1, 1, 6, 4)
+    assert sep_c.depthwise_kernel.shape == (3, 3, 3, 1)
+    assert pruned.get_layer("up").kernel.shape == (2, 2, 3, 4)
+    assert pruned.get_layer("mix").kernel.shape == (1, 1, 5 + 4, 3)
+    x = _x((6, 6, 3), n=6)
+    np.testing.assert_allclose(pruned(x).numpy(), _zero_removed(model, pruned)(x).numpy(),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_squeeze_excite_with_reshape_follows_the_pruned_channels():
+    model = _randomize(models.se_mobilenet(width=0.5))
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    kept = pruned.surgery_report.kept
+    np.testing.assert_array_equal(kept["b1_se_expand"], kept["b1_expand"])  # one group
+    c = len(kept["b1_expand"])
+    assert pruned.get_layer("b1_se_reshape").target_shape == (1, 1, c)
+    assert pruned.get_layer("b1_se_expand").kernel.shape == (
+        len(kept["b1_se_reduce"]), c)
+    assert pruned.get_layer("b1_dw").depthwise_kernel.shape[2] == c
+
+
+def test_layer_normalization_and_conv1d_are_followed():
+    inp = keras.Input((8, 8))
+    x = L.Conv1D(12, 3, padding="same", name="c1")(inp)
+    x = L.LayerNormalization(name="ln")(x)
+    x = L.Reshape((4, 2, 12), name="reshape")(x)  # channels stay last: followed
+    x = L.Conv2D(10, 2, name="c2")(x)
+    x = L.Flatten(name="flat")(x)
+    model = _randomize(keras.Model(inp, L.Dense(3, name="out")(x)))
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    assert pruned.surgery_report.not_followed == ()
+    assert pruned.get_layer("ln").gamma.shape == (6,)
+    kept = pruned.surgery_report.kept["c1"]
+    np.testing.assert_array_equal(pruned.get_layer("ln").beta.numpy(),
+                                  model.get_layer("ln").beta.numpy()[kept])
+    assert pruned.get_layer("reshape").target_shape == (4, 2, 6)
+    assert pruned.get_layer("out").kernel.shape == (3 * 1 * 5, 3)
+
+
+@pytest.mark.parametrize("round_to,widths", [(1, [17, 34]), (4, [16, 36]), (8, [16, 32]),
+                                             (16, [16, 32])])
+def test_round_to_keeps_kernel_friendly_channel_counts(round_to, widths):
+    model = _randomize(models.digits_cnn(width=0.75))  # 24, 48 channels
+    pruned = surgery.prune_channels(model, 0.3, round_to=round_to)
+    assert [pruned.get_layer(n).filters for n in ("conv1", "conv2")] == widths
+    default = surgery.prune_channels(model, 0.3)
+    assert [default.get_layer(n).filters for n in ("conv1", "conv2")] == [16, 32]  # round_to 8
+    assert surgery.kept_count(12, 0.3, 16) == 12  # a group smaller than round_to: whole
+    with pytest.raises(errors.ConfigError, match="round_to=0; accepted: an integer >= 1"):
+        surgery.prune_channels(model, 0.3, round_to=0)
+
+
+@pytest.mark.parametrize("fmt", [".keras", ".h5"])
+def test_report_survives_plain_keras_save(tmp_path, fmt):
+    model = _randomize(residual_net())
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    path = str(tmp_path / ("m" + fmt))
+    pruned.save(path)  # Keras' own save, not ours
+    plain = keras.models.load_model(path, compile=False)  # still a plain Keras model
+    assert plain.get_layer("stem").filters == 4
+    for report in (surgery.report_of(path), models.load_model(path).surgery_report):
+        assert report.changed == pruned.surgery_report.changed
+        assert report.not_followed == pruned.surgery_report.not_followed
+        np.testing.assert_array_equal(report.kept["stem"], pruned.surgery_report.kept["stem"])
+    assert surgery.report_of(models.digits_cnn()) is None
+
+
+def test_keras2_h5_functional_model_loads_prunes_trains_and_converts(tmp_path, digits):
+    (x, y), _ = digits
+    inp = keras.Input((8, 8, 1))
+    h = L.Conv2D(16, 3, padding="same", activation="relu", name="c1")(inp)
+    h = L.BatchNormalization(name="bn")(h)
+    h = L.SeparableConv2D(16, 3, padding="same", activation="relu", name="sep")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    out = L.Dense(10, activation="softmax", name="out")(h)
+    path = str(tmp_path / "user.h5")
+    keras.Model(inp, out).save(path, save_format="h5")
+    model = models.load_model(path)
+    pruned = surgery.prune_channels(model, 0.5)
+    assert pruned.surgery_report.not_followed == ()
+    assert [pruned.get_layer(n).filters for n in ("c1", "sep")] == [8, 8]
+    pruned.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    history = pruned.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    from tfcompress.validation import predict
+
+    out = predict(tfcompress.convert(pruned, "float32"), x[:5])
+    np.testing.assert_allclose(out, pruned.predict(x[:5], verbose=0), atol=1e-5)

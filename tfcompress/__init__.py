@@ -14,7 +14,7 @@ _native.install_for_command()
 from tfcompress._keras import keras, quiet_tensorflow  # noqa: F401  (first: picks Keras 2)
 from tfcompress import errors, data, keras3, models, profiling, stats  # noqa: F401
 from tfcompress import wrappers, pruning, clustering, quantization  # noqa: F401
-from tfcompress import distillation, surgery  # noqa: F401
+from tfcompress import distillation, surgery, factorization, blocks  # noqa: F401
 from tfcompress import grids, equalization, layerwise, rounding, recovery  # noqa: F401
 from tfcompress import conversion, validation, lowbit, mixed  # noqa: F401
 from tfcompress import android, callbacks, report, stages, recipe, study  # noqa: F401
@@ -35,6 +35,7 @@ from tfcompress.study import search  # noqa: F401
 from tfcompress.surgery import factorize, prune_channels  # noqa: F401
 from tfcompress.validation import validate  # noqa: F401
 from tfcompress.wrappers import strip  # noqa: F401
+from tfcompress.blocks import prune_blocks  # noqa: F401
 
 profile_model = profile  # the name the first release used
 

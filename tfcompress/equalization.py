@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from tfcompress import errors
-from tfcompress._keras import keras
+from tfcompress._keras import is_functional, keras
 from tfcompress.keras3 import ensure_keras2
 from tfcompress.grids import layer_kind
 
@@ -46,7 +46,7 @@ def functional(model: keras.Model) -> keras.Model:
         for layer in model.layers:
             x = layer(x)
         model = keras.Model(inputs, x, name=model.name)
-    if not getattr(model, "_is_graph_network", False):
+    if not is_functional(model):
         raise errors.ModelError(
             f"model {model.name!r} is subclassed; accepted: Sequential or functional models")
     return model

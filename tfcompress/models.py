@@ -9,7 +9,7 @@ import functools
 import os
 from typing import Sequence
 
-from tfcompress import _io, errors
+from tfcompress import _io, _surgery_report, errors
 from tfcompress._keras import keras
 from tfcompress.keras3 import ensure_keras2, from_keras3
 
@@ -18,7 +18,8 @@ _APPLICATIONS = {
     "mobilenet_v3_small": lambda **kw: keras.applications.MobileNetV3Small(
         include_preprocessing=False, **kw),
 }
-MODEL_NAMES = ("digits_cnn", "mini_xception") + tuple(_APPLICATIONS)
+MODEL_NAMES = ("digits_cnn", "mini_xception", "digits_conv1d", "digits_unet",
+               "se_mobilenet") + tuple(_APPLICATIONS)
 
 
 def digits_cnn(
@@ -90,6 +91,103 @@ def mini_xception(
     return keras.Model(inputs, outputs, name="mini_xception")
 
 
+def _widths(width: float):
+    if width <= 0:
+        raise errors.ConfigError(f"width={width!r}; accepted: a number > 0")
+    return lambda n: max(1, int(round(n * width)))
+
+
+def digits_conv1d(
+    input_shape: Sequence[int] = (8, 8), num_classes: int = 10, width: float = 1.0
+) -> keras.Model:
+    """A Conv1D model over the digits' rows (input (8, 8): rows as time steps, columns as
+    features; ``x[..., 0]`` of ``load_digits``). 24k parameters at width 1.
+
+    Conv1D(32)+BN+ReLU -> Conv1D(64)+BN+ReLU -> MaxPooling1D -> Conv1D(64, ReLU) -> global
+    average pooling -> Dense(64, ReLU) -> Dropout -> ``logits`` Dense -> softmax.
+    """
+    c, L = _widths(width), keras.layers
+    inputs = keras.Input(tuple(input_shape))
+    x = L.Conv1D(c(32), 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = L.ReLU(name="relu1")(x)
+    x = L.Conv1D(c(64), 3, padding="same", use_bias=False, name="conv2")(x)
+    x = L.BatchNormalization(name="bn2")(x)
+    x = L.ReLU(name="relu2")(x)
+    x = L.MaxPooling1D(2, name="pool")(x)
+    x = L.Conv1D(c(64), 3, padding="same", activation="relu", name="conv3")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    x = L.Dense(c(64), activation="relu", name="dense")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="digits_conv1d")
+
+
+def digits_unet(
+    input_shape: Sequence[int] = (8, 8, 1), num_classes: int = 10, width: float = 1.0
+) -> keras.Model:
+    """A small U-Net-style classifier: an encoder, a Conv2DTranspose decoder step concatenated
+    with the encoder's skip tensor, then a classification head. 26k parameters at width 1.
+
+    2x Conv(16) -> MaxPool -> 2x Conv(32) -> Conv2DTranspose(16, stride 2) ; Concatenate with
+    the first block's output -> 2x Conv(16) -> global average pooling -> ``logits`` -> softmax.
+    """
+    c, L = _widths(width), keras.layers
+    inputs = keras.Input(tuple(input_shape))
+    e = L.Conv2D(c(16), 3, padding="same", activation="relu", name="enc1a")(inputs)
+    e = L.Conv2D(c(16), 3, padding="same", activation="relu", name="enc1b")(e)
+    x = L.MaxPooling2D(2, name="down")(e)
+    x = L.Conv2D(c(32), 3, padding="same", activation="relu", name="mid_a")(x)
+    x = L.Conv2D(c(32), 3, padding="same", activation="relu", name="mid_b")(x)
+    x = L.Conv2DTranspose(c(16), 2, strides=2, padding="same", activation="relu", name="up")(x)
+    x = L.Concatenate(name="concat")([x, e])
+    x = L.Conv2D(c(16), 3, padding="same", activation="relu", name="dec_a")(x)
+    x = L.Conv2D(c(16), 3, padding="same", activation="relu", name="dec_b")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="digits_unet")
+
+
+def _hard_sigmoid(x):
+    return keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+
+
+def _hard_swish(x):
+    return keras.layers.Multiply()([x, _hard_sigmoid(x)])
+
+
+def se_mobilenet(
+    input_shape: Sequence[int] = (8, 8, 1), num_classes: int = 10, width: float = 1.0
+) -> keras.Model:
+    """A MobileNetV3Small-style model: hard-swish, inverted residual blocks with squeeze-excite
+    written the older Keras way (GlobalAveragePooling2D -> Dense -> ReLU -> Dense -> hard sigmoid
+    -> Reshape(1, 1, C) -> Multiply), residual Adds, global pooling and a ``logits`` Dense (19k
+    parameters at width 1).
+    """
+    c, L = _widths(width), keras.layers
+    inputs = keras.Input(tuple(input_shape))
+    x = L.Conv2D(c(16), 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = _hard_swish(L.BatchNormalization(name="stem_bn")(x))
+    for i, (expand, out, stride) in enumerate(((32, 16, 1), (64, 24, 2), (72, 24, 1)), 1):
+        y = L.Conv2D(c(expand), 1, use_bias=False, name=f"b{i}_expand")(x)
+        y = _hard_swish(L.BatchNormalization(name=f"b{i}_expand_bn")(y))
+        y = L.DepthwiseConv2D(3, stride, padding="same", use_bias=False, name=f"b{i}_dw")(y)
+        y = _hard_swish(L.BatchNormalization(name=f"b{i}_dw_bn")(y))
+        s = L.GlobalAveragePooling2D(name=f"b{i}_se_pool")(y)
+        s = L.Dense(max(1, c(expand) // 4), activation="relu", name=f"b{i}_se_reduce")(s)
+        s = _hard_sigmoid(L.Dense(c(expand), name=f"b{i}_se_expand")(s))
+        s = L.Reshape((1, 1, c(expand)), name=f"b{i}_se_reshape")(s)
+        y = L.Multiply(name=f"b{i}_se_mul")([y, s])
+        y = L.Conv2D(c(out), 1, use_bias=False, name=f"b{i}_project")(y)
+        y = L.BatchNormalization(name=f"b{i}_project_bn")(y)
+        x = L.Add(name=f"b{i}_add")([x, y]) if stride == 1 and x.shape[-1] == y.shape[-1] else y
+    x = _hard_swish(L.Conv2D(c(96), 1, name="head")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="se_mobilenet")
+
+
 def build(name: str, input_shape: Sequence[int], num_classes: int, width: float = 1.0):
     """A reference model by name (see ``MODEL_NAMES``), untrained.
 
@@ -99,6 +197,10 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, width: float 
         return digits_cnn(input_shape, num_classes, width)
     if name == "mini_xception":
         return mini_xception(input_shape, num_classes, width)
+    builders = {"digits_conv1d": digits_conv1d, "digits_unet": digits_unet,
+                "se_mobilenet": se_mobilenet}
+    if name in builders:
+        return builders[name](input_shape, num_classes, width)
     if name not in _APPLICATIONS:
         raise errors.ConfigError(errors.unknown("model", name, MODEL_NAMES))
     model = _APPLICATIONS[name](
@@ -141,6 +243,8 @@ def load_model(path: str, *, compile: bool = False, safe_mode: bool = True) -> k
         safe_mode: False loads files you trust that hold Lambda layers or unregistered
             classes (the recipe field ``model.unsafe=True``).
 
+    A model saved after surgery gets its ``surgery_report`` back (see ``surgery.report_of``).
+
     Raises:
         ModelError: the path does not exist, is not one of the accepted kinds, cannot be read,
             or (safe mode) holds a Lambda layer or an unknown class, named in the message.
@@ -170,7 +274,9 @@ def load_model(path: str, *, compile: bool = False, safe_mode: bool = True) -> k
         except (ValueError, TypeError, OSError, KeyError, AttributeError) as e:
             raise errors.ModelError(
                 f"cannot load model {path!r}: {' '.join(str(e).split())}") from e
-    return ensure_keras2(model)
+    model = ensure_keras2(model)
+    report = _surgery_report.report_of(path)
+    return _surgery_report.attach(model, report) if report is not None else model
 
 
 # Classes that deserialize from their config alone, named by the config but not in the

@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 from ml_collections import ConfigDict
 
-from tfcompress import (clustering, conversion, data, distillation, equalization, models,
-                        profiling, pruning, quantization, recovery, rounding, surgery, wrappers)
+from tfcompress import (blocks, clustering, conversion, data, distillation, equalization,
+                        factorization, models, profiling, pruning, quantization, recovery,
+                        rounding, surgery, wrappers)
 from tfcompress._keras import keras
 
 
@@ -225,26 +226,46 @@ def _prune_channels(model, section, ctx):
     """Prunes channels, fine-tunes, and records params, MACs and accuracy before and after."""
     before, acc_before = _costs(model), ctx.accuracy(model)
     pruned = surgery.prune_channels(model, section.ratio, criterion=section.criterion,
-                                    layers=list(section.layers) or None)
+                                    layers=list(section.layers) or None,
+                                    round_to=section.round_to)
     report = pruned.surgery_report
     acc_cut = ctx.accuracy(pruned)
     ctx.fit(pruned, section.epochs, learning_rate=section.learning_rate)
     _surgery_stats("prune_channels", "pruned", before, acc_before, acc_cut, pruned, ctx,
-                   ratio=section.ratio, not_followed=list(report.not_followed),
-                   changed=report.changed)
+                   ratio=section.ratio, round_to=section.round_to,
+                   not_followed=list(report.not_followed), changed=report.changed)
     return pruned
 
 
 def _factorize(model, section, ctx):
-    """Factorizes (``rank`` > 0 wins over ``energy``), fine-tunes, records the figures."""
+    """Factorizes (``rank`` > 0 wins over ``energy``; ``conv``: ``channel`` SVD of Dense and
+    1x1-style convolutions, ``spatial`` k x k -> k x 1 then 1 x k), fine-tunes, records."""
     before, acc_before = _costs(model), ctx.accuracy(model)
     kwargs = {"rank": section.rank} if section.rank else {"energy": section.energy}
-    new = surgery.factorize(model, layers=list(section.layers) or None, **kwargs)
+    new = factorization.factorize(model, layers=list(section.layers) or None,
+                                  conv=section.conv, **kwargs)
     report = new.surgery_report
     acc_cut = ctx.accuracy(new)
     ctx.fit(new, section.epochs, learning_rate=section.learning_rate)
     _surgery_stats("factorize", "factorized", before, acc_before, acc_cut, new, ctx, **kwargs,
-                   changed=report.changed, kept=list(report.notes))
+                   conv=section.conv, changed=report.changed, kept=list(report.notes))
+    return new
+
+
+def _prune_blocks(model, section, ctx):
+    """Removes the residual blocks whose absence raises the validation loss least (``n``
+    blocks, or ``fraction`` of them when ``n`` is 0; ``max_macs_ratio`` > 0 bounds the MACs
+    left), fine-tunes, records the figures."""
+    before, acc_before = _costs(model), ctx.accuracy(model)
+    new = blocks.prune_blocks(model, section.n or section.fraction, *ctx.validation,
+                              criterion=section.criterion,
+                              max_macs_ratio=section.max_macs_ratio or None)
+    report = new.surgery_report
+    acc_cut = ctx.accuracy(new)
+    ctx.fit(new, section.epochs, learning_rate=section.learning_rate)
+    _surgery_stats("prune_blocks", "removed", before, acc_before, acc_cut, new, ctx,
+                   n_or_fraction=section.n or section.fraction, criterion=section.criterion,
+                   blocks_removed=list(report.changed), notes=list(report.notes))
     return new
 
 
@@ -302,10 +323,12 @@ STAGES: dict[str, Stage] = {
     "distill": Stage(_distill, dict(
         student="digits_cnn", width=0.25, alpha=0.1, temperature=4.0, epochs=15,
         learning_rate=0.0, hints="", hint_weight=1.0, precompute=True, scratch=False)),
+    "prune_blocks": Stage(_prune_blocks, dict(
+        fraction=0.25, n=0, criterion="loss", max_macs_ratio=0.0, epochs=5, learning_rate=5e-4)),
     "prune_channels": Stage(_prune_channels, dict(
-        ratio=0.5, criterion="l1", layers=(), epochs=5, learning_rate=5e-4)),
+        ratio=0.5, criterion="l1", layers=(), round_to=8, epochs=5, learning_rate=5e-4)),
     "factorize": Stage(_factorize, dict(
-        energy=0.9, rank=0, layers=(), epochs=5, learning_rate=5e-4)),
+        energy=0.9, rank=0, layers=(), conv="channel", epochs=5, learning_rate=5e-4)),
     "prune": Stage(_prune, dict(
         target_sparsity=0.8, epochs=2, schedule="polynomial", layers="", m_by_n="",
         keep_first_last=False, learning_rate=1e-4)),

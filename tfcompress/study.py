@@ -71,8 +71,10 @@ OBJECTIVES = ("size", "latency", "macs")
 # Search dimension -> (stage, section field). "mode" is the conversion mode.
 DIMENSIONS = {
     "distill_width": ("distill", "width"),
+    "block_fraction": ("prune_blocks", "fraction"),  # depth: residual blocks removed
     "channel_ratio": ("prune_channels", "ratio"),
     "factorize_energy": ("factorize", "energy"),
+    "factorize_conv": ("factorize", "conv"),  # "channel" or "spatial" SVD (with an energy)
     "sparsity": ("prune", "target_sparsity"),
     "clusters": ("cluster", "number_of_clusters"),
     "recovery": ("recover", None),  # 1: PTQ recovery for the trial's mode (int8, 8/4-bit weights)
@@ -101,6 +103,8 @@ def default_config() -> ConfigDict:
     c.space = ConfigDict(dict(
         mode=("float16", "dynamic", "int8"),
         distill_width=(0.0, 0.5, 0.25),
+        block_fraction=(0.0,),  # e.g. (0.0, 0.25) for models with residual blocks
+        factorize_conv=("channel", "spatial"),
         channel_ratio=(0.0, 0.25, 0.5),
         factorize_energy=(0.0, 0.95),
         sparsity=(0.0, 0.5, 0.75, 0.9, 0.95),
@@ -173,7 +177,7 @@ def parse_params(text: str) -> dict:
         key, _, value = item.partition("=")
         if key != "mode" and key not in DIMENSIONS:
             raise errors.ConfigError(errors.unknown("seed field", key, ["mode", *DIMENSIONS]))
-        params[key] = value if key == "mode" else (
+        params[key] = value if key in ("mode", "factorize_conv") else (
             int(value) if key in ("clusters", "recovery") else float(value))
     return params
 
@@ -185,10 +189,15 @@ def trial_recipe(config: ConfigDict, params: dict, model_path: str, qat: bool = 
     r.convert.modes = (params["mode"],)
     stages = []
     for dim, (stage, field) in DIMENSIONS.items():
-        if not params.get(dim) or field is None:
+        value = params.get(dim)
+        if not value or field is None:
+            continue
+        if isinstance(value, str):  # how, for a stage an earlier dimension turned on
+            if stage in stages:
+                r[stage][field] = value
             continue
         stages.append(stage)
-        r[stage][field] = type(r[stage][field])(params[dim])
+        r[stage][field] = type(r[stage][field])(value)
     # PTQ recovery goes last (no fine-tuning after it), onto the grid of the trial's mode;
     # a QAT trial learns its own ranges instead.
     if params.get("recovery") and params["mode"] in recovery_lib.MODES and not qat:
