@@ -161,12 +161,16 @@ def check_config(config) -> ConfigDict:
 
 
 def space(config: ConfigDict) -> dict:
-    """The searched dimensions: ``mode`` and those whose stage is registered now."""
+    """The searched dimensions: ``mode`` and those with a choice that turns their stage on; a
+    dimension of how (strings: ``factorize_conv``) only where its stage is searched."""
     out = {"mode": tuple(config.space.mode)}
+    searched = set()
     for dim, (stage, _) in DIMENSIONS.items():
         choices = tuple(config.space[dim])
-        if stage in STAGES and any(choices):
+        how = all(isinstance(c, str) for c in choices)
+        if stage in STAGES and any(choices) and (not how or stage in searched):
             out[dim] = tuple(sorted(set(choices), key=choices.index))
+            searched.add(stage)
     return out
 
 
