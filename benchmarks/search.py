@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=os.path.join(HERE, "results", "search_workdir"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "search.json"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--n_trials", type=int, default=0, help="trials (0: the config's)")
     parser.add_argument("--seed", type=int, default=0,
                         help="the recipe's seed (splits, training) and the sampler's")
     parser.add_argument("--timeout", type=int, default=0,
@@ -51,6 +52,8 @@ def main() -> None:
     if args.timeout:
         config.timeout = args.timeout
     config.seed = config.recipe.seed = args.seed
+    if args.n_trials:
+        config.n_trials = args.n_trials
     summary = tfcompress.search(config, args.workdir)
     wall = time.time() - start
     with open(os.path.join(args.workdir, "trials.jsonl")) as f:
@@ -66,7 +69,8 @@ def main() -> None:
     best = summary["best"]
     held_out = None if best is None else _held_out(config, best["model"], base["tflite"])
     result = {
-        "command": f"python benchmarks/search.py --seed={args.seed} --timeout={args.timeout}",
+        "command": f"python benchmarks/search.py --seed={args.seed} --timeout={args.timeout} "
+                   f"--n_trials={args.n_trials}",
         "machine": f"{os.cpu_count()} cores, shared with other engineers (load average "
                    f"{os.getloadavg()[0]:.1f} at the end)",
         "wall_seconds": wall, "states": summary["states"], "repeats": summary["repeats"],

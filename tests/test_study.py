@@ -152,6 +152,7 @@ def get_config():
     for dim in ("distill_width", "channel_ratio", "factorize_energy", "sparsity"):
         c.space[dim] = (0.0,)
     c.space.clusters = (0,)
+    c.space.recovery = (0,)
     c.n_trials = {n}
     c.heartbeat_interval = 1
     return c

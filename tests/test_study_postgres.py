@@ -49,6 +49,7 @@ def get_config():
     for dim in ("distill_width", "channel_ratio", "factorize_energy"):
         c.space[dim] = (0.0,)
     c.space.clusters = (0,)
+    c.space.recovery = (0,)
     c.seeds = ("mode=float16,sparsity=0.5",)
     c.n_trials = 3
     c.heartbeat_interval = 1

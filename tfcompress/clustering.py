@@ -119,12 +119,10 @@ def clustering_info(model) -> dict:
     """What clustering wrappers ``model`` holds, read from the wrappers (so it holds after
     saving and loading): ``{"clustered": {name: count}, "skipped": {name: why}}``; {} for a
     model without clustering wrappers."""
-    wrapped = [l for l in model.layers if isinstance(l, _tfmot.ClusterWrapper)]
+    wrapped, skipped = wrappers.wrapped_layers(model, _tfmot.ClusterWrapper, _tfmot.clusterable,
+                                               "clustered")
     if not wrapped:
         return {}
-    skipped = {l.name: (f"tfmot cannot wrap {type(l).__name__} to be clustered"
-                        if not _tfmot.clusterable(l) else "not selected")
-               for l in model.layers if l.weights and l not in wrapped}
     return {"clustered": {l.layer.name: int(l.number_of_clusters) for l in wrapped},
             "skipped": skipped}
 

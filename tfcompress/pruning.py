@@ -212,12 +212,10 @@ def pruning_info(model) -> dict:
     for a model saved and loaded again): ``{"pruned": [names], "skipped": {name: why},
     "schedule": {"kind", "final_sparsity", "begin_step", "end_step", "frequency", ...},
     "m_by_n": (m, n) or None}``; {} for a model without pruning wrappers."""
-    wrapped = [l for l in model.layers if isinstance(l, _tfmot.PruneWrapper)]
+    wrapped, skipped = wrappers.wrapped_layers(model, _tfmot.PruneWrapper, _tfmot.prunable,
+                                               "pruned")
     if not wrapped:
         return {}
-    skipped = {l.name: (f"tfmot cannot wrap {type(l).__name__} to be pruned"
-                        if not _tfmot.prunable(l) else "not selected")
-               for l in model.layers if l.weights and l not in wrapped}
     schedule = wrapped[0].pruning_schedule.get_config()
     kind = "constant" if schedule["class_name"] == "ConstantSparsity" else "polynomial"
     pair = wrapped[0].sparsity_m_by_n

@@ -514,13 +514,14 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
     front = pareto_front(records)
     test_floor = baseline["test_accuracy"] - config.max_drop / 100.0
     front_dir = os.path.join(workdir, "front")
-    if os.path.isdir(front_dir):  # a resumed search rewrites the front: no stale point stays
-        shutil.rmtree(front_dir)
-    os.makedirs(front_dir)
-    for r in front:
-        r["config_file"] = os.path.join(front_dir, f"trial_{r['number']}.py")
-        shutil.copyfile(r["recipe"], r["config_file"])
-        # Chosen on validation; the test drop beyond the budget is the honest warning.
+    with _locked(os.path.join(workdir, ".front.lock")):  # processes sharing the workdir
+        if os.path.isdir(front_dir):  # a resumed search rewrites the front: no stale point
+            shutil.rmtree(front_dir)
+        os.makedirs(front_dir)
+        for r in front:
+            r["config_file"] = os.path.join(front_dir, f"trial_{r['number']}.py")
+            shutil.copyfile(r["recipe"], r["config_file"])
+    for r in front:  # chosen on validation; a test drop beyond the budget is the warning
         r["test_within_budget"] = r["test_accuracy"] >= test_floor
     feasible = [r for r in records if r["state"] == "COMPLETE" and r["feasible"]]
     best = min(feasible, key=lambda r: (r["objective"], -r["accuracy"], r["number"]),

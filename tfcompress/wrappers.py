@@ -125,6 +125,16 @@ def is_quantize_aware(model) -> bool:
                or type(layer).__name__ == "QuantizeLayer" for layer in layers(model))
 
 
+def wrapped_layers(model, wrapper: type, supports, kind: str) -> tuple[list, dict]:
+    """(the ``wrapper`` layers of ``model``, {name: why not} of its other layers with weights),
+    read from the model itself, so it holds for a model saved and loaded again."""
+    wrapped = [l for l in model.layers if isinstance(l, wrapper)]
+    skipped = {l.name: (f"tfmot cannot wrap {type(l).__name__} to be {kind}"
+                        if not supports(l) else "not selected")
+               for l in model.layers if l.weights and l not in wrapped}
+    return wrapped, skipped
+
+
 def kernels(model) -> dict:
     """{layer name: kernel array} of every layer with a kernel (wrappers see through)."""
     out = {}
