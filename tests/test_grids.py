@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from ai_edge_quantizer import qtyping
-from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uq
+from litert_quantizer import qtyping
+from litert_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uq
 
 from tfcompress import errors, grids
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
+from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 from ptq_models import logits, trained_tiny
 
 import tfcompress

@@ -7,7 +7,7 @@ the channel's largest magnitude:
   ``[-127, 127]`` (narrow range);
 - the LiteRT (AI Edge) Quantizer's int4 modes (``dynamic_wi4``, ``weight_only_wi4``,
   ``static_wi4_*`` of ``tfcompress.lowbit``): ``scale = max|w| / 7``
-  (``ai_edge_quantizer.algorithms.uniform_quantize.uniform_quantize_tensor
+  (``litert_quantizer.algorithms.uniform_quantize.uniform_quantize_tensor
   .tensor_zp_scale_from_min_max``, symmetric, signed) and ``rint(w / scale)`` clipped to
   ``[-8, 7]`` (no narrow range below 8 bits). A weight on ``-8`` would raise the channel's
   ``max|w|`` to ``8 * scale`` and change the scale, so the grid used here is ``[-7, 7]``:
