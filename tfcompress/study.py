@@ -316,10 +316,10 @@ class _Search:
         self.started = time.time()
 
     def objective(self, trial) -> tuple:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: kills
+        trial.set_user_attr("pid", os.getpid())
         params = {dim: trial.suggest_categorical(dim, list(choices))
                   for dim, choices in self.space.items()}
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         for other in self.study.get_trials(deepcopy=False, states=(
                 optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
             if other.params != params:
