@@ -212,3 +212,23 @@ def test_recovery_option_deploys_on_the_grid_and_says_so(trained_cnn, digits):
         convert(trained_cnn, "int16x8", representative_data=x[:8], recovery=True)
     with pytest.raises(errors.ConversionError, match="recovery step 'round'"):
         convert(trained_cnn, "int8", representative_data=x[:8], recovery=("round",))
+
+
+def test_recovery_is_kept_only_where_validation_agrees(trained_cnn, digits):
+    """With validation data, recovery must agree with the float model at least as well as
+    plain min-max there; the facts give both figures, and the kept flatbuffer measures so."""
+    (x, _), (xv, yv) = digits
+    reference = trained_cnn.predict(xv, verbose=0).argmax(-1)
+    plain = convert(trained_cnn, "dynamic_wi4", representative_data=x[:128],
+                    representative_samples=128)
+    fb = convert(trained_cnn, "dynamic_wi4", representative_data=x[:128],
+                 representative_samples=128, recovery=("adaround",), validation_data=(xv, yv))
+    check = conversion_info(fb)["facts"]["recovery_check"]
+    scores = check["validation"]
+    kept_agreement = float(np.mean(predict(fb, xv).argmax(-1) == reference))
+    plain_agreement = float(np.mean(predict(plain, xv).argmax(-1) == reference))
+    assert scores["min_max"]["agreement"] == pytest.approx(plain_agreement)
+    assert kept_agreement == pytest.approx(scores[check["kept"]]["agreement"])
+    assert kept_agreement >= plain_agreement
+    recovered = conversion_info(fb)["facts"].get("recovery")
+    assert (recovered == ["adaround"]) == (check["kept"] == "recovered")

@@ -1,5 +1,7 @@
 """AdaRound and bias correction: the integers learned in Keras are deployed; errors fall."""
 
+import logging
+
 import numpy as np
 import pytest
 from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
@@ -89,7 +91,16 @@ def test_int4_learned_integers_are_deployed(trained, digits):
 
 def test_adaround_error_below_round_to_nearest(trained, digits, tmp_path):
     (x, _), _ = digits
-    model = adaround(trained, x[:256], bits=4, iterations=80, checkpoint_dir=str(tmp_path))
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        model = adaround(trained, x[:256], bits=4, iterations=80, checkpoint_dir=str(tmp_path))
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    # One loop per layer is traced on purpose; TensorFlow's retracing advice is not shown.
+    assert not [m for m in seen if "retracing" in m], seen
     report = model.adaround
     assert set(report) == {"conv", "sep", "conv2", "dense", "logits"}
     for name, r in report.items():

@@ -29,6 +29,7 @@ from tfcompress import data as data_lib
 from tfcompress._keras import keras
 from tfcompress._litert import tensor_types  # noqa: F401  (re-exported)
 from tfcompress.keras3 import ensure_keras2
+from tfcompress.validation import predict
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = {"int8": ("int8", "uint8", "float32"), "int16x8": ("float32", "int16")}
@@ -226,14 +227,19 @@ def convert(
             ``{"overrides": {"FULLY_CONNECTED": 8}}`` for the low-bit modes of
             ``tfcompress.lowbit`` or ``{"size_budget": 0.1}`` for its ``mixed`` mode.
         validation_data: ``(x, y)`` held out from training, on which modes that choose
-            (``mixed``: per-layer widths) decide; without it they judge on the representative
-            data. Plain conversion modes ignore it.
+            (``mixed``: per-layer widths) and ``recovery`` decide; without it they judge on the
+            representative data (recovery is then always kept). Plain conversion modes ignore
+            it.
         recovery: PTQ recovery before quantizing (``tfcompress.recovery.recover``): True for
             equalization, AdaRound and bias correction, or a tuple of those step names
             (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for ``int8`` and the modes
             ``recovery.MODES`` names (8- and 4-bit weights); the learned integers are the
-            deployed ones, calibrated on ``representative_data``. The flatbuffer's facts
-            (``conversion_info(...)["facts"]["recovery"]``) name the steps that ran.
+            deployed ones, calibrated on ``representative_data``. With ``validation_data`` the
+            recovered flatbuffer is kept only where it agrees with the float model on the
+            validation images at least as well as plain min-max (then by the lower mean squared
+            output difference); ``facts["recovery_check"]`` holds both figures. The
+            flatbuffer's facts (``conversion_info(...)["facts"]["recovery"]``) name the steps
+            in its weights.
 
     Returns:
         The flatbuffer bytes.
@@ -267,6 +273,7 @@ def convert(
     source, input_shape = _source(model_or_path)
     qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
     steps = _recovery_steps(recovery, mode, source, qat, representative_data)
+    float_source = source
     if steps:
         x_cal = np.concatenate([s[0] for s in representative(
             representative_data, input_shape, representative_samples)()])
@@ -283,11 +290,33 @@ def convert(
             f"mode {mode!r} needs representative_data (calibration images) unless the model "
             "was trained with QAT; accepted: a numpy array, a tf.data.Dataset or the splits "
             "returned by tfcompress.data loaders")
+    facts = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flatbuffer = fn(req)
-    facts = {"recovery": list(steps)} if steps else {}
+        if steps and req.validation is not None:
+            plain = fn(dataclasses.replace(req, source=float_source))
+            facts["recovery_check"] = _recovery_check(float_source, flatbuffer, plain,
+                                                      req.validation[0])
+            if facts["recovery_check"]["kept"] == "min_max":
+                flatbuffer, steps = plain, ()
+    if steps:
+        facts["recovery"] = list(steps)
     return _litert.with_facts(flatbuffer, mode=mode, qat=qat, **facts)
+
+
+def _recovery_check(model: keras.Model, recovered: bytes, plain: bytes, x) -> dict:
+    """Which of the two flatbuffers agrees better with the float model on validation images:
+    agreement of the top class first, then the lower mean squared output difference."""
+    reference = model.predict(x, verbose=0)
+    scores = {}
+    for name, flatbuffer in (("recovered", recovered), ("min_max", plain)):
+        out = predict(flatbuffer, x)
+        scores[name] = {
+            "agreement": float(np.mean(out.argmax(-1) == reference.argmax(-1))),
+            "output_error": float(np.mean(np.square(out - reference)))}
+    kept = max(scores, key=lambda k: (scores[k]["agreement"], -scores[k]["output_error"]))
+    return {"validation": scores, "kept": kept}
 
 
 def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data) -> tuple:

@@ -22,6 +22,8 @@ from absl import logging
 
 from tfcompress import _keras3_ops, errors
 from tfcompress import _keras
+from tfcompress import _parity
+from tfcompress._parity import is_k3_model, k3, max_abs_diff  # noqa: F401  (public here)
 from tfcompress._keras import keras as tf_keras
 
 _TO2, _TO3 = "tf_keras", "Keras 3"
@@ -34,18 +36,8 @@ _SUBCLASSED_HINT = (
     "it with the functional API")
 
 
-def _k3():
-    import keras  # Keras 3 (TF 2.21's default Keras); imported lazily, only when needed
-
-    return keras
-
-
 def _lib(target: str):
-    return tf_keras if target == _TO2 else _k3()
-
-
-def _is_k3_model(obj) -> bool:
-    return isinstance(obj, _k3().Model)
+    return tf_keras if target == _TO2 else k3()
 
 
 # --- config translation ------------------------------------------------------------------------
@@ -196,7 +188,7 @@ def _hard_sigmoid_k3_in_tf(x):
 
 
 def _hard_sigmoid_tf_in_k3(x):
-    ops = _k3().ops
+    ops = k3().ops
     return ops.clip(ops.add(ops.multiply(x, 0.2), 0.5), 0.0, 1.0)
 
 
@@ -242,10 +234,10 @@ class _Rebuilder:
 
     # Source-side facts, for either Keras.
     def _is_model(self, obj) -> bool:
-        return isinstance(obj, (_k3().Model if self.target == _TO2 else tf_keras.Model))
+        return isinstance(obj, (k3().Model if self.target == _TO2 else tf_keras.Model))
 
     def _is_sequential(self, obj) -> bool:
-        return isinstance(obj, (_k3().Sequential if self.target == _TO2 else tf_keras.Sequential))
+        return isinstance(obj, (k3().Sequential if self.target == _TO2 else tf_keras.Sequential))
 
     def _is_functional(self, obj) -> bool:
         Functional = _keras.functional_class(keras3=self.target == _TO2)
@@ -266,7 +258,7 @@ class _Rebuilder:
             return tf_keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=op.name,
                                   sparse=bool(getattr(x, "sparse", False)))
         sparse = isinstance(x.type_spec, tf.SparseTensorSpec)
-        return _k3().Input(batch_shape=tuple(x.shape.as_list()), dtype=x.dtype.name,
+        return k3().Input(batch_shape=tuple(x.shape.as_list()), dtype=x.dtype.name,
                            name=self._name(x._keras_history.layer.name), sparse=sparse)
 
     def model(self, model):
@@ -340,7 +332,7 @@ class _Rebuilder:
         kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
         if self._is_model(op):
             return self.model(op)(*args, **kwargs)
-        if self.target == _TO2 and not isinstance(op, _k3().layers.Layer):
+        if self.target == _TO2 and not isinstance(op, k3().layers.Layer):
             return _keras3_ops.k3_op(op, args, kwargs, where)
         if self.target == _TO3 and type(op).__name__ == "TFOpLambda":
             return _keras3_ops.tf_op(op, args, kwargs, where)
@@ -416,61 +408,10 @@ def _copy_weights(pairs, target: str) -> None:
             dst.finalize_state()  # Keras 3 preprocessing layers (Normalization) derive their state
 
 
-def _sample(model, batch: int = 2, seed: int = 0) -> list:
-    """Random input for every model input (unknown non-batch sizes become 32)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for x in model.inputs:
-        shape = [batch] + [32 if d is None else int(d) for d in list(x.shape)[1:]]
-        dtype = np.dtype(getattr(x.dtype, "name", x.dtype))
-        if np.issubdtype(dtype, np.integer):
-            arrays.append(rng.integers(0, 2, shape).astype(dtype))
-        else:
-            arrays.append(rng.random(shape).astype(dtype))
-    return arrays
-
-
-def _run(model, arrays, flatten) -> list:
-    if _is_k3_model(model):
-        struct = getattr(model, "_inputs_struct", None)
-        inputs = _k3().tree.pack_sequence_as(struct, arrays) if struct is not None else arrays
-    else:
-        struct = getattr(model, "_nested_inputs", None)
-        inputs = tf.nest.pack_sequence_as(struct, arrays) if struct is not None else arrays
-    if isinstance(inputs, list) and len(inputs) == 1 and struct is None:
-        inputs = inputs[0]
-    return [np.asarray(o) for o in flatten(model(inputs, training=False))]
-
-
-def _flatten_for(model):
-    return _k3().tree.flatten if _is_k3_model(model) else tf.nest.flatten
-
-
-def _arrays(model, sample) -> list:
-    return _sample(model) if sample is None else [np.asarray(s) for s in tf.nest.flatten(sample)]
-
-
-def _max_diff(p, q) -> float:
-    """max |p - q|, where NaN on both sides counts as equal."""
-    d = np.where(np.isnan(p) & np.isnan(q), 0.0, np.abs(p - q))
-    return float(np.max(d)) if d.size else 0.0
-
-
-def _diff_and_scale(a, b, arrays) -> tuple:
-    ya, yb = _run(a, arrays, _flatten_for(a)), _run(b, arrays, _flatten_for(b))
-    diff = max(_max_diff(p, q) for p, q in zip(ya, yb))
-    return diff, max(float(np.nanmax(np.abs(p))) if p.size else 0.0 for p in ya)
-
-
-def max_abs_diff(a, b, sample=None) -> float:
-    """Largest absolute difference between two models' outputs on ``sample`` (random if None)."""
-    return _diff_and_scale(a, b, _arrays(a, sample))[0]
-
-
 def _check(src, new, rebuilder: _Rebuilder, sample, atol: float) -> float:
     """Raises unless max |src - new| <= atol * max(1, max |src|) on the sample."""
-    arrays = _arrays(src, sample)
-    diff, scale = _diff_and_scale(src, new, arrays)
+    arrays = _parity.inputs_for(src, sample)
+    diff, scale = _parity.diff_and_scale(src, new, arrays)
     atol = atol * max(1.0, scale)
     if diff <= atol:
         return diff
@@ -479,8 +420,9 @@ def _check(src, new, rebuilder: _Rebuilder, sample, atol: float) -> float:
         names, a, b = zip(*rebuilder.probes)
         pa = _lib(_TO3 if rebuilder.target == _TO2 else _TO2).Model(src.inputs, list(a))
         pb = rebuilder.dst.Model(new.inputs, list(b))
-        diffs = [_max_diff(p, q) for p, q in zip(
-            _run(pa, arrays, _flatten_for(pa)), _run(pb, arrays, _flatten_for(pb)))]
+        diffs = [_parity.max_diff(p, q) for p, q in zip(
+            _parity.run(pa, arrays, _parity.flatten_for(pa)),
+            _parity.run(pb, arrays, _parity.flatten_for(pb)))]
         first = next(i for i, d in enumerate(diffs) if d > atol)
         worst = (f"; first differing layer {names[first]!r} (max abs diff {diffs[first]:.3g}), "
                  f"worst {names[int(np.argmax(diffs))]!r} ({max(diffs):.3g})")
@@ -509,7 +451,7 @@ def _reserve_names(model) -> None:
         else:
             taken[name] = max(taken.get(name, 0), 1)
     for name, count in taken.items():
-        while _k3().backend.get_uid(name) < count:
+        while k3().backend.get_uid(name) < count:
             pass
 
 
@@ -559,7 +501,7 @@ def from_keras3(model_or_path, *, custom_objects: Optional[dict] = None, check: 
         return model_or_path
     if isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):
         model_or_path = _load_keras3(model_or_path)
-    if not _is_k3_model(model_or_path):
+    if not is_k3_model(model_or_path):
         raise errors.ModelError(
             f"expected a Keras 3 model or .keras file path, got {type(model_or_path).__name__}")
     return _rebuild(model_or_path, _TO2, custom_objects, check, sample, atol)
@@ -582,7 +524,7 @@ def to_keras3(model, *, custom_objects: Optional[dict] = None, check: bool = Tru
         Keras3ModelError: a layer, option or op has no Keras 3 twin (QAT wrappers included).
         ModelError: not a model, or the outputs differ by more than ``atol``.
     """
-    if _is_k3_model(model):
+    if is_k3_model(model):
         return model
     if not isinstance(model, tf_keras.Model):
         raise errors.ModelError(f"expected a tf_keras model, got {type(model).__name__}")
@@ -598,7 +540,7 @@ def _load_keras3(path):
             f"Keras 3 model path {path!r} is not a .keras file; accepted: a .keras file saved by "
             "Keras 3 (a SavedModel directory goes straight to tfcompress.convert)")
     try:
-        return _k3().saving.load_model(path, compile=False, safe_mode=True)
+        return k3().saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError) as e:
         raise errors.Keras3ModelError(
             f"cannot load {path!r} with Keras 3: {e} (custom layers must be registered with "

@@ -24,6 +24,7 @@ checkpoints (``checkpoint_dir``) that a rerun reuses.
 """
 
 import hashlib
+import logging as py_logging
 import os
 import time
 from typing import Optional, Sequence
@@ -180,7 +181,18 @@ def _optimize(layer, roundings: dict, xq: np.ndarray, target: np.ndarray, *, ite
                 shat = s / (1.0 - tf.pow(0.999, step))
                 v.assign_sub(learning_rate * mhat / (tf.sqrt(shat) + 1e-8))
 
-    run()
+    tf_logger = py_logging.getLogger("tensorflow")
+    tf_logger.addFilter(_no_retracing_advice)
+    try:
+        run()
+    finally:
+        tf_logger.removeFilter(_no_retracing_advice)
+
+
+def _no_retracing_advice(record) -> bool:
+    """Each layer's loop is its own tf.function (its shapes and ops differ), so TensorFlow's
+    advice on repeated tracing ("triggered tf.function retracing") does not apply here."""
+    return "tf.function retracing" not in record.getMessage()
 
 
 # ---------------------------------------------------------------- checkpoints
