@@ -439,3 +439,44 @@ def test_keras2_h5_functional_model_loads_prunes_trains_and_converts(tmp_path, d
 
     out = predict(tfcompress.convert(pruned, "float32"), x[:5])
     np.testing.assert_allclose(out, pruned.predict(x[:5], verbose=0), atol=1e-5)
+
+
+def _multiplier_net(bn: bool):
+    """DepthwiseConv2D with depth_multiplier 2 in two branches joined by Add (BN optional)."""
+    inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(8, 3, padding="same", use_bias=False, activation="relu", name="c1")(inp)
+    b = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=bn, name="dw")(a)
+    if bn:
+        b = L.BatchNormalization(name="bn")(b)
+    b = L.ReLU(name="relu")(b)
+    c = L.DepthwiseConv2D(1, depth_multiplier=2, use_bias=False, name="dw2")(a)
+    d = L.Add(name="add")([b, c])
+    d = L.Conv2D(6, 1, use_bias=False, name="c2")(d)
+    d = L.GlobalAveragePooling2D(name="gap")(d)
+    return keras.Model(inp, L.Dense(3, name="out")(d))
+
+
+def test_depth_multiplier_channels_follow_their_input_channel():
+    model = _randomize(_multiplier_net(bn=False))
+    x = _x((8, 8, 3))
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    report = pruned.surgery_report
+    assert report.not_followed == ()
+    assert {k: v["after"] for k, v in report.changed.items()} == {"c1": 4, "c2": 3}
+    assert pruned.get_layer("dw").depthwise_kernel.shape == (3, 3, 4, 2)
+    assert pruned.get_layer("dw2").depthwise_kernel.shape == (1, 1, 4, 2)
+    assert pruned.get_layer("c2").kernel.shape == (1, 1, 8, 3)
+    np.testing.assert_allclose(pruned(x).numpy(), _zero_removed(model, pruned)(x).numpy(),
+                               rtol=1e-4, atol=1e-4)
+    # Input channel c owns outputs 2c and 2c + 1: BatchNormalization and the bias follow them.
+    model = _randomize(_multiplier_net(bn=True))
+    np.testing.assert_allclose(surgery.prune_channels(model, 0.0)(x).numpy(), model(x).numpy(),
+                               atol=1e-5)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    kept = pruned.surgery_report.kept["c1"]
+    rows = (kept[:, None] * 2 + np.arange(2)).reshape(-1)
+    np.testing.assert_array_equal(pruned.get_layer("bn").get_weights()[0],
+                                  model.get_layer("bn").get_weights()[0][rows])
+    np.testing.assert_array_equal(pruned.get_layer("dw").bias.numpy(),
+                                  model.get_layer("dw").bias.numpy()[rows])
+    assert pruned(x).shape == (4, 3)

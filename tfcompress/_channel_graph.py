@@ -146,6 +146,14 @@ class Flat:
         self.spatial, self.segments = spatial, segments
 
 
+class Expanded:
+    """Layout of a DepthwiseConv output with ``multiplier`` m > 1: input channel c becomes
+    output channels c*m .. c*m + m - 1, for the input's ``segments``."""
+
+    def __init__(self, segments: tuple, multiplier: int):
+        self.segments, self.multiplier = segments, multiplier
+
+
 class Groups:
     """Union-find over channel groups: channels that must be kept or removed together."""
 
@@ -182,7 +190,11 @@ class Groups:
 
 
 def segments(layout) -> tuple:
-    return layout.segments if isinstance(layout, Flat) else layout
+    return layout.segments if isinstance(layout, (Flat, Expanded)) else layout
+
+
+def _multiplier(layout) -> int:
+    return layout.multiplier if isinstance(layout, Expanded) else 1
 
 
 def channels_last(cfg: dict) -> bool:
@@ -218,6 +230,9 @@ def _passes(node, layer, cfg, ins, flat_in, rank) -> bool:
         return False
     if cls in DEPTHWISE:
         return not flat_in and cfg.get("depth_multiplier", 1) == 1 and channels_last(cfg)
+    if isinstance(ins[0], Expanded) and cls not in NORMS | ELEMENTWISE | SPATIAL | {
+            "PReLU", "TFOpLambda", "Softmax"}:
+        return False
     if cls in NORMS:  # after Flatten too: its weights follow the flat indices
         return _last_axis(cfg.get("axis", -1), rank)
     if cls in ELEMENTWISE or cls == "Softmax":
@@ -255,23 +270,28 @@ def analyse(model, nodes, outputs):
         ok = not node.shared and len(ins) >= 1
         if ok and _produces(node, cfg, ins, flat_in):
             layouts[key] = (groups.new(_width(cfg), fixed=mixing, producer=node.name),)
+        elif ok and cls in DEPTHWISE and len(ins) == 1 and not flat_in and channels_last(cfg) \
+                and cfg.get("depth_multiplier", 1) > 1 and isinstance(ins[0], tuple):
+            layouts[key] = Expanded(ins[0], int(cfg["depth_multiplier"]))
         elif ok and _passes(node, layer, cfg, ins, flat_in, rank):
             layouts[key] = ins[0]
             if mixing:
                 groups.fix(ins[0])
-            if cls == "BatchNormalization" and not flat_in:
+            if cls == "BatchNormalization" and isinstance(ins[0], tuple):
                 for g in ins[0]:
                     groups.bns[groups.find(g)].append(node.name)
-        elif ok and cls == "Flatten" and len(ins) == 1 and not flat_in and channels_last(cfg):
+        elif ok and cls == "Flatten" and len(ins) == 1 and isinstance(ins[0], tuple) \
+                and channels_last(cfg):
             spatial = int(np.prod(layer.get_input_shape_at(node.key_index)[1:-1], dtype=np.int64))
             layouts[key] = Flat(spatial, ins[0])
         elif ok and cls in MERGE and not flat_in and len(
-                {tuple(groups.size[g] for g in x) for x in ins}) == 1:
+                {(_multiplier(x), tuple(groups.size[g] for g in segments(x))) for x in ins}) == 1:
             for x in ins[1:]:
-                for a, b in zip(ins[0], x):
+                for a, b in zip(segments(ins[0]), segments(x)):
                     groups.union(a, b)
             layouts[key] = ins[0]
-        elif ok and cls == "Concatenate" and not flat_in and _last_axis(cfg.get("axis", -1), rank):
+        elif ok and cls == "Concatenate" and not flat_in and _last_axis(cfg.get("axis", -1), rank) \
+                and all(isinstance(x, tuple) for x in ins):
             layouts[key] = tuple(g for x in ins for g in x)  # each input at its channel offset
         else:  # not followed: its inputs and outputs keep every channel
             for x in ins:
@@ -296,6 +316,9 @@ def indices(layout, keep: dict, groups: Groups):
         parts.append(offset + (np.arange(groups.size[g]) if k is None else k))
         offset += groups.size[g]
     idx = np.concatenate(parts)
+    if isinstance(layout, Expanded):
+        m = layout.multiplier
+        idx = (idx[:, None] * m + np.arange(m)[None, :]).reshape(-1)
     if isinstance(layout, Flat):
         idx = (np.arange(layout.spatial)[:, None] * offset + idx[None, :]).reshape(-1)
     return idx

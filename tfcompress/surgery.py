@@ -70,8 +70,8 @@ def prune_channels(
     SeparableConv1D/2D, Dense) through BatchNormalization, LayerNormalization, element-wise
     activations (PReLU too), dropout, pooling, padding, cropping, up-sampling, Reshape (when the
     channel axis stays last and whole, as in squeeze-excite), DepthwiseConv (its channels follow
-    its producer; a SeparableConv's depthwise part follows its input channels, depth_multiplier
-    kept), Flatten (spatial x channel index mapping) and Concatenate (each input at its channel
+    its producer, each input channel's ``depth_multiplier`` outputs with it; a SeparableConv's
+    depthwise part follows its input channels), Flatten (spatial x channel index mapping) and Concatenate (each input at its channel
     offset) into the input channels of the next layers. Channels joined by Add / Multiply / ...
     (residual blocks; the excitation of a squeeze-excite block) form one group, ranked by the sum
     of its members' norms and pruned together. The model's outputs (the classifier) and the
@@ -190,8 +190,8 @@ def _slice(cls: str, weights: list, in_idx, out_idx) -> list:
         pointwise = take(take(weights[1], rows, -2), out_idx, -1)
         return [take(weights[0], in_idx, -2), pointwise] + [take(w, out_idx, 0)
                                                           for w in weights[2:]]
-    if cls in cg.DEPTHWISE:
-        return [take(weights[0], in_idx, -2)] + [take(w, in_idx, 0) for w in weights[1:]]
+    if cls in cg.DEPTHWISE:  # kernel (..., in, m); bias per output channel (in * m)
+        return [take(weights[0], in_idx, -2)] + [take(w, out_idx, 0) for w in weights[1:]]
     if cls in cg.NORMS:
         return [take(w, in_idx, 0) for w in weights]
     if cls == "PReLU":
