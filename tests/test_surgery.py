@@ -288,6 +288,24 @@ def test_prune_channels_stage_in_a_recipe(tmp_path):
     assert report["profile"]["final"]["params"] == stats["params_after"]
     text = (tmp_path / "report.md").read_text()
     assert f"parameters {stats['params_before']:,} -> {stats['params_after']:,}" in text
+    assert stats["batchnorm_recalibrated"] == 0  # the digits CNN has no BatchNormalization
+
+
+@pytest.mark.slow
+def test_surgery_stage_recalibrates_batchnorm(tmp_path):
+    config = recipe.default_config()
+    config.data.limit = 256
+    config.model.name, config.model.width = "mini_xception", 0.5
+    config.train.epochs = 1
+    config.stages = ("prune_channels",)
+    config.prune_channels.update(ratio=0.25, round_to=1, epochs=0)
+    config.convert.modes = ("float32",)
+    config.validate.latency_runs = 2
+    report = tfcompress.run_recipe(config, str(tmp_path))
+    stats = report["stages"]["prune_channels"]
+    bns = [layer for layer in models.mini_xception(width=0.5).layers
+           if isinstance(layer, L.BatchNormalization)]
+    assert stats["batchnorm_recalibrated"] == len(bns) > 0
 
 
 # ----------------------------------------------------------------------------- real architectures

@@ -14,7 +14,7 @@ _native.install_for_command()
 from tfcompress._keras import keras, quiet_tensorflow  # noqa: F401  (first: picks Keras 2)
 from tfcompress import errors, data, keras3, models, profiling, stats  # noqa: F401
 from tfcompress import wrappers, pruning, clustering, quantization  # noqa: F401
-from tfcompress import distillation, surgery, factorization, blocks  # noqa: F401
+from tfcompress import distillation, surgery, factorization, blocks, recalibration  # noqa: F401
 from tfcompress import grids, equalization, layerwise, rounding, recovery  # noqa: F401
 from tfcompress import conversion, validation, lowbit, mixed  # noqa: F401
 from tfcompress import android, callbacks, report, stages, recipe, study  # noqa: F401
@@ -28,6 +28,7 @@ from tfcompress.mixed import mixed_precision  # noqa: F401
 from tfcompress.profiling import profile  # noqa: F401
 from tfcompress.pruning import prune, sparsity_report  # noqa: F401
 from tfcompress.quantization import quantize_aware  # noqa: F401
+from tfcompress.recalibration import recalibrate_batchnorm  # noqa: F401
 from tfcompress.recovery import recover  # noqa: F401
 from tfcompress.rounding import adaround, correct_bias  # noqa: F401
 from tfcompress.recipe import default_config, run_recipe  # noqa: F401

@@ -13,12 +13,14 @@ from typing import Callable, Optional
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
+from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import (blocks, clustering, conversion, data, distillation, equalization,
-                        factorization, models, profiling, pruning, quantization, recovery,
-                        rounding, surgery, wrappers)
+from tfcompress import (blocks, clustering, conversion, data, distillation, equalization, errors,
+                        factorization, models, profiling, pruning, quantization, recalibration,
+                        recovery, rounding, surgery, wrappers)
 from tfcompress._keras import keras
+from tfcompress._surgery_report import attach
 
 
 @dataclasses.dataclass
@@ -219,15 +221,16 @@ def _surgery_stats(name, cut, before, acc_before, acc_cut, model, ctx, **extra) 
         "params_ratio": after["params"] / before["params"],
         "macs_before": before["macs"], "macs_after": after["macs"],
         "macs_ratio": after["macs"] / max(before["macs"], 1),
+        "batchnorm_recalibrated": len(getattr(model, "batchnorm_recalibration", {})),
     }
 
 
 def _prune_channels(model, section, ctx):
     """Prunes channels, fine-tunes, and records params, MACs and accuracy before and after."""
     before, acc_before = _costs(model), ctx.accuracy(model)
-    pruned = surgery.prune_channels(model, section.ratio, criterion=section.criterion,
-                                    layers=list(section.layers) or None,
-                                    round_to=section.round_to)
+    pruned = _recalibrated(surgery.prune_channels(
+        model, section.ratio, criterion=section.criterion, layers=list(section.layers) or None,
+        round_to=section.round_to), section, ctx)
     report = pruned.surgery_report
     acc_cut = ctx.accuracy(pruned)
     ctx.fit(pruned, section.epochs, learning_rate=section.learning_rate)
@@ -242,8 +245,8 @@ def _factorize(model, section, ctx):
     1x1-style convolutions, ``spatial`` k x k -> k x 1 then 1 x k), fine-tunes, records."""
     before, acc_before = _costs(model), ctx.accuracy(model)
     kwargs = {"rank": section.rank} if section.rank else {"energy": section.energy}
-    new = factorization.factorize(model, layers=list(section.layers) or None,
-                                  conv=section.conv, **kwargs)
+    new = _recalibrated(factorization.factorize(model, layers=list(section.layers) or None,
+                                                conv=section.conv, **kwargs), section, ctx)
     report = new.surgery_report
     acc_cut = ctx.accuracy(new)
     ctx.fit(new, section.epochs, learning_rate=section.learning_rate)
@@ -257,9 +260,10 @@ def _prune_blocks(model, section, ctx):
     blocks, or ``fraction`` of them when ``n`` is 0; ``max_macs_ratio`` > 0 bounds the MACs
     left), fine-tunes, records the figures."""
     before, acc_before = _costs(model), ctx.accuracy(model)
-    new = blocks.prune_blocks(model, section.n or section.fraction, *ctx.validation,
-                              criterion=section.criterion,
-                              max_macs_ratio=section.max_macs_ratio or None)
+    new = _recalibrated(blocks.prune_blocks(model, section.n or section.fraction, *ctx.validation,
+                                            criterion=section.criterion,
+                                            max_macs_ratio=section.max_macs_ratio or None),
+                        section, ctx)
     report = new.surgery_report
     acc_cut = ctx.accuracy(new)
     ctx.fit(new, section.epochs, learning_rate=section.learning_rate)
@@ -267,6 +271,21 @@ def _prune_blocks(model, section, ctx):
                    n_or_fraction=section.n or section.fraction, criterion=section.criterion,
                    blocks_removed=list(report.changed), notes=list(report.notes))
     return new
+
+
+def _recalibrated(model, section, ctx):
+    """The cut model with its BatchNormalization statistics re-estimated on 512 training
+    images (``recalibrate_bn``), before it is measured and fine-tuned; the surgery report
+    stays attached. A model the layer-by-layer pass cannot run is left as it is (logged)."""
+    if not section.recalibrate_bn or not any(
+            isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers):
+        return model
+    try:
+        new = recalibration.recalibrate_batchnorm(model, _calibration(ctx, 512))
+    except errors.ModelError as e:
+        logging.warning("BatchNormalization statistics not recalibrated: %s", e)
+        return model
+    return attach(new, model.surgery_report)
 
 
 def _calibration(ctx, samples: int) -> np.ndarray:
@@ -324,11 +343,14 @@ STAGES: dict[str, Stage] = {
         student="digits_cnn", width=0.25, alpha=0.1, temperature=4.0, epochs=15,
         learning_rate=0.0, hints="", hint_weight=1.0, precompute=True, scratch=False)),
     "prune_blocks": Stage(_prune_blocks, dict(
-        fraction=0.25, n=0, criterion="loss", max_macs_ratio=0.0, epochs=5, learning_rate=5e-4)),
+        fraction=0.25, n=0, criterion="loss", max_macs_ratio=0.0, recalibrate_bn=True, epochs=5,
+        learning_rate=5e-4)),
     "prune_channels": Stage(_prune_channels, dict(
-        ratio=0.5, criterion="l1", layers=(), round_to=8, epochs=5, learning_rate=5e-4)),
+        ratio=0.5, criterion="l1", layers=(), round_to=8, recalibrate_bn=True, epochs=5,
+        learning_rate=5e-4)),
     "factorize": Stage(_factorize, dict(
-        energy=0.9, rank=0, layers=(), conv="channel", epochs=5, learning_rate=5e-4)),
+        energy=0.9, rank=0, layers=(), conv="channel", recalibrate_bn=True, epochs=5,
+        learning_rate=5e-4)),
     "prune": Stage(_prune, dict(
         target_sparsity=0.8, epochs=2, schedule="polynomial", layers="", m_by_n="",
         keep_first_last=False, learning_rate=1e-4)),
