@@ -259,7 +259,7 @@ class _Rebuilder:
                                   sparse=bool(getattr(x, "sparse", False)))
         sparse = isinstance(x.type_spec, tf.SparseTensorSpec)
         return k3().Input(batch_shape=tuple(x.shape.as_list()), dtype=x.dtype.name,
-                           name=self._name(x._keras_history.layer.name), sparse=sparse)
+                          name=self._name(x._keras_history.layer.name), sparse=sparse)
 
     def model(self, model):
         if id(model) in self.memo:

@@ -71,12 +71,13 @@ def prune_channels(
     activations (PReLU too), dropout, pooling, padding, cropping, up-sampling, Reshape (when the
     channel axis stays last and whole, as in squeeze-excite), DepthwiseConv (its channels follow
     its producer, each input channel's ``depth_multiplier`` outputs with it; a SeparableConv's
-    depthwise part follows its input channels), Flatten (spatial x channel index mapping) and Concatenate (each input at its channel
-    offset) into the input channels of the next layers. Channels joined by Add / Multiply / ...
-    (residual blocks; the excitation of a squeeze-excite block) form one group, ranked by the sum
-    of its members' norms and pruned together. The model's outputs (the classifier) and the
-    channels touching a layer that cannot be followed keep every channel; those layers are named
-    in ``result.surgery_report.not_followed`` and logged.
+    depthwise part follows its input channels), Flatten (spatial x channel index mapping) and
+    Concatenate (each input at its channel offset) into the input channels of the next layers.
+    Channels joined by Add / Multiply / ... (residual blocks; the excitation of a squeeze-excite
+    block) form one group, ranked by the sum of its members' norms and pruned together. The
+    model's outputs (the classifier) and the channels touching a layer that cannot be followed
+    keep every channel; those layers are named in ``result.surgery_report.not_followed`` and
+    logged.
 
     Args:
         model: a built Sequential or Functional tf_keras model.
