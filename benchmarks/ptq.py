@@ -20,7 +20,10 @@ with int16 activations (``int16x8``): the part of the int8 loss that is activati
 
 test accuracy, agreement with the float Keras model on test images, bytes, seconds per step, and
 paired differences to float and to min-max (``stats.paired_difference``), and how many test
-images the float model decides by a top-2 probability margin below 0.01/0.05/0.1. Decisions
+images the float model decides by a top-2 probability margin below 0.01/0.05/0.1. Agreement
+needs no labels, so it is also measured on ``--shifted_copies`` (10) randomly translated copies
+of each test image (``test_shifted``: intervals narrow enough to tell variants apart; none of
+these images is seen by training, calibration or any decision). Decisions
 are taken on the validation split: calibration size and AdaRound steps (a sweep of int4 recovery
 on the digits CNN and the mini-Xception; MobileNetV2 takes the mini-Xception's), ``relu6``
 ("keep" or "relu", only where the model has ReLU6 pairs) for the recovery, and ``chosen``: the
@@ -54,6 +57,9 @@ flags.DEFINE_integer("calibration", 512, "Calibration images (without --sweep)."
 flags.DEFINE_integer("iterations", 300, "AdaRound steps per layer (without --sweep).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
 flags.DEFINE_bool("sweep", True, "Choose calibration size and iterations on validation.")
+flags.DEFINE_integer("shifted_copies", 10,
+                     "Randomly shifted copies of each test image for a larger, label-free "
+                     "agreement set (split 'test_shifted'; 0: none).")
 flags.DEFINE_string("out", "benchmarks/results/ptq.json", "Output JSON.")
 
 # Calibration size and AdaRound steps are chosen on validation accuracy of int4 recovery for
@@ -91,17 +97,21 @@ def _agrees(split_row: dict, n: int) -> np.ndarray:
 
 def _intervals(rows: list, min_max: dict, float_correct) -> None:
     """Replaces each row's per-image correctness by paired differences (accuracy to float and
-    to min-max, agreement to min-max's)."""
+    to min-max, agreement to min-max's; on the shifted test copies agreement only)."""
     base = min_max["test"]["correct"]
-    n = len(base)
     for row in rows:
-        for split in ("validation", "test"):
+        for split in list(row):
+            if not isinstance(row[split], dict) or "disagree" not in row[split]:
+                continue
             c = row[split].pop("correct", None)
-            if c is not None and split == "test":
+            if split == "validation" or c is None:
+                continue
+            n = len(c)
+            row[split]["agreement_vs_min_max"] = stats.paired_difference(
+                _agrees(min_max[split], n), _agrees(row[split], n))
+            if split == "test":
                 row["test"]["vs_float"] = stats.paired_difference(float_correct, c)
                 row["test"]["vs_min_max"] = stats.paired_difference(base, c)
-                row["test"]["agreement_vs_min_max"] = stats.paired_difference(
-                    _agrees(min_max["test"], n), _agrees(row["test"], n))
 
 
 def _augmented(x, y, shift: float, seed: int):
@@ -126,6 +136,12 @@ def train(name: str, xf, yf, seed: int):
     else:
         model.fit(xf, yf, batch_size=32, epochs=recipe["epochs"], verbose=0)
     return model
+
+
+def _shifted(x, copies: int, shift: float = 0.05, seed: int = 1000):
+    """``copies`` randomly translated copies of every image (up to ``shift`` of its size)."""
+    layer = keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed)
+    return np.concatenate([layer(x, training=True).numpy() for _ in range(copies)])
 
 
 def _margins(probabilities: np.ndarray) -> np.ndarray:
@@ -185,6 +201,9 @@ def part(name, seed):
     train_seconds = time.perf_counter() - start
     order = np.random.default_rng(0).permutation(len(xf))
     splits = {"validation": (xv, yv), "test": (xt, yt)}
+    if FLAGS.shifted_copies:
+        splits["test_shifted"] = (_shifted(xt, FLAGS.shifted_copies),
+                                  np.tile(yt, FLAGS.shifted_copies))
     reference = {s: model.predict(v[0], verbose=0) for s, v in splits.items()}
     float_correct = {s: reference[s].argmax(-1) == splits[s][1] for s in splits}
     margins = _margins(reference["test"])
@@ -263,6 +282,9 @@ def acceptance_of(name: str, r: dict) -> dict:
         a["int8_agreement_chosen"] = chosen
         a["int8_agreement_min_max"] = plain
         a["int8_ok"] = chosen >= 0.995 and chosen >= plain
+        if "test_shifted" in m["variants"]["min_max"]:
+            a["int8_shifted_agreement"] = {v: row["test_shifted"]["agreement"]
+                                           for v, row in m["variants"].items()}
     if "dynamic_wi4" in r["modes"]:
         m = r["modes"]["dynamic_wi4"]
         drop = 100 * (r["float"]["test"]
@@ -297,14 +319,25 @@ def summarize(results: dict, seeds: list) -> dict:
                 for v in VARIANTS}
             summary["int8_mean_agreement"]["chosen"] = float(np.mean(
                 [m["variants"][m["chosen"]]["test"]["agreement"] for m in modes]))
+            if "test_shifted" in modes[0]["variants"]["min_max"]:
+                summary["int8_mean_agreement_shifted"] = {
+                    v: float(np.mean([m["variants"][v]["test_shifted"]["agreement"]
+                                      for m in modes])) for v in VARIANTS}
+                summary["int8_mean_agreement_shifted"]["chosen"] = float(np.mean(
+                    [m["variants"][m["chosen"]]["test_shifted"]["agreement"] for m in modes]))
             for label, pick in (("full", lambda m: "equalize+bias+adaround"),
                                 ("chosen", lambda m: m["chosen"])):
-                base = np.concatenate([_agrees(m["variants"]["min_max"]["test"], n)
-                                       for m in modes])
-                new = np.concatenate([_agrees(m["variants"][pick(m)]["test"], n)
-                                      for m in modes])
-                summary[f"int8_{label}_agreement_vs_min_max_pooled"] = stats.paired_difference(
-                    base, new)
+                for split in ("test", "test_shifted"):
+                    if split not in modes[0]["variants"]["min_max"]:
+                        continue
+                    size = n * (FLAGS.shifted_copies if split == "test_shifted" else 1)
+                    base = np.concatenate([_agrees(m["variants"]["min_max"][split], size)
+                                           for m in modes])
+                    new = np.concatenate([_agrees(m["variants"][pick(m)][split], size)
+                                          for m in modes])
+                    suffix = "" if split == "test" else "_shifted"
+                    summary[f"int8_{label}_agreement_vs_min_max_pooled{suffix}"] = (
+                        stats.paired_difference(base, new))
         summary["int4_drop_points_full"] = [r["acceptance"].get("int4_drop_points_full")
                                             for r in runs]
         summary["max_recovery_seconds"] = max(r["acceptance"]["max_recovery_seconds"]
@@ -317,7 +350,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
     settings = {"modes": FLAGS.modes, "calibration": FLAGS.calibration,
-                "iterations": FLAGS.iterations, "sweep": FLAGS.sweep}
+                "iterations": FLAGS.iterations, "sweep": FLAGS.sweep,
+                "shifted_copies": FLAGS.shifted_copies}
     results = {}
     if os.path.exists(FLAGS.out):  # a rerun keeps (and skips) the parts already measured
         with open(FLAGS.out) as f:
