@@ -200,16 +200,17 @@ def test_register_mode_adds_a_mode(trained_cnn, flatbuffers):
     assert "float32_copy" not in available_modes()
 
 
-def test_recovery_option_deploys_on_the_grid_and_says_so(trained_cnn, digits):
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_recovery_option_deploys_on_the_grid_and_says_so(trained_cnn, digits, mode):
     (x, _), _ = digits
-    fb = convert(trained_cnn, "int8", representative_data=x[:64], representative_samples=64,
+    fb = convert(trained_cnn, mode, representative_data=x[:64], representative_samples=64,
                  recovery=("adaround",))
     info = conversion_info(fb)
-    assert info["facts"]["recovery"] == ["adaround"] and info["mode"] == "int8"
-    plain = conversion_info(convert(trained_cnn, "int8", representative_data=x[:64]))
+    assert info["facts"]["recovery"] == ["adaround"] and info["mode"] == mode
+    plain = conversion_info(convert(trained_cnn, mode, representative_data=x[:64]))
     assert "recovery" not in plain["facts"]
-    with pytest.raises(errors.ConversionError, match="conversion mode for recovery.*int16x8"):
-        convert(trained_cnn, "int16x8", representative_data=x[:8], recovery=True)
+    with pytest.raises(errors.ConversionError, match="conversion mode for recovery.*float16"):
+        convert(trained_cnn, "float16", representative_data=x[:8], recovery=True)
     with pytest.raises(errors.ConversionError, match="recovery step 'round'"):
         convert(trained_cnn, "int8", representative_data=x[:8], recovery=("round",))
 

@@ -70,12 +70,13 @@ def _assert_deployed(learned: dict, deployed: list) -> None:
         assert best == 1.0, f"{key}: {best:.4f} of the integers as learned"
 
 
-def test_int8_learned_integers_are_deployed(trained, digits):
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_int8_learned_integers_are_deployed(trained, digits, mode):
     (x, _), _ = digits
-    model = adaround(trained, x[:256], bits=8, activation_bits=8, iterations=30)
+    model = adaround(trained, x[:256], iterations=30, **for_mode(mode))
     learned = _learned_integers(model, 8)
     assert len(learned) == 7  # conv, dw, sep (2 kernels), conv2, dense, logits
-    flatbuffer = tfcompress.convert(model, "int8", representative_data=x)
+    flatbuffer = tfcompress.convert(model, mode, representative_data=x)
     _assert_deployed(learned, _flatbuffer_integers(flatbuffer))
 
 
@@ -147,5 +148,5 @@ def test_bad_arguments_are_clear_errors(trained, digits):
         correct_bias(trained, np.full((4, 8, 8, 1), np.inf, np.float32))
     with pytest.raises(errors.ConfigError, match="recovery step 'qat'"):
         recover(trained, x[:8], steps=("qat",))
-    with pytest.raises(errors.ConfigError, match="conversion mode for recovery 'int16x8'"):
-        for_mode("int16x8")
+    with pytest.raises(errors.ConfigError, match="conversion mode for recovery 'float16'"):
+        for_mode("float16")

@@ -24,6 +24,7 @@ STEPS = ("equalize", "adaround", "correct_bias")
 # Conversion mode -> (weight bits, simulated activation bits) the recovery targets.
 MODES = {
     "int8": (8, 8),
+    "int16x8": (8, None),  # int16 activations: their rounding is negligible, not simulated
     "dynamic": (8, None),
     "dynamic_wi8": (8, None),
     "weight_only_wi8": (8, None),

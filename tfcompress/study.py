@@ -77,7 +77,7 @@ DIMENSIONS = {
     "factorize_conv": ("factorize", "conv"),  # "channel" or "spatial" SVD (with an energy)
     "sparsity": ("prune", "target_sparsity"),
     "clusters": ("cluster", "number_of_clusters"),
-    "recovery": ("recover", None),  # 1: PTQ recovery for the trial's mode (int8, 8/4-bit weights)
+    "recovery": ("recover", None),  # 1: PTQ recovery for the mode (int8, int16x8, 8/4-bit weights)
 }
 
 
