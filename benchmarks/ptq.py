@@ -1,6 +1,6 @@
 """Post-training quantization recovery: min-max vs +equalization vs +bias correction vs +AdaRound.
 
-    PYTHONPATH=$PWD python benchmarks/ptq.py                                  # ~50 min
+    PYTHONPATH=$PWD python benchmarks/ptq.py                                  # ~65 min
     PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_cnn --seeds=0    # one part
 
 For the digits CNN, the mini-Xception and MobileNetV2 (alpha 0.35, digits resized to 32x32 RGB;
