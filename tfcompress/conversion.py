@@ -232,8 +232,8 @@ def convert(
             it.
         recovery: PTQ recovery before quantizing (``tfcompress.recovery.recover``): True for
             equalization, AdaRound and bias correction, or a tuple of those step names
-            (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for ``int8`` and the modes
-            ``recovery.MODES`` names (8- and 4-bit weights); the learned integers are the
+            (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for ``int8``, ``int16x8`` and
+            the modes ``recovery.MODES`` names (8- and 4-bit weights); the learned integers are the
             deployed ones, calibrated on ``representative_data``. With ``validation_data`` the
             recovered flatbuffer is kept only where it agrees with the float model on the
             validation images at least as well as plain min-max (then by the lower mean squared
