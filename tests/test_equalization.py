@@ -73,6 +73,29 @@ def test_equalize_relu6_pairs_kept_or_made_relu(digits):
         equalize(model, relu6="clip")
 
 
+def test_equalize_conv1d_pairs(digits):
+    """Conv1D -> ReLU -> Conv1D -> MaxPooling1D -> Conv1D -> GlobalAveragePooling1D -> Dense:
+    three pairs, the same outputs, each first layer's channel ranges equal to its partner's."""
+    _, (xt, _) = digits
+    L = keras.layers
+    inputs = keras.Input((8, 8))
+    h = L.Conv1D(6, 3, padding="same", activation="relu", name="a")(inputs)
+    h = L.Conv1D(6, 3, padding="same", activation="relu", name="b")(h)
+    h = L.MaxPooling1D(name="pool")(h)
+    h = L.Conv1D(4, 3, name="c")(h)
+    out = L.Dense(3, name="d")(L.GlobalAveragePooling1D(name="gap")(h))
+    model = keras.Model(inputs, out)
+    rng = np.random.RandomState(0)
+    model.get_layer("a").set_weights([rng.randn(3, 8, 6) * [1, 4, 9, 16, 25, 36], np.zeros(6)])
+    x = xt.reshape(-1, 8, 8)
+    assert {p[:2] for p in find_pairs(model)} == {("a", "b"), ("b", "c"), ("c", "d")}
+    eq = equalize(model)
+    assert _relative(model.predict(x, verbose=0), eq.predict(x, verbose=0)) < 1e-4
+    before = np.max(np.abs(model.get_layer("a").kernel.numpy()), axis=(0, 1))
+    after = np.max(np.abs(eq.get_layer("a").kernel.numpy()), axis=(0, 1))
+    assert _spread(after) < 0.5 * _spread(before), (_spread(after), _spread(before))
+
+
 def test_equalize_sequential_digits_cnn(trained_cnn, digits):
     _, (xt, _) = digits
     eq = tfcompress.equalization.equalize(trained_cnn)

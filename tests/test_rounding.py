@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
-from ptq_models import logits, trained_tiny
+from ptq_models import logits, mixed_model, trained_tiny
 
 import tfcompress
 from tfcompress import errors, grids
@@ -46,6 +46,8 @@ def _tflite_layout(kind: str, attr: str, q: np.ndarray) -> np.ndarray:
         return q.T
     if attr == "depthwise_kernel":
         return q.reshape(q.shape[0], q.shape[1], -1)[None]
+    if kind == "conv1d":
+        return q.transpose(2, 0, 1)[:, None]  # WIO -> O1WI (a CONV_2D)
     return q.transpose(3, 0, 1, 2)  # HWIO -> OHWI
 
 
@@ -77,6 +79,26 @@ def test_int8_learned_integers_are_deployed(trained, digits, mode):
     learned = _learned_integers(model, 8)
     assert len(learned) == 7  # conv, dw, sep (2 kernels), conv2, dense, logits
     flatbuffer = tfcompress.convert(model, mode, representative_data=x)
+    _assert_deployed(learned, _flatbuffer_integers(flatbuffer))
+
+
+@pytest.mark.parametrize("mode", ["int8", "dynamic_wi4"])
+def test_recovery_passes_squeeze_excite_concat_transpose_conv1d(digits, mode):
+    """Conv2D, SeparableConv2D, Conv1D and Dense around Multiply, Concatenate and
+    Conv2DTranspose are rounded and deployed as learned; the transpose stays to the converter;
+    equalization keeps the float outputs."""
+    (x, _), (xt, _) = digits
+    model = mixed_model()
+    equalized = recover(model, x[:128], steps=("equalize",))
+    assert ("conv1d", "logits") in equalized.recovery["equalize"]["pairs"]
+    ref = model.predict(xt, verbose=0)
+    np.testing.assert_allclose(equalized.predict(xt, verbose=0), ref, rtol=1e-4, atol=1e-6)
+    settings = for_mode(mode)
+    recovered = recover(model, x[:128], iterations=20, **settings)
+    assert set(recovered.recovery["adaround"]["layers"]) == {
+        "conv", "se_reduce", "se_expand", "sep", "side", "conv1d", "logits"}
+    learned = _learned_integers(recovered, settings["bits"])
+    flatbuffer = tfcompress.convert(recovered, mode, representative_data=x)
     _assert_deployed(learned, _flatbuffer_integers(flatbuffer))
 
 

@@ -2,21 +2,22 @@
 Quantization Through Weight Equalization and Bias Correction").
 
 ``fold_batchnorm(model)`` returns a new plain Keras model where every BatchNormalization that
-follows a Conv2D, DepthwiseConv2D, SeparableConv2D (into its pointwise kernel) or Dense alone is
-folded into that layer's kernel and bias; the layer is rebuilt from the model's config, so the
-result is an ordinary functional model that saves, converts and quantizes like the original.
+follows a Conv2D, Conv1D, DepthwiseConv2D, SeparableConv2D (into its pointwise kernel) or Dense
+alone is folded into that layer's kernel and bias; the layer is rebuilt from the model's config,
+so the result is an ordinary functional model that saves, converts and quantizes like the
+original.
 The folded kernels are what the conversion quantizes, so learned rounding (``tfcompress.rounding``)
 must start from them.
 
 ``equalize(model)`` folds, then rescales the output channels of one layer and the matching input
 channels of the next, for every pair joined by a path that commutes with a positive per-channel
-scale (ReLU, identity, max pooling, zero padding, global average pooling, dropout, a Flatten in
-front of a Dense) and for the depthwise/pointwise pair inside each SeparableConv2D. With ranges
-``r1`` (per output channel of the first layer) and ``r2`` (per input channel of the second),
-``s = sqrt(r1 / r2)`` makes both ``sqrt(r1 r2)``: per-tensor activation ranges and per-channel
-weight ranges become more equal, and the float outputs do not change. ReLU6 does not commute with
-a scale; pairs across it are left alone unless ``relu6="relu"`` (AIMET's choice: ReLU6 becomes
-ReLU, which changes the outputs wherever an activation exceeded 6).
+scale (ReLU, identity, max pooling, zero padding, global average pooling, dropout, 2-D or 1-D,
+a Flatten in front of a Dense) and for the depthwise/pointwise pair inside each SeparableConv2D.
+With ranges ``r1`` (per output channel of the first layer) and ``r2`` (per input channel of the
+second), ``s = sqrt(r1 / r2)`` makes both ``sqrt(r1 r2)``: per-tensor activation ranges and
+per-channel weight ranges become more equal, and the float outputs do not change. ReLU6 does not
+commute with a scale; pairs across it are left alone unless ``relu6="relu"`` (AIMET's choice:
+ReLU6 becomes ReLU, which changes the outputs wherever an activation exceeded 6).
 """
 
 import copy
@@ -32,7 +33,8 @@ from tfcompress.grids import layer_kind
 
 RELU6 = ("keep", "relu")
 # Layers between a pair that commute with a positive per-channel scale.
-_PASS = ("MaxPooling2D", "ZeroPadding2D", "GlobalAveragePooling2D", "Dropout", "SpatialDropout2D")
+_PASS = ("MaxPooling2D", "ZeroPadding2D", "GlobalAveragePooling2D", "SpatialDropout2D",
+         "MaxPooling1D", "ZeroPadding1D", "GlobalAveragePooling1D", "SpatialDropout1D", "Dropout")
 
 
 # ---------------------------------------------------------------- functional configs
@@ -113,8 +115,9 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     """A new model with each BatchNormalization folded into the layer it follows.
 
     A BatchNormalization is folded when it normalizes the last axis and reads the output of a
-    Conv2D, DepthwiseConv2D, SeparableConv2D or Dense that has a linear activation and no other
-    reader; the layer gets ``use_bias=True`` and the folded kernel and bias (float64 maths).
+    Conv2D, Conv1D, DepthwiseConv2D, SeparableConv2D or Dense that has a linear activation and no
+    other reader; the layer gets ``use_bias=True`` and the folded kernel and bias (float64
+    maths).
     Other BatchNormalization layers stay. A model without any to fold comes back as a copy.
 
     Raises:
@@ -250,7 +253,7 @@ def _in_range(layer, groups: int) -> np.ndarray:
     k = _in_kernel(layer).numpy()
     if layer_kind(layer) == "dense":
         return np.max(np.abs(k.reshape(groups, -1, k.shape[-1])), axis=(0, 2))
-    return np.max(np.abs(k), axis=(0, 1, 3))
+    return np.max(np.abs(k), axis=tuple(a for a in range(k.ndim) if a != k.ndim - 2))
 
 
 def _scale_in(layer, s: np.ndarray, groups: int) -> None:
@@ -259,8 +262,8 @@ def _scale_in(layer, s: np.ndarray, groups: int) -> None:
     k = var.numpy()
     if layer_kind(layer) == "dense":
         var.assign((k.reshape(groups, -1, k.shape[-1]) * s[None, :, None]).reshape(k.shape))
-    else:
-        var.assign(k * s[None, None, :, None])
+    else:  # (..., in, out) kernels: Conv2D/Conv1D (HWIO/WIO), depthwise (HW, in, multiplier)
+        var.assign(k * s.reshape(-1, 1))
 
 
 def _separable_step(layer) -> float:

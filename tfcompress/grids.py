@@ -15,12 +15,13 @@ the channel's largest magnitude:
 
 A weight set exactly on ``q * scale`` with the channel's largest ``|q|`` equal to ``qmax``
 gives back the same scale and the same integers ``q`` after conversion (checked by
-``tests/test_adaround.py`` against the flatbuffers' integer tensors).
+``tests/test_rounding.py`` against the flatbuffers' integer tensors).
 
 Which kernels each grid applies to follows what the conversion quantizes: at 8 bits every
-Conv2D, DepthwiseConv2D, SeparableConv2D (both kernels) and Dense kernel; at 4 bits the
-quantizer's int4 policy takes CONV_2D and FULLY_CONNECTED but leaves DEPTHWISE_CONV_2D in
-float, so the depthwise kernels (also those inside a SeparableConv2D) are not on a grid.
+Conv2D, Conv1D (converted to CONV_2D), DepthwiseConv2D, SeparableConv2D (both kernels) and Dense
+kernel; at 4 bits the quantizer's int4 policy takes CONV_2D and FULLY_CONNECTED but leaves
+DEPTHWISE_CONV_2D in float, so the depthwise kernels (also those inside a SeparableConv2D) are
+not on a grid.
 """
 
 import dataclasses
@@ -76,8 +77,8 @@ class Kernel:
     """One quantized kernel of a layer: the variable's attribute and the per-channel axes.
 
     ``reduce_axes`` are the axes a channel's ``max|w|`` spans (every axis but the deployed
-    output channel: the last for Conv2D/Dense/pointwise kernels, the last two (input channel
-    times multiplier) for depthwise kernels).
+    output channel: the last for Conv2D/Conv1D/Dense/pointwise kernels, the last two (input
+    channel times multiplier) for depthwise kernels).
     """
 
     attr: str
@@ -85,19 +86,25 @@ class Kernel:
 
 
 _CONV = (keras.layers.Conv2D,)
+_CONV1D = (keras.layers.Conv1D,)
 _DEPTHWISE = (keras.layers.DepthwiseConv2D,)
 _SEPARABLE = (keras.layers.SeparableConv2D,)
 _DENSE = (keras.layers.Dense,)
 
 
 def layer_kind(layer) -> Optional[str]:
-    """``"conv"``, ``"depthwise"``, ``"separable"``, ``"dense"``, or None for other layers."""
+    """``"conv"``, ``"conv1d"``, ``"depthwise"``, ``"separable"``, ``"dense"``, or None for other
+    layers (Conv2DTranspose, grouped convolutions, causal or channels-first Conv1D)."""
     if isinstance(layer, _DEPTHWISE):  # a DepthwiseConv2D is a Conv2D subclass: test first
         return "depthwise"
     if isinstance(layer, _SEPARABLE):
         return "separable"
     if isinstance(layer, _CONV) and not isinstance(layer, keras.layers.Conv2DTranspose):
         return "conv" if getattr(layer, "groups", 1) == 1 else None
+    if isinstance(layer, _CONV1D) and not isinstance(layer, keras.layers.Conv1DTranspose):
+        plain = (getattr(layer, "groups", 1) == 1 and layer.padding != "causal"
+                 and layer.data_format == "channels_last")
+        return "conv1d" if plain else None
     if isinstance(layer, _DENSE) and len(layer.input_shape) == 2:
         return "dense"
     return None
@@ -106,8 +113,8 @@ def layer_kind(layer) -> Optional[str]:
 def kernels(layer, bits: int) -> tuple:
     """The layer's kernels the conversion at ``bits`` quantizes (see the module docstring)."""
     kind = layer_kind(layer)
-    if kind in ("conv", "dense"):
-        return (Kernel("kernel", (0,) if kind == "dense" else (0, 1, 2)),)
+    if kind in ("conv", "conv1d", "dense"):
+        return (Kernel("kernel", {"conv": (0, 1, 2), "conv1d": (0, 1), "dense": (0,)}[kind]),)
     if kind == "depthwise":
         return (Kernel("depthwise_kernel", (0, 1)),) if bits == 8 else ()
     if kind == "separable":
