@@ -2,10 +2,13 @@
 
     PYTHONPATH=$PWD python benchmarks/ptq.py                                  # ~65 min
     PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_cnn --seeds=0    # one part
+    PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_conv1d \
+        --out=benchmarks/results/ptq_conv1d.json                                # ~5 min
 
 For the digits CNN, the mini-Xception and MobileNetV2 (alpha 0.35, digits resized to 32x32 RGB;
 ``mobilenet_v2`` trained with random shifts and cosine decay, ``mobilenet_v2_plain`` without,
-as in the first round), each trained with ``--seeds`` on the bundled digits' training split
+as in the first round) and, on request, ``digits_conv1d`` (Conv1D + BN over the image's 8 rows as
+a sequence of 8 pixels), each trained with ``--seeds`` on the bundled digits' training split
 less a stratified validation split (20%, ``data.split_validation`` seed 0): full int8 (the
 TFLite converter's ``int8``, calibrated on the same images as the recovery), int8 weights with
 int16 activations (``int16x8``) and int4 weights (the LiteRT Quantizer's ``dynamic_wi4``), for
@@ -69,7 +72,8 @@ SWEEP_CALIBRATION = (256, 512, 1024)
 SWEEP_ITERATIONS = (100, 300)
 SWEEP_FOR = {"mobilenet_v2": "mini_xception", "mobilenet_v2_plain": "mini_xception"}
 DECIDED: dict = {}  # (model, seed) -> (calibration, iterations)
-LIMITS = {"digits_cnn": 1.0, "mini_xception": 1.0, "mobilenet_v2": 1.5, "mobilenet_v2_plain": 1.5}
+LIMITS = {"digits_cnn": 1.0, "mini_xception": 1.0, "mobilenet_v2": 1.5, "mobilenet_v2_plain": 1.5,
+          "digits_conv1d": 1.0}
 # Training recipes. MobileNetV2 overfits ~1,150 images without augmentation: "mobilenet_v2_plain"
 # (the first round's recipe) reaches 0.90-0.94 test accuracy and amplifies noise so much that
 # int8 activations alone flip 2-3% of its decisions; "mobilenet_v2" is trained as one would
@@ -79,6 +83,7 @@ TRAINING = {
     "mini_xception": {"epochs": 30},
     "mobilenet_v2": {"epochs": 60, "shift": 0.1, "cosine": True},
     "mobilenet_v2_plain": {"epochs": 30},
+    "digits_conv1d": {"epochs": 30},
 }
 AGREEMENT_MODES = ("int8", "int16x8")  # judged by agreement with float (int4: by accuracy)
 VARIANTS = {
@@ -153,7 +158,24 @@ def _margins(probabilities: np.ndarray) -> np.ndarray:
 def build(name):
     if name.startswith("mobilenet_v2"):
         return models.build("mobilenet_v2", (32, 32, 3), 10, 0.35)
+    if name == "digits_conv1d":
+        return _digits_conv1d()
     return getattr(models, name)()
+
+
+def _digits_conv1d():
+    """Three Conv1D+BN+ReLU over the 8 image rows (8 pixels each), pooling, a Dense softmax."""
+    L = keras.layers
+    inputs = keras.Input((8, 8))
+    x = inputs
+    for i, filters in enumerate((32, 32, 64)):
+        x = L.Conv1D(filters, 3, padding="same", use_bias=False, name=f"conv1d_{i}")(x)
+        x = L.ReLU(name=f"relu_{i}")(L.BatchNormalization(name=f"bn_{i}")(x))
+        if i == 1:
+            x = L.MaxPooling1D(name="pool")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, activation="softmax", name="probs")(x),
+                       name="digits_conv1d")
 
 
 def evaluate(flatbuffer, splits, reference):
@@ -197,13 +219,18 @@ def part(name, seed):
     (xf, yf), (xv, yv) = data.split_validation(train_split, fraction=0.2, seed=0)
     if name.startswith("mobilenet_v2"):
         xf, xv, xt = (data.resize_images(a, (32, 32), "rgb") for a in (xf, xv, xt))
+    sequences = name == "digits_conv1d"  # (n, 8, 8, 1) images -> (n, 8, 8) row sequences
+    images_t = xt
+    if sequences:
+        xf, xv, xt = (a[..., 0] for a in (xf, xv, xt))
     start = time.perf_counter()
     model = train(name, xf, yf, seed)
     train_seconds = time.perf_counter() - start
     order = np.random.default_rng(0).permutation(len(xf))
     splits = {"validation": (xv, yv), "test": (xt, yt)}
     if FLAGS.shifted_copies:
-        splits["test_shifted"] = (_shifted(xt, FLAGS.shifted_copies),
+        shifted = _shifted(images_t, FLAGS.shifted_copies)
+        splits["test_shifted"] = (shifted[..., 0] if sequences else shifted,
                                   np.tile(yt, FLAGS.shifted_copies))
     reference = {s: model.predict(v[0], verbose=0) for s, v in splits.items()}
     float_correct = {s: reference[s].argmax(-1) == splits[s][1] for s in splits}
