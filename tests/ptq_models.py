@@ -29,9 +29,9 @@ def tiny_model(seed: int = 0) -> keras.Model:
 
 
 def mixed_model(seed: int = 0) -> keras.Model:
-    """Layers the recovery must pass without rounding them: squeeze-excite (Multiply),
-    Concatenate, Conv2DTranspose, Conv1D (BN folded into it, paired with the Dense across a
-    GlobalAveragePooling1D); BN after ReLU (not foldable); 8x8x1 inputs."""
+    """What users bring around the rounded layers: squeeze-excite (Multiply), Concatenate, a
+    Conv2DTranspose (left to the converter), a Conv1D (BN folded into it, paired with the Dense
+    across a GlobalAveragePooling1D) and a BN after a ReLU (not foldable); 8x8x1 inputs."""
     keras.utils.set_random_seed(seed)
     L = keras.layers
     inputs = keras.Input((8, 8, 1))

@@ -75,7 +75,7 @@ def test_equalize_relu6_pairs_kept_or_made_relu(digits):
 
 def test_equalize_conv1d_pairs(digits):
     """Conv1D -> ReLU -> Conv1D -> MaxPooling1D -> Conv1D -> GlobalAveragePooling1D -> Dense:
-    three pairs, the same outputs, each first layer's channel ranges equal to its partner's."""
+    three pairs, the same outputs, the first layer's channel-range spread at least halved."""
     _, (xt, _) = digits
     L = keras.layers
     inputs = keras.Input((8, 8))
