@@ -30,21 +30,22 @@ def tiny_model(seed: int = 0) -> keras.Model:
 
 def mixed_model(seed: int = 0) -> keras.Model:
     """What users bring around the rounded layers: squeeze-excite (Multiply), Concatenate, a
-    Conv2DTranspose (left to the converter), a Conv1D (BN folded into it, paired with the Dense
-    across a GlobalAveragePooling1D) and a BN after a ReLU (not foldable); 8x8x1 inputs."""
+    Conv2DTranspose and a Conv1D (BN folded into each; the Conv1D paired with the Dense across a
+    GlobalAveragePooling1D) and a BN after a ReLU (not foldable); 8x8x1 inputs."""
     keras.utils.set_random_seed(seed)
     L = keras.layers
     inputs = keras.Input((8, 8, 1))
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
     x = L.BatchNormalization(name="conv_bn")(x)
     s = L.GlobalAveragePooling2D(name="se_pool")(x)
-    s = L.Dense(2, activation="relu", name="se_reduce")(s)
+    s = L.Dense(4, activation="relu", name="se_reduce")(s)
     s = L.Dense(8, activation="sigmoid", name="se_expand")(s)
     x = L.Multiply(name="se")([x, L.Reshape((1, 1, 8), name="se_shape")(s)])
     a = L.SeparableConv2D(8, 3, padding="same", activation="relu", name="sep")(x)
     b = L.Conv2D(4, 1, activation="relu", name="side")(x)
     x = L.Concatenate(name="concat")([a, b])
-    x = L.Conv2DTranspose(6, 3, strides=2, padding="same", activation="relu", name="up")(x)
+    x = L.Conv2DTranspose(6, 3, strides=2, padding="same", use_bias=False, name="up")(x)
+    x = L.ReLU(name="up_relu")(L.BatchNormalization(name="up_bn")(x))
     x = L.Reshape((16 * 16, 6), name="rows")(x)
     x = L.Conv1D(8, 3, padding="same", use_bias=False, name="conv1d")(x)
     x = L.ReLU(name="conv1d_relu")(L.BatchNormalization(name="conv1d_bn")(x))

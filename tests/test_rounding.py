@@ -5,11 +5,11 @@ import logging
 import numpy as np
 import pytest
 from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
-from ptq_models import logits, mixed_model, trained_tiny
+from ptq_models import logits, mixed_model, tiny_model, trained_tiny
 
 import tfcompress
-from tfcompress import errors, grids
-from tfcompress.rounding import adaround, correct_bias
+from tfcompress import errors, grids, keras
+from tfcompress.rounding import adaround, correct_bias, linear
 from tfcompress.recovery import for_mode, recover
 
 _INT_TYPES = {9: np.int8, 17: "int4"}  # schema TensorType INT8, INT4
@@ -48,6 +48,8 @@ def _tflite_layout(kind: str, attr: str, q: np.ndarray) -> np.ndarray:
         return q.reshape(q.shape[0], q.shape[1], -1)[None]
     if kind == "conv1d":
         return q.transpose(2, 0, 1)[:, None]  # WIO -> O1WI (a CONV_2D)
+    if kind == "transpose":
+        return q.transpose(2, 0, 1, 3)  # HW, out, in -> OHWI
     return q.transpose(3, 0, 1, 2)  # HWIO -> OHWI
 
 
@@ -82,10 +84,28 @@ def test_int8_learned_integers_are_deployed(trained, digits, mode):
     _assert_deployed(learned, _flatbuffer_integers(flatbuffer))
 
 
+def test_layer_maths_match_keras(digits):
+    """``linear`` (the layer's output with substituted kernels) equals Keras' own call for
+    every layer kind the recovery rounds, so its errors are the deployed layers' errors."""
+    (x, _), _ = digits
+    kinds = set()
+    for model in (mixed_model(), tiny_model()):
+        for layer in model.layers:
+            kind = grids.layer_kind(layer)
+            if kind is None:
+                continue
+            probe = keras.Model(model.inputs, [layer.input, layer.output])
+            layer_in, layer_out = probe.predict(x[:32], verbose=0)
+            np.testing.assert_allclose(linear(layer, layer_in, {}).numpy(), layer_out,
+                                       rtol=1e-4, atol=1e-5, err_msg=layer.name)
+            kinds.add(kind)
+    assert kinds == {"conv", "dense", "separable", "transpose", "conv1d", "depthwise"}
+
+
 @pytest.mark.parametrize("mode", ["int8", "dynamic_wi4"])
 def test_recovery_passes_squeeze_excite_concat_transpose_conv1d(digits, mode):
-    """Conv2D, SeparableConv2D, Conv1D and Dense around Multiply, Concatenate and
-    Conv2DTranspose are rounded and deployed as learned; the transpose stays to the converter;
+    """Conv2D, SeparableConv2D, Conv1D, Conv2DTranspose (int8 only: the int4 quantizer keeps it
+    float) and Dense around Multiply and Concatenate are rounded and deployed as learned;
     equalization keeps the float outputs."""
     (x, _), (xt, _) = digits
     model = mixed_model()
@@ -96,7 +116,8 @@ def test_recovery_passes_squeeze_excite_concat_transpose_conv1d(digits, mode):
     settings = for_mode(mode)
     recovered = recover(model, x[:128], iterations=20, **settings)
     assert set(recovered.recovery["adaround"]["layers"]) == {
-        "conv", "se_reduce", "se_expand", "sep", "side", "conv1d", "logits"}
+        "conv", "se_reduce", "se_expand", "sep", "side", "conv1d", "logits"} | (
+        {"up"} if mode == "int8" else set())
     learned = _learned_integers(recovered, settings["bits"])
     flatbuffer = tfcompress.convert(recovered, mode, representative_data=x)
     _assert_deployed(learned, _flatbuffer_integers(flatbuffer))

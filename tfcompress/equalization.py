@@ -32,6 +32,8 @@ from tfcompress.keras3 import ensure_keras2
 from tfcompress.grids import layer_kind
 
 RELU6 = ("keep", "relu")
+# Kinds never paired: other layers, and transposed convolutions (not equalized, only folded).
+_UNPAIRED = (None, "transpose")
 # Layers between a pair that commute with a positive per-channel scale.
 _PASS = ("MaxPooling2D", "ZeroPadding2D", "GlobalAveragePooling2D", "SpatialDropout2D",
          "MaxPooling1D", "ZeroPadding1D", "GlobalAveragePooling1D", "SpatialDropout1D", "Dropout")
@@ -108,6 +110,8 @@ def _folded_weights(layer, a: np.ndarray, c: np.ndarray) -> list:
     if kind == "depthwise":
         k = layer.depthwise_kernel.numpy()
         return [(k * a.reshape(k.shape[2], k.shape[3])).astype(np.float32), new_bias]
+    if kind == "transpose":  # (height, width, out, in)
+        return [(layer.kernel.numpy() * a.reshape(-1, 1)).astype(np.float32), new_bias]
     return [(layer.kernel.numpy() * a).astype(np.float32), new_bias]
 
 
@@ -188,7 +192,7 @@ def find_pairs(model: keras.Model, relu6: str = "keep") -> list:
     pairs = []
     for e in config["layers"]:
         first = model.get_layer(e["name"])
-        if layer_kind(first) is None:
+        if layer_kind(first) in _UNPAIRED:
             continue
         act = e["config"].get("activation", "linear")
         if act not in ("linear", "relu"):
@@ -210,7 +214,7 @@ def find_pairs(model: keras.Model, relu6: str = "keep") -> list:
                 shape = nxt_layer.input_shape
                 groups *= int(np.prod(shape[1:-1]))
             elif kind is None and nxt["class_name"] not in _PASS:
-                if layer_kind(nxt_layer) is not None and (groups == 1 or
+                if layer_kind(nxt_layer) not in _UNPAIRED and (groups == 1 or
                                                           layer_kind(nxt_layer) == "dense"):
                     pairs.append((first.name, nxt["name"], groups, tuple(relu6s)))
                 break

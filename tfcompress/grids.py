@@ -18,10 +18,11 @@ gives back the same scale and the same integers ``q`` after conversion (checked 
 ``tests/test_rounding.py`` against the flatbuffers' integer tensors).
 
 Which kernels each grid applies to follows what the conversion quantizes: at 8 bits every
-Conv2D, Conv1D (converted to CONV_2D), DepthwiseConv2D, SeparableConv2D (both kernels) and Dense
-kernel; at 4 bits the quantizer's int4 policy takes CONV_2D and FULLY_CONNECTED but leaves
-DEPTHWISE_CONV_2D in float, so the depthwise kernels (also those inside a SeparableConv2D) are
-not on a grid.
+Conv2D, Conv1D (converted to CONV_2D), Conv2DTranspose (TRANSPOSE_CONV, per output channel),
+DepthwiseConv2D, SeparableConv2D (both kernels) and Dense kernel; at 4 bits the quantizer's int4
+policy takes CONV_2D and FULLY_CONNECTED but leaves DEPTHWISE_CONV_2D and TRANSPOSE_CONV in
+float, so the depthwise kernels (also those inside a SeparableConv2D) and the transposed
+convolutions' kernels are not on a grid.
 """
 
 import dataclasses
@@ -77,8 +78,9 @@ class Kernel:
     """One quantized kernel of a layer: the variable's attribute and the per-channel axes.
 
     ``reduce_axes`` are the axes a channel's ``max|w|`` spans (every axis but the deployed
-    output channel: the last for Conv2D/Conv1D/Dense/pointwise kernels, the last two (input
-    channel times multiplier) for depthwise kernels).
+    output channel: the last for Conv2D/Conv1D/Dense/pointwise kernels, the third of four for
+    Conv2DTranspose kernels (height, width, out, in), the last two (input channel times
+    multiplier) for depthwise kernels).
     """
 
     attr: str
@@ -93,13 +95,17 @@ _DENSE = (keras.layers.Dense,)
 
 
 def layer_kind(layer) -> Optional[str]:
-    """``"conv"``, ``"conv1d"``, ``"depthwise"``, ``"separable"``, ``"dense"``, or None for other
-    layers (Conv2DTranspose, grouped convolutions, causal or channels-first Conv1D)."""
+    """``"conv"``, ``"conv1d"``, ``"transpose"``, ``"depthwise"``, ``"separable"``, ``"dense"``,
+    or None for other layers (grouped convolutions, dilated transposed ones, causal or
+    channels-first Conv1D)."""
     if isinstance(layer, _DEPTHWISE):  # a DepthwiseConv2D is a Conv2D subclass: test first
         return "depthwise"
     if isinstance(layer, _SEPARABLE):
         return "separable"
-    if isinstance(layer, _CONV) and not isinstance(layer, keras.layers.Conv2DTranspose):
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # also a Conv2D subclass
+        plain = (tuple(layer.dilation_rate) == (1, 1) and layer.data_format == "channels_last")
+        return "transpose" if plain else None
+    if isinstance(layer, _CONV):
         return "conv" if getattr(layer, "groups", 1) == 1 else None
     if isinstance(layer, _CONV1D) and not isinstance(layer, keras.layers.Conv1DTranspose):
         plain = (getattr(layer, "groups", 1) == 1 and layer.padding != "causal"
@@ -115,6 +121,8 @@ def kernels(layer, bits: int) -> tuple:
     kind = layer_kind(layer)
     if kind in ("conv", "conv1d", "dense"):
         return (Kernel("kernel", {"conv": (0, 1, 2), "conv1d": (0, 1), "dense": (0,)}[kind]),)
+    if kind == "transpose":
+        return (Kernel("kernel", (0, 1, 3)),) if bits == 8 else ()
     if kind == "depthwise":
         return (Kernel("depthwise_kernel", (0, 1)),) if bits == 8 else ()
     if kind == "separable":

@@ -58,6 +58,11 @@ def linear(layer, x, weights: dict, activation: bool = True):
     elif kind == "conv1d":
         y = tf.nn.conv1d(x, k("kernel"), stride=layer.strides[0], padding=padding,
                          dilations=layer.dilation_rate[0])
+    elif kind == "transpose":
+        _, height, width, _ = layer.compute_output_shape(x.shape)
+        y = tf.nn.conv2d_transpose(x, k("kernel"), tf.stack([tf.shape(x)[0], height, width,
+                                                            layer.filters]),
+                                   strides=layer.strides, padding=padding)
     elif kind == "depthwise":
         y = tf.nn.depthwise_conv2d(x, k("depthwise_kernel"), (1, *layer.strides, 1), padding,
                                    dilations=layer.dilation_rate)
@@ -281,10 +286,10 @@ def adaround(
         x: calibration images (a subset of the training images), batch first.
         bits: 8 (the converter's ``int8``/``dynamic``) or 4 (the quantizer's int4 modes such
             as ``dynamic_wi4``); see ``tfcompress.grids`` for which kernels each quantizes.
-        layers: names of the layers to round (default: every Conv2D, Conv1D, DepthwiseConv2D,
-            SeparableConv2D and Dense the conversion quantizes). Others (Conv2DTranspose,
-            grouped or causal convolutions) stay float here and are rounded to nearest by the
-            conversion.
+        layers: names of the layers to round (default: every Conv2D, Conv1D, Conv2DTranspose,
+            DepthwiseConv2D, SeparableConv2D and Dense the conversion quantizes). Others
+            (grouped, dilated transposed or causal convolutions) stay float here and are rounded
+            to nearest by the conversion.
         iterations: Adam steps per layer; batch_size: images per step; samples: calibration
             images used at most; learning_rate: Adam's step size for the V variables;
             reg_weight: weight of the rounding regularizer; warmup: fraction of the steps
