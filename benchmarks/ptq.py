@@ -2,13 +2,14 @@
 
     PYTHONPATH=$PWD python benchmarks/ptq.py                                  # ~65 min
     PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_cnn --seeds=0    # one part
-    PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_conv1d \
-        --out=benchmarks/results/ptq_conv1d.json                                # ~3 min
+    PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_conv1d,digits_transpose \
+        --out=benchmarks/results/ptq_conv1d.json                                # ~6 min
 
 For the digits CNN, the mini-Xception and MobileNetV2 (alpha 0.35, digits resized to 32x32 RGB;
 ``mobilenet_v2`` trained with random shifts and cosine decay, ``mobilenet_v2_plain`` without,
 as in the first round) and, on request, ``digits_conv1d`` (Conv1D + BN over the image's 8 rows as
-a sequence of 8 pixels), each trained with ``--seeds`` on the bundled digits' training split
+a sequence of 8 pixels) and ``digits_transpose`` (a strided Conv2D down to 4x4, a Conv2DTranspose
++ BN back up to 8x8, a Conv2D), each trained with ``--seeds`` on the bundled digits' training split
 less a stratified validation split (20%, ``data.split_validation`` seed 0): full int8 (the
 TFLite converter's ``int8``, calibrated on the same images as the recovery), int8 weights with
 int16 activations (``int16x8``) and int4 weights (the LiteRT Quantizer's ``dynamic_wi4``), for
@@ -73,7 +74,7 @@ SWEEP_ITERATIONS = (100, 300)
 SWEEP_FOR = {"mobilenet_v2": "mini_xception", "mobilenet_v2_plain": "mini_xception"}
 DECIDED: dict = {}  # (model, seed) -> (calibration, iterations)
 LIMITS = {"digits_cnn": 1.0, "mini_xception": 1.0, "mobilenet_v2": 1.5, "mobilenet_v2_plain": 1.5,
-          "digits_conv1d": 1.0}
+          "digits_conv1d": 1.0, "digits_transpose": 1.0}
 # Training recipes. MobileNetV2 overfits ~1,150 images without augmentation: "mobilenet_v2_plain"
 # (the first round's recipe) reaches 0.90-0.94 test accuracy and amplifies noise so much that
 # int8 activations alone flip 2-3% of its decisions; "mobilenet_v2" is trained as one would
@@ -84,6 +85,7 @@ TRAINING = {
     "mobilenet_v2": {"epochs": 60, "shift": 0.1, "cosine": True},
     "mobilenet_v2_plain": {"epochs": 30},
     "digits_conv1d": {"epochs": 30},
+    "digits_transpose": {"epochs": 30},
 }
 AGREEMENT_MODES = ("int8", "int16x8")  # judged by agreement with float (int4: by accuracy)
 VARIANTS = {
@@ -160,7 +162,24 @@ def build(name):
         return models.build("mobilenet_v2", (32, 32, 3), 10, 0.35)
     if name == "digits_conv1d":
         return _digits_conv1d()
+    if name == "digits_transpose":
+        return _digits_transpose()
     return getattr(models, name)()
+
+
+def _digits_transpose():
+    """Conv2D stride 2 (8x8 -> 4x4), Conv2DTranspose stride 2 (back to 8x8), Conv2D, each with
+    BN and ReLU, global pooling, a Dense softmax: the down/up path of a decoder."""
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = inputs
+    for i, (layer, filters, strides) in enumerate(((L.Conv2D, 32, 2), (L.Conv2DTranspose, 32, 2),
+                                                  (L.Conv2D, 64, 1))):
+        x = layer(filters, 3, strides=strides, padding="same", use_bias=False, name=f"c{i}")(x)
+        x = L.ReLU(name=f"relu_{i}")(L.BatchNormalization(name=f"bn_{i}")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, activation="softmax", name="probs")(x),
+                       name="digits_transpose")
 
 
 def _digits_conv1d():
