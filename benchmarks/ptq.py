@@ -3,7 +3,7 @@
     PYTHONPATH=$PWD python benchmarks/ptq.py                                  # ~65 min
     PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_cnn --seeds=0    # one part
     PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_conv1d,digits_transpose \
-        --out=benchmarks/results/ptq_conv1d.json                                # ~6 min
+        --out=benchmarks/results/ptq_conv1d.json                                # ~4 min
 
 For the digits CNN, the mini-Xception and MobileNetV2 (alpha 0.35, digits resized to 32x32 RGB;
 ``mobilenet_v2`` trained with random shifts and cosine decay, ``mobilenet_v2_plain`` without,
