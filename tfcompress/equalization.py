@@ -2,11 +2,10 @@
 Quantization Through Weight Equalization and Bias Correction").
 
 ``fold_batchnorm(model)`` returns a new plain Keras model where every BatchNormalization that
-follows a Conv2D, Conv1D, DepthwiseConv2D, SeparableConv2D (into its pointwise kernel) or Dense
-alone is folded into that layer's kernel and bias; the layer is rebuilt from the model's config,
-so the result is an ordinary functional model that saves, converts and quantizes like the
-original.
-The folded kernels are what the conversion quantizes, so learned rounding (``tfcompress.rounding``)
+follows a Conv2D, Conv1D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D (into its pointwise
+kernel) or Dense alone is folded into that layer's kernel and bias; the layer is rebuilt from the
+model's config, so the result is an ordinary functional model that saves, converts and quantizes
+like the original. The folded kernels are what the conversion quantizes, so learned rounding (``tfcompress.rounding``)
 must start from them.
 
 ``equalize(model)`` folds, then rescales the output channels of one layer and the matching input
@@ -119,10 +118,9 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     """A new model with each BatchNormalization folded into the layer it follows.
 
     A BatchNormalization is folded when it normalizes the last axis and reads the output of a
-    Conv2D, Conv1D, DepthwiseConv2D, SeparableConv2D or Dense that has a linear activation and no
-    other reader; the layer gets ``use_bias=True`` and the folded kernel and bias (float64
-    maths).
-    Other BatchNormalization layers stay. A model without any to fold comes back as a copy.
+    Conv2D, Conv1D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D or Dense that has a linear
+    activation and no other reader; the layer gets ``use_bias=True`` and the folded kernel and
+    bias (float64 maths). Other BatchNormalization layers stay. A model without any to fold comes back as a copy.
 
     Raises:
         ModelError: a subclassed model.
@@ -214,8 +212,8 @@ def find_pairs(model: keras.Model, relu6: str = "keep") -> list:
                 shape = nxt_layer.input_shape
                 groups *= int(np.prod(shape[1:-1]))
             elif kind is None and nxt["class_name"] not in _PASS:
-                if layer_kind(nxt_layer) not in _UNPAIRED and (groups == 1 or
-                                                          layer_kind(nxt_layer) == "dense"):
+                if layer_kind(nxt_layer) not in _UNPAIRED and (
+                        groups == 1 or layer_kind(nxt_layer) == "dense"):
                     pairs.append((first.name, nxt["name"], groups, tuple(relu6s)))
                 break
             name = nxt["name"]
