@@ -5,8 +5,8 @@ Quantization Through Weight Equalization and Bias Correction").
 follows a Conv2D, Conv1D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D (into its pointwise
 kernel) or Dense alone is folded into that layer's kernel and bias; the layer is rebuilt from the
 model's config, so the result is an ordinary functional model that saves, converts and quantizes
-like the original. The folded kernels are what the conversion quantizes, so learned rounding (``tfcompress.rounding``)
-must start from them.
+like the original. The folded kernels are what the conversion quantizes, so learned rounding
+(``tfcompress.rounding``) must start from them.
 
 ``equalize(model)`` folds, then rescales the output channels of one layer and the matching input
 channels of the next, for every pair joined by a path that commutes with a positive per-channel
@@ -120,7 +120,8 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     A BatchNormalization is folded when it normalizes the last axis and reads the output of a
     Conv2D, Conv1D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D or Dense that has a linear
     activation and no other reader; the layer gets ``use_bias=True`` and the folded kernel and
-    bias (float64 maths). Other BatchNormalization layers stay. A model without any to fold comes back as a copy.
+    bias (float64 maths). Other BatchNormalization layers stay. A model without any to fold comes
+    back as a copy.
 
     Raises:
         ModelError: a subclassed model.
