@@ -194,12 +194,13 @@ def test_two_workers_share_a_postgres_study_and_a_killed_trial_is_retried(
     found = []
 
     def running_to_kill() -> bool:
-        """A trial of a worker that completed one, while the other worker has one too."""
+        """A trial of a worker that completed one, while the other worker has one too; its
+        parameters already suggested (killed before that, it fails without any to compare)."""
         trials = study.get_trials(deepcopy=False)
         by = {n: [t for t in trials if t.user_attrs.get("worker") == n] for n in names}
         for i, name in enumerate(names):
             if by[names[1 - i]] and any(t.state.name == "COMPLETE" for t in by[name]):
-                found.extend((i, t) for t in by[name] if t.state.name == "RUNNING")
+                found.extend((i, t) for t in by[name] if t.state.name == "RUNNING" and t.params)
         return bool(found)
 
     workers.wait_until(running_to_kill, procs, logs, 300,
