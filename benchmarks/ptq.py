@@ -4,6 +4,8 @@
     PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_cnn --seeds=0    # one part
     PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_conv1d,digits_transpose \
         --out=benchmarks/results/ptq_conv1d.json                                # ~4 min
+    PYTHONPATH=$PWD python benchmarks/ptq.py --modes=int8 \
+        --out=benchmarks/results/ptq_int8_ceiling.json                          # ~27 min
 
 For the digits CNN, the mini-Xception and MobileNetV2 (alpha 0.35, digits resized to 32x32 RGB;
 ``mobilenet_v2`` trained with random shifts and cosine decay, ``mobilenet_v2_plain`` without,
@@ -20,7 +22,10 @@ int16 activations (``int16x8``) and int4 weights (the LiteRT Quantizer's ``dynam
   equalize+bias+adaround   + AdaRound (run before the bias correction, see recovery.py)
 
 (int8 rows of min-max and full recovery also give the test agreement of the same int8 weights
-with int16 activations (``int16x8``): the part of the int8 loss that is activation rounding.)
+with int16 activations (``int16x8``): the part of the int8 loss that is activation rounding.
+``int8_activation_ceiling``: the agreement of float weights with int8 activations, simulated at
+the calibration min-max, the most learned rounding and bias correction could reach; beside it
+the same simulation with round-to-nearest weights, to compare with the converter's min-max.)
 
 test accuracy, agreement with the float Keras model on test images, bytes, seconds per step, and
 paired differences to float and to min-max (``stats.paired_difference``), and how many test
@@ -48,8 +53,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import tfcompress
-from tfcompress import _io, data, keras, models, stats
+from tfcompress import _io, data, keras, layerwise, models, stats
 from tfcompress.equalization import find_pairs, fold_batchnorm
+from tfcompress.grids import kernels, round_to_nearest
 from tfcompress.recovery import for_mode, recover
 from tfcompress.validation import predict
 
@@ -215,6 +221,66 @@ def evaluate(flatbuffer, splits, reference):
     return out
 
 
+def simulated_int8(model, calibration, x, batch_size: int = 512) -> np.ndarray:
+    """Outputs of the BN-folded ``model`` on ``x`` with its weights as they are and every tensor
+    the full-integer conversion quantizes (``layerwise.quantized_tensors``) fake-quantized to
+    int8 at the min/max it has on ``calibration``; a tensor read only by an Add takes the Add's
+    range, as the converter's calibrator records it. The model's output is not quantized."""
+    names = layerwise.quantized_tensors(model)
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    ranges = {n: (min(0.0, float(v.min())), max(0.0, float(v.max())))
+              for n, v in zip(names, probe.predict(calibration, verbose=0))}
+    config = model.get_config()
+    readers: dict = {}
+    for e in config["layers"]:
+        for item in layerwise._inbound(e):
+            readers.setdefault(item[0], []).append(e["name"])
+    for e in config["layers"]:
+        if e["class_name"] == "Add" and e["name"] in ranges:
+            for item in layerwise._inbound(e):
+                if readers[item[0]] == [e["name"]] and item[0] in ranges:
+                    ranges[item[0]] = ranges[e["name"]]
+    outputs = []
+    for i in range(0, len(x), batch_size):
+        values = {}
+        for e in config["layers"]:
+            items = layerwise._inbound(e)
+            if not items:
+                out = tf.constant(x[i:i + batch_size])
+            else:
+                kwargs = dict(items[0][3]) if len(items) == 1 and len(items[0]) > 3 else {}
+                inputs = [values[item[0]] for item in items]
+                out = model.get_layer(e["name"])(inputs[0] if len(inputs) == 1 else inputs,
+                                                 training=False, **kwargs)
+            if e["name"] in ranges:
+                lo, hi = ranges[e["name"]]
+                out = tf.quantization.fake_quant_with_min_max_vars(out, lo, max(hi, lo + 1e-6))
+            values[e["name"]] = out
+        outputs.append(values[config["output_layers"][0][0]].numpy())
+    return np.concatenate(outputs)
+
+
+def int8_activation_ceiling(model, calibration, splits, reference) -> dict:
+    """Per split, the agreement of int8 activations (simulated, min-max ranges) with float
+    weights: the most any weight-side recovery can reach at those ranges; next to it the same
+    simulation with round-to-nearest int8 weights, to compare with the converter's min-max."""
+    folded = fold_batchnorm(model)
+    nearest = fold_batchnorm(folded)
+    for layer in nearest.layers:
+        for k in kernels(layer, 8):
+            var = getattr(layer, k.attr)
+            var.assign(round_to_nearest(var.numpy(), 8, k.reduce_axes))
+    out = {}
+    for split in ("test", "test_shifted"):
+        if split in splits:
+            want = reference[split].argmax(-1)
+            out[split] = {
+                label: float(np.mean(simulated_int8(m, calibration, splits[split][0])
+                                     .argmax(-1) == want))
+                for label, m in (("float_weights", folded), ("nearest_weights", nearest))}
+    return out
+
+
 def sweep(model, x_fit, x_val, y_val) -> list:
     """Validation accuracy of int4 (``dynamic_wi4``) recovery per (calibration, iterations)."""
     rows = []
@@ -312,6 +378,9 @@ def part(name, seed):
         chosen = max(VARIANTS, key=lambda v: score(rows[v]))
         _intervals(list(rows.values()) + list(candidates.values()), rows["min_max"],
                    float_correct["test"])
+        if mode == "int8":
+            result["int8_activation_ceiling"] = int8_activation_ceiling(model, cal, splits,
+                                                                        reference)
         result["modes"][mode] = {"relu6": relu6, "relu6_candidates": {
             r: {"validation": c["validation"], "test": c["test"]} for r, c in candidates.items()},
             "variants": rows, "chosen": chosen}
@@ -390,6 +459,11 @@ def summarize(results: dict, seeds: list) -> dict:
                     suffix = "" if split == "test" else "_shifted"
                     summary[f"{mode}_{label}_agreement_vs_min_max_pooled{suffix}"] = (
                         stats.paired_difference(base, new))
+        if all("int8_activation_ceiling" in r for r in runs):
+            ceilings = [r["int8_activation_ceiling"] for r in runs]
+            summary["int8_activation_ceiling_mean"] = {
+                split: {label: float(np.mean([c[split][label] for c in ceilings]))
+                        for label in ceilings[0][split]} for split in ceilings[0]}
         summary["int4_drop_points_full"] = [r["acceptance"].get("int4_drop_points_full")
                                             for r in runs]
         summary["max_recovery_seconds"] = max(r["acceptance"]["max_recovery_seconds"]

@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
-from ptq_models import tiny_model
+from ptq_models import mixed_model, tiny_model
 
+import tfcompress
 from tfcompress import errors, keras
+from tfcompress.conversion import _op_outputs, layer_of
 from tfcompress.equalization import fold_batchnorm
-from tfcompress.layerwise import walk
+from tfcompress.layerwise import quantized_tensors, walk
 
 
 def test_walk_float_path_matches_keras_and_quantized_path_is_on_int8_grids(digits):
@@ -37,3 +39,24 @@ def test_shared_layer_is_a_clear_error(digits):
     model = keras.Model(inputs, shared(shared(inputs)))
     with pytest.raises(errors.ModelError, match="more than once"):
         list(walk(model, model, x[:4, 0, :4, 0]))
+
+
+# ops that round nothing: shape arithmetic, and EXPAND_DIMS (its output keeps its input's grid)
+_NO_NEW_GRID = {"SHAPE", "STRIDED_SLICE", "PACK", "EXPAND_DIMS"}
+
+
+@pytest.mark.parametrize("build", [tiny_model, mixed_model])
+def test_quantized_tensors_are_the_converters_int8_tensors(build, digits):
+    """The tensors the simulation rounds are the layers whose outputs the int8 flatbuffer holds
+    (read back by tensor name), fused ReLUs, Adds, a Conv2DTranspose's unfused ReLU included;
+    the converter adds only the separable's inner depthwise output."""
+    (x, _), _ = digits
+    model = fold_batchnorm(build())
+    fb = tfcompress.convert(model, "int8", representative_data=x[:32], representative_samples=32)
+    names = [layer.name for layer in model.layers]
+    converted = {layer_of(t, names) for op, outputs in _op_outputs(fb)
+                 if op not in _NO_NEW_GRID for t in outputs} - {None}
+    ours = quantized_tensors(model)
+    assert ours[0] == model.layers[0].name  # the input
+    separable_inner = {"sep"} if build is tiny_model else set()
+    assert set(ours[1:]) == converted - separable_inner

@@ -8,8 +8,9 @@ serves a whole model, so layer-wise reconstruction (AdaRound) and bias correctio
 forward pass plus their own work, not one pass per layer.
 
 With ``activation_bits=8`` the quantized path also simulates the full-integer conversion's
-activations: every tensor the converter quantizes (each layer's output, except an output that a
-following ReLU/ReLU6 is fused into, and the model input) is fake-quantized per tensor,
+activations: every tensor the converter quantizes (``quantized_tensors``: each layer's output,
+except an output that a following ReLU/ReLU6 is fused into, and the model input; a test checks
+the rule against the converter's flatbuffer) is fake-quantized per tensor,
 asymmetrically, with the min/max it has on the calibration images (the converter's own
 calibration rule). Inputs the quantized layers see then carry the activation error too, and the
 rounding and bias learned downstream compensate for it.
@@ -50,6 +51,37 @@ def fake_quantize(x: tf.Tensor, bits: int = 8) -> tf.Tensor:
     return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=bits)
 
 
+def _users(config: dict) -> dict:
+    """Layer name -> the layer entries that read its output."""
+    users: dict = {}
+    for e in config["layers"]:
+        for item in _inbound(e):
+            users.setdefault(item[0], []).append(e)
+    return users
+
+
+def quantized_tensors(model: keras.Model) -> list:
+    """Names of the layers whose outputs a full-integer conversion quantizes, in graph order:
+    the model input and every layer output that is read, except an output of a kernel layer
+    (not a Conv2DTranspose) or an Add whose only reader is a ReLU/ReLU6 (the converter fuses
+    that activation into it). Not included: tensors inside one Keras layer (the depthwise
+    output of a SeparableConv2D, the pre-activation output of a layer whose own activation the
+    converter does not fuse, such as a sigmoid)."""
+    config = model.get_config()
+    users = _users(config)
+    names = []
+    for e in config["layers"]:
+        readers = users.get(e["name"])
+        if not readers:
+            continue
+        fused = (len(readers) == 1 and _is_fused_activation(readers[0])
+                 and (layer_kind(model.get_layer(e["name"])) not in (None, "transpose")
+                      or e["class_name"] == "Add"))
+        if not fused:
+            names.append(e["name"])
+    return names
+
+
 def walk(reference: keras.Model, quant: keras.Model, x: np.ndarray, *,
          activation_bits: Optional[int] = None) -> Iterator[tuple]:
     """Yields ``(name, float_input, quantized_input)`` before each layer's output is computed.
@@ -67,7 +99,6 @@ def walk(reference: keras.Model, quant: keras.Model, x: np.ndarray, *,
         ModelError: a layer used more than once or a layer with several outputs.
     """
     config = quant.get_config()
-    users: dict = {}
     for e in config["layers"]:
         if len(e.get("inbound_nodes", [])) > 1:
             raise errors.ModelError(
@@ -77,7 +108,8 @@ def walk(reference: keras.Model, quant: keras.Model, x: np.ndarray, *,
             if item[2] != 0:
                 raise errors.ModelError(
                     f"layer {item[0]!r} has several outputs; accepted: single-output layers")
-            users.setdefault(item[0], []).append(e)
+    users = _users(config)
+    quantized = set(quantized_tensors(quant)) if activation_bits else set()
     vals_f: dict = {}
     vals_q: dict = {}
     left = {name: len(v) for name, v in users.items()}
@@ -98,12 +130,7 @@ def walk(reference: keras.Model, quant: keras.Model, x: np.ndarray, *,
                 left[i[0]] -= 1
                 if left[i[0]] == 0:
                     del vals_f[i[0]], vals_q[i[0]]
-        if activation_bits and name in users:
-            readers = users[name]
-            fused = (len(readers) == 1 and _is_fused_activation(readers[0])
-                     and (layer_kind(quant.get_layer(name)) is not None
-                          or e["class_name"] == "Add"))
-            if not fused:
-                out_q = fake_quantize(out_q, activation_bits)
+        if name in quantized:
+            out_q = fake_quantize(out_q, activation_bits)
         if name in users:
             vals_f[name], vals_q[name] = out_f, out_q
