@@ -5,7 +5,7 @@ test accuracy measured once with a paired bootstrap interval, paired interleaved
 import numpy as np
 
 from tfcompress import keras
-from tfcompress.validation import latency_ms
+from tfcompress.export.validation import latency_ms
 
 
 def validation_split(x, y, fraction: float = 0.2, seed: int = 0):

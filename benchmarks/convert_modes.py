@@ -51,8 +51,8 @@ import tensorflow as tf  # noqa: E402
 
 import tfcompress  # noqa: E402
 from tfcompress import _io, errors, keras, models, profiling  # noqa: E402
-from tfcompress.conversion import MODES, conversion_info, convert  # noqa: E402
-from tfcompress.validation import predict, validate, verify  # noqa: E402
+from tfcompress.export.conversion import MODES, conversion_info, convert  # noqa: E402
+from tfcompress.export.validation import predict, validate, verify  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["digits", "mnv2_96", "mnv2_224", "mutants"], "Parts to run.")

@@ -27,9 +27,9 @@ from absl import app, flags  # noqa: E402
 
 import tfcompress  # noqa: E402
 from tfcompress import _io, keras  # noqa: E402
-from tfcompress.conversion import convert  # noqa: E402
-from tfcompress.distillation import Distiller  # noqa: E402
-from tfcompress.validation import validate  # noqa: E402
+from tfcompress.export.conversion import convert  # noqa: E402
+from tfcompress.training.distillation import Distiller  # noqa: E402
+from tfcompress.export.validation import validate  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Model seeds (the data split stays seed 0).")

@@ -45,7 +45,9 @@ def _kill():
 def _install(moment: str) -> None:
     """Patches the recipe's steps so the process SIGKILLs itself at ``moment``."""
     import tfcompress
-    from tfcompress import keras, recipe, stages
+    from tfcompress import keras
+    from tfcompress.pipeline import recipe
+    from tfcompress.pipeline import stages
 
     calls = {"fit": 0, "validate": 0}
 
@@ -94,7 +96,7 @@ def _install(moment: str) -> None:
 
 def _child() -> None:
     import tfcompress
-    from tfcompress import preflight
+    from tfcompress.pipeline import preflight
 
     tfcompress.quiet_tensorflow()
     if FLAGS.child != "none":

@@ -5,7 +5,7 @@
 
 Parts:
   digits    the digits CNN trained as configs/digits.py does (15 epochs, Adam 1e-3, batch 32,
-            seed 0). Per low-bit mode (``tfcompress.lowbit.MODES``, plus the converter's
+            seed 0). Per low-bit mode (``tfcompress.export.lowbit.MODES``, plus the converter's
             ``float32`` and ``dynamic`` for reference): bytes, gzip bytes, ratios to float32,
             test accuracy, agreement with Keras, latency, XNNPACK coverage, per-layer widths
             read back from the flatbuffer. Then per-layer sensitivity and mixed precision under
@@ -40,9 +40,11 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tfcompress  # noqa: E402
-from tfcompress import _io, errors, keras, lowbit, mixed, models  # noqa: E402
-from tfcompress.conversion import conversion_info, convert  # noqa: E402
-from tfcompress.validation import predict, validate  # noqa: E402
+from tfcompress import _io, errors, keras, models  # noqa: E402
+from tfcompress.export import lowbit
+from tfcompress.export import mixed
+from tfcompress.export.conversion import conversion_info, convert  # noqa: E402
+from tfcompress.export.validation import predict, validate  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("parts", ["digits", "mnv2_224"], "Parts to run.")

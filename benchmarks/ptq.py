@@ -53,11 +53,13 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import tfcompress
-from tfcompress import _io, data, keras, layerwise, models, stats
-from tfcompress.equalization import find_pairs, fold_batchnorm
-from tfcompress.grids import kernels, round_to_nearest
-from tfcompress.recovery import for_mode, recover
-from tfcompress.validation import predict
+from tfcompress import _io, data, keras, models
+from tfcompress.ptq import layerwise
+from tfcompress.pipeline import stats
+from tfcompress.ptq.equalization import find_pairs, fold_batchnorm
+from tfcompress.ptq.grids import kernels, round_to_nearest
+from tfcompress.ptq.recovery import for_mode, recover
+from tfcompress.export.validation import predict
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["digits_cnn", "mini_xception", "mobilenet_v2", "mobilenet_v2_plain"],

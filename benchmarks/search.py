@@ -105,7 +105,7 @@ def _held_out(config, best_path: str, baseline_path: str) -> dict:
 
     import tfcompress
 
-    x, y = tfcompress.recipe.load_data(tfcompress.recipe.check_config(config.recipe)).test
+    x, y = tfcompress.pipeline.recipe.load_data(tfcompress.pipeline.recipe.check_config(config.recipe)).test
 
     def correct(path):
         it = Interpreter(model_path=path)
@@ -124,7 +124,7 @@ def _held_out(config, best_path: str, baseline_path: str) -> dict:
         return np.array(right)
 
     base, best = correct(baseline_path), correct(best_path)
-    diff = tfcompress.stats.paired_difference(base, best)
+    diff = tfcompress.pipeline.stats.paired_difference(base, best)
     return {"images": int(len(y)), "baseline_accuracy": float(base.mean()),
             "best_accuracy": float(best.mean()), "drop_points": -diff["difference_points"],
             "paired_95_interval_points": [diff["low_points"], diff["high_points"]],

@@ -44,10 +44,10 @@ import _parts  # noqa: E402  (benchmarks/, first on sys.path)
 import _protocol as P  # noqa: E402
 import tfcompress  # noqa: E402
 from tfcompress import keras, models  # noqa: E402
-from tfcompress.conversion import convert  # noqa: E402
+from tfcompress.export.conversion import convert  # noqa: E402
 from tfcompress.profiling import profile  # noqa: E402
-from tfcompress.surgery import factorize, prune_channels  # noqa: E402
-from tfcompress.validation import latency_ms, predict, xnnpack_coverage  # noqa: E402
+from tfcompress.surgery.channels import factorize, prune_channels  # noqa: E402
+from tfcompress.export.validation import latency_ms, predict, xnnpack_coverage  # noqa: E402
 
 flags.DEFINE_list("parts", ["mobilenet", "digits", "mlp"], "Which measurements to run.")
 flags.DEFINE_integer("repeats", 15, "Interleaved latency rounds per model (median taken).")

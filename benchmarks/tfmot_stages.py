@@ -47,9 +47,10 @@ def _fit(model, x, y, epochs, lr, callbacks=()):
 
 
 def _tflite_figures(model, splits, float_gzip):
-    from tfcompress import profiling, pruning
-    from tfcompress.conversion import convert
-    from tfcompress.validation import predict
+    from tfcompress import profiling
+    from tfcompress.training import pruning
+    from tfcompress.export.conversion import convert
+    from tfcompress.export.validation import predict
 
     (x, _), (xt, yt) = splits
     flatbuffer = convert(model, "int8", representative_data=x, representative_samples=200)
@@ -71,7 +72,7 @@ def run_stages(baseline_path: str, strategy_devices: int = 0, seed: int = 1) -> 
 
     import tfcompress
     from tfcompress import models, profiling
-    from tfcompress.conversion import convert
+    from tfcompress.export.conversion import convert
 
     splits = tfcompress.data.load_digits()
     (x, y), (xt, yt) = splits
@@ -89,7 +90,7 @@ def run_stages(baseline_path: str, strategy_devices: int = 0, seed: int = 1) -> 
         out["baseline"] = {"accuracy": acc(base), "float32_gzip_bytes": float_gzip}
         pruned = tfcompress.prune(base, PLAN["target"], epochs=PLAN["prune_epochs"],
                                   steps_per_epoch=steps)
-        schedule = tfcompress.pruning.pruning_info(pruned)["schedule"]
+        schedule = tfcompress.training.pruning.pruning_info(pruned)["schedule"]
         _fit(pruned, x, y, PLAN["prune_epochs"], PLAN["prune_lr"],
              [tfmot.sparsity.keras.UpdatePruningStep()])
         pruned = tfcompress.strip(pruned)

@@ -80,7 +80,7 @@ def find_crasher(seconds: float = 240.0, seed: int = 0, resized: bool = False):
 
     ``resized``: one that runs at its default shape but crashes on a batch of 7.
     """
-    from tfcompress._litert import Verifier
+    from tfcompress._compat.litert import Verifier
 
     original = source_flatbuffer()
     rng = np.random.default_rng(seed)

@@ -12,31 +12,51 @@ import pytest
 import tfcompress
 
 PACKAGE = os.path.dirname(tfcompress.__file__)
-TECHNIQUES = ("pruning", "clustering", "quantization", "distillation", "surgery", "lowbit",
-              "mixed", "conversion", "wrappers", "validation", "equalization", "rounding",
-              "recovery", "grids", "layerwise")
-ABOVE = ("recipe", "stages", "study")  # what no technique may import
+# Each module's layer: imports go to the same family or a lower layer, never up or sideways.
+FAMILY_LAYER = {"errors": -1, "_compat": 0, "core": 1, "training": 2, "surgery": 2, "ptq": 2, "export": 3,
+                "pipeline": 4, "front": 5}
+FRONT = {"tfcompress", "tfcompress.__main__", "tfcompress.cli", "tfcompress.callbacks"}
+
+
+def _family(module: str) -> str:
+    if module in FRONT or module.startswith("tfcompress.configs"):
+        return "front"
+    if module == "tfcompress.errors":  # the error classes: a leaf every layer raises
+        return "errors"
+    part = module.split(".")[1]
+    return part if part in FAMILY_LAYER else "core"
+
+
+def _modules() -> dict:
+    """{dotted module name: file path} for every module of the package."""
+    found = {}
+    for root, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(root, name), os.path.dirname(PACKAGE))
+                dotted = rel[:-3].replace(os.sep, ".").removesuffix(".__init__")
+                found[dotted] = os.path.join(root, name)
+    return found
 
 
 def _imports() -> dict:
     """{module: set of tfcompress modules it imports}, lazy (function-level) imports included."""
+    modules = _modules()
     graph = {}
-    for name in os.listdir(PACKAGE):
-        if not name.endswith(".py") or name == "__init__.py":
-            continue
-        module = name[:-3]
-        tree = ast.parse(open(os.path.join(PACKAGE, name), encoding="utf-8").read())
+    for module, path in modules.items():
         found = set()
-        for node in ast.walk(tree):
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            targets = []
             if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "tfcompress":
-                    found |= {a.name for a in node.names}
-                elif node.module.startswith("tfcompress."):
-                    found.add(node.module.split(".")[1])
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
-                found |= {a.name.split(".")[1] for a in node.names
-                          if a.name.startswith("tfcompress.")}
-        graph[module] = found & {n[:-3] for n in os.listdir(PACKAGE) if n.endswith(".py")}
+                targets = [a.name for a in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target not in (module, "tfcompress"):
+                    found.add(target)
+        graph[module] = found
     return graph
 
 
@@ -64,26 +84,62 @@ def test_shared_import_cycles_tool_agrees():
     assert out.returncode == 0 and "no import cycles" in out.stdout, out.stdout
 
 
+def test_dependencies_point_one_way():
+    """pipeline -> export -> training/surgery/ptq -> core -> _compat; the three technique
+    families never import each other, and nothing imports a layer above its own."""
+    wrong = []
+    for module, targets in _imports().items():
+        family = _family(module)
+        for target in targets:
+            other = _family(target)
+            up = FAMILY_LAYER[other] > FAMILY_LAYER[family]
+            sideways = other != family and FAMILY_LAYER[other] == FAMILY_LAYER[family] == 2
+            if up or sideways:
+                wrong.append(f"{module} ({family}) -> {target} ({other})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_rule_catches_a_wrong_arrow():
+    """The layer rule itself: an arrow from a technique to the pipeline or sideways is wrong."""
+    assert FAMILY_LAYER[_family("tfcompress.pipeline.recipe")] > \
+        FAMILY_LAYER[_family("tfcompress.training.pruning")]
+    assert _family("tfcompress.surgery.channels") != _family("tfcompress.ptq.grids")
+    assert _family("tfcompress.wrappers") == "core" and _family("tfcompress.cli") == "front"
+
+
 def test_techniques_know_nothing_of_recipes():
     graph = _imports()
-    for module in TECHNIQUES:
-        reached = _reaches(graph, module) & set(ABOVE)
-        assert not reached, f"{module} reaches {sorted(reached)}"
-    assert "stages" in _reaches(graph, "recipe") and "recipe" in _reaches(graph, "study")
+    above = {m for m in graph if _family(m) in ("pipeline", "front")}
+    for module in graph:
+        if _family(module) in ("training", "surgery", "ptq", "export", "core", "_compat"):
+            reached = _reaches(graph, module) & above
+            assert not reached, f"{module} reaches {sorted(reached)}"
+    assert "tfcompress.pipeline.stages" in _reaches(graph, "tfcompress.pipeline.recipe")
+    assert "tfcompress.pipeline.recipe" in _reaches(graph, "tfcompress.pipeline.search")
 
 
-@pytest.mark.parametrize("name", ["conversion", "validation", "study", "profiling", "android",
-                                  "callbacks", "lowbit", "mixed", "stages", "wrappers", "stats"])
-def test_public_submodules_import_with_the_package(name):
-    module = getattr(tfcompress, name)
-    assert module.__name__ == f"tfcompress.{name}" and type(module).__name__ == "module"
+def test_every_module_imports_with_the_package_in_a_fresh_process():
+    """``import tfcompress`` alone makes every module reachable as an attribute (checked in a
+    new process: in this one, other tests have already imported the submodules)."""
+    names = sorted(m for m in _modules() if m not in ("tfcompress", "tfcompress.__main__", "tfcompress.cli")
+                   and not m.startswith("tfcompress.configs."))  # the command's modules load with it
+    code = ("import functools, tfcompress\n"
+            f"names = {names!r}\n"
+            "missing = [n for n in names if not hasattr(functools.reduce(\n"
+            "    lambda o, a: getattr(o, a, None), n.split('.')[1:-1], tfcompress) or object(),\n"
+            "    n.split('.')[-1])]\n"
+            "print('MISSING', missing)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "MISSING []" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
 def test_verbs_are_functions_nouns_are_modules():
-    assert tfcompress.convert is tfcompress.conversion.convert
-    assert tfcompress.validate is tfcompress.validation.validate
-    assert tfcompress.search is tfcompress.study.search
+    assert tfcompress.convert is tfcompress.export.conversion.convert
+    assert tfcompress.validate is tfcompress.export.validation.validate
+    assert tfcompress.search is tfcompress.pipeline.search.search
     assert tfcompress.profile is tfcompress.profiling.profile
+    assert tfcompress.android is tfcompress.export.android
+    assert callable(tfcompress.configs.load) and "digits" in tfcompress.configs.names()
 
 
 def test_quantizer_recipe_travels_in_the_file_to_another_process(tmp_path):
@@ -94,13 +150,13 @@ def test_quantizer_recipe_travels_in_the_file_to_another_process(tmp_path):
         "m = tfcompress.models.digits_cnn(width=0.25)\n"
         f"open({str(path)!r}, 'wb').write(tfcompress.convert(m, 'dynamic_wi4'))\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
-    info = tfcompress.conversion.conversion_info(str(path))
+    info = tfcompress.export.conversion.conversion_info(str(path))
     recipe = info["facts"]["recipe"]
-    assert info["mode"] == "dynamic_wi4" and tfcompress.lowbit.recipe_of(str(path)) == recipe
+    assert info["mode"] == "dynamic_wi4" and tfcompress.export.lowbit.recipe_of(str(path)) == recipe
     assert {e["op_config"]["weight_tensor_config"]["num_bits"] for e in recipe} == {4}
     widths = {row["layer"]: row["bits"] for row in info["layers"]}
     assert widths["conv2"] == 4 and widths["dense"] == 4
-    notes = tfcompress.report.format_notes([{"format": "dynamic_wi4", "conversion": info}])
+    notes = tfcompress.pipeline.report.format_notes([{"format": "dynamic_wi4", "conversion": info}])
     assert "4-bit x" in notes
 
 
@@ -111,8 +167,8 @@ def test_surgery_and_wrapper_facts_survive_saving(tmp_path):
     pruned.save(path)
     with tfcompress.models.custom_objects_scope():
         loaded = tfcompress.keras.models.load_model(path)
-    assert tfcompress.pruning.pruning_info(loaded)["pruned"] == ["dense"]
-    assert tfcompress.pruning.pruning_info(loaded)["schedule"]["end_step"] == \
-        tfcompress.pruning.pruning_info(pruned)["schedule"]["end_step"]
+    assert tfcompress.training.pruning.pruning_info(loaded)["pruned"] == ["dense"]
+    assert tfcompress.training.pruning.pruning_info(loaded)["schedule"]["end_step"] == \
+        tfcompress.training.pruning.pruning_info(pruned)["schedule"]["end_step"]
     x = np.zeros((1, 8, 8, 1), np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))

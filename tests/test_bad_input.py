@@ -15,7 +15,10 @@ import pytest
 from ml_collections import ConfigDict
 
 import tfcompress
-from tfcompress import _io, data, errors, keras, models, preflight, recipe, study
+from tfcompress import _io, data, errors, keras, models
+from tfcompress.pipeline import preflight
+from tfcompress.pipeline import recipe
+from tfcompress.pipeline import search as study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRASH = os.path.join(ROOT, "tests", "data", "crash.tflite")
@@ -152,7 +155,7 @@ def test_run_recipe_takes_a_recipe_file_or_says_what_it_accepts(tmp_path):
 
 
 def test_user_model_problems_come_before_training(tmp_path, monkeypatch, xy):
-    monkeypatch.setattr(tfcompress.stages.Context, "fit", _no_training)
+    monkeypatch.setattr(tfcompress.pipeline.stages.Context, "fit", _no_training)
     config = ConfigDict({"data": {"limit": 200}, "model": {"path": str(tmp_path / "none.keras")}})
     _raises("model.path missing", errors.ModelError, "none.keras' does not exist",
             lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
@@ -288,7 +291,7 @@ def test_a_flatbuffer_that_crashes_the_interpreter_is_an_error_here():
         "for d in it.get_input_details()]\nit.invoke()\n"), CRASH], capture_output=True, timeout=60)
     assert run.returncode < 0
     _raises("crashing flatbuffer", errors.InvalidTFLiteError, r"crashed \(SIG",
-            lambda: tfcompress.validation.predict(content, np.zeros((3, 4, 4, 1), np.float32)))
+            lambda: tfcompress.export.validation.predict(content, np.zeros((3, 4, 4, 1), np.float32)))
     _raises("crashing flatbuffer validate", errors.InvalidTFLiteError, r"crashed \(SIG",
             lambda: tfcompress.validate(CRASH, np.zeros((3, 4, 4, 1), np.float32)))
 

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tfcompress
-from tfcompress import callbacks, errors, models, pruning
+from tfcompress import callbacks, errors, models
+from tfcompress.training import pruning
 
 from tfmot_helpers import SAMPLES, fit, small_cnn, steps_per_epoch
 

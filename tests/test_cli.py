@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import tfcompress
-from tfcompress import cli, models, validation
+from tfcompress import cli, models
+from tfcompress.export import validation
 from tfcompress._native import NATIVE_LINE, LineFilter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 
 import tfcompress
-from tfcompress import _keras, errors
+from tfcompress import errors
+from tfcompress._compat import keras as _keras
 
 
 def test_keras_is_tf_keras_everywhere():
@@ -25,7 +26,7 @@ def _keras3_model():
 def test_keras3_model_is_rebuilt_as_tf_keras_and_converts():
     import numpy as np
 
-    from tfcompress.validation import predict
+    from tfcompress.export.validation import predict
 
     model = _keras3_model()
     assert _keras.is_keras3_model(model) and not _keras.is_keras3_model(tfcompress.keras.Model())

@@ -21,9 +21,13 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
-from tfcompress import _io, _tfmot, clustering, conversion, errors, models, pruning, wrappers
-from tfcompress._keras import keras
-from tfcompress.validation import validate
+from tfcompress import _io, errors, models, wrappers
+import tfcompress._compat.tfmot as _tfmot
+import tfcompress.training.clustering as clustering
+import tfcompress.export.conversion as conversion
+import tfcompress.training.pruning as pruning
+from tfcompress._compat.keras import keras
+from tfcompress.export.validation import validate
 
 
 class Pruning(keras.callbacks.Callback):
@@ -165,7 +169,7 @@ class BestStrippedCheckpoint(keras.callbacks.Callback):
         better = self.best is None or (value > self.best if self.mode == "max" else
                                        value < self.best)
         if better:
-            from tfcompress.clustering import strip
+            from tfcompress.training.clustering import strip
 
             self.best, self.best_epoch = float(value), epoch + 1
             models.save_model(strip(self.model), self.filepath)

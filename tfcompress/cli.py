@@ -158,8 +158,8 @@ def _positional(argv, command: str) -> Optional[str]:
 def _compress(f: dict, _path) -> None:
     from absl import logging
 
-    from tfcompress import recipe
-    from tfcompress import report as report_lib
+    import tfcompress.pipeline.recipe as recipe
+    import tfcompress.pipeline.report as report_lib
 
     workdir = f["workdir"].value
     report = recipe.run_recipe(f["config"].value, workdir, android_dir=f["android_dir"].value,
@@ -177,7 +177,10 @@ def _explorer_data(config, workdir: str) -> None:
     """int8.quant_error.json beside int8.tflite (the final Keras model's per-layer error)."""
     from absl import logging
 
-    from tfcompress import errors, explorer, models, recipe, stages, wrappers
+    from tfcompress import errors, models, wrappers
+    import tfcompress.export.explorer as explorer
+    import tfcompress.pipeline.recipe as recipe
+    import tfcompress.pipeline.stages as stages
 
     config = recipe.check_config(config)
     final = os.path.join(workdir, "baseline.keras")
@@ -203,7 +206,7 @@ def _explorer_data(config, workdir: str) -> None:
 def _search(f: dict, _path) -> None:
     from absl import logging
 
-    from tfcompress import study
+    import tfcompress.pipeline.search as study
 
     logging.set_verbosity(logging.INFO)
     workdir = f["workdir"].value
@@ -220,7 +223,11 @@ def inspect_model(path: str) -> dict:
     """What ``tfcompress inspect`` shows, as a dict (JSON-ready)."""
     import numpy as np
 
-    from tfcompress import _litert, conversion, lowbit, profiling, validation
+    from tfcompress import profiling
+    import tfcompress._compat.litert as _litert
+    import tfcompress.export.conversion as conversion
+    import tfcompress.export.lowbit as lowbit
+    import tfcompress.export.validation as validation
 
     content = validation.verify(path)
     info = conversion.conversion_info(content)
@@ -287,8 +294,9 @@ def inspect_text(r: dict) -> str:
 
 
 def _validate(f: dict, path: str) -> None:
-    from tfcompress import data, models, validation
-    from tfcompress import report as report_lib
+    from tfcompress import data, models
+    import tfcompress.export.validation as validation
+    import tfcompress.pipeline.report as report_lib
 
     if not f["data"].value:
         fail(f"{PROG} validate needs --data=FILE.npz (arrays x_test, y_test)")
@@ -305,7 +313,7 @@ def _validate(f: dict, path: str) -> None:
 
 
 def _android(f: dict, path: str) -> None:
-    from tfcompress import android
+    import tfcompress.export.android as android
 
     if not f["out"].value:
         fail(f"{PROG} android needs --out=DIR")

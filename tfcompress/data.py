@@ -16,7 +16,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 import numpy as np
 
 from tfcompress import errors
-from tfcompress._keras import keras
+from tfcompress._compat.keras import keras
 
 Split = tuple[np.ndarray, np.ndarray]
 Splits = tuple[Split, Split]

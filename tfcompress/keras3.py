@@ -20,11 +20,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfcompress import _keras3_ops, errors
-from tfcompress import _keras
-from tfcompress import _parity
-from tfcompress._parity import is_k3_model, k3, max_abs_diff  # noqa: F401  (public here)
-from tfcompress._keras import keras as tf_keras
+from tfcompress import errors
+import tfcompress._compat.keras3_ops as _keras3_ops
+import tfcompress._compat.keras as _keras
+import tfcompress._compat.parity as _parity
+from tfcompress._compat.parity import is_k3_model, k3, max_abs_diff  # noqa: F401  (public here)
+from tfcompress._compat.keras import keras as tf_keras
 
 _TO2, _TO3 = "tf_keras", "Keras 3"
 _BASE_LAYER_KWARGS = {"input_dim", "input_shape", "batch_input_shape", "batch_size", "weights",

@@ -10,7 +10,7 @@ import os
 from typing import Sequence
 
 from tfcompress import _io, _surgery_report, errors
-from tfcompress._keras import keras
+from tfcompress._compat.keras import keras
 from tfcompress.keras3 import ensure_keras2, from_keras3
 
 _APPLICATIONS = {

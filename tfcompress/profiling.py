@@ -9,7 +9,7 @@ import gzip
 import numpy as np
 
 from tfcompress import errors
-from tfcompress._keras import keras, unwrap
+from tfcompress._compat.keras import keras, unwrap
 from tfcompress.keras3 import ensure_keras2
 
 

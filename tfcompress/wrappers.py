@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
 
-from tfcompress import _tfmot, errors
-from tfcompress._keras import is_functional, keras, unwrap
+from tfcompress import errors
+import tfcompress._compat.tfmot as _tfmot
+from tfcompress._compat.keras import is_functional, keras, unwrap
 from tfcompress.keras3 import ensure_keras2
 
 LayerSelector = Union[None, str, Sequence[str], type, Sequence[type], Callable]
@@ -53,8 +54,8 @@ def check_functional(model, what: str) -> keras.Model:
             f"{type(model).__name__} {model.name!r} is a subclassed model; {what} needs a "
             "Sequential or Functional model, since it rebuilds the model layer by layer. "
             "For a subclassed model wrap the layers themselves in its __init__, e.g. "
-            "`self.dense = tfcompress.pruning.prune_layer(Dense(128), 0.8, epochs=..., "
-            "steps_per_epoch=...)` (or tfcompress.clustering.cluster_layer), then train "
+            "`self.dense = tfcompress.training.pruning.prune_layer(Dense(128), 0.8, epochs=..., "
+            "steps_per_epoch=...)` (or tfcompress.training.clustering.cluster_layer), then train "
             "with tfcompress.callbacks.Pruning().")
     return model
 

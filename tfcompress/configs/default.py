@@ -14,7 +14,7 @@ one-epoch, few-samples variant the tests run.
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

@@ -6,7 +6,7 @@ report.md lists the measured unique weights per kernel.
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

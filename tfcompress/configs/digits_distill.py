@@ -11,7 +11,7 @@ counts side by side, then converts the distilled student and validates it on Lit
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

@@ -2,17 +2,17 @@
 
     tfcompress compress --config=digits_lowbit --workdir=workdir/digits_lowbit
 
-Modes (LiteRT / AI Edge Quantizer, see ``tfcompress.lowbit``): ``dynamic_wi4`` (int4 weights,
+Modes (LiteRT / AI Edge Quantizer, see ``tfcompress.export.lowbit``): ``dynamic_wi4`` (int4 weights,
 float activations: about 0.136x the float32 bytes) and ``mixed`` (each layer's weights at 2, 4
 or 8 bits, float16 or float32, chosen on the representative images so the flatbuffer fits
 ``convert.size_budget``, here 0.10x float32; ``mixed.recipe.json`` in the workdir replays it
-with ``tfcompress.lowbit.quantize``). Try ``--config.convert.size_budget=0.2`` or
+with ``tfcompress.export.lowbit.quantize``). Try ``--config.convert.size_budget=0.2`` or
 ``--config.convert.overrides="('FULLY_CONNECTED=8',)"`` (per-layer widths of the fixed modes).
 ``--config=digits_lowbit:smoke`` is the one-epoch, few-samples variant the tests run.
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

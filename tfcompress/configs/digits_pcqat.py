@@ -8,7 +8,7 @@ the int8 flatbuffer, the zeros and distinct values per kernel next to size and a
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

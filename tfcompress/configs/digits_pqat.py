@@ -6,7 +6,7 @@ report.md shows the sparsity after pruning and the zeros measured inside the int
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

@@ -8,7 +8,7 @@ measured per-layer sparsity. Try ``--config.prune.target_sparsity=0.9`` or
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

@@ -3,7 +3,7 @@ onto the LiteRT Quantizer's int4 grid, next to plain round-to-nearest int4 of th
 
     tfcompress compress --config=digits_ptq --workdir=workdir/digits_ptq
 
-The ``recover`` stage (``tfcompress.recovery.recover``) returns a float model whose kernels sit
+The ``recover`` stage (``tfcompress.ptq.recovery.recover``) returns a float model whose kernels sit
 exactly on the grid of ``recover.mode``; it is converted with that same mode, so the learned
 integers are the deployed ones (``report.md``: "baseline dynamic_wi4" is min-max rounding of the
 untouched model, "dynamic_wi4" the recovered one, both paired with the float32 baseline on the
@@ -12,7 +12,7 @@ test images). For full integer: ``--config.recover.mode=int8 --config.convert.mo
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

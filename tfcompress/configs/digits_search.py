@@ -12,7 +12,7 @@ runnable with scripts/compress.py), best/model.tflite, trials.jsonl.
 """
 
 from tfcompress.configs import common
-from tfcompress.study import default_config
+from tfcompress.pipeline.search import default_config
 
 KIND = "search"
 

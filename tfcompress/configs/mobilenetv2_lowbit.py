@@ -15,7 +15,7 @@ gives the others int8). ``--config=mobilenetv2_lowbit:smoke`` is the tiny varian
 """
 
 from tfcompress.configs import common
-from tfcompress.recipe import default_config
+from tfcompress.pipeline.recipe import default_config
 
 
 def get_config(variant: str = ""):

@@ -1,0 +1,87 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress import errors
+from tfcompress.export.android import export_android
+from tfcompress.export.conversion import conversion_info
+from tfcompress.export.validation import interpreter, predict
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_export_android_bundle(trained_cnn, digits, tmp_path, mode):
+    (x, _), (xt, _) = digits
+    fb = tfcompress.convert(trained_cnn, mode, representative_data=x[:50])
+    out = str(tmp_path / mode)
+    sidecar = export_android(fb, out, labels=[f"digit {i}" for i in range(10)],
+                             normalization={"mean": 0.0, "std": 16.0},
+                             conversion=conversion_info(fb, mode))
+    assert sorted(os.listdir(out)) == ["README.md", "labels.txt", "model.json", "model.tflite"]
+    assert open(os.path.join(out, "model.tflite"), "rb").read() == fb
+    assert open(os.path.join(out, "labels.txt")).read().splitlines()[3] == "digit 3"
+    on_disk = json.load(open(os.path.join(out, "model.json")))
+    assert on_disk == json.loads(json.dumps(sidecar))
+    interp = interpreter(os.path.join(out, "model.tflite"))
+    inp = interp.get_input_details()[0]
+    assert on_disk["inputs"][0]["name"] == inp["name"]
+    assert on_disk["inputs"][0]["dtype"] == np.dtype(inp["dtype"]).name
+    assert on_disk["inputs"][0]["scale"] == pytest.approx(inp["quantization"][0])
+    assert on_disk["inputs"][0]["zero_point"] == inp["quantization"][1]
+    assert on_disk["outputs"][0]["shape"] == [-1, 10]
+    assert on_disk["input_normalization"]["std"] == 16.0
+    assert on_disk["conversion"]["mode"] == mode
+    readme = open(os.path.join(out, "README.md")).read()
+    assert "import org.tensorflow.lite.Interpreter" in readme
+    assert "interpreter.run(input, output)" in readme
+    assert "com.google.ai.edge.litert:litert" in readme
+    if mode == "int8":  # the Kotlin lines quantize with the model's own scale and zero point
+        scale, zero_point = inp["quantization"]
+        assert zero_point == -128  # digits in [0, 1] use the whole int8 range
+        assert f"/ {scale}f - 128).roundToInt().coerceIn(-128, 127).toByte()" in readme
+        assert "(output[0][i].toInt() + 128) * " in readme
+        assert "ByteArray(10)" in readme and "allocateDirect(64)" in readme
+    else:
+        assert "putFloat" in readme and "FloatArray(10)" in readme and "allocateDirect(256)" in readme
+    assert predict(os.path.join(out, "model.tflite"), xt[:5]).shape == (5, 10)
+
+
+def test_export_android_checks(trained_cnn, tmp_path):
+    fb = tfcompress.convert(trained_cnn, "float32")
+    with pytest.raises(errors.DataError, match="3 labels for a model with 10 outputs"):
+        export_android(fb, str(tmp_path / "a"), labels=["a", "b", "c"])
+    with pytest.raises(errors.DataError, match="normalization"):
+        export_android(fb, str(tmp_path / "b"), normalization={"mean": 0, "std": 0})
+    with pytest.raises(errors.InvalidTFLiteError):
+        export_android(fb[:100], str(tmp_path / "c"))
+    assert not os.path.exists(tmp_path / "c" / "model.tflite")
+    sidecar = export_android(fb, str(tmp_path / "d"))
+    assert open(tmp_path / "d" / "labels.txt").read().split() == [str(i) for i in range(10)]
+    assert sidecar["input_normalization"]["std"] == 255.0
+
+
+def test_recipe_writes_android_bundle(tmp_path):
+    from tfcompress.configs import digits as digits_config
+
+    config = digits_config.get_config("smoke")
+    config.convert.modes = ("int8",)
+    out = str(tmp_path / "android")
+    report = tfcompress.run_recipe(config, str(tmp_path / "work"), android_dir=out)
+    assert report["android"]["mode"] == "int8" and report["android"]["dir"] == out
+    sidecar = json.load(open(os.path.join(out, "model.json")))
+    assert sidecar["inputs"][0]["dtype"] == "int8" and sidecar["input_normalization"]["std"] == 16.0
+    assert open(os.path.join(out, "model.tflite"), "rb").read() == open(
+        tmp_path / "work" / "int8.tflite", "rb").read()
+    # The report records what each conversion did.
+    int8_row = [r for r in report["formats"] if r["format"] == "int8"][0]
+    assert int8_row["conversion"]["mode"] == "int8"
+    assert int8_row["conversion"]["inputs"][0]["zero_point"] == sidecar["inputs"][0]["zero_point"]
+    assert int8_row["xnnpack"]["nodes"] == 7
+    with pytest.raises(errors.ConfigError, match="unknown android mode 'float16'"):
+        tfcompress.run_recipe(config, str(tmp_path / "work"), android_dir=out,
+                              android_mode="float16")
+    md = open(tmp_path / "work" / "report.md").read()
+    assert "- `int8`: input int8 (scale 0.0" in md and "XNNPACK 6/7 nodes (fell back: SOFTMAX x1)" in md
+    assert "GPU delegate: not available" in md

@@ -1,0 +1,235 @@
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfcompress
+from tfcompress import errors, keras, models
+from tfcompress.wrappers import is_quantize_aware
+from tfcompress.export.conversion import (MODES, available_modes, conversion_info, convert,
+                                layer_of, quantization_report, register_mode, representative)
+from tfcompress.export.validation import interpreter, predict
+
+ALL = ("float32", "float16", "dynamic", "int8", "int16x8")
+
+
+@pytest.fixture(scope="module")
+def flatbuffers(trained_cnn, digits):
+    (x, _), _ = digits
+    return {mode: tfcompress.convert(trained_cnn, mode, representative_data=x,
+                                     representative_samples=100)
+            for mode in ALL}
+
+
+def test_modes_are_listed():
+    assert MODES == ALL and available_modes()[: len(ALL)] == ALL
+
+
+def test_sizes_shrink_by_mode(flatbuffers):
+    f32 = len(flatbuffers["float32"])
+    assert 0.45 < len(flatbuffers["float16"]) / f32 < 0.55
+    assert len(flatbuffers["int8"]) / f32 <= 0.30
+    assert len(flatbuffers["dynamic"]) / f32 <= 0.30
+    assert len(flatbuffers["int16x8"]) / f32 <= 0.30
+
+
+def test_int8_has_int8_io(flatbuffers):
+    interp = interpreter(flatbuffers["int8"])
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert interp.get_output_details()[0]["dtype"] == np.int8
+
+
+@pytest.mark.parametrize("mode,io_type,dtype", [
+    ("int8", "uint8", np.uint8), ("int8", "float32", np.float32), ("int16x8", "int16", np.int16)])
+def test_io_type_on_request(trained_cnn, digits, mode, io_type, dtype):
+    (x, _), (xt, yt) = digits
+    fb = convert(trained_cnn, mode, representative_data=x, representative_samples=20,
+                 io_type=io_type)
+    interp = interpreter(fb)
+    assert interp.get_input_details()[0]["dtype"] == dtype
+    assert interp.get_output_details()[0]["dtype"] == dtype
+    report = tfcompress.validate(fb, xt, yt, reference=trained_cnn, latency_runs=0,
+                                 delegate_checks=False)
+    assert report.agreement >= 0.98
+
+
+@pytest.mark.parametrize("mode", ALL)
+def test_converted_model_matches_keras(flatbuffers, trained_cnn, digits, mode):
+    _, (x, y) = digits
+    report = tfcompress.validate(flatbuffers[mode], x, y, reference=trained_cnn, latency_runs=0,
+                                 delegate_checks=False)
+    assert report.agreement >= (0.98 if mode == "int8" else 0.995)
+    keras_acc = float(np.mean(trained_cnn.predict(x, verbose=0).argmax(-1) == y))
+    assert abs(report.accuracy - keras_acc) <= 0.01
+
+
+@pytest.mark.parametrize("mode", ALL)
+def test_conversion_info_records_what_was_done(flatbuffers, mode):
+    info = conversion_info(flatbuffers[mode])
+    assert info["mode"] == mode  # inferred from the tensor types
+    interp = interpreter(flatbuffers[mode])
+    inp = interp.get_input_details()[0]
+    assert info["inputs"][0]["dtype"] == np.dtype(inp["dtype"]).name
+    assert info["inputs"][0]["scale"] == pytest.approx(inp["quantization"][0])
+    assert info["inputs"][0]["zero_point"] == inp["quantization"][1]
+    assert info["ops"]["CONV_2D"] == 2
+    expected_act = {"int8": "int8", "int16x8": "int16"}.get(mode, "float32")
+    assert info["activation_dtype"] == expected_act
+    assert conversion_info(flatbuffers[mode], "named")["mode"] == "named"
+
+
+def test_convert_from_paths(tmp_path, trained_cnn, flatbuffers, digits):
+    (x, _), _ = digits
+    path = str(tmp_path / "m.keras")
+    models.save_model(trained_cnn, path)
+    assert len(tfcompress.convert(path, "float32")) == len(flatbuffers["float32"])
+    models.save_model(trained_cnn, str(tmp_path / "m.h5"))
+    assert len(tfcompress.convert(str(tmp_path / "m.h5"), "dynamic")) == len(flatbuffers["dynamic"])
+    trained_cnn.save(str(tmp_path / "sm"), save_format="tf")
+    from_sm = tfcompress.convert(str(tmp_path / "sm"), "float32")
+    assert abs(len(from_sm) - len(flatbuffers["float32"])) < 0.05 * len(from_sm)
+    # The SavedModel's input shape is read from its signature and checked too.
+    with pytest.raises(errors.DataError, match=r"\(8, 8, 1\)"):
+        tfcompress.convert(str(tmp_path / "sm"), "int8", representative_data=np.zeros((4, 5, 5, 1)))
+    from_sm8 = tfcompress.convert(str(tmp_path / "sm"), "int8", representative_data=x[:20])
+    assert interpreter(from_sm8).get_input_details()[0]["dtype"] == np.int8
+
+
+def test_representative_data_kinds(trained_cnn, digits, flatbuffers):
+    (x, y), _ = digits
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    for source in (dataset, digits, list(x[:100])):
+        samples = [s[0] for s in representative(source, (None, 8, 8, 1), 100)()]
+        assert len(samples) == 100 and np.array_equal(np.concatenate(samples), x[:100])
+    # Same first 100 training images: the same calibration, the same bytes.
+    from_ds = convert(trained_cnn, "int8", representative_data=dataset, representative_samples=100)
+    assert from_ds == flatbuffers["int8"]
+
+
+def test_bad_requests_are_clear(trained_cnn):
+    with pytest.raises(errors.ConversionError, match="unknown conversion mode 'int3'; accepted: float32"):
+        tfcompress.convert(trained_cnn, "int3")
+    with pytest.raises(errors.ConversionError, match="needs representative_data"):
+        tfcompress.convert(trained_cnn, "int8")
+    with pytest.raises(errors.ConversionError, match="needs representative_data"):
+        tfcompress.convert(trained_cnn, "int16x8")
+    with pytest.raises(errors.DataError, match=r"sample shape \(9, 9, 1\).*\(8, 8, 1\)"):
+        tfcompress.convert(trained_cnn, "int8", representative_data=np.zeros((4, 9, 9, 1)))
+    with pytest.raises(errors.DataError, match=r"dtype <U1.*\(8, 8, 1\)"):
+        tfcompress.convert(trained_cnn, "int8", representative_data=np.full((4, 8, 8, 1), "a"))
+    with pytest.raises(errors.ModelError, match="does not exist"):
+        tfcompress.convert("/nonexistent/model.keras", "float32")
+    with pytest.raises(errors.ConversionError, match="io_type 'int16'.*'int8'; accepted: int8, uint8"):
+        tfcompress.convert(trained_cnn, "int8", representative_data=np.zeros((4, 8, 8, 1)),
+                           io_type="int16")
+    with pytest.raises(errors.ConversionError, match="need mode 'int8'"):
+        tfcompress.convert(trained_cnn, "float16", keep_float_layers=["dense"])
+
+
+@pytest.mark.slow
+def test_qat_model_converts_to_int8_without_data(digits):
+    import tensorflow_model_optimization as tfmot
+
+    (x, y), (xt, yt) = digits
+    keras.utils.set_random_seed(1)
+    base = models.digits_cnn()
+    qat = tfmot.quantization.keras.quantize_model(base)
+    assert is_quantize_aware(qat) and not is_quantize_aware(base)
+    qat.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    qat.fit(x, y, epochs=2, batch_size=128, verbose=0)  # QAT from scratch, briefly
+    fb = convert(qat, "int8")
+    assert conversion_info(fb)["inputs"][0]["dtype"] == "int8"
+    report = tfcompress.validate(fb, xt, yt, reference=qat, latency_runs=0, delegate_checks=False)
+    assert report.agreement >= 0.97 and report.accuracy > 0.8
+
+
+def _fc_output_dtypes(fb):
+    interp = interpreter(fb, delegates=False, allocate=False)
+    return {layer_of(interp._get_tensor_details(op["outputs"][0], 0)["name"], ["dense", "logits"]):
+            np.dtype(interp._get_tensor_details(op["outputs"][0], 0)["dtype"]).name
+            for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"}
+
+
+def test_selective_quantization(trained_cnn, digits, flatbuffers):
+    (x, _), (xt, yt) = digits
+    assert _fc_output_dtypes(flatbuffers["int8"]) == {"dense": "int8", "logits": "int8"}
+    keep_dense = convert(trained_cnn, "int8", representative_data=x, representative_samples=20,
+                         keep_float_layers=["dense"])
+    assert _fc_output_dtypes(keep_dense) == {"dense": "float32", "logits": "int8"}
+    assert len(keep_dense) > len(flatbuffers["int8"]) * 2  # dense holds most weights, in float
+    keep_fc = convert(trained_cnn, "int8", representative_data=x, representative_samples=20,
+                      keep_float_ops=["FULLY_CONNECTED"])
+    assert _fc_output_dtypes(keep_fc) == {"dense": "float32", "logits": "float32"}
+    report = tfcompress.validate(keep_dense, xt, yt, reference=trained_cnn, latency_runs=0,
+                                 delegate_checks=False)
+    assert report.agreement >= 0.98
+    with pytest.raises(errors.ConversionError, match="unknown layer 'nope'; accepted: conv1"):
+        convert(trained_cnn, "int8", representative_data=x[:20], keep_float_layers=["nope"])
+    with pytest.raises(errors.ConversionError, match="unknown op type 'LSTM'; accepted: CONV_2D"):
+        convert(trained_cnn, "int8", representative_data=x[:20], keep_float_ops=["LSTM"])
+
+
+def test_quantization_report_ranks_layers(trained_cnn, digits):
+    (x, _), _ = digits
+    rows = quantization_report(trained_cnn, x, representative_samples=20)
+    errs = [r["rmse_over_scale"] for r in rows]
+    assert errs == sorted(errs, reverse=True) and len(rows) >= 6
+    layers = {r["layer"] for r in rows}
+    assert {"conv1", "conv2", "dense", "logits"} <= layers
+    # Weighted layers carry real rounding error; pooling and reshapes copy values exactly.
+    by_layer = {r["layer"]: r for r in rows}
+    assert by_layer["conv1"]["rmse_over_scale"] > 0.05
+    assert by_layer["pool"]["rmse_over_scale"] < 0.01
+    assert all(r["scale"] > 0 and r["max_abs_error"] >= r["mean_abs_error"] >= 0 for r in rows)
+
+
+def test_register_mode_adds_a_mode(trained_cnn, flatbuffers):
+    @register_mode("float32_copy")
+    def _copy(req):
+        return req.converter().convert()
+
+    try:
+        assert "float32_copy" in available_modes()
+        copy = convert(trained_cnn, "float32_copy")
+        assert conversion_info(copy)["mode"] == "float32_copy"  # the fact travels in the file
+        x = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
+        np.testing.assert_array_equal(predict(copy, x), predict(flatbuffers["float32"], x))
+    finally:
+        sys.modules["tfcompress.export.conversion"]._MODES.pop("float32_copy")
+    assert "float32_copy" not in available_modes()
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_recovery_option_deploys_on_the_grid_and_says_so(trained_cnn, digits, mode):
+    (x, _), _ = digits
+    fb = convert(trained_cnn, mode, representative_data=x[:64], representative_samples=64,
+                 recovery=("adaround",))
+    info = conversion_info(fb)
+    assert info["facts"]["recovery"] == ["adaround"] and info["mode"] == mode
+    plain = conversion_info(convert(trained_cnn, mode, representative_data=x[:64]))
+    assert "recovery" not in plain["facts"]
+    with pytest.raises(errors.ConversionError, match="conversion mode for recovery.*float16"):
+        convert(trained_cnn, "float16", representative_data=x[:8], recovery=True)
+    with pytest.raises(errors.ConversionError, match="recovery step 'round'"):
+        convert(trained_cnn, "int8", representative_data=x[:8], recovery=("round",))
+
+
+def test_recovery_is_kept_only_where_validation_agrees(trained_cnn, digits):
+    """With validation data, recovery must agree with the float model at least as well as
+    plain min-max there; the facts give both figures, and the kept flatbuffer measures so."""
+    (x, _), (xv, yv) = digits
+    reference = trained_cnn.predict(xv, verbose=0).argmax(-1)
+    plain = convert(trained_cnn, "dynamic_wi4", representative_data=x[:128],
+                    representative_samples=128)
+    fb = convert(trained_cnn, "dynamic_wi4", representative_data=x[:128],
+                 representative_samples=128, recovery=("adaround",), validation_data=(xv, yv))
+    check = conversion_info(fb)["facts"]["recovery_check"]
+    scores = check["validation"]
+    kept_agreement = float(np.mean(predict(fb, xv).argmax(-1) == reference))
+    plain_agreement = float(np.mean(predict(plain, xv).argmax(-1) == reference))
+    assert scores["min_max"]["agreement"] == pytest.approx(plain_agreement)
+    assert kept_agreement == pytest.approx(scores[check["kept"]]["agreement"])
+    assert kept_agreement >= plain_agreement
+    recovered = conversion_info(fb)["facts"].get("recovery")
+    assert (recovered == ["adaround"]) == (check["kept"] == "recovered")

@@ -1,0 +1,311 @@
+"""tfcompress.search: space from registered stages, recipes of trials, Pareto front, a study
+shared by two processes, and a killed search that resumes to the same front."""
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+import tfcompress
+from tfcompress import errors
+from tfcompress.pipeline import recipe
+from tfcompress.pipeline.search import (check_config, default_config, pareto_front, parse_params,
+                               recipe_source, search, space, trial_recipe)
+
+import search_workers as workers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODES = ("float16", "dynamic", "int8")  # three: a process slow to open the study still gets one
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_public_name_is_the_function():
+    assert tfcompress.search is search and callable(tfcompress.search)
+
+
+def test_space_holds_only_dimensions_with_a_choice():
+    config = check_config(default_config())
+    assert {"sparsity", "clusters"} <= set(space(config))
+    assert all(tfcompress.pipeline.search.DIMENSIONS[d][0] in tfcompress.pipeline.stages.STAGES
+               for d in space(config) if d != "mode")
+    config.space.sparsity, config.space.clusters = (0.0,), (0,)
+    dims = space(config)
+    assert "sparsity" not in dims and "clusters" not in dims
+    assert dims["mode"] == ("float16", "dynamic", "int8")
+
+
+def test_trial_recipe_order_sections_and_qat():
+    config = check_config(default_config())
+    params = {"mode": "int8", "sparsity": 0.9, "clusters": 8, "distill_width": 0.5,
+              "channel_ratio": 0.0, "factorize_energy": 0.0}
+    r = trial_recipe(config, params, "/m.keras", qat=True)
+    assert r.stages == ("distill", "prune", "cluster", "qat")
+    assert r.prune.target_sparsity == 0.9 and r.cluster.number_of_clusters == 8
+    assert r.cluster.preserve_sparsity and r.qat.preserve == "sparsity_and_clusters"
+    assert r.distill.width == 0.5 and r.convert.modes == ("int8",) and r.model.path == "/m.keras"
+    only = trial_recipe(config, {"mode": "float16", "sparsity": 0.0, "clusters": 0}, "/m.keras")
+    assert only.stages == ()
+
+
+def test_depth_and_spatial_svd_dimensions():
+    config = check_config(default_config())
+    assert space(config)["factorize_conv"] == ("channel", "spatial")
+    r = trial_recipe(config, {"mode": "int8", "block_fraction": 0.25, "factorize_energy": 0.9,
+                              "factorize_conv": "spatial"}, "/m.keras")
+    assert r.stages == ("prune_blocks", "factorize")
+    assert r.prune_blocks.fraction == 0.25 and r.factorize.conv == "spatial"
+    alone = trial_recipe(config, {"mode": "int8", "factorize_conv": "spatial"}, "/m.keras")
+    assert alone.stages == ()  # the kind of SVD needs an energy to act on
+
+
+def test_recovery_dimension_adds_the_recover_stage_for_its_mode():
+    config = check_config(default_config())
+    assert space(config)["recovery"] == (0, 1)
+    r = trial_recipe(config, {"mode": "dynamic_wi4", "sparsity": 0.5, "recovery": 1}, "/m.keras")
+    assert r.stages == ("prune", "recover") and r.recover.mode == "dynamic_wi4"
+    assert trial_recipe(config, {"mode": "float16", "recovery": 1}, "/m.keras").stages == ()
+    assert "recover" not in trial_recipe(config, {"mode": "int8", "recovery": 1}, "/m.keras",
+                                         qat=True).stages  # QAT learns its own grid
+
+
+def test_budget_needs_the_upper_bound_of_the_drop():
+    from tfcompress.pipeline import stats
+
+    base = [True] * 300
+    lucky = [True] * 292 + [False] * 4 + [True] * 4  # 4 lost, 0 gained: 1.33 points
+    mixed = [True] * 280 + [False] * 10 + [True] * 10  # the same 10 lost...
+    gained = [False] * 10 + [True] * 290  # ...against 10 others gained
+    d = stats.paired_difference(base, lucky)
+    assert d["difference_points"] == pytest.approx(-4 / 3)
+    assert stats.drop_upper_bound(d, 0.5) == pytest.approx(4 / 3)
+    assert stats.drop_upper_bound(d, 0.9) > 4 / 3 + 0.5
+    # Two models with the same observed drop: the one with more discordant images is riskier.
+    swap = stats.paired_difference(mixed, gained)
+    assert swap["difference_points"] == pytest.approx(0.0)
+    assert stats.drop_upper_bound(swap, 0.9) > 1.0 > stats.drop_upper_bound(
+        stats.paired_difference(base, base), 0.9)
+    with pytest.raises(errors.ConfigError, match="budget_confidence=1.5"):
+        check_config({"budget_confidence": 1.5})
+
+
+def test_recipe_source_runs_as_a_config_file(tmp_path):
+    config = check_config(default_config())
+    r = trial_recipe(config, {"mode": "int8", "sparsity": 0.75, "clusters": 16}, "/m.keras",
+                     qat=True)
+    path = tmp_path / "trial_3.py"
+    path.write_text(recipe_source(r, "trial 3"))
+    module = _load(str(path))
+    assert "scripts/compress.py" in module.__doc__
+    assert recipe.check_config(module.get_config()).to_dict() == r.to_dict()
+
+
+def test_pareto_front_drops_dominated_and_duplicate_points():
+    rec = lambda n, a, o, s="COMPLETE": {"number": n, "state": s, "accuracy": a, "objective": o}  # noqa: E731
+    records = [rec(0, 0.98, 100), rec(1, 0.97, 50), rec(2, 0.96, 60), rec(3, 0.97, 50),
+               rec(4, 0.90, 10), rec(5, 0.99, 5, "PRUNED"), rec(6, 0.98, 120)]
+    assert [r["number"] for r in pareto_front(records)] == [4, 1, 0]
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("objective", "energy", "unknown objective 'energy'; accepted: size, latency, macs"),
+    ("max_drop", -1.0, "max_drop=-1.0"),
+    ("seeds", ("mode=int8,depth=3",), "unknown seed field 'depth'"),
+    ("colour", 1, "unknown search field 'colour'"),
+    ("seeds", ("mode=int8,sparsity=0.85",), "sparsity=0.85 is not among space.sparsity"),
+])
+def test_bad_config_names_the_value(field, value, words):
+    config = default_config().to_dict()
+    config[field] = value
+    with pytest.raises(errors.ConfigError, match=words.replace("(", r"\(")):
+        check_config(config)
+
+
+def test_parse_params():
+    assert parse_params("mode=int8, sparsity=0.9,clusters=16") == {
+        "mode": "int8", "sparsity": 0.9, "clusters": 16}
+
+
+# ---------------------------------------------------------------- processes sharing a study
+
+CONFIG = """
+from tfcompress.pipeline.search import default_config
+
+
+def get_config():
+    c = default_config()
+    c.recipe.model.path = {model!r}
+    c.recipe.convert.representative_samples = 16
+    c.recipe.validate.latency_runs = 2
+    c.space.mode = {modes!r}
+    for dim in ("distill_width", "channel_ratio", "factorize_energy", "sparsity"):
+        c.space[dim] = (0.0,)
+    c.space.clusters = (0,)
+    c.space.recovery = (0,)
+    c.n_trials = {n}
+    c.heartbeat_interval = 1
+    return c
+"""
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, trained_cnn):
+    folder = tmp_path_factory.mktemp("search")
+    model = str(folder / "baseline.keras")
+    tfcompress.models.save_model(trained_cnn, model)
+    path = folder / "search_config.py"
+    path.write_text(CONFIG.format(model=model, modes=MODES, n=len(MODES)))
+    return str(path)
+
+
+def _start(config_file, workdir):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "scripts", "search.py"), f"--config={config_file}",
+         f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+
+
+def _records(workdir):
+    path = os.path.join(workdir, "trials.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _states(workdir):
+    """The trial states in the study database now (read only)."""
+    path = os.path.join(workdir, "study.db")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                                timeout=10)) as db:
+            return [row[0] for row in db.execute("SELECT state FROM trials")]
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def _points(front):
+    return sorted((r["params"]["mode"], r["accuracy"], r["objective"]) for r in front)
+
+
+@pytest.fixture(scope="module")
+def shared_study(config_file, tmp_path_factory):
+    """Two processes run one SQLite study in one workdir at the same time.
+
+    The test holds the study lock until both wait on it, so both reach the first trials
+    together (otherwise a process slow to import TensorFlow may find nothing left to run).
+    """
+    workdir = str(tmp_path_factory.mktemp("shared"))
+    lock, logs = os.path.join(workdir, ".study.lock"), [f"{workdir}.{i}.log" for i in range(2)]
+    with workers.hold_lock(lock):
+        procs = [workers.start(config_file, workdir, log) for log in logs]
+        workers.wait_until(lambda: workers.waiting_on(lock) == 2, procs, logs, 300,
+                           "both processes wait to open the study")
+    for p, log in zip(procs, logs):
+        assert p.wait(timeout=300) == 0, workers.tail(log)
+    with open(os.path.join(workdir, "search.json")) as f:
+        return workdir, json.load(f), [workers.worker(p) for p in procs]
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_sqlite_study(shared_study):
+    workdir, summary, procs = shared_study
+    records = _records(workdir)
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)  # each candidate once
+    assert {r["worker"] for r in done} == set(procs)  # both processes ran trials
+    assert all(r["state"] == "COMPLETE" for r in records), [r["state"] for r in records]
+    assert len({r["folder"] for r in done}) == len(MODES)
+    # Outputs: every front point's recipe runs as a config; the best model was re-validated.
+    for point in summary["front"]:
+        cfg = recipe.check_config(_load(point["config_file"]).get_config())
+        assert cfg.convert.modes == (point["params"]["mode"],) and os.path.exists(cfg.model.path)
+    best = summary["best"]
+    assert best["held_out"]["accuracy"] == pytest.approx(best["test_accuracy"])  # test, again
+    assert best["accuracy"] >= summary["accuracy_floor"]
+    assert best["gzip_bytes"] == min(r["gzip_bytes"] for r in done if r["feasible"])
+    with open(os.path.join(workdir, "pareto.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(workdir, "report.md")) as f:
+        assert "![accuracy against size and latency](pareto.png)" in f.read()
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_to_the_same_front(config_file, shared_study, tmp_path):
+    workdir = str(tmp_path / "killed")
+    proc = _start(config_file, workdir)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not {"COMPLETE", "RUNNING"} <= set(
+            _states(workdir)):
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed mid-trial"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len([r for r in _records(workdir) if r["state"] == "COMPLETE"]) < len(MODES)
+    time.sleep(3)  # past the heartbeat grace period: the trial in flight is stale
+    summary = search(_load(config_file).get_config(), workdir)
+    records = _records(workdir)
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    assert sorted(r["params"]["mode"] for r in done) == sorted(MODES)
+    # The trial in flight at the kill was marked failed (stale heartbeat) and run again.
+    assert [r["state"] for r in records].count("FAIL") == 1
+    assert _points(summary["front"]) == _points(shared_study[1]["front"])
+    failed = next(r for r in records if r["state"] == "FAIL")
+    retry = next(r for r in done if r.get("retry_of") is not None)
+    assert retry["retry_of"] == failed["number"]
+    # the same candidate, from the killed process (a trial killed before it recorded its
+    # worker and drew its parameters has neither)
+    if "worker" in failed:
+        assert failed["worker"] == workers.worker(proc)
+    assert retry["params"] == failed["params"] or failed["params"] == {}
+    assert retry["worker"] == f"{workers.HOST}:{os.getpid()}"
+
+
+def test_script_bad_objective_is_one_line_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "search.py"),
+         "--config.objective=energy", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown objective 'energy'; accepted: size, latency, macs")
+    assert not os.listdir(tmp_path)  # nothing trained or written
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")  # ask()
+def test_a_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
+    import optuna
+
+    from tfcompress.pipeline.search import _storage
+    from tfcompress.pipeline.shared_storage import fail_stale
+
+    config = check_config({"heartbeat_interval": 1})
+    storage = _storage(config, str(tmp_path))
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    study.enqueue_trial({"mode": "int8"})
+    trial = study.ask()  # RUNNING, and no heartbeat: its process died before the first beat
+    trial.suggest_categorical("mode", ["float16", "int8"])
+    time.sleep(2.5)  # past the grace period (2 x heartbeat_interval)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state.name == "RUNNING"  # Optuna alone would wait for it for ever
+    fail_stale(study, storage, 2.0)  # it gets a heartbeat: stale one grace period later
+    assert study.trials[0].state.name == "RUNNING"
+    time.sleep(3.1)  # SQLite's clock for heartbeats counts whole seconds
+    fail_stale(study, storage, 2.0)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+    assert study.trials[1].params == {"mode": "int8"}

@@ -1,0 +1,111 @@
+"""Residual-block removal (tfcompress.surgery.blocks, tfcompress.prune_blocks)."""
+
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress import errors, keras, models
+from tfcompress.surgery import blocks
+from tfcompress.surgery import channels as surgery
+from tfcompress.profiling import profile
+
+L = keras.layers
+
+
+def _resnet(n_blocks=3, mid=(6, 6, 6)):
+    """Stem, then identity blocks Conv-ReLU-Conv + Add, a projection block, then a head."""
+    inp = keras.Input((8, 8, 2))
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="stem")(inp)
+    for i in range(n_blocks):
+        y = L.Conv2D(mid[i], 3, padding="same", activation="relu", name=f"r{i}_a")(x)
+        y = L.Conv2D(6, 3, padding="same", name=f"r{i}_b")(y)
+        x = L.Add(name=f"r{i}_add")([x, y])
+    y = L.Conv2D(8, 3, padding="same", name="proj_branch")(x)
+    s = L.Conv2D(8, 1, name="proj_skip")(x)  # a projection shortcut: no identity skip
+    x = L.Add(name="proj_add")([y, s])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, L.Dense(4, activation="softmax", name="out")(x))
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 8, 8, 2), np.float32), rng.integers(0, 4, n)
+
+
+def test_identity_blocks_are_found_and_projection_shortcuts_are_not():
+    found = blocks.residual_blocks(_resnet())
+    assert [b.add for b in found] == ["r0_add", "r1_add", "r2_add"]
+    assert found[1].layers == ("r1_a", "r1_b") and found[1].skip == ("r0_add", 0, 0)
+    assert blocks.residual_blocks(models.mini_xception()) == []  # strided 1x1 shortcuts
+    mobilenet = blocks.residual_blocks(models.build("mobilenet_v2", (32, 32, 3), 10, 0.35))
+    assert len(mobilenet) == 10 and mobilenet[0].add == "block_2_add"
+    assert len(mobilenet[0].layers) == 8  # expand, BN, ReLU, depthwise, BN, ReLU, project, BN
+
+
+def test_a_block_that_does_nothing_is_removed_first_and_exactly():
+    model = _resnet()
+    silent = model.get_layer("r1_b")
+    silent.set_weights([np.zeros_like(w) for w in silent.get_weights()])  # r1 adds zero
+    x, _ = _data()
+    target = model(x).numpy()  # the loss is 0 for the model itself and for it without r1
+    new = tfcompress.prune_blocks(model, 1, x, target, loss="mse")
+    report = new.surgery_report
+    assert list(report.changed) == ["r1_add"] and report.changed["r1_add"]["loss_rise"] == 0.0
+    assert {"r1_a", "r1_b", "r1_add"}.isdisjoint(layer.name for layer in new.layers)
+    np.testing.assert_allclose(new(x).numpy(), model(x).numpy(), atol=1e-6)
+    saved = 2 * 8 * 8 * 3 * 3 * 6 * 6
+    assert profile(new)["macs"] == profile(model)["macs"] - saved
+    assert report.changed["r1_add"]["macs"] == saved
+
+
+def test_a_macs_budget_picks_the_block_that_reaches_it():
+    model = _resnet(mid=(24, 6, 6))  # r0 costs 4x the others
+    silent = model.get_layer("r1_b")
+    silent.set_weights([np.zeros_like(w) for w in silent.get_weights()])
+    x, _ = _data()
+    target, total = model(x).numpy(), profile(model)["macs"]
+    r0 = 2 * 8 * 8 * 3 * 3 * 6 * 24
+    new = blocks.prune_blocks(model, 1, x, target, loss="mse", max_macs_ratio=1 - r0 / total)
+    assert list(new.surgery_report.changed) == ["r0_add"]  # r1 rises 0 but saves too little
+    assert profile(new)["macs"] == total - r0
+    tight = blocks.prune_blocks(model, 1, x, target, loss="mse", max_macs_ratio=0.1)
+    assert list(tight.surgery_report.changed) == ["r0_add"]
+    assert any("no 1 blocks found that reach max_macs_ratio=0.1" in n
+               for n in tight.surgery_report.notes)
+    with pytest.raises(errors.ConfigError, match="max_macs_ratio=0; accepted: None or a number"):
+        blocks.prune_blocks(model, 1, x, target, max_macs_ratio=0)
+
+
+def test_consecutive_blocks_removed_together_rewire_to_the_stem():
+    model = _resnet()
+    x, y = _data()
+    new = blocks.remove_blocks(model, blocks.residual_blocks(model))
+    stem = keras.Model(model.input, model.get_layer("stem").output)
+    head = ["proj_branch", "proj_skip"]
+    assert [n.inbound_layers.name for h in head for n in new.get_layer(h)._inbound_nodes] == [
+        "stem", "stem"]
+    assert len(new.layers) == len(model.layers) - 9
+    assert new(x).shape == model(x).shape
+    assert stem(x).shape == (64, 8, 8, 6)
+
+
+def test_fraction_rounds_half_up_and_the_result_saves(tmp_path):
+    model = _resnet(n_blocks=3)
+    x, y = _data()
+    new = tfcompress.prune_blocks(model, 0.5, x, y, criterion="loss_per_mac")
+    assert len(new.surgery_report.changed) == 2  # 0.5 * 3 = 1.5 -> 2
+    path = models.save_model(new, str(tmp_path / "b.keras"))
+    assert surgery.report_of(path).changed.keys() == new.surgery_report.changed.keys()
+
+
+def test_prune_blocks_errors():
+    model = _resnet()
+    x, y = _data(8)
+    with pytest.raises(errors.ConfigError, match="n_or_fraction=4; accepted: 1 to 3"):
+        blocks.prune_blocks(model, 4, x, y)
+    with pytest.raises(errors.ConfigError, match=r"n_or_fraction=1.5; accepted: .*\(0, 1\)"):
+        blocks.prune_blocks(model, 1.5, x, y)
+    with pytest.raises(errors.ConfigError, match="unknown criterion 'flops'"):
+        blocks.prune_blocks(model, 1, x, y, criterion="flops")
+    with pytest.raises(errors.ConfigError, match="has no residual block"):
+        blocks.prune_blocks(models.digits_cnn(width=0.25), 1, x[..., :1], y)

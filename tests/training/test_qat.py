@@ -1,0 +1,158 @@
+"""QAT and the collaborative schemes: int8 parity, zeros and shared weights in the flatbuffer."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow_model_optimization as tfmot
+
+import tfcompress
+from tfcompress import errors, keras, models
+from tfcompress.training import pruning
+from tfcompress.training import qat as quantization
+from tfcompress.pipeline import recipe
+from tfcompress.pipeline import stages
+from tfcompress.export.conversion import convert
+from tfcompress.export.validation import predict
+
+from tfmot_helpers import accuracy, fit, small_cnn, steps_per_epoch
+
+
+@pytest.fixture(scope="module")
+def cnn(digits):
+    return small_cnn(digits)
+
+
+@pytest.fixture(scope="module")
+def pruned_clustered(cnn, digits):
+    """The thin CNN pruned to 80%, then clustered to 8 with its zeros kept (both stripped)."""
+    pruned = tfcompress.prune(cnn, 0.8, epochs=2, steps_per_epoch=steps_per_epoch())
+    fit(pruned, digits, 2, [tfmot.sparsity.keras.UpdatePruningStep()])
+    clustered = tfcompress.cluster(tfcompress.strip(pruned), 8, preserve_sparsity=True)
+    fit(clustered, digits, 1, lr=1e-4)
+    return tfcompress.strip(clustered)
+
+
+def _int8(model, digits):
+    (x, _), _ = digits
+    return convert(model, "int8", representative_data=x, representative_samples=32)
+
+
+def test_qat_int8_matches_keras(cnn, digits):
+    qat = tfcompress.quantize_aware(cnn)
+    assert quantization.is_quantize_aware(qat) and not quantization.is_quantize_aware(cnn)
+    fit(qat, digits, 1, lr=1e-4)
+    _, (xt, yt) = digits
+    flatbuffer = _int8(qat, digits)
+    agree = np.mean(predict(flatbuffer, xt).argmax(-1) == qat.predict(xt, verbose=0).argmax(-1))
+    assert agree >= 0.95
+    assert abs(np.mean(predict(flatbuffer, xt).argmax(-1) == yt) - accuracy(qat, digits)) < 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preserve, zeros, distinct", [
+    ("sparsity_and_clusters", True, True),  # PQAT ("sparsity") runs in the recipe test below
+])
+def test_collaborative_schemes_keep_structure_in_int8(pruned_clustered, digits, preserve,
+                                                      zeros, distinct):
+    qat = tfcompress.quantize_aware(pruned_clustered, preserve=preserve)
+    fit(qat, digits, 1, lr=1e-3)
+    qat = tfcompress.strip(qat)
+    tensors = pruning.flatbuffer_sparsity(_int8(qat, digits))
+    assert len(tensors) == 4
+    kept_zeros = all(t["zeros"] >= 0.79 for t in tensors.values())
+    kept_clusters = all(t["distinct_per_channel"] <= 8 for t in tensors.values())
+    if zeros:
+        assert kept_zeros, tensors
+    if distinct:
+        assert kept_clusters, tensors
+
+
+def test_chosen_layers_only(cnn):
+    qat = tfcompress.quantize_aware(cnn, layers=["dense", "logits"])
+    wrapped = {l.name for l in qat.layers if isinstance(l, tfmot.quantization.keras.QuantizeWrapper)}
+    assert {"quant_dense", "quant_logits"} <= wrapped
+    assert not {"quant_conv1", "quant_conv2"} & wrapped
+    assert {"conv1", "conv2"} <= {l.name for l in qat.layers}
+
+
+class Scale(keras.layers.Layer):
+    def build(self, shape):
+        self.w = self.add_weight("w", shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.w
+
+
+def test_unsupported_layers_listed_with_the_way_out(digits):
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten(name="flat")(inp)
+    x = Scale(name="scale")(keras.layers.Dense(16, name="d1")(x))
+    model = keras.Model(inp, keras.layers.Dense(10, name="d2")(x))
+    with pytest.raises(errors.ModelError, match="'scale': 'Scale'.*layers="):
+        tfcompress.quantize_aware(model)
+    qat = tfcompress.quantize_aware(model, layers=["d1", "d2"])
+    assert {l.name for l in qat.layers} >= {"quant_d1", "quant_d2", "scale"}
+    with pytest.raises(errors.ModelError, match="scale"):
+        tfcompress.quantize_aware(model, layers=["scale"])
+
+
+def test_batchnorm_after_conv_is_folded_not_refused():
+    """Conv+BatchNorm pairs (as in MobileNetV2): tfmot folds them; QAT and int8 conversion work."""
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, use_bias=False)(inp)))
+    x = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, use_bias=False)(x)))
+    model = keras.Model(inp, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+    qat = tfcompress.quantize_aware(model)
+    assert quantization.is_quantize_aware(qat)
+    assert not [l for l in qat.layers if isinstance(l, L.BatchNormalization)]
+    x = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
+    np.testing.assert_allclose(predict(convert(qat, "int8"), x), qat.predict(x, verbose=0),
+                               atol=0.1)
+
+
+def test_unknown_preserve(cnn):
+    with pytest.raises(errors.ConfigError, match="unknown preserve 'zeros'"):
+        tfcompress.quantize_aware(cnn, preserve="zeros")
+
+
+@pytest.mark.parametrize("preserve", [None, "sparsity_and_clusters"])
+def test_qat_model_saves_and_loads_as_h5(pruned_clustered, digits, tmp_path, preserve):
+    qat = tfcompress.strip(tfcompress.quantize_aware(pruned_clustered, preserve=preserve))
+    fit(qat, digits, 1, lr=1e-4, samples=64)
+    _, (xt, _) = digits
+    path = str(tmp_path / "q.h5")
+    models.save_model(qat, path)
+    loaded = models.load_model(path)
+    assert quantization.is_quantize_aware(loaded)
+    np.testing.assert_allclose(loaded.predict(xt[:8], verbose=0), qat.predict(xt[:8], verbose=0),
+                               atol=1e-6)
+    assert stages.STAGES["qat"].suffix == ".h5"
+
+
+@pytest.mark.slow
+def test_recipe_prune_then_pqat_reports_measured_figures_and_resumes(tmp_path):
+    config = recipe.default_config()
+    config.data.limit = 192
+    config.model.width = 0.25
+    config.train.epochs = 1
+    config.stages = ("prune", "qat")
+    config.prune.update(target_sparsity=0.7, epochs=2, learning_rate=1e-3)
+    config.qat.update(preserve="sparsity", epochs=1)
+    config.convert.update(modes=("int8",), representative_samples=16)
+    config.validate.latency_runs = 2
+    report = tfcompress.run_recipe(config, str(tmp_path))
+    prune, qat = report["stages"]["prune"], report["stages"]["qat"]
+    assert all(abs(s - 0.7) <= 0.01 for s in prune["sparsity"].values()), prune
+    assert qat["preserve"] == "sparsity" and qat["int8_min_zeros"] >= 0.69, qat
+    assert len(qat["int8_zeros"]) == 4
+    markdown = open(tmp_path / "report.md").read()
+    assert re.search(r"\| conv2 \| 0\.(69|70)\d\d \|", markdown) and "int8 zeros" in markdown
+    assert (tmp_path / "stages" / "1-qat.h5").exists()
+    again = tfcompress.run_recipe(config, str(tmp_path))  # resumes from the saved .h5 stage
+    int8 = lambda r: [row for row in r["formats"] if row["format"] == "int8"][0]  # noqa: E731
+    assert int8(again)["accuracy"] == int8(report)["accuracy"]
+    assert int8(again)["bytes"] == int8(report)["bytes"]
+    assert again["stages"] == json.loads(json.dumps(report["stages"]))  # figures kept on resume

@@ -1,0 +1,169 @@
+"""Android export: a folder a mobile developer drops into an app's ``assets/``.
+
+``model.tflite``, ``labels.txt``, ``model.json`` (input/output names, shapes, dtypes,
+quantization parameters and the input normalization) and a ``README.md`` with the Kotlin lines
+that load the model with the LiteRT ``Interpreter`` and feed one input, written for this
+model's own input and output types.
+"""
+
+import json
+import os
+from typing import Optional, Sequence, Union
+
+from tfcompress import _io
+from tfcompress import errors
+from tfcompress._compat.litert import interpreter, io_details, load_flatbuffer
+
+_KOTLIN_TYPES = {  # dtype -> (bytes per value, ByteBuffer put call, output array, value range)
+    "float32": (4, "putFloat", "FloatArray", None),
+    "int8": (1, "put", "ByteArray", (-128, 127)),
+    "uint8": (1, "put", "ByteArray", (0, 255)),
+    "int16": (2, "putShort", "ShortArray", (-32768, 32767)),
+}
+
+
+def export_android(
+    tflite: Union[bytes, str],
+    directory: str,
+    *,
+    labels: Optional[Sequence[str]] = None,
+    normalization: Optional[dict] = None,
+    conversion: Optional[dict] = None,
+) -> dict:
+    """Writes ``model.tflite``, ``labels.txt``, ``model.json`` and ``README.md`` into ``directory``.
+
+    Args:
+        tflite: flatbuffer bytes or a ``.tflite`` path (verified before it is written).
+        directory: output folder (created; existing files of these names are replaced).
+        labels: class names in output order; default ``0 .. N-1``.
+        normalization: how raw pixels become the model's float input,
+            ``x = (pixel - mean) / std``: ``{"mean": m, "std": s}`` (default mean 0, std 255).
+        conversion: ``convert.conversion_info`` of the flatbuffer, copied into the sidecar.
+
+    Returns:
+        The sidecar written to ``model.json``.
+
+    Raises:
+        InvalidTFLiteError: the flatbuffer does not load.
+        DataError: labels that do not match the output size, or a bad normalization.
+    """
+    content = load_flatbuffer(tflite)
+    interp = interpreter(content, allocate=False)
+    inputs = io_details(interp.get_input_details())
+    outputs = io_details(interp.get_output_details())
+    num_classes = int(outputs[0]["shape"][-1])
+    labels = [str(i) for i in range(num_classes)] if labels is None else [str(v) for v in labels]
+    if len(labels) != num_classes:
+        raise errors.DataError(
+            f"{len(labels)} labels for a model with {num_classes} outputs; accepted: "
+            f"{num_classes} labels in output order")
+    normalization = dict(normalization or {"mean": 0.0, "std": 255.0})
+    if set(normalization) - {"mean", "std", "note"} or float(normalization.get("std", 0)) == 0:
+        raise errors.DataError(
+            f"normalization {normalization!r}; accepted: {{'mean': number, 'std': nonzero number}}")
+    unsupported = [d["dtype"] for d in inputs[:1] + outputs[:1] if d["dtype"] not in _KOTLIN_TYPES]
+    if unsupported:
+        raise errors.DataError(errors.unknown("input/output dtype", unsupported[0],
+                                              sorted(_KOTLIN_TYPES)))
+    sidecar = {
+        "model_file": "model.tflite",
+        "labels_file": "labels.txt",
+        "inputs": inputs,
+        "outputs": outputs,
+        "input_normalization": {
+            "mean": float(normalization["mean"]), "std": float(normalization["std"]),
+            "formula": "x = (pixel - mean) / std; quantized inputs: q = round(x / scale) + "
+                       "zero_point",
+        },
+        "bytes": len(content),
+    }
+    if conversion:
+        sidecar["conversion"] = conversion
+    os.makedirs(directory, exist_ok=True)
+    _io.write_bytes(os.path.join(directory, "model.tflite"), content)
+    _io.write_text(os.path.join(directory, "labels.txt"), "\n".join(labels) + "\n")
+    _io.write_text(os.path.join(directory, "model.json"), json.dumps(sidecar, indent=2) + "\n")
+    _io.write_text(os.path.join(directory, "README.md"), readme(sidecar))
+    return sidecar
+
+
+def kotlin(sidecar: dict) -> str:
+    """Kotlin lines that load ``model.tflite`` from assets and classify one image."""
+    inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+    size = 1
+    for d in inp["shape"][1:]:
+        size *= int(d)
+    in_bytes, put, _, in_range = _KOTLIN_TYPES[inp["dtype"]]
+    n_out = int(out["shape"][-1])
+    _, _, out_array, _ = _KOTLIN_TYPES[out["dtype"]]
+    norm = sidecar["input_normalization"]
+    x = f"(pixels[i] - {norm['mean']}f) / {norm['std']}f"
+    if in_range is None:
+        value = f"{x}"
+    else:
+        cast = {"put": "toByte()", "putShort": "toShort()"}[put]
+        value = (f"(({x}) / {inp['scale']}f{_plus(inp['zero_point'])}).roundToInt()"
+                 f".coerceIn({in_range[0]}, {in_range[1]}).{cast}")
+    if out["dtype"] == "float32":
+        score = "output[0][i]"
+    else:
+        raw = "output[0][i].toInt()" if out["dtype"] != "uint8" else "(output[0][i].toInt() and 0xFF)"
+        score = f"({raw}{_plus(-out['zero_point'])}) * {out['scale']}f"
+    return "\n".join([
+        "import org.tensorflow.lite.Interpreter",
+        "import java.io.FileInputStream",
+        "import java.nio.ByteBuffer",
+        "import java.nio.ByteOrder",
+        "import java.nio.channels.FileChannel",
+        "import kotlin.math.roundToInt",
+        "",
+        "// Load model.tflite from assets (keep it uncompressed: androidResources { noCompress += \"tflite\" }).",
+        "val fd = context.assets.openFd(\"model.tflite\")",
+        "val model = FileInputStream(fd.fileDescriptor).channel",
+        "    .map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)",
+        "val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2))",
+        "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
+        "",
+        f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
+        f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}.",
+        f"val input = ByteBuffer.allocateDirect({size * in_bytes}).order(ByteOrder.nativeOrder())",
+        f"for (i in 0 until {size}) input.{put}({value})",
+        "input.rewind()",
+        f"val output = Array(1) {{ {out_array}({n_out}) }}",
+        "interpreter.run(input, output)",
+        f"val scores = FloatArray({n_out}) {{ i -> {score} }}",
+        "val best = scores.indices.maxByOrNull { scores[it] }!!",
+        "println(\"${labels[best]}: ${scores[best]}\")",
+    ])
+
+
+def _plus(value: int) -> str:
+    """`` + 3`` / `` - 3`` / nothing, for Kotlin arithmetic."""
+    return f" + {value}" if value > 0 else (f" - {-value}" if value < 0 else "")
+
+
+def readme(sidecar: dict) -> str:
+    """The exported folder's README.md."""
+    inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+    return "\n".join([
+        "# Android bundle (LiteRT)",
+        "",
+        "Copy `model.tflite` and `labels.txt` into `app/src/main/assets/` and add the LiteRT "
+        "runtime to `app/build.gradle.kts`:",
+        "",
+        "```kotlin",
+        "dependencies { implementation(\"com.google.ai.edge.litert:litert:1.4.0\") }",
+        "```",
+        "",
+        f"Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']} (scale {inp['scale']}, "
+        f"zero point {inp['zero_point']}). Output `{out['name']}`: shape {out['shape']}, "
+        f"{out['dtype']} (scale {out['scale']}, zero point {out['zero_point']}). "
+        f"Normalization: {sidecar['input_normalization']['formula']} with mean "
+        f"{sidecar['input_normalization']['mean']} and std "
+        f"{sidecar['input_normalization']['std']}. Everything is also in `model.json`.",
+        "",
+        "```kotlin",
+        kotlin(sidecar),
+        "```",
+        "",
+    ])

@@ -1,0 +1,595 @@
+"""Keras model / .keras / .h5 / SavedModel -> TFLite flatbuffer, in every quantization mode.
+
+A thin wrapper over ``tf.lite.TFLiteConverter`` and its quantization debugger. What it adds:
+mode names with one small function each (``register_mode`` adds more), checks of the
+representative data with clear errors, QAT models converted to int8 without calibration data,
+selective quantization by Keras layer name or TFLite op type, a per-layer quantization error
+ranking, and ``conversion_info``: what a flatbuffer's conversion did, for the report.
+
+Every flatbuffer ``convert`` returns carries its facts (the mode, and what a mode adds: a
+quantizer recipe, per-layer widths) in its own metadata table (``_litert.with_facts``), so
+``conversion_info`` reports them in any process that reads the file.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import io
+import os
+import warnings
+import weakref
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+from tfcompress import errors, models, wrappers
+import tfcompress._compat.litert as _litert
+import tfcompress.ptq.recovery as recovery_lib
+from tfcompress import data as data_lib
+from tfcompress._compat.keras import keras
+from tfcompress._compat.litert import tensor_types  # noqa: F401  (re-exported)
+from tfcompress.keras3 import ensure_keras2
+from tfcompress.export.validation import predict
+
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+IO_TYPES = {"int8": ("int8", "uint8", "float32"), "int16x8": ("float32", "int16")}
+_TF_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16}
+
+
+@dataclasses.dataclass
+class Request:
+    """One conversion: the source model and the options a mode function may use.
+
+    Attributes:
+        source: a tf_keras model or a SavedModel directory.
+        input_shape: the model input shape, batch first (None dims allowed), if known.
+        representative: the converter's ``representative_dataset`` (checked), or None.
+        io_type: the requested input/output type name, or None for the mode's default.
+        keep_float_layers: Keras layer names kept in float (selective quantization).
+        keep_float_ops: TFLite op types kept in float, e.g. ``("FULLY_CONNECTED",)``.
+        qat: whether the model holds quantize-aware-training wrappers.
+        options: mode-specific options (``convert(..., options=...)``), checked against the
+            names the mode registered.
+        validation: ``(x, y)`` on which a mode takes its decisions (mixed precision's widths),
+            or None.
+    """
+
+    source: Union[keras.Model, str]
+    input_shape: Optional[tuple]
+    representative: Optional[Callable] = None
+    io_type: Optional[str] = None
+    keep_float_layers: tuple = ()
+    keep_float_ops: tuple = ()
+    qat: bool = False
+    options: dict = dataclasses.field(default_factory=dict)
+    validation: Optional[tuple] = None
+
+    def converter(self) -> tf.lite.TFLiteConverter:
+        """A fresh ``TFLiteConverter`` for the source model."""
+        if isinstance(self.source, str):
+            return tf.lite.TFLiteConverter.from_saved_model(self.source)
+        return tf.lite.TFLiteConverter.from_keras_model(self.source)
+
+
+# name -> (function(Request) -> bytes, whether it needs representative data)
+_MODES: dict[str, tuple[Callable[[Request], bytes], bool]] = {}
+_MODE_OPTIONS: dict[str, tuple] = {}  # name -> option names the mode accepts
+_SECTION_OPTIONS: dict[str, Callable] = {}  # name -> recipe convert section -> options
+_DESCRIBE: dict[str, Callable] = {}  # name -> flatbuffer -> per-layer rows for the report
+
+
+def register_mode(name: str, *, needs_representative_data: bool = False,
+                  options: Sequence[str] = (), section_options: Optional[Callable] = None,
+                  describe: Optional[Callable] = None):
+    """Registers ``fn(request) -> flatbuffer bytes`` as conversion mode ``name``.
+
+    Other modules (e.g. low-bit modes) add their modes with this decorator. ``options`` names
+    the mode-specific options ``convert(..., options={...})`` may pass (in ``request.options``);
+    ``section_options(convert_section) -> options or None`` reads them from a recipe's
+    ``convert`` section (and raises ConversionError for values the mode cannot take), so the
+    recipe runner needs no knowledge of any mode; ``describe(flatbuffer) -> [{"layer", "bits",
+    ...}]`` gives ``conversion_info`` the per-layer weight widths the mode produced.
+    """
+    def register(fn):
+        _MODES[name] = (fn, needs_representative_data)
+        _MODE_OPTIONS[name] = tuple(options)
+        if section_options is not None:
+            _SECTION_OPTIONS[name] = section_options
+        if describe is not None:
+            _DESCRIBE[name] = describe
+        return fn
+    return register
+
+
+def mode_options(mode: str) -> tuple:
+    """The option names a registered mode accepts (empty for the built-in modes)."""
+    return _MODE_OPTIONS.get(mode, ())
+
+
+def options_from_section(mode: str, section) -> Optional[dict]:
+    """The ``convert(..., options=...)`` a recipe's ``convert`` section gives ``mode``.
+
+    Raises:
+        ConversionError: a value the mode cannot take.
+    """
+    fn = _SECTION_OPTIONS.get(mode)
+    return fn(section) if fn is not None else None
+
+
+def available_modes() -> tuple:
+    """Every registered mode name (the built-in ``MODES`` first)."""
+    return tuple(_MODES)
+
+
+# Keras model -> (digest of its weights, its float32 flatbuffer).
+_FLOAT32: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def float32_flatbuffer(req: Request) -> bytes:
+    """The request's float32 flatbuffer, reused while a Keras model's weights are unchanged.
+
+    Recipes convert one model in several modes, and each low-bit mode quantizes the float32
+    flatbuffer: the TFLite converter runs once for them (it takes ~20 s on MobileNetV2 here).
+    """
+    if isinstance(req.source, str):
+        return req.converter().convert()
+    digest = hashlib.sha256()
+    for weight in req.source.weights:
+        digest.update(weight.numpy().tobytes())
+    seen = _FLOAT32.get(req.source)
+    if seen is not None and seen[0] == digest.hexdigest():
+        return seen[1]
+    flatbuffer = req.converter().convert()
+    _FLOAT32[req.source] = (digest.hexdigest(), flatbuffer)
+    return flatbuffer
+
+
+@register_mode("float32")
+def _float32(req: Request) -> bytes:
+    return float32_flatbuffer(req)
+
+
+@register_mode("float16")
+def _float16(req: Request) -> bytes:
+    c = req.converter()
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.target_spec.supported_types = [tf.float16]
+    return c.convert()
+
+
+@register_mode("dynamic")
+def _dynamic(req: Request) -> bytes:
+    """int8 weights, float activations (dynamic-range quantization)."""
+    c = req.converter()
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    return c.convert()
+
+
+@register_mode("int8", needs_representative_data=True)
+def _int8(req: Request) -> bytes:
+    """Full integer; QAT models use their trained ranges and need no representative data."""
+    if req.keep_float_layers or req.keep_float_ops:
+        return _selective_int8(req)
+    io_type = req.io_type or "int8"
+    c = req.converter()
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    if not req.qat:  # a QAT model carries its ranges (and the check for int8-only ops
+        c.representative_dataset = req.representative  # would ask for calibration data)
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = c.inference_output_type = _TF_TYPES[io_type]
+    return c.convert()
+
+
+@register_mode("int16x8", needs_representative_data=True)
+def _int16x8(req: Request) -> bytes:
+    """int16 activations, int8 weights (better accuracy than int8 where activations matter)."""
+    c = req.converter()
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = req.representative
+    c.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    io_type = req.io_type or "float32"
+    c.inference_input_type = c.inference_output_type = _TF_TYPES[io_type]
+    return c.convert()
+
+
+def convert(
+    model_or_path: Union[keras.Model, str],
+    mode: str = "float32",
+    *,
+    representative_data=None,
+    representative_samples: int = 200,
+    io_type: Optional[str] = None,
+    keep_float_layers: Sequence[str] = (),
+    keep_float_ops: Sequence[str] = (),
+    options: Optional[dict] = None,
+    validation_data=None,
+    recovery=None,
+) -> bytes:
+    """Converts a model to a TFLite flatbuffer.
+
+    Args:
+        model_or_path: a tf_keras model, or a path to a ``.keras``/``.h5`` file or a SavedModel
+            directory.
+        mode: ``float32``; ``float16`` (float16 weights); ``dynamic`` (int8 weights, float
+            activations); ``int8`` (full integer; needs ``representative_data`` unless the model
+            was trained with QAT); ``int16x8`` (int16 activations, int8 weights); or a mode
+            added with ``register_mode``.
+        representative_data: images for calibration: numpy array, ``tf.data.Dataset`` or the
+            splits our loaders return (see ``data.representative_dataset``).
+        representative_samples: how many samples calibrate the ranges.
+        io_type: input/output type: ``int8`` (default), ``uint8`` or ``float32`` for ``int8``;
+            ``float32`` (default) or ``int16`` for ``int16x8``.
+        keep_float_layers: Keras layer names kept in float inside an ``int8`` model (selective
+            quantization via the converter's quantization debugger; input/output stay float32).
+        keep_float_ops: TFLite op types kept in float, e.g. ``["FULLY_CONNECTED"]``.
+        options: options of a registered mode (``mode_options(mode)`` names them), e.g.
+            ``{"overrides": {"FULLY_CONNECTED": 8}}`` for the low-bit modes of
+            ``tfcompress.export.lowbit`` or ``{"size_budget": 0.1}`` for its ``mixed`` mode.
+        validation_data: ``(x, y)`` held out from training, on which modes that choose
+            (``mixed``: per-layer widths) and ``recovery`` decide; without it they judge on the
+            representative data (recovery is then always kept). Plain conversion modes ignore
+            it.
+        recovery: PTQ recovery before quantizing (``tfcompress.ptq.recovery.recover``): True for
+            equalization, AdaRound and bias correction, or a tuple of those step names
+            (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for ``int8``, ``int16x8`` and
+            the modes ``recovery.MODES`` names (8- and 4-bit weights); the learned integers are the
+            deployed ones, calibrated on ``representative_data``. With ``validation_data`` the
+            recovered flatbuffer is kept only where it agrees with the float model on the
+            validation images at least as well as plain min-max (then by the lower mean squared
+            output difference); ``facts["recovery_check"]`` holds both figures. The
+            flatbuffer's facts (``conversion_info(...)["facts"]["recovery"]``) name the steps
+            in its weights.
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        ConversionError: unknown mode or io_type, a quantized mode without representative data,
+            selective quantization outside ``int8``, unknown layer names or op types, options
+            the mode does not accept.
+        DataError: representative data that does not fit the model's input.
+        ModelError: a path that cannot be loaded.
+    """
+    if mode not in _MODES:
+        raise errors.ConversionError(errors.unknown("conversion mode", mode, available_modes()))
+    fn, needs_data = _MODES[mode]
+    if io_type is not None and io_type not in IO_TYPES.get(mode, ()):
+        accepted = IO_TYPES.get(mode, ("(none: this mode keeps float32 input/output)",))
+        raise errors.ConversionError(
+            f"io_type {io_type!r} is not available for mode {mode!r}; accepted: "
+            + ", ".join(accepted))
+    if (keep_float_layers or keep_float_ops) and mode != "int8":
+        raise errors.ConversionError(
+            f"keep_float_layers/keep_float_ops need mode 'int8', got {mode!r}")
+    if (keep_float_layers or keep_float_ops) and io_type not in (None, "float32"):
+        raise errors.ConversionError(
+            f"selective quantization keeps float32 input/output, got io_type {io_type!r}; "
+            "accepted: float32")
+    bad = [k for k in (options or {}) if k not in mode_options(mode)]
+    if bad:
+        raise errors.ConversionError(errors.unknown(
+            f"option for mode {mode!r}", bad[0], mode_options(mode) or ["(none)"]))
+    source, input_shape = _source(model_or_path)
+    qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
+    steps = _recovery_steps(recovery, mode, source, qat, representative_data)
+    float_source = source
+    if steps:
+        x_cal = np.concatenate([s[0] for s in representative(
+            representative_data, input_shape, representative_samples)()])
+        source = recovery_lib.recover(source, x_cal, steps=steps, **recovery_lib.for_mode(mode))
+    req = Request(source, input_shape, io_type=io_type, qat=qat,
+                  keep_float_layers=tuple(keep_float_layers),
+                  keep_float_ops=tuple(keep_float_ops), options=dict(options or {}),
+                  validation=_validation_pair(validation_data))
+    if representative_data is not None:
+        req.representative = representative(representative_data, input_shape,
+                                            representative_samples)
+    elif needs_data and not (qat and not (keep_float_layers or keep_float_ops)):
+        raise errors.ConversionError(
+            f"mode {mode!r} needs representative_data (calibration images) unless the model "
+            "was trained with QAT; accepted: a numpy array, a tf.data.Dataset or the splits "
+            "returned by tfcompress.data loaders")
+    facts = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flatbuffer = fn(req)
+        if steps and req.validation is not None:
+            plain = fn(dataclasses.replace(req, source=float_source))
+            facts["recovery_check"] = _recovery_check(float_source, flatbuffer, plain,
+                                                      req.validation[0])
+            if facts["recovery_check"]["kept"] == "min_max":
+                flatbuffer, steps = plain, ()
+    if steps:
+        facts["recovery"] = list(steps)
+    return _litert.with_facts(flatbuffer, mode=mode, qat=qat, **facts)
+
+
+def _recovery_check(model: keras.Model, recovered: bytes, plain: bytes, x) -> dict:
+    """Which of the two flatbuffers agrees better with the float model on validation images:
+    agreement of the top class first, then the lower mean squared output difference."""
+    reference = model.predict(x, verbose=0)
+    scores = {}
+    for name, flatbuffer in (("recovered", recovered), ("min_max", plain)):
+        out = predict(flatbuffer, x)
+        scores[name] = {
+            "agreement": float(np.mean(out.argmax(-1) == reference.argmax(-1))),
+            "output_error": float(np.mean(np.square(out - reference)))}
+    kept = max(scores, key=lambda k: (scores[k]["agreement"], -scores[k]["output_error"]))
+    return {"validation": scores, "kept": kept}
+
+
+def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data) -> tuple:
+    """The recovery steps asked for, checked against the mode and the source (or ())."""
+    if recovery in (None, False, (), []):
+        return ()
+    steps = recovery_lib.STEPS if recovery is True else tuple(recovery)
+    bad = [s for s in steps if s not in recovery_lib.STEPS]
+    if bad:
+        raise errors.ConversionError(errors.unknown("recovery step", bad[0], recovery_lib.STEPS))
+    if mode not in recovery_lib.MODES:
+        raise errors.ConversionError(errors.unknown(
+            "conversion mode for recovery", mode, list(recovery_lib.MODES)))
+    if isinstance(source, str) or qat:
+        raise errors.ConversionError(
+            "recovery works on a float Keras model's weights; got "
+            + ("a SavedModel directory" if isinstance(source, str) else "a QAT model")
+            + "; accepted: a trained Keras model (QAT models are already on their grid)")
+    if representative_data is None:
+        raise errors.ConversionError(
+            "recovery needs representative_data (calibration images); accepted: a numpy "
+            "array, a tf.data.Dataset or the splits returned by tfcompress.data loaders")
+    return steps
+
+
+def representative(x, input_shape: Optional[Sequence], num_samples: int = 200) -> Callable:
+    """The converter's ``representative_dataset`` from ``x``, checked against the input shape.
+
+    Args:
+        x: numpy images, a ``tf.data.Dataset`` or the splits our loaders return.
+        input_shape: the model input shape (batch first), or None to skip the shape check.
+        num_samples: samples to use at most.
+
+    Raises:
+        DataError: non-numeric data, or samples whose shape is not the model's input shape.
+    """
+    if isinstance(x, np.ndarray) and x.dtype.kind not in "biuf":
+        raise errors.DataError(
+            f"representative_data has dtype {x.dtype}; accepted: numeric images of sample "
+            f"shape {_shape_text(input_shape)}")
+    try:
+        generate = data_lib.representative_dataset(x, num_samples)
+        samples = np.concatenate([s[0] for s in generate()])
+    except (TypeError, ValueError) as e:
+        if isinstance(e, errors.TfcompressError):
+            raise
+        raise errors.DataError(
+            f"representative_data cannot be read as float images ({e}); accepted: a numpy "
+            f"array, a tf.data.Dataset or loader splits with sample shape "
+            f"{_shape_text(input_shape)}") from e
+    if input_shape is not None:
+        data_lib.check_fits(samples, input_shape, "representative_data")
+    return generate
+
+
+def _validation_pair(validation_data) -> Optional[tuple]:
+    if validation_data is None:
+        return None
+    try:
+        x, y = validation_data
+    except (TypeError, ValueError):
+        raise errors.DataError(
+            "validation_data must be a pair (x, y) of images and labels; got "
+            f"{type(validation_data).__name__}") from None
+    x = np.asarray(x, np.float32)
+    y = None if y is None else np.asarray(y).reshape(-1)
+    if y is not None and len(x) != len(y):
+        raise errors.DataError(f"validation_data has {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def _shape_text(input_shape) -> str:
+    return str(tuple(input_shape)[1:]) if input_shape is not None else "(the model's input)"
+
+
+def _source(model_or_path):
+    """(tf_keras model or SavedModel dir, input shape or None) for a model or a path."""
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+            return path, _saved_model_input_shape(path)
+        model_or_path = models.load_model(path)
+    model = ensure_keras2(model_or_path)
+    try:
+        return model, tuple(model.input_shape)
+    except AttributeError as e:  # a subclassed model never called has no input shape
+        raise errors.ModelError(
+            f"model {model.name!r} has no input shape (a subclassed model never called); "
+            "accepted: a model built with keras.Input, or call it once on a batch first") from e
+
+
+def _saved_model_input_shape(path: str) -> Optional[tuple]:
+    """The single input shape of a SavedModel's serving signature, if it has one."""
+    try:
+        loaded = tf.saved_model.load(path)
+        specs = loaded.signatures["serving_default"].structured_input_signature[1]
+    except (KeyError, ValueError, OSError):
+        return None
+    if len(specs) != 1:
+        return None
+    return tuple(next(iter(specs.values())).shape)
+
+
+# ---------------------------------------------------------------- selective quantization
+
+def _debugger(req: Request, options=None):
+    """A ``QuantizationDebugger`` over the request's converter (int8 calibration done)."""
+    c = req.converter()
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = req.representative
+    return tf.lite.experimental.QuantizationDebugger(
+        converter=c, debug_dataset=req.representative,
+        debug_options=options or tf.lite.experimental.QuantizationDebugOptions())
+
+
+def _op_outputs(flatbuffer: bytes) -> list[tuple[str, list[str]]]:
+    """[(op type, [output tensor names])] of a flatbuffer's main subgraph."""
+    interp = _litert.interpreter(flatbuffer, delegates=False, allocate=False)
+    return [(op["op_name"], [_litert.tensor_name(interp, i) for i in op["outputs"] if i >= 0])
+            for op in _litert.ops(interp)]
+
+
+def layer_of(tensor_name: str, layer_names: Iterable[str]) -> Optional[str]:
+    """The Keras layer a TFLite tensor name comes from (``model/layer/op;...``), if any."""
+    names = set(layer_names)
+    for part in tensor_name.split(";"):
+        for component in part.split("/")[:-1]:
+            if component in names:
+                return component
+    return None
+
+
+def _keras_layer_names(model) -> list:
+    return [layer.name for layer in model.layers] if isinstance(model, keras.Model) else []
+
+
+def _selective_int8(req: Request) -> bytes:
+    debugger = _debugger(req)
+    ops = _op_outputs(debugger.calibrated_model)
+    present_ops = sorted({op for op, _ in ops})
+    bad_ops = [o for o in req.keep_float_ops if o not in present_ops]
+    if bad_ops:
+        raise errors.ConversionError(errors.unknown("op type", bad_ops[0], present_ops))
+    nodes = []
+    layer_names = _keras_layer_names(req.source)
+    for layer in req.keep_float_layers:
+        found = [name for _, outs in ops for name in outs if layer_of(name, [layer]) == layer]
+        if not found:
+            accepted = sorted({layer_of(n, layer_names) for _, outs in ops for n in outs}
+                              - {None})
+            raise errors.ConversionError(errors.unknown("layer", layer, accepted))
+        nodes.extend(found)
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=nodes or None, denylisted_ops=list(req.keep_float_ops) or None)
+    return debugger.get_nondebug_quantized_model()
+
+
+def quantization_report(
+    model_or_path: Union[keras.Model, str],
+    representative_data,
+    *,
+    representative_samples: int = 100,
+) -> list[dict]:
+    """Per-layer int8 quantization error, the layers that hurt most first.
+
+    Built on ``tf.lite.experimental.QuantizationDebugger``: each quantized op's output is
+    compared with the float op run on the same (quantized) input. Rows are ranked by
+    ``rmse_over_scale`` (root mean squared error in units of the output's quantization step;
+    about 0.29 is the rounding floor of a well-behaved layer).
+
+    Returns:
+        A list of dicts: layer (Keras layer name or None), op, tensor, rmse_over_scale,
+        mean_abs_error, max_abs_error, mean_error, scale, zero_point.
+
+    Raises:
+        DataError: representative data that does not fit the model's input.
+        ModelError: a path that cannot be loaded.
+    """
+    source, input_shape = _source(model_or_path)
+    req = Request(source, input_shape,
+                  representative=representative(representative_data, input_shape,
+                                                representative_samples))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        debugger = _debugger(req, tf.lite.experimental.QuantizationDebugOptions(
+            layer_debug_metrics={"mean_abs_error": lambda diff: np.mean(np.abs(diff))}))
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    layer_names = _keras_layer_names(source)
+    rows = []
+    for r in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale = float(r["scale"])
+        rows.append({
+            "layer": layer_of(r["tensor_name"], layer_names),
+            "op": r["op_name"],
+            "tensor": r["tensor_name"],
+            "rmse_over_scale": float(np.sqrt(float(r["mean_squared_error"])) / scale)
+            if scale else float("nan"),
+            "mean_abs_error": float(r["mean_abs_error"]),
+            "max_abs_error": float(r["max_abs_error"]),
+            "mean_error": float(r["mean_error"]),
+            "scale": scale,
+            "zero_point": int(float(r["zero_point"])),
+        })
+    rows.sort(key=lambda row: -np.nan_to_num(row["rmse_over_scale"], nan=-1.0))
+    return rows
+
+
+# ---------------------------------------------------------------- what a conversion did
+
+def conversion_info(flatbuffer: Union[bytes, str], mode: Optional[str] = None) -> dict:
+    """What a flatbuffer's conversion did, for the report.
+
+    Args:
+        flatbuffer: the converted model (bytes or a path).
+        mode: the mode that made it; else the mode its facts name, else inferred from the
+            tensor types (a flatbuffer not made by ``convert``).
+
+    Returns:
+        {"mode", "inputs": [...], "outputs": [...], "ops": {type: count},
+        "weight_dtypes": {dtype: count}, "activation_dtype", "facts"}; each input/output has
+        name, shape, dtype, scale, zero_point (scale 0 for float tensors); ``facts`` is what
+        the flatbuffer's metadata says made it (mode, qat, and for low-bit modes the quantizer
+        recipe), {} for a file made elsewhere; ``layers`` the per-layer weight widths read
+        back, for modes that describe them (the low-bit modes).
+
+    Raises:
+        InvalidTFLiteError: the flatbuffer cannot be loaded.
+    """
+    content = _litert.load_flatbuffer(flatbuffer)
+    facts = _litert.read_facts(content)
+    interp = _litert.interpreter(content, delegates=False, allocate=False)
+    ops = _litert.ops(interp)
+    produced = {i for op in ops for i in op["outputs"]}
+    inputs = {d["index"] for d in interp.get_input_details()}
+    types = tensor_types(content)  # the interpreter shows int4/int2 as int8
+    weights = {}  # constant tensors (produced by no op, not an input) by dtype
+    for t in interp.get_tensor_details():
+        if t["index"] not in produced and t["index"] not in inputs:
+            dtype = types.get(t["index"]) or np.dtype(t["dtype"]).name
+            weights[dtype] = weights.get(dtype, 0) + 1
+    counts = {}
+    for op in ops:
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    compute = [op for op in ops if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")]
+    act_types = [np.dtype(t).name for op in compute for t in op["result_types"]]
+    act = max(set(act_types), key=act_types.count) if act_types else ""
+    mode = mode or facts.get("mode") or _infer_mode(act, weights)
+    info = {
+        "mode": mode,
+        "inputs": _litert.io_details(interp.get_input_details()),
+        "outputs": _litert.io_details(interp.get_output_details()),
+        "ops": counts,
+        "weight_dtypes": weights,
+        "activation_dtype": act,
+        "facts": facts,
+    }
+    if mode in _DESCRIBE:
+        info["layers"] = _DESCRIBE[mode](content)
+    return info
+
+
+def _infer_mode(activation_dtype: str, weights: dict) -> str:
+    if activation_dtype == "int16":
+        return "int16x8"
+    if activation_dtype in ("int8", "uint8"):
+        return "int8"
+    if weights.get("int4") or weights.get("int2"):
+        return "lowbit"  # tfcompress.export.lowbit made it; its modes are not told apart here
+    if weights.get("float16"):
+        return "float16"
+    if weights.get("int8"):
+        return "dynamic"
+    return "float32"

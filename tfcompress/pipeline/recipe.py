@@ -1,0 +1,340 @@
+"""Recipe runner: ml_collections config -> data, model -> stages -> convert -> validate -> report.
+
+The runner only chains the stages of ``tfcompress.pipeline.stages.STAGES``; it holds no compression
+logic. A killed run resumes: the trained baseline and each stage's output are saved in the
+workdir under a fingerprint of the config that made them, and reused when it matches.
+
+Splits: the training data gives a validation split (``data.validation_fraction``, stratified, or
+the ``x_val``/``y_val`` of a user's ``.npz``). Fitting sees train; stages and callers decide on
+validation (``after_stage`` gets validation accuracy); each exported flatbuffer is measured on
+test once, for the report, with its paired difference to the float32 baseline on the same
+images. ``report.json``/``report.md`` name the split of every figure.
+"""
+
+import hashlib
+import json
+import os
+from typing import Callable, Optional
+
+from absl import logging
+from ml_collections import ConfigDict
+
+from tfcompress import _io, errors, models, profiling
+import tfcompress.pipeline.config_files as configs
+import tfcompress._compat.litert as _litert
+import tfcompress.export.android as android
+import tfcompress.pipeline.preflight as preflight
+from tfcompress import data as data_lib
+import tfcompress.pipeline.report as report_lib
+import tfcompress.pipeline.stats as stats_lib
+from tfcompress._compat.keras import keras
+from tfcompress.export.conversion import available_modes, conversion_info, convert, options_from_section
+from tfcompress.keras3 import ensure_keras2
+from tfcompress.pipeline.stages import STAGES, Context
+from tfcompress.export.validation import predict, validate
+
+DATA_NAMES = ("digits", "npz", "image_folder")
+
+
+def default_config() -> ConfigDict:
+    """Every field a recipe may set, with its default. Unknown fields are an error."""
+    c = ConfigDict()
+    c.seed = 0
+    c.data = ConfigDict(dict(
+        name="digits",  # digits | npz | image_folder
+        path="",  # .npz file or image folder
+        image_size=(32, 32),  # image_folder, or any data with resize=True
+        color_mode="rgb",  # image_folder, or any data with resize=True: rgb | grayscale
+        resize=False,  # digits/npz: resize to image_size and color_mode (e.g. for MobileNetV2)
+        limit=0,  # use at most this many train and test samples (0: all)
+        validation_fraction=0.15,  # of the training split, for every decision (npz: x_val)
+    ))
+    c.model = ConfigDict(dict(
+        name="digits_cnn",  # a models.MODEL_NAMES builder, trained by the recipe
+        path="",  # or a user's trained .keras / .h5 / SavedModel, used as the baseline
+        width=1.0,  # width multiplier of the reference model
+        unsafe=False,  # True: load a trusted model.path that holds Lambda layers / custom code
+    ))
+    c.train = ConfigDict(dict(epochs=15, batch_size=32, learning_rate=1e-3, from_logits=False))
+    c.stages = ()  # stage names in order, each configured by its own section
+    c.convert = ConfigDict(dict(
+        modes=("float32", "float16", "int8"),
+        representative_samples=200,
+        overrides=(),  # low-bit modes: per-layer widths, "regex=bits" or "OP_TYPE=bits"
+        size_budget=0.0,  # mode "mixed": ratio to float32 bytes (<= 1) or bytes (> 1)
+        mixed_widths=(2, 4, 8, 16, 32),  # mode "mixed": candidate widths (16 float16, 32 float)
+        mixed_max_layers=0,  # mode "mixed": choose widths for the largest N layers (0: all)
+        baseline_modes=(),  # with stages: also convert the baseline so, rows "baseline <mode>"
+    ))
+    c.validate = ConfigDict(dict(latency_runs=50, num_threads=1))
+    for name, stage in STAGES.items():
+        c[name] = ConfigDict(stage.defaults)
+    return c
+
+
+def check_config(config) -> ConfigDict:
+    """The full recipe: ``config`` over the defaults; unknown fields or bad types are errors."""
+    merged = default_config()
+
+    def merge(into: ConfigDict, src, prefix: str):
+        for key, value in src.items():
+            name = f"{prefix}{key}"
+            if key not in into:
+                raise errors.ConfigError(
+                    f"unknown recipe field {name!r}; accepted: {', '.join(sorted(into.keys()))}")
+            if isinstance(into[key], ConfigDict):
+                if not isinstance(value, (ConfigDict, dict)):
+                    raise errors.ConfigError(f"recipe field {name!r} must be a section")
+                merge(into[key], value, name + ".")
+                continue
+            try:
+                into[key] = value
+            except TypeError as e:
+                raise errors.ConfigError(
+                    f"recipe field {name!r}={value!r} has the wrong type: {e}") from e
+
+    merge(merged, config.to_dict() if isinstance(config, ConfigDict) else dict(config), "")
+    unknown = [s for s in merged.stages if s not in STAGES]
+    if unknown:
+        raise errors.ConfigError(errors.unknown("stage", unknown[0], sorted(STAGES) or ["none"]))
+    bad = [m for m in (*merged.convert.modes, *merged.convert.baseline_modes)
+           if m not in available_modes()]
+    if bad:
+        raise errors.ConfigError(errors.unknown("conversion mode", bad[0], available_modes()))
+    for mode in merged.convert.modes:  # each mode checks the convert fields it reads
+        try:
+            options_from_section(mode, merged.convert)
+        except errors.ConversionError as e:
+            raise errors.ConfigError(f"convert section for mode {mode!r}: {e}") from e
+    if merged.data.name not in DATA_NAMES:
+        raise errors.ConfigError(errors.unknown("data.name", merged.data.name, DATA_NAMES))
+    preflight.check_values(merged, merged.stages)
+    return merged
+
+
+def load_data(config: ConfigDict) -> data_lib.DataSplits:
+    """The recipe's train, validation and test splits (see the module docstring)."""
+    d = config.data
+    validation = None
+    if d.name == "digits":
+        train, test = data_lib.load_digits(seed=config.seed)
+    elif d.name == "npz":
+        train, test = data_lib.load_npz(d.path)
+        validation = data_lib.npz_validation(d.path)
+    else:
+        (train, test), _ = data_lib.load_image_folder(
+            d.path, d.image_size, color_mode=d.color_mode, seed=config.seed)
+    if d.limit:
+        train, test = ((x[: d.limit], y[: d.limit]) for x, y in (train, test))
+    if validation is None:
+        train, validation = data_lib.split_validation(train, d.validation_fraction, config.seed)
+    splits = data_lib.check_data(data_lib.DataSplits(train, validation, test))
+    if d.resize and d.name != "image_folder":
+        splits = data_lib.DataSplits(*((data_lib.resize_images(x, d.image_size, d.color_mode), y)
+                                       for x, y in splits))
+    return splits
+
+
+def _fingerprint(*sections) -> str:
+    text = json.dumps([s.to_dict() if isinstance(s, ConfigDict) else s for s in sections],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model],
+            safe_mode: bool = True) -> keras.Model:
+    """Loads the model at ``path`` if it was made from the same config, else makes and saves it."""
+    stamp = path + ".fingerprint"
+    if os.path.exists(path) and os.path.exists(stamp) and open(stamp).read() == fingerprint:
+        logging.info("resuming from %s", path)
+        return models.load_model(path, safe_mode=safe_mode)
+    model = make()
+    models.save_model(model, path)
+    _io.write_text(stamp, fingerprint)
+    return model
+
+
+def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
+               android_mode: Optional[str] = None,
+               after_stage: Optional[Callable[[str, keras.Model, float], None]] = None) -> dict:
+    """Runs a recipe end to end and writes its outputs into ``workdir``.
+
+    Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode (and, where the
+    flatbuffer carries a quantizer recipe, ``<mode>.recipe.json``), ``report.json`` and
+    ``report.md``. With ``android_dir``, also an Android bundle (``android.export_android``) of
+    the ``android_mode`` flatbuffer (default: the last of ``convert.modes``).
+    ``after_stage(name, model, keras_validation_accuracy)`` is called after each stage;
+    whatever it raises ends the run there (tfcompress.search stops hopeless candidates so).
+
+    Returns:
+        The report as a dict (also in report.json): each format row holds its test figures
+        (``accuracy``, ``agreement``, sizes, latency), ``validation`` figures, and
+        ``vs_baseline``: the paired test-accuracy difference to the float32 baseline with its
+        95% interval; ``splits`` names the split of each figure.
+
+    Raises:
+        TfcompressError: bad recipe fields, data, model files or modes; all of them are
+            checked before anything trains.
+    """
+    if isinstance(config, (str, os.PathLike)):  # a recipe file, "configs/x.py[:variant]"
+        config = configs.load(os.fspath(config))  # a bundled name or a path, ":variant" kept
+    elif not isinstance(config, (ConfigDict, dict)) and not hasattr(config, "to_dict"):
+        raise errors.ConfigError(
+            f"recipe of type {type(config).__name__}; accepted: a ConfigDict, a dict, or the "
+            "path of a recipe file 'configs/<name>.py' (optionally ':<variant>')")
+    config = check_config(config)
+    if android_dir and android_mode and android_mode not in config.convert.modes:
+        raise errors.ConfigError(errors.unknown("android mode", android_mode, config.convert.modes))
+    preflight.check_workdir(workdir)
+    _io.remove_stale(workdir)  # what a killed run left half-written
+    keras.utils.set_random_seed(config.seed)
+    splits = load_data(config)
+    user_model = None
+    if config.model.path:  # loads (safe mode) and fits the data, before anything trains
+        user_model = models.load_model(config.model.path, safe_mode=not config.model.unsafe)
+        splits = data_lib.check_data(splits, _num_classes(user_model), user_model.input_shape)
+    ctx = Context(config, splits, workdir)
+    model = baseline = _baseline(config, ctx, workdir, user_model)
+    fingerprint = _baseline_fingerprint(config)
+    for i, name in enumerate(config.stages):
+        fingerprint = _fingerprint(fingerprint, name, config[name])
+        path = os.path.join(workdir, "stages", f"{i}-{name}{STAGES[name].suffix}")
+        stats_before = ctx.stats.get(name)
+        model = _cached(path, fingerprint,
+                        lambda m=model, n=name, i=i: _run_stage(n, m, config, ctx, i),
+                        safe_mode=not config.model.unsafe)
+        # A stage's measured figures are kept beside its model, so a resumed run reports them.
+        if ctx.stats.get(name) is not stats_before:
+            _io.write_text(path + ".stats.json", json.dumps(ctx.stats[name], default=str))
+        elif os.path.exists(path + ".stats.json"):
+            with open(path + ".stats.json") as f:
+                ctx.stats[name] = json.load(f)
+        accuracy = ctx.accuracy(model)
+        logging.info("stage %s: validation accuracy %.4f", name, accuracy)
+        if after_stage is not None:
+            after_stage(name, model, accuracy)
+
+    report = {
+        "config": config.to_dict(),
+        "splits": {"train": len(splits.train[1]), "validation": len(splits.validation[1]),
+                   "test": len(splits.test[1]),
+                   "figures": "format rows: accuracy, agreement, vs_baseline on test (measured "
+                              "once per exported model); validation.*, keras_accuracy and "
+                              "stage figures on validation"},
+        "keras_accuracy": {"baseline": ctx.accuracy(baseline), "final": ctx.accuracy(model)},
+        "stages": ctx.stats,
+        "formats": _formats(config, workdir, splits, baseline, model),
+        "profile": {"baseline": _profile(baseline), "final": _profile(model)},
+    }
+    if android_dir:
+        report["android"] = _export_android(config, workdir, android_dir, android_mode)
+    report_lib.write(report, workdir)
+    return report
+
+
+def _run_stage(name: str, model, config, ctx: Context, index: int):
+    # Seeded per stage: a stage trains the same whether the run was resumed before it or not.
+    keras.utils.set_random_seed(config.seed + 1 + index)
+    return ensure_keras2(STAGES[name].fn(model, config[name], ctx))
+
+
+def _baseline_fingerprint(config) -> str:
+    return _fingerprint(config.seed, config.data, config.model, config.train)
+
+
+def _num_classes(model) -> Optional[int]:
+    """The width of a classifier's single output, if it has one of rank 2."""
+    shape = model.output_shape
+    return int(shape[-1]) if isinstance(shape, tuple) and len(shape) == 2 and shape[-1] else None
+
+
+def _baseline(config, ctx: Context, workdir: str, user_model=None) -> keras.Model:
+    """The trained baseline: the user's model, or a reference model trained here (cached)."""
+    x_train = ctx.train[0]
+
+    def make():
+        if user_model is not None:
+            return user_model
+        model = models.build(config.model.name, x_train.shape[1:], ctx.num_classes,
+                             config.model.width)
+        return ctx.fit(model, config.train.epochs)
+
+    model = _cached(os.path.join(workdir, "baseline.keras"), _baseline_fingerprint(config), make,
+                    safe_mode=not config.model.unsafe)
+    data_lib.check_fits(ctx.splits.test[0], model.input_shape, f"data {config.data.name!r}")
+    return model
+
+
+def _formats(config, workdir: str, splits, baseline, model) -> list:
+    """Converts, writes and measures every mode (and the baseline float32 after stages)."""
+    baseline_fb = convert(baseline, "float32")  # ratios are to the baseline's float32 bytes
+    reference = profiling.tflite_sizes(baseline_fb)
+    x_test, y_test = splits.test
+    x_val, y_val = splits.validation
+    base_correct = predict(baseline_fb, x_test).argmax(-1) == y_test
+    base_val_correct = predict(baseline_fb, x_val).argmax(-1) == y_val
+    made = [("baseline float32", baseline_fb, baseline)] if config.stages else []
+    for mode in config.convert.baseline_modes if config.stages else ():  # e.g. the plain int8
+        made.append((f"baseline {mode}", convert(
+            baseline, mode, representative_data=splits.train[0],
+            representative_samples=config.convert.representative_samples,
+            options=options_from_section(mode, config.convert)), baseline))
+    for mode in config.convert.modes:
+        flatbuffer = convert(
+            model, mode, representative_data=splits.train[0],
+            representative_samples=config.convert.representative_samples,
+            options=options_from_section(mode, config.convert),
+            validation_data=splits.validation)
+        _io.write_bytes(os.path.join(workdir, f"{mode}.tflite"), flatbuffer)
+        made.append((mode, flatbuffer, model))
+    rows = []
+    for name, flatbuffer, keras_model in made:
+        row = _measure(name, flatbuffer, keras_model, config, splits)
+        row["conversion"] = conversion_info(flatbuffer)
+        recipe = row["conversion"]["facts"].get("recipe")
+        if recipe is not None and name in config.convert.modes:  # the quantizer's own JSON
+            _io.write_text(os.path.join(workdir, f"{name}.recipe.json"),
+                           json.dumps(recipe, indent=2))
+        correct = predict(flatbuffer, x_test).argmax(-1) == y_test
+        row["vs_baseline"] = stats_lib.paired_difference(base_correct, correct)
+        val_correct = predict(flatbuffer, x_val).argmax(-1) == y_val  # for decisions
+        row["validation"]["vs_baseline"] = stats_lib.paired_difference(base_val_correct,
+                                                                       val_correct)
+        row["ratio"] = row["bytes"] / reference["bytes"]
+        row["gzip_ratio"] = row["gzip_bytes"] / reference["gzip_bytes"]
+        rows.append(row)
+    return rows
+
+
+def _export_android(config, workdir: str, android_dir: str, mode: Optional[str]) -> dict:
+    """The Android bundle of one converted mode; its folder and sidecar for the report."""
+    mode = mode or config.convert.modes[-1]
+    flatbuffer = _litert.load_flatbuffer(os.path.join(workdir, f"{mode}.tflite"))
+    std = {"digits": 16.0, "image_folder": 255.0}.get(config.data.name, 1.0)
+    labels = data_lib.DIGITS_CLASSES if config.data.name == "digits" else None
+    sidecar = android.export_android(
+        flatbuffer, android_dir, labels=labels, normalization={"mean": 0.0, "std": std},
+        conversion=conversion_info(flatbuffer, mode))
+    return {"dir": os.path.abspath(android_dir), "mode": mode, "sidecar": sidecar}
+
+
+def _profile(model) -> Optional[dict]:
+    """Parameters and multiply-accumulates of a Keras model (None if its shape is not fixed)."""
+    try:
+        p = profiling.profile(model)
+    except errors.ModelError:
+        return None
+    return {"params": p["params"], "macs": p["macs"]}
+
+
+def _measure(name, flatbuffer, model, config, splits) -> dict:
+    """Test figures (the full validation report) and validation accuracy/agreement."""
+    x_test, y_test = splits.test
+    result = validate(
+        flatbuffer, x_test, y_test, reference=model,
+        latency_runs=config.validate.latency_runs, num_threads=config.validate.num_threads)
+    x_val, y_val = splits.validation
+    val = validate(flatbuffer, x_val, y_val, reference=model, latency_runs=0,
+                   delegate_checks=False)
+    return {"format": name, **result.to_dict(),
+            "validation": {"accuracy": val.accuracy, "agreement": val.agreement}}

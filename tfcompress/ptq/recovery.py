@@ -1,0 +1,107 @@
+"""Post-training quantization that keeps accuracy: one entry point over equalize, adaround and
+correct_bias.
+
+``recover(model, x, steps=("equalize", "adaround", "correct_bias"), bits=8)`` runs the chosen
+steps in their one sensible order, whatever order ``steps`` lists them in: cross-layer
+equalization first (it changes the float weights, exactly), learned rounding next (it decides
+the integers), bias correction last (it removes the mean output shift the chosen integers and,
+for full-integer conversion, the int8 activations leave, measured against the equalized float
+model). The result is a float model whose kernels sit on the grid of the conversion it is meant
+for (``for_mode`` names the settings of each conversion mode), so the conversion keeps them.
+"""
+
+import time
+from typing import Optional, Sequence
+
+from absl import logging
+
+from tfcompress import errors
+from tfcompress._compat.keras import keras
+from tfcompress.ptq.rounding import adaround, correct_bias
+from tfcompress.ptq.equalization import equalize, fold_batchnorm
+
+STEPS = ("equalize", "adaround", "correct_bias")
+# Conversion mode -> (weight bits, simulated activation bits) the recovery targets.
+MODES = {
+    "int8": (8, 8),
+    "int16x8": (8, None),  # int16 activations: their rounding is negligible, not simulated
+    "dynamic": (8, None),
+    "dynamic_wi8": (8, None),
+    "weight_only_wi8": (8, None),
+    "dynamic_wi4": (4, None),
+    "weight_only_wi4": (4, None),
+}
+
+
+def for_mode(mode: str) -> dict:
+    """``{"bits", "activation_bits"}`` that make the recovered weights deploy exactly in ``mode``.
+
+    Raises:
+        ConfigError: a mode whose weight grid is not matched here (see ``MODES``).
+    """
+    if mode not in MODES:
+        raise errors.ConfigError(errors.unknown("conversion mode for recovery", mode, MODES))
+    bits, activation_bits = MODES[mode]
+    return {"bits": bits, "activation_bits": activation_bits}
+
+
+def recover(
+    model: keras.Model,
+    x,
+    *,
+    steps: Sequence[str] = STEPS,
+    bits: int = 8,
+    activation_bits: Optional[int] = None,
+    relu6: str = "keep",
+    samples: int = 512,
+    iterations: int = 300,
+    checkpoint_dir: Optional[str] = None,
+) -> keras.Model:
+    """Equalization, learned rounding and bias correction, chained.
+
+    Args:
+        model: a Sequential or functional tf_keras model.
+        x: calibration images (a subset of the training images).
+        steps: any of ``STEPS``; run in the order of ``STEPS``. An empty tuple only folds
+            BatchNormalization.
+        bits: 8 or 4, the weight grid (``for_mode(mode)`` gives it for a conversion mode).
+        activation_bits: 8 for full-integer conversion (``int8``): the int8 activations are
+            simulated while rounding and correcting; None for float activations.
+        relu6: ``equalize``'s handling of ReLU6 (``"keep"`` or ``"relu"``).
+        samples, iterations: calibration images used, Adam steps per layer (``adaround``).
+        checkpoint_dir: ``adaround``'s per-layer checkpoints.
+
+    Returns:
+        A new float model, BatchNormalization folded, kernels on the grid when ``adaround``
+        or ``correct_bias`` ran. ``model.recovery`` holds each step's report and seconds.
+
+    Raises:
+        ConfigError: an unknown step, bits or relu6 value.
+        DataError: calibration data that is empty or not finite.
+    """
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        raise errors.ConfigError(errors.unknown("recovery step", bad[0], STEPS))
+    report = {}
+    start = time.perf_counter()
+    current = equalize(model, relu6=relu6) if "equalize" in steps else fold_batchnorm(model)
+    report["equalize"] = {"seconds": time.perf_counter() - start,
+                          **getattr(current, "equalization", {})}
+    reference = current
+    if "adaround" in steps:
+        start = time.perf_counter()
+        current = adaround(current, x, bits=bits, activation_bits=activation_bits,
+                           samples=samples, iterations=iterations,
+                           checkpoint_dir=checkpoint_dir)
+        report["adaround"] = {"seconds": time.perf_counter() - start,
+                              "layers": current.adaround}
+    if "correct_bias" in steps:
+        start = time.perf_counter()
+        current = correct_bias(current, x, bits=bits, reference=reference,
+                               activation_bits=activation_bits, samples=samples)
+        report["correct_bias"] = {"seconds": time.perf_counter() - start,
+                                  "layers": current.bias_correction}
+    logging.info("recover (%s, %d bits): %s", ", ".join(s for s in STEPS if s in steps), bits,
+                 ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in report.items()))
+    current.recovery = report
+    return current

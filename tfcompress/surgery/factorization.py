@@ -1,0 +1,183 @@
+"""Low-rank factorization by truncated SVD: one layer becomes two thinner ones.
+
+Dense: Dense(r, no bias, linear) -> Dense(units). Conv2D, ``conv="channel"``: a k x k Conv2D with
+r filters -> a 1 x 1 Conv2D (the kernel as a (k*k*in, out) matrix). Conv2D, ``conv="spatial"``
+(spatial SVD): a k x 1 Conv2D with r filters -> a 1 x k Conv2D (the kernel as a (k*in, k*out)
+matrix: rows are the vertical taps and input channels, columns the horizontal taps and output
+channels), which keeps the receptive field and costs (k*in + k*out) * r per position instead of
+k*k*in*out. Both convolution splits are exact at full rank (strides, dilation and padding are
+split by axis). Called as ``tfcompress.factorize`` (also ``tfcompress.surgery.channels.factorize``).
+"""
+
+import copy
+from typing import Optional, Sequence
+
+import numpy as np
+
+import tfcompress.surgery.channel_graph as cg
+from tfcompress import errors
+from tfcompress._compat.keras import keras
+from tfcompress.keras3 import ensure_keras2
+from tfcompress._surgery_report import SurgeryReport, attach
+
+CONV_MODES = ("channel", "spatial", "none")
+
+# What a search may vary (the integrator maps these onto the study's parameters).
+SEARCH_SPACE = {"conv": ("channel", "spatial"), "energy": (0.5, 0.99)}
+
+
+def _rank(s: np.ndarray, energy: Optional[float], rank: Optional[int]) -> int:
+    if rank is not None:
+        return int(min(rank, len(s)))
+    share = np.cumsum(s ** 2) / max(float(np.sum(s ** 2)), 1e-30)
+    return int(min(np.searchsorted(share, energy - 1e-9) + 1, len(s)))
+
+
+def _check(energy, rank, conv) -> None:
+    if (energy is None) == (rank is None):
+        raise errors.ConfigError(
+            f"energy={energy!r}, rank={rank!r}; accepted: exactly one of them")
+    if energy is not None and not (isinstance(energy, (int, float)) and 0 < energy <= 1):
+        raise errors.ConfigError(f"energy={energy!r}; accepted: a number in (0, 1]")
+    if rank is not None and not (isinstance(rank, (int, np.integer)) and rank >= 1):
+        raise errors.ConfigError(f"rank={rank!r}; accepted: an integer >= 1")
+    if conv not in CONV_MODES:
+        raise errors.ConfigError(errors.unknown("conv", conv, CONV_MODES))
+
+
+def _spatial(kernel: np.ndarray) -> bool:
+    return kernel.ndim == 4 and kernel.shape[0] > 1 and kernel.shape[1] > 1
+
+
+def _factors(kernel: np.ndarray, spatial: bool, energy, rank):
+    """(rank, first kernel, second kernel, params before, params after)."""
+    if spatial:  # W[i, j, c, o] ~ sum_r A[i, c, r] B[r, j, o]
+        kh, kw, cin, cout = kernel.shape
+        matrix = kernel.transpose(0, 2, 1, 3).reshape(kh * cin, kw * cout)
+    else:
+        matrix = kernel.reshape(-1, kernel.shape[-1])
+    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    r = _rank(s, energy, rank)
+    root = np.sqrt(s[:r])
+    a, b = u[:, :r] * root, root[:, None] * vt[:r]
+    if spatial:
+        first = a.reshape(kh, 1, cin, r)
+        second = b.reshape(r, 1, kw, cout).transpose(1, 2, 0, 3)
+        after = kh * cin * r + kw * r * cout
+    else:
+        first = a.reshape(kernel.shape[:-1] + (r,))
+        second = b.reshape((1,) * (kernel.ndim - 2) + (r, kernel.shape[-1]))
+        after = r * sum(matrix.shape)
+    return r, first, second, int(kernel.size), int(after)
+
+
+def factorize(
+    model: keras.Model,
+    *,
+    energy: Optional[float] = None,
+    rank: Optional[int] = None,
+    layers: Optional[Sequence[str]] = None,
+    conv: str = "channel",
+) -> keras.Model:
+    """Replaces Dense and Conv2D kernels by a truncated SVD: two thinner layers each.
+
+    A Dense layer becomes Dense(r, no bias, linear) -> Dense(units) with the original bias and
+    activation. A Conv2D becomes, with ``conv="channel"``, a k x k Conv2D with r filters (same
+    strides, padding, dilation; no bias, linear) -> a 1 x 1 Conv2D with the original filters,
+    bias and activation; with ``conv="spatial"``, a k x 1 Conv2D with r filters (vertical
+    strides, dilation and padding) -> a 1 x k Conv2D (horizontal ones, original bias and
+    activation); 1 x 1 and k x 1 kernels use the channel split. The second layer keeps the
+    original name; the first is named ``<name>_lowrank``. A layer is factorized only when the
+    two kernels hold fewer parameters than the original.
+
+    Args:
+        model: a built Sequential or Functional tf_keras model.
+        energy: keep the smallest rank whose singular values hold this share of the squared
+            singular-value sum, in (0, 1].
+        rank: or this rank for every layer (capped by the kernel's shape).
+        layers: names of the Dense / Conv2D layers to consider (default: all).
+        conv: ``"channel"``, ``"spatial"`` or ``"none"`` (convolutions kept; Dense only).
+
+    Returns:
+        A new, uncompiled Keras model with the same inputs and outputs and a ``surgery_report``
+        attribute (saved with the model too): ``changed`` maps each factorized layer to its
+        rank and parameters before and after (and a Conv2D's ``split``); layers kept as they
+        were are in ``notes``.
+
+    Raises:
+        ConfigError: neither or both of energy and rank, out-of-range values, unknown layers or
+            conv mode.
+        ModelError: a subclassed, unbuilt or Keras 3 model.
+    """
+    model = ensure_keras2(model)
+    _check(energy, rank, conv)
+    config, entries, nodes, _ = cg.graph(model)
+    classes = ("Dense",) if conv == "none" else ("Dense", "Conv2D")
+    names = [n.name for n in nodes if n.cls in classes]
+    if layers is not None:
+        bad = [n for n in layers if n not in names]
+        if bad:
+            raise errors.ConfigError(
+                errors.unknown("layer to factorize", bad[0], names or ["none"]))
+    taken = {e["config"]["name"] for e in entries}
+    factors, changed, notes = {}, {}, []
+    for node in nodes:
+        if node.name not in names or (layers is not None and node.name not in layers):
+            continue
+        cfg = node.config
+        if node.shared or cfg.get("groups", 1) != 1 or not cg.channels_last(cfg):
+            notes.append(f"{node.name}: shared, grouped or channels_first: kept")
+            continue
+        kernel = model.get_layer(node.name).kernel.numpy()
+        spatial = conv == "spatial" and _spatial(kernel)
+        r, first, second, before, after = _factors(kernel, spatial, energy, rank)
+        if after >= before:
+            notes.append(f"{node.name}: rank {r} would not save parameters: kept")
+            continue
+        low = f"{node.name}_lowrank"
+        while low in taken:
+            low += "_"
+        taken.add(low)
+        factors[node.name] = (low, first, second)
+        changed[node.name] = {"rank": r, "before": before, "after": after}
+        if node.cls == "Conv2D":
+            changed[node.name]["split"] = "spatial" if spatial else "channel"
+        _split_entry(entries, node, low, r, spatial)
+    new = cg.rebuild(model, config)
+    firsts = {low: first for low, first, _ in factors.values()}
+    for layer in new.layers:
+        if layer.name in firsts:
+            layer.set_weights([firsts[layer.name]])
+        elif layer.name in factors:
+            second = factors[layer.name][2]
+            layer.set_weights([second] + model.get_layer(layer.name).get_weights()[1:])
+        else:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return attach(new, SurgeryReport("factorize", changed, (), {}, tuple(notes)))
+
+
+def _pair(value, n: int = 2) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
+
+
+def _split_entry(entries: list, node: cg.Node, low: str, r: int, spatial: bool) -> None:
+    """Inserts the rank-r first layer before ``node`` and turns ``node`` into the second."""
+    index = next(i for i, e in enumerate(entries) if e["config"]["name"] == node.name)
+    entry = entries[index]
+    first = copy.deepcopy(entry)
+    cfg = first["config"]
+    cfg.update(name=low, use_bias=False, activation="linear", activity_regularizer=None)
+    cfg["units" if node.cls == "Dense" else "filters"] = r
+    if "name" in first:
+        first["name"] = low
+    if "inbound_nodes" in entry:
+        entry["inbound_nodes"] = [[[low, 0, 0, {}]]]
+    if node.cls == "Conv2D" and spatial:
+        (kh, kw), (sh, sw), (dh, dw) = (_pair(node.config[k]) for k in (
+            "kernel_size", "strides", "dilation_rate"))
+        cfg.update(kernel_size=(kh, 1), strides=(sh, 1), dilation_rate=(dh, 1))
+        node.config.update(kernel_size=(1, kw), strides=(1, sw), dilation_rate=(1, dw))
+    elif node.cls == "Conv2D":
+        node.config.update(kernel_size=(1, 1), strides=(1, 1), padding="valid",
+                           dilation_rate=(1, 1))
+    entries.insert(index, first)

@@ -1,0 +1,113 @@
+"""Quantization-aware training over tfmot, and its collaborative schemes (PQAT, CQAT, PCQAT).
+
+What this adds to ``tfmot.quantization.keras``: one call for the whole model or chosen layers
+(annotate, then apply), unsupported layers listed in one clear error that says how to leave
+them out, the collaborative scheme picked by name, and the input stripped of pruning and
+clustering wrappers first (the collaborative schemes work on the stripped model: that is how
+tfmot's collaborative optimization is meant to be chained).
+"""
+
+from typing import Optional
+
+import tensorflow_model_optimization as tfmot
+from absl import logging
+
+from tfcompress import errors, wrappers
+import tfcompress._compat.tfmot as _tfmot
+from tfcompress._compat.keras import keras
+from tfcompress.wrappers import is_quantize_aware  # noqa: F401  (re-exported)
+
+PRESERVE = (None, "sparsity", "clusters", "sparsity_and_clusters")
+_q = tfmot.quantization.keras
+
+
+def scheme(preserve: Optional[str] = None):
+    """tfmot's quantize scheme for ``preserve``: default 8-bit, PQAT, CQAT or PCQAT."""
+    combine = tfmot.experimental.combine
+    if preserve is None:
+        return _q.default_8bit.Default8BitQuantizeScheme()
+    if preserve == "sparsity":
+        return combine.Default8BitPrunePreserveQuantizeScheme()
+    if preserve == "clusters":
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False)
+    if preserve == "sparsity_and_clusters":
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+    raise errors.ConfigError(errors.unknown("preserve", preserve, PRESERVE))
+
+
+# Not in tfmot's registry but handled by its layout transforms (folded into the Conv2D,
+# DepthwiseConv2D or Dense before them); tfmot itself reports a BatchNormalization it cannot fold.
+_FOLDED = (keras.layers.BatchNormalization,)
+
+
+def unsupported_layers(model, layers: wrappers.LayerSelector = None) -> dict:
+    """{name: class} of the selected layers the default 8-bit scheme cannot quantize."""
+    match = wrappers.layer_matcher(layers)
+    return {l.name: type(l).__name__ for l in model.layers
+            if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED)
+            and not _tfmot.quantizable(l)}
+
+
+def quantize_aware(
+    model,
+    *,
+    preserve: Optional[str] = None,
+    layers: wrappers.LayerSelector = None,
+) -> keras.Model:
+    """Wraps a trained model for quantization-aware training (QAT) with int8 fake quantization.
+
+    Fine-tune the result briefly, then convert it with ``tfcompress.convert(model, "int8", ...)``;
+    the QAT wrappers stay for the converter (``strip`` keeps them). The input model is not
+    modified.
+
+    Args:
+        model: a trained Sequential or Functional tf_keras model. Pruning and clustering
+            wrappers are stripped first.
+        preserve: ``None`` (plain QAT); ``"sparsity"`` (PQAT: zeros stay zero);
+            ``"clusters"`` (CQAT: shared weights stay shared); ``"sparsity_and_clusters"``
+            (PCQAT). The collaborative schemes are tfmot's ``experimental.combine`` ones.
+        layers: quantize only these layers (see ``tfcompress.prune`` for the forms); the
+            others stay float. Use it to leave out layers the scheme cannot handle.
+
+    Returns:
+        A QAT model (compile and fit it).
+
+    Raises:
+        ConfigError: unknown ``preserve`` or a selection that matches nothing.
+        ModelError: a subclassed model, or layers the 8-bit scheme cannot quantize (listed,
+            with the ``layers=`` option to leave them out).
+    """
+    quant_scheme = scheme(preserve)
+    model = wrappers.check_functional(wrappers.strip(model), "quantize_aware")
+    if layers is None:
+        bad = unsupported_layers(model)
+        if bad:
+            ok = [l.name for l in model.layers if l.name not in bad and l.weights]
+            raise errors.ModelError(
+                f"the 8-bit quantization scheme cannot handle layers {bad}; leave them out "
+                f"with layers=, e.g. layers={ok!r} (the rest stays float), or give them a "
+                "tfmot QuantizeConfig with tfmot.quantization.keras.quantize_annotate_layer")
+        annotated = _q.quantize_annotate_model(wrappers.copy_model(model))
+    else:
+        match = wrappers.layer_matcher(layers)
+        chosen = [l.name for l in model.layers
+                  if match(l) and not isinstance(l, keras.layers.InputLayer)]
+        if not chosen:
+            raise errors.ConfigError(
+                f"layers={layers!r} selects no layer; layers: "
+                + ", ".join(l.name for l in model.layers))
+        bad = unsupported_layers(model, layers)
+        if bad:
+            raise errors.ModelError(
+                f"the 8-bit quantization scheme cannot handle the selected layers {bad}; "
+                "leave them out of layers=")
+        annotated = wrappers.wrap_layers(model, chosen, _q.quantize_annotate_layer)
+    try:
+        # tfmot rebuilds the model from its config: make the model's own layer classes known.
+        own = {type(l).__name__: type(l) for l in model.layers}
+        with _q.quantize_scope(), keras.utils.custom_object_scope(own):
+            qat = _q.quantize_apply(annotated, quant_scheme)
+    except (ValueError, RuntimeError) as e:
+        raise errors.ModelError(f"tfmot cannot quantize model {model.name!r}: {e}") from e
+    logging.info("quantization-aware model, preserve=%s", preserve)
+    return qat
