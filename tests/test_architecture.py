@@ -172,3 +172,40 @@ def test_surgery_and_wrapper_facts_survive_saving(tmp_path):
         tfcompress.training.pruning.pruning_info(pruned)["schedule"]["end_step"]
     x = np.zeros((1, 8, 8, 1), np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))
+
+
+OPTIONAL = ("optuna", "sqlalchemy", "scipy", "matplotlib")
+
+
+def test_import_loads_no_optional_subsystem_in_a_fresh_process():
+    """``import tfcompress`` loads neither Optuna nor SQLAlchemy, and no tfcompress module asks
+    for Optuna, SQLAlchemy, scipy or matplotlib on import (a search, a statistic or a plot loads
+    them when it runs). Every ``import`` statement is recorded with the module that ran it, so a
+    module-level import in tfcompress is caught even where TensorFlow loaded the package first
+    (TF 2.21's own ``tensorflow.python.keras`` loads scipy.sparse, and tfmot reaches Keras 3,
+    whose ``keras.src.visualization`` loads matplotlib.pyplot)."""
+    code = (
+        "import builtins, json, sys\n"
+        f"optional = {OPTIONAL!r}\n"
+        "asked, real = [], builtins.__import__\n"
+        "def spy(name, globals=None, locals=None, fromlist=(), level=0):\n"
+        "    importer = (globals or {}).get('__name__', '')\n"
+        "    if level == 0 and name.split('.')[0] in optional and importer.startswith('tfcompress'):\n"
+        "        asked.append(f'{importer} -> {name}')\n"
+        "    return real(name, globals, locals, fromlist, level)\n"
+        "builtins.__import__ = spy\n"
+        "import tfcompress\n"
+        "loaded = sorted(m for m in optional if m in sys.modules)\n"
+        "on_import = list(asked)\n"
+        "tfcompress.pipeline.stats.paired_difference([True, False], [False, True])\n"
+        "print('RESULT', json.dumps({'asked': on_import, 'loaded': loaded,\n"
+        "                            'when_used': asked[len(on_import):]}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line, out.stdout + out.stderr[-2000:]
+    result = __import__("json").loads(line[len("RESULT "):])
+    assert result["asked"] == [], result["asked"]
+    assert not {"optuna", "sqlalchemy"} & set(result["loaded"]), result["loaded"]
+    # The spy sees a tfcompress module's import even of a package already loaded: a statistic
+    # asks for scipy when it runs.
+    assert "tfcompress.pipeline.stats -> scipy" in result["when_used"], result["when_used"]

@@ -54,7 +54,6 @@ import warnings
 from typing import Optional
 
 import numpy as np
-import optuna
 from absl import logging
 from ml_collections import ConfigDict
 
@@ -319,6 +318,8 @@ class _Search:
         self.started = time.time()
 
     def objective(self, trial) -> tuple:
+        import optuna  # loaded when a search runs, not on import
+
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: kills
         trial.set_user_attr("pid", os.getpid())
         params = {dim: trial.suggest_categorical(dim, list(choices))
@@ -394,6 +395,8 @@ class _Search:
 
     def counted(self) -> int:
         """Trials toward ``n_trials``: finished or running, a repeated candidate not counted."""
+        import optuna  # loaded when a search runs, not on import
+
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                   optuna.trial.TrialState.RUNNING)
         return sum("same_as" not in t.user_attrs
@@ -445,6 +448,8 @@ def _storage_url(config: ConfigDict, workdir: str) -> str:
 
 
 def _storage(config: ConfigDict, workdir: str):
+    import optuna  # loaded when a search runs, not on import
+
     url = _storage_url(config, workdir)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
@@ -477,6 +482,8 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
     Raises:
         TfcompressError: bad config fields, data or model.
     """
+    import optuna  # loaded when a search runs, not on import
+
     config = default_config() if config is None else config
     config = check_config({**(config.to_dict() if isinstance(config, ConfigDict) else config),
                            **overrides})

@@ -18,9 +18,6 @@ import time
 import warnings
 from typing import Callable, Optional, Sequence
 
-import optuna
-import sqlalchemy
-
 from tfcompress import errors
 
 
@@ -52,6 +49,8 @@ def fail_stale(study, storage, grace: float) -> None:
     heartbeat here: if its process is alive it goes on beating, otherwise it is failed and
     queued again one grace period later, like any other.
     """
+    import optuna  # loaded when a search runs, not on import
+    import sqlalchemy
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -79,6 +78,8 @@ def run_share(study, storage, objective: Callable, *, n_trials: int, counted: Ca
     the grace period (2 x ``heartbeat_interval``); then it is failed, queued again and run
     here. Returns when no trial is running, or after ``timeout`` seconds (0/None: no limit).
     """
+    import optuna  # loaded when a search runs, not on import
+
     deadline = time.time() + timeout if timeout else None
     running = (optuna.trial.TrialState.RUNNING,)
     while True:

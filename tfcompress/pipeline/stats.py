@@ -6,7 +6,6 @@ images where the two models disagree; a difference whose interval holds 0 is no 
 """
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 from tfcompress import errors
 
@@ -35,19 +34,21 @@ def paired_difference(correct_a, correct_b, *, confidence: float = 0.95,
         raise errors.DataError(
             f"paired comparison needs two equal, non-empty per-image arrays; got {len(a)} and "
             f"{len(b)} images")
+    from scipy import stats as scipy_stats  # loaded when a statistic runs, not on import
+
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
     diff = float(b.mean() - a.mean()) * 100.0
     if only_a + only_b == 0:  # identical on every image: no spread to resample
         low = high = 0.0
         p = 1.0
     else:
-        res = _scipy_stats.bootstrap(
+        res = scipy_stats.bootstrap(
             (a.astype(float), b.astype(float)), lambda x, y, axis=-1: (y - x).mean(axis=axis),
             paired=True, vectorized=True, confidence_level=confidence, n_resamples=resamples,
             method="percentile", random_state=np.random.default_rng(seed))
         low, high = (float(v) * 100.0 for v in (res.confidence_interval.low,
                                                  res.confidence_interval.high))
-        p = float(_scipy_stats.binomtest(only_b, only_a + only_b, 0.5).pvalue)
+        p = float(scipy_stats.binomtest(only_b, only_a + only_b, 0.5).pvalue)
     return {"difference_points": diff, "low_points": low, "high_points": high,
             "confidence": confidence, "n": int(len(a)), "only_a": only_a, "only_b": only_b,
             "mcnemar_p": p, "significant": bool(low > 0 or high < 0)}
@@ -65,7 +66,9 @@ def drop_upper_bound(difference: dict, confidence: float) -> float:
     """
     if not 0.5 <= float(confidence) < 1.0:
         raise errors.ConfigError(f"confidence={confidence!r}; accepted: a number in [0.5, 1)")
+    from scipy import stats as scipy_stats  # loaded when a statistic runs, not on import
+
     n, a, b = difference["n"], difference["only_a"], difference["only_b"]
     variance = max(a + b - (b - a) ** 2 / n, 0.0)
-    z = float(_scipy_stats.norm.ppf(confidence))
+    z = float(scipy_stats.norm.ppf(confidence))
     return -difference["difference_points"] + z * np.sqrt(variance) / n * 100.0
