@@ -53,6 +53,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import tfcompress
+import tfcompress.graph as graphs
 from tfcompress import _io, data, keras, models
 from tfcompress.ptq import layerwise
 from tfcompress.pipeline import stats
@@ -232,33 +233,27 @@ def simulated_int8(model, calibration, x, batch_size: int = 512) -> np.ndarray:
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
     ranges = {n: (min(0.0, float(v.min())), max(0.0, float(v.max())))
               for n, v in zip(names, probe.predict(calibration, verbose=0))}
-    config = model.get_config()
-    readers: dict = {}
-    for e in config["layers"]:
-        for item in layerwise._inbound(e):
-            readers.setdefault(item[0], []).append(e["name"])
-    for e in config["layers"]:
-        if e["class_name"] == "Add" and e["name"] in ranges:
-            for item in layerwise._inbound(e):
-                if readers[item[0]] == [e["name"]] and item[0] in ranges:
-                    ranges[item[0]] = ranges[e["name"]]
+    graph = graphs.read(model)
+    readers = {k: [r for r in v if r is not None] for k, v in graphs.consumers(graph).items()}
+    for node in graph.nodes:
+        if node.cls == "Add" and node.name in ranges:
+            for key in node.inputs:
+                if readers[key[0]] == [node.name] and key[0] in ranges:
+                    ranges[key[0]] = ranges[node.name]
+    last = graph.outputs[0][0]
     outputs = []
+
+    def fake(name: str, outs: list) -> list:
+        if name in ranges:
+            lo, hi = ranges[name]
+            outs = [tf.quantization.fake_quant_with_min_max_vars(outs[0], lo, max(hi, lo + 1e-6))]
+        if name == last:
+            outputs.append(outs[0].numpy())
+        return outs
+
     for i in range(0, len(x), batch_size):
-        values = {}
-        for e in config["layers"]:
-            items = layerwise._inbound(e)
-            if not items:
-                out = tf.constant(x[i:i + batch_size])
-            else:
-                kwargs = dict(items[0][3]) if len(items) == 1 and len(items[0]) > 3 else {}
-                inputs = [values[item[0]] for item in items]
-                out = model.get_layer(e["name"])(inputs[0] if len(inputs) == 1 else inputs,
-                                                 training=False, **kwargs)
-            if e["name"] in ranges:
-                lo, hi = ranges[e["name"]]
-                out = tf.quantization.fake_quant_with_min_max_vars(out, lo, max(hi, lo + 1e-6))
-            values[e["name"]] = out
-        outputs.append(values[config["output_layers"][0][0]].numpy())
+        for _ in graphs.walk([model], x[i:i + batch_size], after=fake):
+            pass
     return np.concatenate(outputs)
 
 

@@ -19,15 +19,14 @@ commute with a scale; pairs across it are left alone unless ``relu6="relu"`` (AI
 ReLU6 becomes ReLU, which changes the outputs wherever an activation exceeded 6).
 """
 
-import copy
 from typing import Optional
 
 import numpy as np
 from absl import logging
 
+import tfcompress.graph as graphs
 from tfcompress import errors
-from tfcompress._compat.keras import is_functional, keras
-from tfcompress.keras3 import ensure_keras2
+from tfcompress._compat.keras import keras
 from tfcompress.ptq.grids import layer_kind
 
 RELU6 = ("keep", "relu")
@@ -36,54 +35,6 @@ _UNPAIRED = (None, "transpose")
 # Layers between a pair that commute with a positive per-channel scale.
 _PASS = ("MaxPooling2D", "ZeroPadding2D", "GlobalAveragePooling2D", "SpatialDropout2D",
          "MaxPooling1D", "ZeroPadding1D", "GlobalAveragePooling1D", "SpatialDropout1D", "Dropout")
-
-
-# ---------------------------------------------------------------- functional configs
-
-def functional(model: keras.Model) -> keras.Model:
-    """``model`` as a functional model (a Sequential model is called on a new Input)."""
-    model = ensure_keras2(model)
-    if isinstance(model, keras.Sequential):
-        inputs = keras.Input(batch_shape=model.input_shape)
-        x = inputs
-        for layer in model.layers:
-            x = layer(x)
-        model = keras.Model(inputs, x, name=model.name)
-    if not is_functional(model):
-        raise errors.ModelError(
-            f"model {model.name!r} is subclassed; accepted: Sequential or functional models")
-    return model
-
-
-def _inbound(entry: dict) -> list:
-    """The (layer name, node, tensor) triples an entry of a functional config reads."""
-    out = []
-    for node in entry.get("inbound_nodes", []):
-        for item in node:
-            out.append(item)
-    return out
-
-
-def _consumers(config: dict) -> dict:
-    """Layer name -> names of the layers that read its output (model outputs as ``None``)."""
-    users = {e["name"]: [] for e in config["layers"]}
-    for e in config["layers"]:
-        for item in _inbound(e):
-            users[item[0]].append(e["name"])
-    for item in config["output_layers"]:
-        users[item[0]].append(None)
-    return users
-
-
-def _rebuild(model: keras.Model, config: dict, weights: dict) -> keras.Model:
-    """The model of ``config`` with each layer's weights from ``weights`` or ``model``."""
-    new = keras.Model.from_config(config)
-    for layer in new.layers:
-        if layer.name in weights:
-            layer.set_weights(weights[layer.name])
-        elif layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    return new
 
 
 # ---------------------------------------------------------------- BatchNormalization folding
@@ -126,45 +77,39 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     Raises:
         ModelError: a subclassed model.
     """
-    model = functional(model)
-    config = copy.deepcopy(model.get_config())
-    users = _consumers(config)
-    entries = {e["name"]: e for e in config["layers"]}
-    renamed, weights, dropped = {}, {}, set()
-    for e in config["layers"]:
-        if e["class_name"] != "BatchNormalization" or len(_inbound(e)) != 1:
+    model = graphs.functional(model)
+    graph = graphs.read(model)
+    users = graphs.consumers(graph)
+    nodes = {n.name: n for n in graph.nodes}
+    weights, moves = {}, {}
+    for node in graph.nodes:
+        if node.cls != "BatchNormalization" or node.shared or len(node.inputs) != 1:
             continue
-        bn = model.get_layer(e["name"])
+        bn = model.get_layer(node.name)
         axis = bn.axis if isinstance(bn.axis, (list, tuple)) else [bn.axis]
         rank = len(bn.input_shape)
         if list(axis) not in ([rank - 1], [-1]):
             continue
-        src = _inbound(e)[0][0]
+        src = node.inputs[0][0]
         prev = model.get_layer(src)
-        if (layer_kind(prev) is None or users[src] != [e["name"]]
-                or entries[src]["config"].get("activation", "linear") != "linear"):
+        if (layer_kind(prev) is None or users[src] != [node.name]
+                or nodes[src].config.get("activation", "linear") != "linear"):
             continue
         a, c = _bn_factors(bn)
         weights[src] = _folded_weights(prev, a, c)
-        entries[src]["config"]["use_bias"] = True
-        renamed[e["name"]] = src
-        dropped.add(e["name"])
-    config["layers"] = [e for e in config["layers"] if e["name"] not in dropped]
-    for e in config["layers"]:
-        for node in e.get("inbound_nodes", []):
-            for item in node:
-                item[0] = renamed.get(item[0], item[0])
-    for item in config["output_layers"]:
-        item[0] = renamed.get(item[0], item[0])
+        nodes[src].config["use_bias"] = True
+        moves[(node.name, 0, 0)] = node.inputs[0]
+    dropped = {key[0] for key in moves}
+    graph.config["layers"] = [e for e in graph.entries if e["config"]["name"] not in dropped]
+    graphs.rewire(graph.config, moves)
     logging.info("fold_batchnorm: %d BatchNormalization layers folded", len(dropped))
-    return _rebuild(model, config, weights)
+    return graphs.rebuild(model, graph.config, weights)
 
 
 # ---------------------------------------------------------------- pairs
 
-def _is_relu(entry: dict) -> Optional[str]:
-    """"relu" / "relu6" / "identity" for an activation entry that may sit between a pair."""
-    cls, cfg = entry["class_name"], entry["config"]
+def _is_relu(cls: str, cfg: dict) -> Optional[str]:
+    """"relu" / "relu6" / "identity" for an activation layer that may sit between a pair."""
     if cls == "Activation":
         act = cfg.get("activation")
         return {"relu": "relu", "linear": "identity", "relu6": "relu6"}.get(act)
@@ -185,39 +130,41 @@ def find_pairs(model: keras.Model, relu6: str = "keep") -> list:
     channel over (1 without one); ``relu6_layers`` names ReLU6 layers on the path (only with
     ``relu6="relu"``).
     """
-    config = model.get_config()
-    users = _consumers(config)
-    entries = {e["name"]: e for e in config["layers"]}
+    graph = graphs.read(model)
+    users = graphs.consumers(graph)
+    nodes = {n.name: n for n in graph.nodes}
     pairs = []
-    for e in config["layers"]:
-        first = model.get_layer(e["name"])
+    for e in graph.entries:
+        if e["config"]["name"] not in nodes:
+            continue
+        first = model.get_layer(e["config"]["name"])
         if layer_kind(first) in _UNPAIRED:
             continue
         act = e["config"].get("activation", "linear")
         if act not in ("linear", "relu"):
             continue
-        name, groups, relu6s = e["name"], 1, []
+        name, groups, relu6s = first.name, 1, []
         while True:
             if len(users[name]) != 1 or users[name][0] is None:
                 break
-            nxt = entries[users[name][0]]
-            if len(_inbound(nxt)) != 1:
+            nxt = nodes[users[name][0]]
+            if len(nxt.inputs) != 1 or nxt.shared:
                 break
-            nxt_layer = model.get_layer(nxt["name"])
-            kind = _is_relu(nxt)
+            nxt_layer = model.get_layer(nxt.name)
+            kind = _is_relu(nxt.cls, nxt.config)
             if kind == "relu6":
                 if relu6 != "relu":
                     break
-                relu6s.append(nxt["name"])
-            elif kind is None and nxt["class_name"] == "Flatten":
+                relu6s.append(nxt.name)
+            elif kind is None and nxt.cls == "Flatten":
                 shape = nxt_layer.input_shape
                 groups *= int(np.prod(shape[1:-1]))
-            elif kind is None and nxt["class_name"] not in _PASS:
+            elif kind is None and nxt.cls not in _PASS:
                 if layer_kind(nxt_layer) not in _UNPAIRED and (
                         groups == 1 or layer_kind(nxt_layer) == "dense"):
-                    pairs.append((first.name, nxt["name"], groups, tuple(relu6s)))
+                    pairs.append((first.name, nxt.name, groups, tuple(relu6s)))
                 break
-            name = nxt["name"]
+            name = nxt.name
     return pairs
 
 
@@ -313,12 +260,12 @@ def equalize(model: keras.Model, *, relu6: str = "keep", iterations: int = 20,
     folded = fold_batchnorm(model)
     pairs = find_pairs(folded, relu6)
     if relu6 == "relu" and any(p[3] for p in pairs):
-        config = folded.get_config()
+        graph = graphs.read(folded)
         names = {n for p in pairs for n in p[3]}
-        for e in config["layers"]:
-            if e["name"] in names:
-                e["config"]["max_value"] = None
-        folded = _rebuild(folded, config, {})
+        for node in graph.nodes:
+            if node.name in names:
+                node.config["max_value"] = None
+        folded = graphs.rebuild(folded, graph.config, {})
     separables = [layer for layer in folded.layers if layer_kind(layer) == "separable"]
     passes = 0
     for passes in range(1, iterations + 1):

@@ -21,19 +21,14 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfcompress import errors
+import tfcompress.graph as graphs
 from tfcompress._compat.keras import keras
 from tfcompress.ptq.grids import layer_kind
 
 _FUSABLE = ("relu", "relu6")
 
 
-def _inbound(entry: dict) -> list:
-    return [item for node in entry.get("inbound_nodes", []) for item in node]
-
-
-def _is_fused_activation(entry: dict) -> bool:
-    cls, cfg = entry["class_name"], entry["config"]
+def _is_fused_activation(cls: str, cfg: dict) -> bool:
     if cls == "Activation":
         return cfg.get("activation") in _FUSABLE
     if cls == "ReLU":
@@ -51,15 +46,6 @@ def fake_quantize(x: tf.Tensor, bits: int = 8) -> tf.Tensor:
     return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=bits)
 
 
-def _users(config: dict) -> dict:
-    """Layer name -> the layer entries that read its output."""
-    users: dict = {}
-    for e in config["layers"]:
-        for item in _inbound(e):
-            users.setdefault(item[0], []).append(e)
-    return users
-
-
 def quantized_tensors(model: keras.Model) -> list:
     """Names of the layers whose outputs a full-integer conversion quantizes, in graph order:
     the model input and every layer output that is read, except an output of a kernel layer
@@ -67,18 +53,20 @@ def quantized_tensors(model: keras.Model) -> list:
     that activation into it). Not included: tensors inside one Keras layer (the depthwise
     output of a SeparableConv2D, the pre-activation output of a layer whose own activation the
     converter does not fuse, such as a sigmoid)."""
-    config = model.get_config()
-    users = _users(config)
+    graph = graphs.read(model)
+    users = graphs.consumers(graph)
+    nodes = {n.name: n for n in graph.nodes}
     names = []
-    for e in config["layers"]:
-        readers = users.get(e["name"])
+    for e in graph.entries:
+        name = e["config"]["name"]
+        readers = [nodes[r] for r in users.get(name, []) if r is not None]
         if not readers:
             continue
-        fused = (len(readers) == 1 and _is_fused_activation(readers[0])
-                 and (layer_kind(model.get_layer(e["name"])) not in (None, "transpose")
+        fused = (len(readers) == 1 and _is_fused_activation(readers[0].cls, readers[0].config)
+                 and (layer_kind(model.get_layer(name)) not in (None, "transpose")
                       or e["class_name"] == "Add"))
         if not fused:
-            names.append(e["name"])
+            names.append(name)
     return names
 
 
@@ -98,39 +86,10 @@ def walk(reference: keras.Model, quant: keras.Model, x: np.ndarray, *,
     Raises:
         ModelError: a layer used more than once or a layer with several outputs.
     """
-    config = quant.get_config()
-    for e in config["layers"]:
-        if len(e.get("inbound_nodes", [])) > 1:
-            raise errors.ModelError(
-                f"layer {e['name']!r} is called more than once; accepted: models where each "
-                "layer is used once")
-        for item in _inbound(e):
-            if item[2] != 0:
-                raise errors.ModelError(
-                    f"layer {item[0]!r} has several outputs; accepted: single-output layers")
-    users = _users(config)
     quantized = set(quantized_tensors(quant)) if activation_bits else set()
-    vals_f: dict = {}
-    vals_q: dict = {}
-    left = {name: len(v) for name, v in users.items()}
-    for e in config["layers"]:
-        name = e["name"]
-        if e["class_name"] == "InputLayer":
-            out_f = out_q = tf.constant(x)
-        else:
-            items = _inbound(e)
-            kwargs = dict(items[0][3]) if len(items) == 1 and len(items[0]) > 3 else {}
-            in_f = [vals_f[i[0]] for i in items]
-            in_q = [vals_q[i[0]] for i in items]
-            in_f, in_q = (in_f[0], in_q[0]) if len(items) == 1 else (in_f, in_q)
-            yield name, in_f, in_q
-            out_f = reference.get_layer(name)(in_f, training=False, **kwargs)
-            out_q = quant.get_layer(name)(in_q, training=False, **kwargs)
-            for i in items:
-                left[i[0]] -= 1
-                if left[i[0]] == 0:
-                    del vals_f[i[0]], vals_q[i[0]]
-        if name in quantized:
-            out_q = fake_quantize(out_q, activation_bits)
-        if name in users:
-            vals_f[name], vals_q[name] = out_f, out_q
+
+    def fake(name: str, outs: list) -> list:
+        return [outs[0], fake_quantize(outs[1], activation_bits)] if name in quantized else outs
+
+    for name, (in_f, in_q) in graphs.walk([reference, quant], x, after=fake):
+        yield name, in_f, in_q

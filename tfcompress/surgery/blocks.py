@@ -7,7 +7,6 @@ the block, ``Add(x, branch(x))`` becomes ``x``: the model stays a valid, shallow
 model with the other layers' weights as they were, ready to fine-tune.
 """
 
-import copy
 import dataclasses
 import itertools
 import math
@@ -16,7 +15,7 @@ from typing import Optional, Union
 import numpy as np
 from absl import logging
 
-import tfcompress.surgery.channel_graph as cg
+import tfcompress.graph as graphs
 from tfcompress import errors
 from tfcompress._compat.keras import keras
 from tfcompress.keras3 import ensure_keras2
@@ -37,7 +36,7 @@ class Block:
 def residual_blocks(model: keras.Model) -> list:
     """The model's residual blocks with an identity skip, in graph order (a list of Block)."""
     model = ensure_keras2(model)
-    _, _, nodes, outputs = cg.graph(model)
+    _, _, nodes, outputs = graphs.read(model)
     by_key = {(n.name, n.key_index): n for n in nodes}
     readers = {}
     for n in nodes:
@@ -88,22 +87,9 @@ def _branch(by_key, skip, end) -> Optional[set]:
     return members
 
 
-def _redirect(value, moves: dict):
-    """Serialized call arguments with each tensor reference in ``moves`` replaced."""
-    if isinstance(value, dict):
-        return {k: _redirect(v, moves) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        if len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int) \
-                and isinstance(value[2], int) and tuple(value[:3]) in moves:
-            return list(moves[tuple(value[:3])]) + list(value[3:])
-        return type(value)(_redirect(v, moves) for v in value)
-    return value
-
-
 def remove_blocks(model: keras.Model, blocks) -> keras.Model:
     """``model`` without ``blocks`` (each ``Add`` replaced by its skip), weights copied."""
-    config = copy.deepcopy(model.get_config())
-    config.pop(cg.REPORT_KEY, None)
+    config = graphs.read(model).config
     gone = {name for b in blocks for name in b.layers + (b.add,)}
     moves = {(b.add, 0, 0): tuple(b.skip) for b in blocks}
     for key in list(moves):  # consecutive blocks: follow the chain to a tensor that stays
@@ -112,14 +98,8 @@ def remove_blocks(model: keras.Model, blocks) -> keras.Model:
             target = moves[target]
         moves[key] = target
     config["layers"] = [e for e in config["layers"] if e["config"]["name"] not in gone]
-    for entry in config["layers"]:
-        entry.pop("build_config", None)
-        entry["inbound_nodes"] = _redirect(entry.get("inbound_nodes", []), moves)
-    config["output_layers"] = _redirect(config["output_layers"], moves)
-    new = cg.rebuild(model, config)
-    for layer in new.layers:
-        layer.set_weights(model.get_layer(layer.name).get_weights())
-    return new
+    graphs.rewire(config, moves)
+    return graphs.rebuild(model, config, weights={})
 
 
 def _loss(model, x, y, loss, batch_size: int = 256) -> float:

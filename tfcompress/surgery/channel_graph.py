@@ -1,21 +1,16 @@
-"""The channel-dependency analysis behind ``prune_channels`` (and the graph reader of all surgery).
+"""The channel-dependency analysis behind ``prune_channels``.
 
-``graph`` reads a Sequential or Functional model's config into nodes in topological order;
-``analyse`` follows every tensor's channels back to the producer layers that create them (a
-union-find of channel groups: channels joined by Add / Multiply / ... must be kept or removed
+On the nodes ``tfcompress.graph.read`` gives (topological order), ``analyse`` follows every
+tensor's channels back to the producer layers that create them (a union-find of channel groups: channels joined by Add / Multiply / ... must be kept or removed
 together) and names the layers it cannot follow; ``indices`` maps the kept channels of each group
-to the channel indices of any tensor. Nothing here changes a model; ``surgery.py`` slices weights.
+to the channel indices of any tensor. Nothing here changes a model; ``channels.py`` slices weights.
 """
 
-import copy
-import dataclasses
 from typing import Optional
 
 import numpy as np
 
-from tfcompress import errors
-from tfcompress._compat.keras import is_functional, keras, unsafe_deserialization
-from tfcompress._surgery_report import REPORT_KEY
+import tfcompress.graph as graphs
 
 # Layers whose output channel i depends only on input channel i (any tensor rank).
 ELEMENTWISE = {
@@ -43,97 +38,6 @@ PRODUCERS = CONVS | TRANSPOSED | SEPARABLE | {"Dense"}
 DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
 NORMS = {"BatchNormalization", "LayerNormalization"}  # per-channel weights on the last axis
 _MIXING = {"softmax", "log_softmax"}  # activations over the channel axis: channels stay whole
-
-
-@dataclasses.dataclass
-class Node:
-    """One call of a layer in the model's config."""
-
-    name: str
-    cls: str
-    config: dict  # the layer's config inside our copy of the model config (edited in place)
-    inputs: list  # tensor keys (layer name, node index, tensor index)
-    key_index: int  # which call of the layer this is
-    shared: bool
-    numeric_args: bool = True  # every non-tensor call argument is a plain number (or a name)
-
-
-def graph(model):
-    """(model config copy, entries list, nodes in topological order, output keys)."""
-    if not is_functional(model):
-        raise errors.ModelError(
-            f"model {model.name!r} is a subclassed Keras model; accepted: a Sequential or "
-            "Functional model (surgery rebuilds the model from its config)")
-    if not model.built:
-        raise errors.ModelError(f"model {model.name!r} is not built; give it an Input first")
-    config = copy.deepcopy(model.get_config())
-    config.pop(REPORT_KEY, None)  # an earlier surgery's report: not this model's
-    entries = config["layers"]
-    for entry in entries:
-        entry.pop("build_config", None)
-    nodes = []
-    if isinstance(model, keras.Sequential):
-        prev = None
-        if not entries or entries[0]["class_name"] != "InputLayer":
-            prev = ("__input__", 0, 0)
-            nodes.append(Node("__input__", "InputLayer", {}, [], 0, False))
-        for entry in entries:
-            name = entry["config"]["name"]
-            nodes.append(Node(name, entry["class_name"], entry["config"],
-                              [prev] if prev else [], 0, False))
-            prev = (name, 0, 0)
-        return config, entries, nodes, [prev]
-    pending, names = [], {e["config"]["name"] for e in entries}
-    for entry in entries:
-        inbound = entry.get("inbound_nodes") or []
-        name = entry["config"]["name"]
-        if not inbound:
-            pending.append(Node(name, entry["class_name"], entry["config"], [], 0, False))
-        for i, call in enumerate(inbound):
-            if isinstance(call, dict):  # another serialization format: not followed
-                call = []
-            if call and isinstance(call[0], str):  # one tensor: [name, node, index, kwargs]
-                call = [call]
-            keys = [tuple(t[:3]) for t in call]
-            for t in call:  # tensors passed as keyword arguments are inputs too
-                keys += [k for k in tensor_refs(t[3:], names) if k not in keys]
-            numeric = all(isinstance(v, (int, float, str, type(None)))
-                          for t in call for kw in t[3:4] if isinstance(kw, dict)
-                          for v in kw.values())
-            pending.append(Node(name, entry["class_name"], entry["config"], keys, i,
-                                len(inbound) > 1, numeric))
-    done = set()
-    while pending:  # topological order
-        ready = [n for n in pending if all(k[:2] in done for k in n.inputs)]
-        if not ready:
-            raise errors.ModelError(f"cannot order the layers of model {model.name!r}")
-        for n in ready:
-            nodes.append(n)
-            done.add((n.name, n.key_index))
-            pending.remove(n)
-    return config, entries, nodes, [tuple(o[:3]) for o in config["output_layers"]]
-
-
-
-def tensor_refs(value, names) -> list:
-    """Keys of the tensors referenced inside serialized call arguments."""
-    if isinstance(value, dict):
-        return [k for v in value.values() for k in tensor_refs(v, names)]
-    if isinstance(value, (list, tuple)):
-        if len(value) >= 3 and isinstance(value[0], str) and value[0] in names \
-                and isinstance(value[1], int) and isinstance(value[2], int):
-            return [tuple(value[:3])]
-        return [k for v in value for k in tensor_refs(v, names)]
-    return []
-
-
-def rebuild(model, config) -> keras.Model:
-    """The model class from our edited config. Lambda layers are allowed: the config comes from
-    the caller's model in memory (code already running), not from a file."""
-    from tfcompress.models import custom_objects_scope  # models imports this module's report
-
-    with custom_objects_scope(), unsafe_deserialization():
-        return type(model).from_config(config)
 
 
 # ----------------------------------------------------------------------------- channel groups
@@ -258,7 +162,7 @@ def analyse(model, nodes, outputs):
         ins = [layouts[k] for k in node.inputs]
         key = (node.name, node.key_index, 0)
         flat_in = any(isinstance(x, Flat) for x in ins)
-        if node.name == "__input__":
+        if node.name == graphs.INPUT:
             layouts[key] = (groups.new(model.input_shape[-1], fixed=True),)
             continue
         if cls == "InputLayer":

@@ -7,7 +7,7 @@ returned model carries a ``surgery_report`` attribute (a :class:`SurgeryReport`)
 changed and which layers were left whole; the report is also stored in the model's config, so it
 survives ``model.save`` (``.keras`` and ``.h5``): ``report_of(path_or_model)`` reads it back and
 ``tfcompress.models.load_model`` re-attaches it. tfmot has no structured pruning for Keras models;
-this is ours, kept small: ``_channel_graph`` follows channels through the graph, this module
+this is ours, kept small: ``channel_graph`` follows channels through the graph, this module
 slices weights, ``factorization`` splits kernels, ``blocks`` removes residual blocks.
 """
 
@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import logging
 
+import tfcompress.graph as graphs
 import tfcompress.surgery.channel_graph as cg
 from tfcompress import errors
 from tfcompress._compat.keras import keras
@@ -107,7 +108,7 @@ def prune_channels(
         raise errors.ConfigError(errors.unknown("criterion", criterion, CRITERIA))
     if not isinstance(round_to, (int, np.integer)) or isinstance(round_to, bool) or round_to < 1:
         raise errors.ConfigError(f"round_to={round_to!r}; accepted: an integer >= 1")
-    config, _, nodes, outputs = cg.graph(model)
+    config, _, nodes, outputs = graphs.read(model)
     layouts, groups, not_followed = cg.analyse(model, nodes, outputs)
     producers = {p for ps in groups.producers for p in ps}
     if layers is not None:
@@ -118,7 +119,7 @@ def prune_channels(
     selected = set(producers if layers is None else layers)
     keep, kept, notes = _choose(model, groups, selected, ratio, criterion, int(round_to))
     changed = _resize(nodes, kept, layouts, keep, groups, not_followed)
-    new = cg.rebuild(model, config)
+    new = graphs.rebuild(model, config)
     _copy_weights(model, new, nodes, layouts, keep, groups)
     if not_followed:
         logging.warning("prune_channels left these layers whole (not followed): %s",

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import tfcompress.graph as graphs
 import tfcompress.surgery.channel_graph as cg
 from tfcompress import errors
 from tfcompress._compat.keras import keras
@@ -111,7 +112,7 @@ def factorize(
     """
     model = ensure_keras2(model)
     _check(energy, rank, conv)
-    config, entries, nodes, _ = cg.graph(model)
+    config, entries, nodes, _ = graphs.read(model)
     classes = ("Dense",) if conv == "none" else ("Dense", "Conv2D")
     names = [n.name for n in nodes if n.cls in classes]
     if layers is not None:
@@ -143,7 +144,7 @@ def factorize(
         if node.cls == "Conv2D":
             changed[node.name]["split"] = "spatial" if spatial else "channel"
         _split_entry(entries, node, low, r, spatial)
-    new = cg.rebuild(model, config)
+    new = graphs.rebuild(model, config)
     firsts = {low: first for low, first, _ in factors.values()}
     for layer in new.layers:
         if layer.name in firsts:
@@ -160,7 +161,7 @@ def _pair(value, n: int = 2) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
 
 
-def _split_entry(entries: list, node: cg.Node, low: str, r: int, spatial: bool) -> None:
+def _split_entry(entries: list, node: graphs.Node, low: str, r: int, spatial: bool) -> None:
     """Inserts the rank-r first layer before ``node`` and turns ``node`` into the second."""
     index = next(i for i, e in enumerate(entries) if e["config"]["name"] == node.name)
     entry = entries[index]

@@ -11,11 +11,10 @@ Nothing is trained; the other weights are unchanged.
 
 import numpy as np
 
+import tfcompress.graph as graphs
 from tfcompress import data, errors
 from tfcompress._compat.keras import keras
-from tfcompress.ptq.equalization import functional
 from tfcompress.keras3 import ensure_keras2
-from tfcompress.ptq.layerwise import walk
 
 
 def recalibrate_batchnorm(model: keras.Model, x, *, samples: int = 512) -> keras.Model:
@@ -44,9 +43,9 @@ def recalibrate_batchnorm(model: keras.Model, x, *, samples: int = 512) -> keras
     data.check_fits(x, model.input_shape, "recalibration data")
     new = keras.models.clone_model(model)
     new.set_weights(model.get_weights())
-    graph = functional(new)  # the same layer objects as ``new``, called once each
+    graph = graphs.functional(new)  # the same layer objects as ``new``, called once each
     report = {}
-    for name, _, inputs in walk(graph, graph, x):
+    for name, (inputs,) in graphs.walk([graph], x):
         layer = graph.get_layer(name)
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
