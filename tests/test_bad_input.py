@@ -268,9 +268,10 @@ def test_validate_inputs(float32_fb, xy):
     flat = keras.layers.Flatten()(inp)
     two = keras.Model(inp, [keras.layers.Dense(10)(flat), keras.layers.Dense(3)(flat)])
     quick = dict(latency_runs=0, delegate_checks=False)
-    _raises("two-output flatbuffer", errors.DataError, "the flatbuffer has 2 outputs",
+    _raises("two-output flatbuffer, one label array", errors.DataError,
+            "y is one array for 2 outputs",
             lambda: tfcompress.validate(tfcompress.convert(two, "float32"), x, y, **quick))
-    _raises("two-output reference", errors.DataError, "the reference gives outputs 2",
+    _raises("two-output reference", errors.DataError, "the reference gives 2 outputs",
             lambda: tfcompress.validate(float32_fb, x, y, reference=two, **quick))
     _raises("y wrong length", errors.DataError, "y has 5 labels but x has 60 samples",
             lambda: tfcompress.validate(float32_fb, x, y[:5], **quick))

@@ -323,16 +323,59 @@ def check_fits(x: np.ndarray, input_shape: Sequence[Optional[int]], what: str = 
         )
 
 
-def representative_dataset(x, num_samples: int = 200) -> Callable[[], Iterator[list]]:
-    """The converter's ``representative_dataset``: one float32 sample per step.
+def as_input_dtype(x, dtype=None, what: str = "data") -> np.ndarray:
+    """``x`` (numeric, batch first) in the dtype a model input takes, checked after the cast.
+
+    Integer and bool inputs (token ids, masks) stay integers: they are never cast to float.
+    Float data becomes float32 (then checked finite: float64 1e300 is Inf in float32). With
+    ``dtype`` (the model input's), integer data for a float input becomes float32, whole-number
+    floats or integers for an integer input are cast to it when every value fits its range.
+
+    Raises:
+        DataError: non-numeric data, non-finite floats, fractions or out-of-range values for an
+            integer input.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise errors.DataError(f"{what} has dtype {x.dtype}; accepted: numbers")
+    want = None if dtype is None else np.dtype(dtype)
+    if want is None:
+        want = np.dtype(np.float32) if x.dtype.kind == "f" else x.dtype
+    if want.kind == "f":
+        x = x.astype(np.float32)
+    elif x.dtype != want:
+        if want.kind == "b":
+            bad = ~np.isin(x, (0, 1))
+        else:
+            info = np.iinfo(want)
+            bad = ~np.isfinite(x) | (x < info.min) | (x > info.max) if x.dtype.kind == "f" else (
+                (x < info.min) | (x > info.max))
+            if x.dtype.kind == "f":
+                bad |= np.isfinite(x) & (x != np.round(np.nan_to_num(x)))
+        if np.any(bad):
+            raise errors.DataError(
+                f"{what}: {int(np.sum(bad))} values (e.g. {x[bad].reshape(-1)[0]!r}) do not fit "
+                f"the model's {want.name} input; accepted: whole numbers in its range")
+        x = x.astype(want)
+    return check_images(x, what)
+
+
+def representative_dataset(x, num_samples: int = 200,
+                           dtype=None) -> Callable[[], Iterator[list]]:
+    """The converter's ``representative_dataset``: one sample per step, in the input's dtype.
+
+    Float samples are float32; integer and bool samples (token ids, masks) stay integers (the
+    converter and the quantizer calibrate those correctly only in the input's own dtype).
 
     Args:
         x: images as a numpy array, a ``tf.data.Dataset`` of images or (image, label) pairs,
             or the ``Splits`` tuple our loaders return (the training images are used).
         num_samples: how many samples to yield at most.
+        dtype: the model input's dtype, if known (``as_input_dtype``).
 
     Raises:
-        DataError: non-numeric, empty or non-finite (NaN, Inf) samples.
+        DataError: non-numeric, empty or non-finite (NaN, Inf) samples, or values that do not
+            fit an integer input.
     """
     if num_samples < 1:
         raise errors.DataError(f"num_samples={num_samples!r}; accepted: an integer >= 1")
@@ -341,9 +384,13 @@ def representative_dataset(x, num_samples: int = 200) -> Callable[[], Iterator[l
     if hasattr(x, "element_spec"):
         x = from_dataset(x, limit=num_samples)[0]
     # The converter's int8 calibration is native code in this process: Inf there is a
-    # segfault, NaN an infinite scale. Only finite numbers reach it.
+    # segfault, NaN an infinite scale. Only finite numbers reach it (checked after the cast).
     head = x[:num_samples] if isinstance(x, (np.ndarray, list, tuple)) else x
-    samples = check_images(head, "representative_data")[:num_samples].astype(np.float32)
+    try:
+        head = np.asarray(head)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise errors.DataError(f"representative_data is not an array of samples ({e})") from e
+    samples = as_input_dtype(head, dtype, "representative_data")[:num_samples]
 
     def generate():
         for sample in samples:

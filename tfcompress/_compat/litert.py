@@ -38,7 +38,8 @@ from tfcompress import errors
 
 # The child: reads length-prefixed flatbuffers from stdin, each followed by a length-prefixed
 # JSON spec and the raw bytes of a sample; loads each in the LiteRT interpreter (with and without
-# the default delegates), runs it once on zeros at its default shape and, given a sample, once
+# the default delegates), runs it once on zeros at its default shape (unless a non-batch input
+# dimension is dynamic: the caller's sample gives the shape) and, given a sample, once
 # more on it (the first input resized to the sample's shape, as ``predict`` will), answers one
 # JSON line each.
 _CHILD = r"""
@@ -61,17 +62,20 @@ while True:
     try:
         for kind in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
             it = Interpreter(model_content=content, experimental_op_resolver_type=kind)
-            it.allocate_tensors()
-            for d in it.get_input_details():
-                it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-            it.invoke()
-            for d in it.get_output_details():
-                it.get_tensor(d["index"])
+            # zeros at the default shape, unless a sample dimension is dynamic: its default
+            # (1) is no shape the caller uses (a conv cannot run on 1x1); the sample checks it
+            if not any(-1 in list(d["shape_signature"][1:]) for d in it.get_input_details()):
+                it.allocate_tensors()
+                for d in it.get_input_details():
+                    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+                it.invoke()
+                for d in it.get_output_details():
+                    it.get_tensor(d["index"])
             if spec:
                 d = it.get_input_details()[0]
                 if list(d["shape"]) != spec["shape"]:
                     it.resize_tensor_input(d["index"], spec["shape"])
-                    it.allocate_tensors()
+                it.allocate_tensors()
                 sample = np.frombuffer(raw, spec["dtype"]).reshape(spec["shape"])
                 it.set_tensor(d["index"], sample)
                 it.invoke()
