@@ -12,6 +12,9 @@ Kinds (``KINDS``):
     bilstm     float sequences -> Bidirectional(LSTM) -> Dense, 2 classes (dynamic batch)
     regression float signals (16, 1) -> Conv1D -> GlobalAveragePooling1D -> Dense(1), float targets
     two_output 8x8x1 images -> Conv2D -> two heads: class (softmax, 3) and a float value
+    transformer int32 token ids -> Embedding + positions -> MultiHeadAttention -> LayerNorm ->
+               feed-forward -> LayerNorm -> Dense, 3 classes
+    dscnn      (16, 10, 1) keyword features -> DS-CNN with BatchNormalization, 4 classes
 """
 
 from typing import Callable
@@ -144,10 +147,64 @@ def two_output(seed: int = 0, n: int = 600):
     return (model, *_split(x, [y_class, y_value], n // 4))
 
 
+def transformer(seed: int = 0, n: int = 600):
+    """A Transformer encoder block on int32 token ids (3 classes): Embedding plus a learned
+    position embedding -> MultiHeadAttention (2 heads) + residual -> LayerNormalization ->
+    feed-forward (Dense 32 relu -> Dense 16) + residual -> LayerNormalization -> average ->
+    Dense softmax."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SEQ_LEN,), dtype="int32", name="tokens")
+    x = L.Embedding(VOCAB, 16, name="embedding")(inputs)
+    positions = L.Embedding(SEQ_LEN, 16, name="positions")(np.arange(SEQ_LEN)[None])
+    x = L.Add(name="add_positions")([x, positions])
+    attended = L.MultiHeadAttention(2, 8, name="attention")(x, x)
+    x = L.LayerNormalization(name="norm1")(L.Add(name="residual1")([x, attended]))
+    hidden = L.Dense(32, activation="relu", name="ffn1")(x)
+    x = L.LayerNormalization(name="norm2")(
+        L.Add(name="residual2")([x, L.Dense(16, name="ffn2")(hidden)]))
+    x = L.GlobalAveragePooling1D(name="pool")(x)
+    outputs = L.Dense(3, activation="softmax", name="probs")(x)
+    model = keras.Model(inputs, outputs, name="transformer")
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    return (model, *_split(*_tokens(n, seed), n // 4))
+
+
+def _keywords(n: int, seed: int, frames: int = 16, bins: int = 10):
+    """Spectrogram-like (n, frames, bins, 1) float features; class = which band of bins holds
+    a tone (4 keywords)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n).astype(np.int32)
+    x = rng.normal(0, 0.3, (n, frames, bins, 1)).astype(np.float32)
+    for i, c in enumerate(y):
+        start = rng.integers(0, frames // 2)
+        x[i, start:start + frames // 2, 2 * c:2 * c + 3, 0] += 1.0
+    return x, y
+
+
+def dscnn(seed: int = 0, n: int = 600):
+    """A keyword-spotting DS-CNN on (16, 10, 1) features, 4 classes: Conv2D -> BN -> ReLU,
+    two DepthwiseConv2D -> BN -> ReLU -> 1x1 Conv2D -> BN -> ReLU blocks, average, Dense."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16, 10, 1), name="features")
+    x = L.Conv2D(16, (5, 3), strides=(2, 1), padding="same", use_bias=False, name="conv0")(inputs)
+    x = L.ReLU(name="relu0")(L.BatchNormalization(momentum=0.9, name="bn0")(x))
+    for i in (1, 2):
+        x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = L.ReLU(name=f"dw{i}_relu")(L.BatchNormalization(momentum=0.9, name=f"dw{i}_bn")(x))
+        x = L.Conv2D(16, 1, use_bias=False, name=f"pw{i}")(x)
+        x = L.ReLU(name=f"pw{i}_relu")(L.BatchNormalization(momentum=0.9, name=f"pw{i}_bn")(x))
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    outputs = L.Dense(4, activation="softmax", name="probs")(x)
+    model = keras.Model(inputs, outputs, name="dscnn")
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
+    return (model, *_split(*_keywords(n, seed), n // 4))
+
+
 KINDS = {"text": text, "lstm": lstm, "gru": gru, "simple_rnn": simple_rnn, "bilstm": bilstm,
-         "regression": regression, "two_output": two_output}
+         "regression": regression, "two_output": two_output,
+         "transformer": transformer, "dscnn": dscnn}
 EPOCHS = {"text": 15, "lstm": 10, "gru": 8, "simple_rnn": 8, "bilstm": 8, "regression": 40,
-          "two_output": 25}
+          "two_output": 25, "transformer": 15, "dscnn": 10}
 _TRAINED: dict = {}
 
 
