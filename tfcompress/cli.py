@@ -162,15 +162,15 @@ def _compress(f: dict, _path) -> None:
     import tfcompress.pipeline.report as report_lib
 
     workdir = f["workdir"].value
-    report = recipe.run_recipe(f["config"].value, workdir, android_dir=f["android_dir"].value,
-                               android_mode=f["android_mode"].value)
-    if f["explorer"].value and "int8" in report["config"]["convert"]["modes"]:
+    result = recipe.run(f["config"].value, workdir, android_dir=f["android_dir"].value,
+                        android_mode=f["android_mode"].value)
+    if f["explorer"].value and any(row.format == "int8" for row in result.formats):
         _explorer_data(f["config"].value, workdir)
     logging.info("outputs in %s", os.path.abspath(workdir))
-    print(report_lib.markdown(report))
+    print(report_lib.markdown(result))
     print(f"outputs: {os.path.abspath(workdir)}")
-    if f["android_dir"].value:
-        print(f"android bundle: {report['android']['dir']}")
+    if result.android:
+        print(f"android bundle: {result.android['dir']}")
 
 
 def _explorer_data(config, workdir: str) -> None:
@@ -181,26 +181,25 @@ def _explorer_data(config, workdir: str) -> None:
     import tfcompress.export.explorer as explorer
     import tfcompress.pipeline.recipe as recipe
     import tfcompress.pipeline.stages as stages
+    from tfcompress.pipeline.workdir import Workdir
 
     config = recipe.check_config(config)
-    final = os.path.join(workdir, "baseline.keras")
-    if config.stages:
-        last = len(config.stages) - 1
-        name = config.stages[last]
-        final = os.path.join(workdir, "stages", f"{last}-{name}{stages.STAGES[name].suffix}")
+    wd = Workdir(workdir)
+    final = wd.final_model([(name, stages.STAGES[name].suffix) for name in config.stages])
     try:
         model = models.load_model(final)
         if wrappers.is_quantize_aware(model):  # the converter's debugger takes float models
             logging.info("no Model Explorer node data for int8.tflite: a QAT model")
             return
         path = explorer.write_quantization_error(
-            model, recipe.load_data(config).train[0], os.path.join(workdir, "int8.tflite"),
-            representative_samples=config.convert.representative_samples)
+            model, recipe.load_data(config).train[0], wd.flatbuffer("int8"),
+            representative_samples=config.convert.representative_samples,
+            path=wd.explorer_data("int8"))
     except (errors.TfcompressError, ValueError, RuntimeError) as e:
         logging.warning("no Model Explorer node data for int8.tflite: %s", e)
         return
     logging.info("Model Explorer: model-explorer %s --node_data_paths=%s",
-                 os.path.join(workdir, "int8.tflite"), path)
+                 wd.flatbuffer("int8"), path)
 
 
 def _search(f: dict, _path) -> None:

@@ -11,7 +11,6 @@ test once, for the report, with its paired difference to the float32 baseline on
 images. ``report.json``/``report.md`` name the split of every figure.
 """
 
-import hashlib
 import json
 import os
 from typing import Callable, Optional
@@ -26,11 +25,13 @@ import tfcompress.export.android as android
 import tfcompress.pipeline.preflight as preflight
 from tfcompress import data as data_lib
 import tfcompress.pipeline.report as report_lib
+import tfcompress.pipeline.results as results
 import tfcompress.pipeline.stats as stats_lib
 from tfcompress._compat.keras import keras
 from tfcompress.export.conversion import available_modes, conversion_info, convert, options_from_section
 from tfcompress.keras3 import ensure_keras2
 from tfcompress.pipeline.stages import STAGES, Context
+from tfcompress.pipeline.workdir import Workdir, fingerprint
 from tfcompress.export.validation import predict, validate
 
 DATA_NAMES = ("digits", "npz", "image_folder")
@@ -135,16 +136,10 @@ def load_data(config: ConfigDict) -> data_lib.DataSplits:
     return splits
 
 
-def _fingerprint(*sections) -> str:
-    text = json.dumps([s.to_dict() if isinstance(s, ConfigDict) else s for s in sections],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model],
             safe_mode: bool = True) -> keras.Model:
     """Loads the model at ``path`` if it was made from the same config, else makes and saves it."""
-    stamp = path + ".fingerprint"
+    stamp = Workdir.stamp(path)
     if os.path.exists(path) and os.path.exists(stamp) and open(stamp).read() == fingerprint:
         logging.info("resuming from %s", path)
         return models.load_model(path, safe_mode=safe_mode)
@@ -157,7 +152,20 @@ def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model],
 def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
                android_mode: Optional[str] = None,
                after_stage: Optional[Callable[[str, keras.Model, float], None]] = None) -> dict:
-    """Runs a recipe end to end and writes its outputs into ``workdir``.
+    """Runs a recipe end to end and writes its outputs into ``workdir``; the report as a dict.
+
+    ``run(...)`` with the same arguments returns the typed result
+    (``results.RunResult``); this is its ``to_dict()``, the content of report.json.
+    """
+    return run(config, workdir, android_dir=android_dir, android_mode=android_mode,
+               after_stage=after_stage).to_dict()
+
+
+def run(config, workdir: str, *, android_dir: Optional[str] = None,
+        android_mode: Optional[str] = None,
+        after_stage: Optional[Callable[[str, keras.Model, float], None]] = None
+        ) -> results.RunResult:
+    """Runs a recipe end to end and writes its outputs into ``workdir`` (paths: ``Workdir``).
 
     Writes ``baseline.keras``, one ``<mode>.tflite`` per conversion mode (and, where the
     flatbuffer carries a quantizer recipe, ``<mode>.recipe.json``), ``report.json`` and
@@ -167,10 +175,11 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     whatever it raises ends the run there (tfcompress.search stops hopeless candidates so).
 
     Returns:
-        The report as a dict (also in report.json): each format row holds its test figures
-        (``accuracy``, ``agreement``, sizes, latency), ``validation`` figures, and
-        ``vs_baseline``: the paired test-accuracy difference to the float32 baseline with its
-        95% interval; ``splits`` names the split of each figure.
+        The run's typed result (``to_dict()`` is report.json): each format row
+        (``results.FormatRow``) holds its test figures (``accuracy``, ``agreement``, sizes,
+        latency), its ``validation`` figures, and ``vs_baseline``: the paired test-accuracy
+        difference to the float32 baseline with its 95% interval; ``splits`` names the split
+        of each figure.
 
     Raises:
         TfcompressError: bad recipe fields, data, model files or modes; all of them are
@@ -193,43 +202,46 @@ def run_recipe(config, workdir: str, *, android_dir: Optional[str] = None,
     if config.model.path:  # loads (safe mode) and fits the data, before anything trains
         user_model = models.load_model(config.model.path, safe_mode=not config.model.unsafe)
         splits = data_lib.check_data(splits, _num_classes(user_model), user_model.input_shape)
+    wd = Workdir(workdir)
     ctx = Context(config, splits, workdir)
-    model = baseline = _baseline(config, ctx, workdir, user_model)
-    fingerprint = _baseline_fingerprint(config)
+    model = baseline = _baseline(config, ctx, wd, user_model)
+    stamp = _baseline_fingerprint(config)
+    done = []
     for i, name in enumerate(config.stages):
-        fingerprint = _fingerprint(fingerprint, name, config[name])
-        path = os.path.join(workdir, "stages", f"{i}-{name}{STAGES[name].suffix}")
+        stamp = fingerprint(stamp, name, config[name])
+        path = wd.stage(i, name, STAGES[name].suffix)
         stats_before = ctx.stats.get(name)
-        model = _cached(path, fingerprint,
+        model = _cached(path, stamp,
                         lambda m=model, n=name, i=i: _run_stage(n, m, config, ctx, i),
                         safe_mode=not config.model.unsafe)
         # A stage's measured figures are kept beside its model, so a resumed run reports them.
         if ctx.stats.get(name) is not stats_before:
-            _io.write_text(path + ".stats.json", json.dumps(ctx.stats[name], default=str))
-        elif os.path.exists(path + ".stats.json"):
-            with open(path + ".stats.json") as f:
+            _io.write_text(wd.stats(path), json.dumps(ctx.stats[name], default=str))
+        elif os.path.exists(wd.stats(path)):
+            with open(wd.stats(path)) as f:
                 ctx.stats[name] = json.load(f)
         accuracy = ctx.accuracy(model)
         logging.info("stage %s: validation accuracy %.4f", name, accuracy)
+        done.append(results.StageResult(name, i, path, ctx.stats.get(name),
+                                        {"accuracy": accuracy}))
         if after_stage is not None:
             after_stage(name, model, accuracy)
 
-    report = {
-        "config": config.to_dict(),
-        "splits": {"train": len(splits.train[1]), "validation": len(splits.validation[1]),
-                   "test": len(splits.test[1]),
-                   "figures": "format rows: accuracy, agreement, vs_baseline on test (measured "
-                              "once per exported model); validation.*, keras_accuracy and "
-                              "stage figures on validation"},
-        "keras_accuracy": {"baseline": ctx.accuracy(baseline), "final": ctx.accuracy(model)},
-        "stages": ctx.stats,
-        "formats": _formats(config, workdir, splits, baseline, model),
-        "profile": {"baseline": _profile(baseline), "final": _profile(model)},
-    }
-    if android_dir:
-        report["android"] = _export_android(config, workdir, android_dir, android_mode)
-    report_lib.write(report, workdir)
-    return report
+    result = results.RunResult(
+        config=config.to_dict(),
+        splits={"train": len(splits.train[1]), "validation": len(splits.validation[1]),
+                "test": len(splits.test[1]),
+                "figures": "format rows: accuracy, agreement, vs_baseline on test (measured "
+                           "once per exported model); validation.*, keras_accuracy and "
+                           "stage figures on validation"},
+        keras_metrics={"baseline": ctx.accuracy(baseline), "final": ctx.accuracy(model)},
+        stages=tuple(done),
+        formats=tuple(_formats(config, wd, splits, baseline, model)),
+        profile={"baseline": _profile(baseline), "final": _profile(model)},
+        workdir=workdir,
+        android=(_export_android(config, wd, android_dir, android_mode) if android_dir
+                 else None))
+    return report_lib.write(result)
 
 
 def _run_stage(name: str, model, config, ctx: Context, index: int):
@@ -239,7 +251,7 @@ def _run_stage(name: str, model, config, ctx: Context, index: int):
 
 
 def _baseline_fingerprint(config) -> str:
-    return _fingerprint(config.seed, config.data, config.model, config.train)
+    return fingerprint(config.seed, config.data, config.model, config.train)
 
 
 def _num_classes(model) -> Optional[int]:
@@ -248,7 +260,7 @@ def _num_classes(model) -> Optional[int]:
     return int(shape[-1]) if isinstance(shape, tuple) and len(shape) == 2 and shape[-1] else None
 
 
-def _baseline(config, ctx: Context, workdir: str, user_model=None) -> keras.Model:
+def _baseline(config, ctx: Context, wd: Workdir, user_model=None) -> keras.Model:
     """The trained baseline: the user's model, or a reference model trained here (cached)."""
     x_train = ctx.train[0]
 
@@ -259,57 +271,57 @@ def _baseline(config, ctx: Context, workdir: str, user_model=None) -> keras.Mode
                              config.model.width)
         return ctx.fit(model, config.train.epochs)
 
-    model = _cached(os.path.join(workdir, "baseline.keras"), _baseline_fingerprint(config), make,
+    model = _cached(wd.baseline, _baseline_fingerprint(config), make,
                     safe_mode=not config.model.unsafe)
     data_lib.check_fits(ctx.splits.test[0], model.input_shape, f"data {config.data.name!r}")
     return model
 
 
-def _formats(config, workdir: str, splits, baseline, model) -> list:
-    """Converts, writes and measures every mode (and the baseline float32 after stages)."""
+def _formats(config, wd: Workdir, splits, baseline, model) -> list:
+    """Converts, writes and measures every mode (and the baseline float32 after stages); one
+    ``results.FormatRow`` each."""
     baseline_fb = convert(baseline, "float32")  # ratios are to the baseline's float32 bytes
     reference = profiling.tflite_sizes(baseline_fb)
     x_test, y_test = splits.test
     x_val, y_val = splits.validation
     base_correct = predict(baseline_fb, x_test).argmax(-1) == y_test
     base_val_correct = predict(baseline_fb, x_val).argmax(-1) == y_val
-    made = [("baseline float32", baseline_fb, baseline)] if config.stages else []
+    made = [("baseline float32", baseline_fb, baseline, None)] if config.stages else []
     for mode in config.convert.baseline_modes if config.stages else ():  # e.g. the plain int8
         made.append((f"baseline {mode}", convert(
             baseline, mode, representative_data=splits.train[0],
             representative_samples=config.convert.representative_samples,
-            options=options_from_section(mode, config.convert)), baseline))
+            options=options_from_section(mode, config.convert)), baseline, None))
     for mode in config.convert.modes:
         flatbuffer = convert(
             model, mode, representative_data=splits.train[0],
             representative_samples=config.convert.representative_samples,
             options=options_from_section(mode, config.convert),
             validation_data=splits.validation)
-        _io.write_bytes(os.path.join(workdir, f"{mode}.tflite"), flatbuffer)
-        made.append((mode, flatbuffer, model))
+        _io.write_bytes(wd.flatbuffer(mode), flatbuffer)
+        made.append((mode, flatbuffer, model, wd.flatbuffer(mode)))
     rows = []
-    for name, flatbuffer, keras_model in made:
-        row = _measure(name, flatbuffer, keras_model, config, splits)
-        row["conversion"] = conversion_info(flatbuffer)
-        recipe = row["conversion"]["facts"].get("recipe")
+    for name, flatbuffer, keras_model, path in made:
+        test, validation = _measure(flatbuffer, keras_model, config, splits)
+        conversion = conversion_info(flatbuffer)
+        recipe = conversion["facts"].get("recipe")
         if recipe is not None and name in config.convert.modes:  # the quantizer's own JSON
-            _io.write_text(os.path.join(workdir, f"{name}.recipe.json"),
-                           json.dumps(recipe, indent=2))
+            _io.write_text(wd.quantizer_recipe(name), json.dumps(recipe, indent=2))
         correct = predict(flatbuffer, x_test).argmax(-1) == y_test
-        row["vs_baseline"] = stats_lib.paired_difference(base_correct, correct)
         val_correct = predict(flatbuffer, x_val).argmax(-1) == y_val  # for decisions
-        row["validation"]["vs_baseline"] = stats_lib.paired_difference(base_val_correct,
-                                                                       val_correct)
-        row["ratio"] = row["bytes"] / reference["bytes"]
-        row["gzip_ratio"] = row["gzip_bytes"] / reference["gzip_bytes"]
-        rows.append(row)
+        rows.append(results.FormatRow(
+            format=name, test=test, validation=validation,
+            vs_baseline=stats_lib.paired_difference(base_correct, correct),
+            validation_vs_baseline=stats_lib.paired_difference(base_val_correct, val_correct),
+            conversion=conversion, ratio=test["bytes"] / reference["bytes"],
+            gzip_ratio=test["gzip_bytes"] / reference["gzip_bytes"], path=path))
     return rows
 
 
-def _export_android(config, workdir: str, android_dir: str, mode: Optional[str]) -> dict:
+def _export_android(config, wd: Workdir, android_dir: str, mode: Optional[str]) -> dict:
     """The Android bundle of one converted mode; its folder and sidecar for the report."""
     mode = mode or config.convert.modes[-1]
-    flatbuffer = _litert.load_flatbuffer(os.path.join(workdir, f"{mode}.tflite"))
+    flatbuffer = _litert.load_flatbuffer(wd.flatbuffer(mode))
     std = {"digits": 16.0, "image_folder": 255.0}.get(config.data.name, 1.0)
     labels = data_lib.DIGITS_CLASSES if config.data.name == "digits" else None
     sidecar = android.export_android(
@@ -327,8 +339,9 @@ def _profile(model) -> Optional[dict]:
     return {"params": p["params"], "macs": p["macs"]}
 
 
-def _measure(name, flatbuffer, model, config, splits) -> dict:
-    """Test figures (the full validation report) and validation accuracy/agreement."""
+def _measure(flatbuffer, model, config, splits) -> tuple:
+    """Test figures (the full validation report, less the ratios the runner computes against
+    the baseline) and validation accuracy/agreement."""
     x_test, y_test = splits.test
     result = validate(
         flatbuffer, x_test, y_test, reference=model,
@@ -336,5 +349,5 @@ def _measure(name, flatbuffer, model, config, splits) -> dict:
     x_val, y_val = splits.validation
     val = validate(flatbuffer, x_val, y_val, reference=model, latency_runs=0,
                    delegate_checks=False)
-    return {"format": name, **result.to_dict(),
-            "validation": {"accuracy": val.accuracy, "agreement": val.agreement}}
+    test = {k: v for k, v in result.to_dict().items() if k not in ("ratio", "gzip_ratio")}
+    return test, {"accuracy": val.accuracy, "agreement": val.agreement}

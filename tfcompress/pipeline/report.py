@@ -1,13 +1,17 @@
 """Report output: a recipe run's report.json, report.md and its size/accuracy plot; a search's
 search.json, report.md and pareto.png."""
 
+import dataclasses
 import io
 import json
 import os
+from typing import Union
 
 import numpy as np
 
 from tfcompress import _io
+import tfcompress.pipeline.results as results
+from tfcompress.pipeline.workdir import Workdir
 
 COLUMNS = (
     ("format", "format", "{}"),
@@ -54,7 +58,10 @@ def models_table(rows) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: dict) -> str:
+def markdown(report: Union[dict, results.RunResult]) -> str:
+    """report.md of a run (its typed result or the report dict)."""
+    if isinstance(report, results.RunResult):
+        report = report.to_dict()
     parts = ["# tfcompress report", ""]
     splits = report.get("splits")
     if splits:
@@ -145,7 +152,7 @@ def format_notes(rows) -> str:
     return "\n".join(lines)
 
 
-PLOT = "size_accuracy.png"
+PLOT = Workdir.PLOT
 
 
 def plot_size_accuracy(rows, path: str) -> str:
@@ -183,17 +190,19 @@ def plot_size_accuracy(rows, path: str) -> str:
     return _io.write_bytes(path, buf.getvalue())
 
 
-def write(report: dict, workdir: str) -> None:
-    """Writes report.json, report.md and, with two or more measured formats, the size against
-    accuracy plot (``size_accuracy.png``, embedded in report.md) into ``workdir``, each
-    atomically."""
-    measured = [r for r in report.get("formats", []) if r.get("accuracy") is not None]
+def write(result: results.RunResult) -> results.RunResult:
+    """Writes report.json (``result.to_dict()``), report.md and, with two or more measured
+    formats, the size against accuracy plot (``size_accuracy.png``, embedded in report.md) into
+    the result's workdir, each atomically; returns the result with its ``plot`` named."""
+    wd = Workdir(result.workdir)
+    measured = [r.to_dict() for r in result.formats if r.test_accuracy is not None]
     if len(measured) >= 2:
-        plot_size_accuracy(measured, os.path.join(workdir, PLOT))
-        report["plot"] = PLOT
-    _io.write_text(os.path.join(workdir, "report.json"),
-                   json.dumps(report, indent=2, sort_keys=True, default=str))
-    _io.write_text(os.path.join(workdir, "report.md"), markdown(report))
+        plot_size_accuracy(measured, wd.plot)
+        result = dataclasses.replace(result, plot=PLOT)
+    report = result.to_dict()
+    _io.write_text(wd.report_json, json.dumps(report, indent=2, sort_keys=True, default=str))
+    _io.write_text(wd.report_md, markdown(report))
+    return result
 
 
 # ---------------------------------------------------------------- a search's report

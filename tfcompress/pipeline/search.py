@@ -17,6 +17,10 @@ What we add over a plain ``study.optimize``:
 - Cheap candidates first: PTQ-only trials (one per mode) are enqueued before anything that
   fine-tunes, then the config's ``seeds``. int8 candidates get QAT only when their PTQ result
   misses the budget by at most ``qat_recover`` points ("QAT when PTQ misses the budget").
+  A trial's folder ``trials/<key>/`` holds ``ptq/`` and, where QAT was tried, ``qat/`` beside
+  it: each a whole recipe run (flatbuffer, report.json/report.md, recipe.py) whose figures are
+  those of the flatbuffer in it; QAT resumes from copies of the stages it shares with PTQ. The
+  trial records the better by validation accuracy (``chosen``: ``ptq`` or ``qat``).
 - Early stop: after every stage the Keras validation accuracy is checked; a candidate already more
   than ``stop_slack`` points below the budget is pruned (``optuna.TrialPruned``). Optuna's
   pruners need ``trial.report``, which multi-objective studies do not support, so the stop is
@@ -67,6 +71,7 @@ import tfcompress.pipeline.report as report_lib
 from tfcompress._compat.litert import load_flatbuffer
 from tfcompress.export.conversion import available_modes
 from tfcompress.pipeline.stages import STAGES
+from tfcompress.pipeline.workdir import Workdir, fingerprint
 from tfcompress.export.validation import validate
 
 OBJECTIVES = ("size", "latency", "macs")
@@ -273,12 +278,14 @@ def _locked(path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _objective_value(report: dict, row: dict, objective: str) -> float:
+def _objective_value(result, row, objective: str) -> float:
+    """The objective of a run (``results.RunResult``) and its trial's row."""
     if objective == "size":
-        return float(row["gzip_bytes"])
+        return float(row.gzip_bytes)
     if objective == "latency":
-        return float(row["latency_ms"])
-    return float((report["profile"]["final"] or {}).get("macs", np.nan))
+        return float(row.latency_ms)
+    macs = result.final_macs
+    return float(np.nan if macs is None else macs)
 
 
 def _baseline(config: ConfigDict, workdir: str) -> dict:
@@ -288,22 +295,20 @@ def _baseline(config: ConfigDict, workdir: str) -> dict:
         base = ConfigDict(config.recipe.to_dict())
         base.stages = ()
         base.convert.modes = ("float32",)
-        key = recipe._fingerprint(base)
+        key = fingerprint(base)
         cache = os.path.join(folder, "baseline.json")
         if os.path.exists(cache):
             with open(cache) as f:
                 info = json.load(f)
             if info.get("fingerprint") == key:
                 return info
-        report = recipe.run_recipe(base, folder)
-        row = report["formats"][0]
-        model_path = os.path.abspath(config.recipe.model.path or
-                                     os.path.join(folder, "baseline.keras"))
-        info = {"fingerprint": key, "accuracy": row["validation"]["accuracy"],
-                "test_accuracy": row["accuracy"], "bytes": row["bytes"],
-                "gzip_bytes": row["gzip_bytes"], "latency_ms": row["latency_ms"],
-                "macs": (report["profile"]["final"] or {}).get("macs"),
-                "model_path": model_path, "tflite": os.path.join(folder, "float32.tflite")}
+        result = recipe.run(base, folder)
+        row = result.row("float32")
+        model_path = os.path.abspath(config.recipe.model.path or Workdir(folder).baseline)
+        info = {"fingerprint": key, "accuracy": row.validation_accuracy,
+                "test_accuracy": row.test_accuracy, "bytes": row.bytes,
+                "gzip_bytes": row.gzip_bytes, "latency_ms": row.latency_ms,
+                "macs": result.final_macs, "model_path": model_path, "tflite": row.path}
         _io.write_text(cache, json.dumps(info, indent=2))
         return info
 
@@ -339,7 +344,7 @@ class _Search:
                 trial.set_constraint("accuracy_budget", other.user_attrs["constraint"])
                 return tuple(other.values)
         folder = os.path.join(self.workdir, "trials", _params_key(params))
-        trial.set_user_attr("folder", folder)
+        trial.set_user_attr("folder", folder)  # ptq/ and, where QAT is tried, qat/ beside it
         stop = self.floor - self.config.stop_slack / 100.0
 
         def after_stage(name, model, accuracy):
@@ -351,47 +356,55 @@ class _Search:
                     f"Keras accuracy {accuracy:.4f} after {name} is below {stop:.4f}")
 
         path = self.baseline["model_path"]
+        # PTQ and QAT run into sibling folders (ptq/, qat/), each a whole recipe run whose
+        # report describes the flatbuffer beside it; the trial takes the better by value.
         cfg = trial_recipe(self.config, params, path)
-        report = recipe.run_recipe(cfg, folder, after_stage=after_stage)
-        row = next(r for r in report["formats"] if r["format"] == params["mode"])
-        trial.set_user_attr("ptq_accuracy", row["validation"]["accuracy"])
-        miss = self.floor - row["validation"]["accuracy"]
+        result = self._run(trial, cfg, Workdir(os.path.join(folder, "ptq")), after_stage)
+        row = result.row(params["mode"])
+        trial.set_user_attr("ptq_accuracy", row.validation_accuracy)
+        miss = self.floor - row.validation_accuracy
         if (params["mode"] == "int8" and "qat" in STAGES and 0 < miss
                 and miss <= self.config.qat_recover / 100.0):
-            tflite = os.path.join(folder, "int8.tflite")
-            ptq = load_flatbuffer(tflite)
             qat_cfg = trial_recipe(self.config, params, path, qat=True)
-            qat_report = recipe.run_recipe(qat_cfg, folder)
-            qat_row = next(r for r in qat_report["formats"] if r["format"] == "int8")
-            trial.set_user_attr("qat_accuracy", qat_row["validation"]["accuracy"])
-            if qat_row["validation"]["accuracy"] > row["validation"]["accuracy"]:
-                cfg, report, row = qat_cfg, qat_report, qat_row
-            else:  # QAT did not help: the PTQ flatbuffer and recipe stand
-                _io.write_bytes(tflite, ptq)
-        value = _objective_value(report, row, self.config.objective)
-        accuracy = row["validation"]["accuracy"]
-        _io.write_text(os.path.join(folder, "recipe.py"), recipe_source(
-            cfg, f"Search trial {trial.number}: {', '.join(cfg.stages) or 'PTQ only'} -> "
-                 f"{params['mode']}; validation accuracy {accuracy:.4f}, "
-                 f"{self.config.objective} {value:.6g}."))
+            qat_dir = Workdir(os.path.join(folder, "qat"))
+            _share_stages(Workdir(result.workdir), qat_dir, cfg.stages, qat_cfg.stages)
+            qat = self._run(trial, qat_cfg, qat_dir)
+            qat_row = qat.row("int8")
+            trial.set_user_attr("qat_accuracy", qat_row.validation_accuracy)
+            if qat_row.validation_accuracy > row.validation_accuracy:
+                cfg, result, row = qat_cfg, qat, qat_row
+        trial.set_user_attr("chosen", os.path.basename(result.workdir))  # "ptq" or "qat"
+        value = _objective_value(result, row, self.config.objective)
+        accuracy = row.validation_accuracy
         trial.set_user_attr("stages", list(cfg.stages))
         trial.set_user_attr("accuracy", accuracy)
-        trial.set_user_attr("test_accuracy", row["accuracy"])
-        trial.set_user_attr("test_vs_baseline", row["vs_baseline"])
-        trial.set_user_attr("gzip_bytes", row["gzip_bytes"])
-        trial.set_user_attr("bytes", row["bytes"])
-        trial.set_user_attr("latency_ms", row["latency_ms"])
-        trial.set_user_attr("macs", (report["profile"]["final"] or {}).get("macs"))
-        trial.set_user_attr("gzip_ratio", row["gzip_bytes"] / self.baseline["gzip_bytes"])
-        drop_bound = stats_lib.drop_upper_bound(row["validation"]["vs_baseline"],
+        trial.set_user_attr("test_accuracy", row.test_accuracy)
+        trial.set_user_attr("test_vs_baseline", dict(row.vs_baseline))
+        trial.set_user_attr("gzip_bytes", row.gzip_bytes)
+        trial.set_user_attr("bytes", row.bytes)
+        trial.set_user_attr("latency_ms", row.latency_ms)
+        trial.set_user_attr("macs", result.final_macs)
+        trial.set_user_attr("gzip_ratio", row.gzip_bytes / self.baseline["gzip_bytes"])
+        drop_bound = stats_lib.drop_upper_bound(row.validation_vs_baseline,
                                                 self.config.budget_confidence)
         trial.set_user_attr("validation_drop_bound", drop_bound)
         constraint = (drop_bound - self.config.max_drop) / 100.0  # <= 0: within the budget
         trial.set_user_attr("constraint", constraint)
         trial.set_constraint("accuracy_budget", constraint)  # for the sampler
-        trial.set_user_attr("tflite", os.path.join(folder, f"{params['mode']}.tflite"))
-        trial.set_user_attr("recipe", os.path.join(folder, "recipe.py"))
+        trial.set_user_attr("tflite", row.path)
+        trial.set_user_attr("recipe", Workdir(result.workdir).recipe_file)
         return accuracy, value
+
+    def _run(self, trial, cfg: ConfigDict, wd: Workdir, after_stage=None):
+        """One recipe run of a trial into ``wd``, with its recipe.py beside its outputs."""
+        result = recipe.run(cfg, wd.root, after_stage=after_stage)
+        row = result.row(cfg.convert.modes[0])
+        value = _objective_value(result, row, self.config.objective)
+        _io.write_text(wd.recipe_file, recipe_source(
+            cfg, f"Search trial {trial.number}: {', '.join(cfg.stages) or 'PTQ only'} -> "
+                 f"{cfg.convert.modes[0]}; validation accuracy {row.validation_accuracy:.4f}, "
+                 f"{self.config.objective} {value:.6g}."))
+        return result
 
     def counted(self) -> int:
         """Trials toward ``n_trials``: finished or running, a repeated candidate not counted."""
@@ -417,6 +430,22 @@ class _Search:
                      best_text)
         if self.counted() >= self.config.n_trials:
             study.stop()
+
+
+def _share_stages(src: Workdir, dst: Workdir, src_stages, dst_stages) -> None:
+    """Copies the saved models (with fingerprints and figures) of the stages two recipes share
+    as a prefix (same names, same order) from ``src`` to ``dst``: the runner in ``dst`` then
+    resumes from them instead of training them again (a copy is reused only where its
+    fingerprint matches)."""
+    for i, (a, b) in enumerate(zip(src_stages, dst_stages)):
+        if a != b:
+            return
+        model = src.stage(i, a, STAGES[a].suffix)
+        for path in (model, Workdir.stamp(model), Workdir.stats(model)):
+            target = os.path.join(dst.root, os.path.relpath(path, src.root))
+            if os.path.exists(path) and not os.path.exists(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(path, target)
 
 
 def _record(trial, baseline_floor: Optional[float] = None) -> dict:

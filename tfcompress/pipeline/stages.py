@@ -8,7 +8,6 @@ know nothing of recipes; the recipe runner and the search know the stages only t
 """
 
 import dataclasses
-import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -31,6 +30,7 @@ import tfcompress.ptq.rounding as rounding
 import tfcompress.surgery.channels as surgery
 from tfcompress._compat.keras import keras
 from tfcompress._surgery_report import attach
+from tfcompress.pipeline.workdir import Workdir
 
 
 @dataclasses.dataclass
@@ -101,6 +101,9 @@ def _prune(model, section, ctx):
             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = wrappers.strip(pruned)
     report = pruning.sparsity_report(stripped)
+    # tfmot wraps layers it prunes no weight of (BatchNormalization): the figures are those of
+    # the sparsity report's own layers that were wrapped, never a lookup by pruning_info's names.
+    wrapped = set(info["pruned"])
     ctx.stats["prune"] = {
         "target_sparsity": section.target_sparsity,
         "global_sparsity": report["global"],
@@ -108,7 +111,7 @@ def _prune(model, section, ctx):
         "accuracy_after": ctx.accuracy(stripped),
         "frequency": info["schedule"]["frequency"],
         "end_step": info["schedule"]["end_step"],
-        "sparsity": {k: report["layers"][k] for k in info["pruned"]},
+        "sparsity": {k: v for k, v in report["layers"].items() if k in wrapped},
         "skipped": info["skipped"],
     }
     return stripped
@@ -121,19 +124,21 @@ def _cluster(model, section, ctx):
         model, section.number_of_clusters, init=section.init,
         preserve_sparsity=section.preserve_sparsity, layers=section.layers or None,
         keep_first_last=section.keep_first_last)
-    names = list(clustering.clustering_info(clustered).get("clustered", {}))
+    names = set(clustering.clustering_info(clustered).get("clustered", {}))
     ctx.fit(clustered, section.epochs, learning_rate=section.learning_rate or None)
     stripped = wrappers.strip(clustered)
     uniques = clustering.unique_weights_report(stripped)
     sparsity = pruning.sparsity_report(stripped)
+    # Each report's own layers that were clustered (a wrapped layer without weights is in none).
+    unique_weights = {n: v for n, v in uniques["layers"].items() if n in names}
     ctx.stats["cluster"] = {
         "number_of_clusters": section.number_of_clusters,
-        "max_unique_weights": max((uniques["layers"][n] for n in names), default=0),
+        "max_unique_weights": max(unique_weights.values(), default=0),
         "global_sparsity": sparsity["global"],
         "accuracy_before": before,
         "accuracy_after": ctx.accuracy(stripped),
-        "unique_weights": {n: uniques["layers"][n] for n in names},
-        "sparsity": {n: sparsity["layers"][n] for n in names},
+        "unique_weights": unique_weights,
+        "sparsity": {n: v for n, v in sparsity["layers"].items() if n in names},
     }
     return stripped
 
@@ -312,7 +317,7 @@ def _recover(model, section, ctx):
     out = recovery.recover(
         model, _calibration(ctx, section.samples), steps=tuple(section.steps),
         relu6=section.relu6, samples=section.samples, iterations=section.iterations,
-        checkpoint_dir=os.path.join(ctx.workdir, "stages", "adaround"),
+        checkpoint_dir=Workdir(ctx.workdir).checkpoints("adaround"),
         **recovery.for_mode(section.mode))
     ctx.stats["recover"] = {"mode": section.mode, "steps": list(section.steps),
                             "accuracy_before": before, "accuracy_after": ctx.accuracy(out),
@@ -341,7 +346,7 @@ def _adaround(model, section, ctx):
     out = rounding.adaround(
         model, _calibration(ctx, section.samples), samples=section.samples,
         iterations=section.iterations, layers=list(section.layers) or None,
-        checkpoint_dir=os.path.join(ctx.workdir, "stages", "adaround"),
+        checkpoint_dir=Workdir(ctx.workdir).checkpoints("adaround"),
         **recovery.for_mode(section.mode))
     ctx.stats["adaround"] = {"mode": section.mode, "accuracy_after": ctx.accuracy(out)}
     return out

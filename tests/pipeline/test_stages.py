@@ -1,0 +1,91 @@
+"""The stage table: each stage's adapter run on a tiny model, its recorded figures read back
+against the model it returns."""
+
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress import keras
+from tfcompress.pipeline import recipe, stages
+
+
+def _bn_cnn(width: int = 8) -> keras.Model:
+    """A tiny CNN with BatchNormalization (as in DS-CNN, MobileNet, ResNet)."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv0")(inputs)
+    x = keras.layers.BatchNormalization(name="bn0")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    config = recipe.check_config({"data": {"limit": 300}, "train": {"epochs": 1}})
+    return stages.Context(config, recipe.load_data(config), "/nonexistent")
+
+
+@pytest.fixture(scope="module")
+def bn_model(ctx):
+    keras.utils.set_random_seed(0)
+    return ctx.fit(_bn_cnn(), 2)
+
+
+def _zeros(model, name: str) -> float:
+    kernel = model.get_layer(name).kernel.numpy()
+    return float(np.mean(kernel == 0))
+
+
+def test_context_accuracy_is_validation_top1(ctx, bn_model):
+    x, y = ctx.validation
+    expected = float(np.mean(bn_model.predict(x, verbose=0).argmax(-1) == y))
+    assert ctx.accuracy(bn_model) == expected
+    assert ctx.num_classes == 10
+    assert ctx.steps_per_epoch == int(np.ceil(len(ctx.train[0]) / 32))
+
+
+def test_prune_stage_on_a_batchnorm_model(ctx, bn_model):
+    """tfmot wraps BatchNormalization but prunes no weight of it: the stage reports the layers
+    that hold a pruned kernel, with the sparsity read back from the returned model."""
+    section = ctx.config.prune.copy_and_resolve_references()
+    section.epochs, section.target_sparsity = 1, 0.5
+    out = stages.STAGES["prune"].fn(bn_model, section, ctx)
+    stats = ctx.stats["prune"]
+    assert "bn0" not in stats["sparsity"] and "bn1" not in stats["sparsity"]
+    assert set(stats["sparsity"]) == {"conv0", "conv1", "logits"}
+    for name, sparsity in stats["sparsity"].items():
+        assert sparsity == pytest.approx(_zeros(out, name), abs=1e-6)
+        assert sparsity == pytest.approx(0.5, abs=0.02)
+    assert stats["accuracy_after"] == ctx.accuracy(out)
+    assert not any(isinstance(layer, keras.layers.Wrapper) for layer in out.layers)
+
+
+def test_cluster_stage_on_a_batchnorm_model(ctx, bn_model):
+    section = ctx.config.cluster.copy_and_resolve_references()
+    section.epochs, section.number_of_clusters, section.preserve_sparsity = 1, 4, False
+    out = stages.STAGES["cluster"].fn(bn_model, section, ctx)
+    stats = ctx.stats["cluster"]
+    assert not {"bn0", "bn1"} & set(stats["unique_weights"])
+    assert stats["unique_weights"]
+    for name, unique in stats["unique_weights"].items():
+        assert unique == len(np.unique(out.get_layer(name).kernel.numpy()))
+        assert unique <= 4
+    assert stats["max_unique_weights"] == max(stats["unique_weights"].values())
+
+
+def test_recipe_runs_the_prune_stage_on_a_batchnorm_model(tmp_path, ctx, bn_model):
+    """The recipe on a user's BatchNormalization model (the KeyError 'bn0' of issue 25)."""
+    path = str(tmp_path / "bn.keras")
+    bn_model.save(path)
+    config = recipe.check_config({
+        "model": {"path": path}, "data": {"limit": 300}, "stages": ("prune",),
+        "prune": {"epochs": 1, "target_sparsity": 0.5},
+        "convert": {"modes": ("float32",), "representative_samples": 8},
+        "validate": {"latency_runs": 0}})
+    report = tfcompress.run_recipe(config, str(tmp_path / "run"))
+    assert set(report["stages"]["prune"]["sparsity"]) == {"conv0", "conv1", "logits"}
+    assert report["formats"][-1]["format"] == "float32"
