@@ -96,3 +96,46 @@ def test_representative_dataset_refuses_non_finite(digits):
     with pytest.raises(errors.DataError, match="representative_data holds 0 NaN and 1 Inf"):
         data.representative_dataset(bad)
     assert len(list(data.representative_dataset(bad, num_samples=4)())) == 4  # the Inf unused
+
+
+def test_load_text_is_fixed_int32_token_ids():
+    (xtr, ytr), (xte, yte) = data.load_text()
+    words, classes = data.text_vocabulary()
+    assert xtr.dtype == np.int32 and xte.dtype == np.int32 and ytr.dtype == np.int32
+    assert xtr.shape == (2598, 64) and xte.shape == (650, 64) and len(classes) == 6
+    assert len(words) == 2000 and words[:2] == ("<pad>", "<unk>") and words[2] == "the"
+    assert 0 <= min(xtr.min(), xte.min()) and max(xtr.max(), xte.max()) == len(words) - 1
+    assert np.array_equal(np.bincount(yte), [210, 141, 125, 93, 41, 40])
+    # ids then padding: no id after the first pad, and every text holds a word
+    first_pad = np.argmax(np.concatenate([xte, np.zeros((len(xte), 1), np.int32)], 1) == 0, 1)
+    assert all((row[n:] == 0).all() and n > 0 for row, n in zip(xte, first_pad))
+    (xtr2, ytr2), (xte2, _) = data.load_text(seed=1)  # the seed orders training only
+    np.testing.assert_array_equal(xte, xte2)
+    assert not np.array_equal(ytr, ytr2)
+    assert sorted(map(bytes, xtr)) == sorted(map(bytes, xtr2))
+
+
+def test_load_text_is_learnable_beyond_the_majority_class():
+    (xtr, ytr), (xte, yte) = data.load_text()
+    keras.utils.set_random_seed(0)
+    from tfcompress import models
+    model = models.text_bow(xtr.shape[1:], 6)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(xtr, ytr, epochs=8, batch_size=32, verbose=0)
+    accuracy = np.mean(model.predict(xte, verbose=0).argmax(-1) == yte)
+    assert accuracy > np.bincount(yte).max() / len(yte) + 0.15, accuracy  # majority: 0.32
+
+
+def test_load_keywords_is_standardized_balanced_and_separable():
+    (xtr, ytr), (xte, yte) = data.load_keywords()
+    assert xtr.shape == (2400, 49, 10, 1) and xte.shape == (600, 49, 10, 1)
+    assert xtr.dtype == np.float32 and len(data.KEYWORDS_CLASSES) == 12
+    assert np.array_equal(np.bincount(ytr), [200] * 12) and np.array_equal(np.bincount(yte), [50] * 12)
+    # standardized per coefficient on the training split (clipped at 4 deviations)
+    assert np.all(np.abs(xtr.mean(axis=(0, 1, 3))) < 0.02)
+    assert np.all(np.abs(xtr.std(axis=(0, 1, 3)) - 1) < 0.05) and np.abs(xtr).max() <= 4.0
+    # the classes differ: nearest class mean of the training split beats chance (1/12) 3x on
+    # test clips from voices that no training clip uses
+    means = np.stack([xtr[ytr == k].reshape(-1, 490).mean(0) for k in range(12)])
+    dist = ((xte.reshape(-1, 1, 490) - means[None]) ** 2).sum(-1)
+    assert np.mean(dist.argmin(1) == yte) > 3 / 12

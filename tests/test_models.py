@@ -81,3 +81,21 @@ def test_check_safe_names_the_layer_of_an_unknown_class(tmp_path):
         f.attrs["model_config"] = json.dumps(config)
     with pytest.raises(errors.ModelError, match=r"unknown class 'EvilLayer' \(layer 'conv2'\)"):
         models.load_model(path)
+
+
+@pytest.mark.parametrize("name,shape,classes,params", [
+    ("text_bow", (64,), 6, (30_000, 35_000)), ("text_transformer", (64,), 6, (70_000, 76_000)),
+    ("kws_dscnn", (49, 10, 1), 12, (20_000, 40_000))])
+def test_text_and_keyword_models_build_save_and_load(name, shape, classes, params, tmp_path):
+    model = models.build(name, shape, classes)
+    assert params[0] <= model.count_params() <= params[1]
+    text = name.startswith("text")
+    assert model.input.dtype == ("int32" if text else "float32")
+    x = (np.arange(2 * 64, dtype=np.int32).reshape(2, 64) % 2000 if text
+         else np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32))
+    y = model.predict(x, verbose=0)
+    assert y.shape == (2, classes) and np.allclose(y.sum(-1), 1, atol=1e-5)
+    norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(norms) == (0 if text else 9)
+    path = models.save_model(model, str(tmp_path / "m.keras"))  # safe mode: standard layers only
+    np.testing.assert_allclose(models.load_model(path).predict(x, verbose=0), y, atol=1e-6)

@@ -397,3 +397,57 @@ def representative_dataset(x, num_samples: int = 200,
             yield [sample[None]]
 
     return generate
+
+
+_DATASETS = os.path.join(os.path.dirname(__file__), "datasets")
+
+
+def _bundled_npz(name: str, seed: int, x_dtype) -> tuple[Splits, tuple]:
+    """A bundled ``x_train/y_train/x_test/y_test/classes`` .npz; the training order by ``seed``."""
+    with np.load(os.path.join(_DATASETS, name)) as f:
+        arrays = {k: f[k] for k in f.files}
+    order = np.random.default_rng(seed).permutation(len(arrays["y_train"]))
+    train = (arrays["x_train"][order].astype(x_dtype), arrays["y_train"][order].astype(np.int32))
+    test = (arrays["x_test"].astype(x_dtype), arrays["y_test"].astype(np.int32))
+    return (train, test), arrays
+
+
+def load_text(seed: int = 0) -> Splits:
+    """The bundled fortune-cookie topics: 3,248 texts in 6 classes (see datasets/README.md).
+
+    Texts from Debian's ``fortunes`` (categories computers, politics, science, art, law, food),
+    as lower-cased words mapped to ids of a 2,000-word vocabulary built on the training split
+    (``text_vocabulary()``; 0 pads, 1 is a word outside it), padded or cut to 64 ids.
+
+    Returns:
+        ((x_train, y_train), (x_test, y_test)): int32 token ids (N, 64) and int32 labels; 2,598
+        training texts (their order shuffled by ``seed``) and a fixed test split of 650.
+    """
+    return _bundled_npz("fortunes_text.npz", seed, np.int32)[0]
+
+
+def text_vocabulary() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(words by id, class names) of ``load_text``: ``words[i]`` is the word of token id i."""
+    with np.load(os.path.join(_DATASETS, "fortunes_text.npz")) as f:
+        return tuple(str(w) for w in f["vocabulary"]), tuple(str(c) for c in f["classes"])
+
+
+def load_keywords(seed: int = 0) -> Splits:
+    """The bundled keyword-spotting MFCCs: 12 classes of one-second clips (see datasets/README.md).
+
+    Words spoken by espeak-ng with varied voices, speeds, pitches and noise; classes
+    ``KEYWORDS_CLASSES`` ("silence", "unknown" and ten keywords). Features are 49 frames x 10
+    MFCCs, standardized per coefficient on the training split. The test clips are spoken by
+    voice variants that no training clip uses.
+
+    Returns:
+        ((x_train, y_train), (x_test, y_test)): float32 features (N, 49, 10, 1) and int32 labels;
+        2,400 training clips (their order shuffled by ``seed``) and 600 test clips.
+    """
+    (train, test), arrays = _bundled_npz("keywords_mfcc.npz", seed, np.float32)
+    step = float(arrays["step"])
+    return (train[0] / step, train[1]), (test[0] / step, test[1])
+
+
+KEYWORDS_CLASSES = ("silence", "unknown", "yes", "no", "up", "down", "left", "right", "on", "off",
+                    "stop", "go")

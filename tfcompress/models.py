@@ -19,7 +19,7 @@ _APPLICATIONS = {
         include_preprocessing=False, **kw),
 }
 MODEL_NAMES = ("digits_cnn", "mini_xception", "digits_conv1d", "digits_unet",
-               "se_mobilenet") + tuple(_APPLICATIONS)
+               "se_mobilenet", "text_bow", "text_transformer", "kws_dscnn") + tuple(_APPLICATIONS)
 
 
 def digits_cnn(
@@ -188,6 +188,78 @@ def se_mobilenet(
     return keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="se_mobilenet")
 
 
+TEXT_VOCABULARY = 2000  # the bundled text data's vocabulary (data.load_text)
+
+
+def text_bow(
+    input_shape: Sequence[int] = (64,), num_classes: int = 6, width: float = 1.0,
+    vocabulary: int = TEXT_VOCABULARY
+) -> keras.Model:
+    """An average-embedding text classifier on int32 token ids (32k parameters at width 1).
+
+    Embedding(``vocabulary``, 16) -> GlobalAveragePooling1D -> Dense(16, ReLU) -> ``logits``
+    -> softmax. Id 0 pads (averaged in like any id); ids must be below ``vocabulary``.
+    """
+    c, L = _widths(width), keras.layers
+    inputs = keras.Input(tuple(input_shape), dtype="int32", name="token_ids")
+    x = L.Embedding(vocabulary, c(16), name="embedding")(inputs)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    x = L.Dense(c(16), activation="relu", name="dense")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="text_bow")
+
+
+def text_transformer(
+    input_shape: Sequence[int] = (64,), num_classes: int = 6, width: float = 1.0,
+    vocabulary: int = TEXT_VOCABULARY
+) -> keras.Model:
+    """A one-block Transformer encoder on int32 token ids (73k parameters at width 1).
+
+    Embedding(``vocabulary``, 32) -> MultiHeadAttention(2 heads of 16) + residual ->
+    LayerNormalization -> Dense(64, ReLU) -> Dense(32) + residual -> LayerNormalization ->
+    GlobalAveragePooling1D -> ``logits`` -> softmax. It has no position embedding (a topic
+    needs no word order), so it is built from standard layers only and loads in safe mode.
+    """
+    c, L = _widths(width), keras.layers
+    dim = c(32)
+    inputs = keras.Input(tuple(input_shape), dtype="int32", name="token_ids")
+    x = L.Embedding(vocabulary, dim, name="embedding")(inputs)
+    a = L.MultiHeadAttention(2, max(1, dim // 2), name="attention")(x, x)
+    x = L.LayerNormalization(name="norm1")(L.Add(name="add1")([x, a]))
+    f = L.Dense(c(64), activation="relu", name="ffn1")(x)
+    f = L.Dense(dim, name="ffn2")(f)
+    x = L.LayerNormalization(name="norm2")(L.Add(name="add2")([x, f]))
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="text_transformer")
+
+
+def kws_dscnn(
+    input_shape: Sequence[int] = (49, 10, 1), num_classes: int = 12, width: float = 1.0
+) -> keras.Model:
+    """A keyword-spotting DS-CNN ("Hello Edge", small) on MFCCs (24k parameters at width 1).
+
+    Conv2D(64, 10x4, stride 2)+BN+ReLU, then four blocks of DepthwiseConv2D(3x3)+BN+ReLU ->
+    Conv2D(64, 1x1)+BN+ReLU, global average pooling, Dropout, ``logits`` Dense -> softmax.
+    """
+    c, L = _widths(width), keras.layers
+    inputs = keras.Input(tuple(input_shape))
+    x = L.Conv2D(c(64), (10, 4), strides=2, padding="same", use_bias=False, name="conv0")(inputs)
+    x = L.BatchNormalization(name="bn0")(x)
+    x = L.ReLU(name="relu0")(x)
+    for i in range(1, 5):
+        x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = L.BatchNormalization(name=f"dw{i}_bn")(x)
+        x = L.ReLU(name=f"dw{i}_relu")(x)
+        x = L.Conv2D(c(64), 1, use_bias=False, name=f"pw{i}")(x)
+        x = L.BatchNormalization(name=f"pw{i}_bn")(x)
+        x = L.ReLU(name=f"pw{i}_relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    x = L.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="kws_dscnn")
+
+
 def build(name: str, input_shape: Sequence[int], num_classes: int, width: float = 1.0):
     """A reference model by name (see ``MODEL_NAMES``), untrained.
 
@@ -198,7 +270,8 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, width: float 
     if name == "mini_xception":
         return mini_xception(input_shape, num_classes, width)
     builders = {"digits_conv1d": digits_conv1d, "digits_unet": digits_unet,
-                "se_mobilenet": se_mobilenet}
+                "se_mobilenet": se_mobilenet, "text_bow": text_bow,
+                "text_transformer": text_transformer, "kws_dscnn": kws_dscnn}
     if name in builders:
         return builders[name](input_shape, num_classes, width)
     if name not in _APPLICATIONS:

@@ -34,7 +34,7 @@ from tfcompress.pipeline.stages import STAGES, Context
 from tfcompress.pipeline.workdir import Workdir, fingerprint
 from tfcompress.export.validation import predict, validate
 
-DATA_NAMES = ("digits", "npz", "image_folder")
+DATA_NAMES = ("digits", "text", "keywords", "npz", "image_folder")
 
 
 def default_config() -> ConfigDict:
@@ -42,7 +42,7 @@ def default_config() -> ConfigDict:
     c = ConfigDict()
     c.seed = 0
     c.data = ConfigDict(dict(
-        name="digits",  # digits | npz | image_folder
+        name="digits",  # digits | text | keywords (bundled) | npz | image_folder
         path="",  # .npz file or image folder
         image_size=(32, 32),  # image_folder, or any data with resize=True
         color_mode="rgb",  # image_folder, or any data with resize=True: rgb | grayscale
@@ -119,6 +119,9 @@ def load_data(config: ConfigDict) -> data_lib.DataSplits:
     validation = None
     if d.name == "digits":
         train, test = data_lib.load_digits(seed=config.seed)
+    elif d.name in ("text", "keywords"):  # bundled: token ids, keyword-spotting MFCCs
+        load = data_lib.load_text if d.name == "text" else data_lib.load_keywords
+        train, test = load(seed=config.seed)
     elif d.name == "npz":
         train, test = data_lib.load_npz(d.path)
         validation = data_lib.npz_validation(d.path)

@@ -1,0 +1,26 @@
+"""Keyword spotting: a DS-CNN with BatchNormalization on the bundled synthetic-speech MFCCs.
+
+    tfcompress compress --config=keywords --workdir=workdir/keywords
+
+Data: ``tfcompress.data.load_keywords()``, 12 classes (silence, unknown and ten Speech Commands
+keywords) spoken by espeak-ng with varied voices, speeds, pitches and noise, as 49 x 10 MFCCs;
+the test clips come from voice variants that no training clip uses (see
+tfcompress/datasets/README.md). Model: ``kws_dscnn`` (the "Hello Edge" small DS-CNN: Conv2D and
+four DepthwiseConv2D + pointwise blocks, each followed by BatchNormalization, 24k parameters).
+Converted to float32, float16 and int8. ``--config=keywords:smoke`` is the quick variant.
+"""
+
+from tfcompress.configs import common
+from tfcompress.pipeline.recipe import default_config
+
+
+def get_config(variant: str = ""):
+    common.check_variant(variant)
+    config = default_config()
+    config.data.name = "keywords"
+    config.model.name = "kws_dscnn"
+    config.train.epochs = 20
+    config.convert.modes = ("float32", "float16", "int8")
+    if variant == "smoke":
+        common.smoke(config)
+    return config
