@@ -309,3 +309,66 @@ def test_a_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
     assert states == ["FAIL", "WAITING"], states
     assert study.trials[1].system_attrs["failed_trial"] == 0
     assert study.trials[1].params == {"mode": "int8"}
+
+
+def _int8_only(tmp_path, model_path: str):
+    c = default_config()
+    c.recipe.model.path = model_path
+    c.recipe.data.limit = 400
+    c.recipe.convert.representative_samples = 16
+    c.recipe.validate.latency_runs = 0
+    c.recipe.qat.epochs = 1
+    c.space.mode = ("int8",)
+    for dim in ("distill_width", "channel_ratio", "factorize_energy", "sparsity"):
+        c.space[dim] = (0.0,)
+    c.space.clusters = (0,)
+    c.space.recovery = (0,)
+    c.max_drop = 0.0
+    c.qat_recover = 100.0  # every miss of the budget gets QAT
+    return check_config(c)
+
+
+@pytest.mark.slow
+def test_a_trial_that_tries_qat_keeps_each_folder_self_consistent(tmp_path, trained_cnn):
+    """PTQ and QAT run into sibling folders; each folder's report figures are those of the
+    flatbuffer beside it (validated again here), and the trial points at the one it chose."""
+    import optuna
+
+    import tfcompress.pipeline.search as search_lib
+    from tfcompress.export.validation import validate
+
+    model_path = str(tmp_path / "model.keras")
+    tfcompress.models.save_model(trained_cnn, model_path)
+    config = _int8_only(tmp_path, model_path)
+    workdir = str(tmp_path / "search")
+    baseline = search_lib._baseline(config, workdir)
+    baseline = {**baseline, "accuracy": 1.01}  # a budget no PTQ meets: the trial tries QAT
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"mode": "int8"})
+    run = search_lib._Search(config, workdir, baseline, study)
+    study.optimize(run.objective, n_trials=1)
+    trial = study.trials[0]
+    attrs = trial.user_attrs
+    assert trial.state.name == "COMPLETE" and "qat_accuracy" in attrs, attrs
+    folder = attrs["folder"]
+    assert sorted(os.listdir(folder)) == ["ptq", "qat"]
+    splits = recipe.load_data(config.recipe)
+    figures = {}
+    for name in ("ptq", "qat"):
+        with open(os.path.join(folder, name, "report.json")) as f:
+            row = next(r for r in json.load(f)["formats"] if r["format"] == "int8")
+        tflite = os.path.join(folder, name, "int8.tflite")
+        test = validate(tflite, *splits.test, latency_runs=0)
+        val = validate(tflite, *splits.validation, latency_runs=0)
+        assert (row["accuracy"], row["bytes"], row["gzip_bytes"]) == (
+            test.accuracy, test.bytes, test.gzip_bytes), name
+        assert row["validation"]["accuracy"] == val.accuracy, name
+        assert os.path.exists(os.path.join(folder, name, "recipe.py"))
+        figures[name] = row["validation"]["accuracy"]
+    with open(os.path.join(folder, "qat", "report.json")) as f:
+        assert json.load(f)["config"]["stages"] == ["qat"]
+    assert (attrs["ptq_accuracy"], attrs["qat_accuracy"]) == (figures["ptq"], figures["qat"])
+    chosen = "qat" if figures["qat"] > figures["ptq"] else "ptq"
+    assert attrs["chosen"] == chosen and attrs["accuracy"] == figures[chosen]
+    assert attrs["tflite"] == os.path.join(folder, chosen, "int8.tflite")
+    assert attrs["recipe"] == os.path.join(folder, chosen, "recipe.py")
