@@ -398,6 +398,7 @@ def _source(model_or_path):
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
         if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+            models.check_graph(path)  # no file, Python or network op runs (issue 27)
             return path, _saved_model_input_shape(path)
         model_or_path = models.load_model(path)
     model = ensure_keras2(model_or_path)
