@@ -59,7 +59,8 @@ from tfcompress.ptq import layerwise
 from tfcompress.pipeline import stats
 from tfcompress.ptq.equalization import find_pairs, fold_batchnorm
 from tfcompress.ptq.grids import kernels, round_to_nearest
-from tfcompress.ptq.recovery import for_mode, recover
+from tfcompress.export.modes import recovery_settings as for_mode
+from tfcompress.ptq.recovery import recover
 from tfcompress.export.validation import predict
 
 FLAGS = flags.FLAGS

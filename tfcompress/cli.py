@@ -120,9 +120,11 @@ def _define(command: str) -> dict:
         f["android_dir"] = flags.DEFINE_string(
             "android_dir", None, "Also write an Android bundle (model.tflite, labels.txt, "
             "model.json, README.md with the Kotlin lines) into this folder.")
-        f["android_mode"] = flags.DEFINE_string(
-            "android_mode", None, "Conversion mode of the Android bundle (default: the last of "
-            "--config.convert.modes).")
+        import tfcompress.export.modes as modes  # the registry of conversion modes
+
+        f["android_mode"] = flags.DEFINE_enum(
+            "android_mode", None, modes.names(), "Conversion mode of the Android bundle "
+            "(default: the last of --config.convert.modes).")
         f["explorer"] = flags.DEFINE_bool(
             "explorer", True, "Write int8.quant_error.json beside int8.tflite: the per-layer "
             "int8 quantization error as Model Explorer node data (--node_data_paths).")

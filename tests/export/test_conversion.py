@@ -196,7 +196,7 @@ def test_register_mode_adds_a_mode(trained_cnn, flatbuffers):
         x = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
         np.testing.assert_array_equal(predict(copy, x), predict(flatbuffers["float32"], x))
     finally:
-        sys.modules["tfcompress.export.conversion"]._MODES.pop("float32_copy")
+        tfcompress.export.modes.unregister("float32_copy")
     assert "float32_copy" not in available_modes()
 
 

@@ -11,7 +11,8 @@ import tfcompress
 from tfcompress import errors, keras
 from tfcompress.ptq import grids
 from tfcompress.ptq.rounding import adaround, correct_bias, linear
-from tfcompress.ptq.recovery import for_mode, recover
+from tfcompress.export.modes import recovery_settings as for_mode
+from tfcompress.ptq.recovery import recover
 
 _INT_TYPES = {9: np.int8, 17: "int4"}  # schema TensorType INT8, INT4
 

@@ -2,10 +2,85 @@
 
 Checked against litert-quantizer 0.11.0 (the maintained successor of ai-edge-quantizer 0.10,
 same modules). Its package exports only ``Quantizer``; building recipe entries per layer and
-op (``recipe_manager``, ``qtyping``, ``algorithm_manager``) and reading a flatbuffer the way its
-recipes match op names (``tfl_flatbuffer_utils``) have no public equivalent: the documented
-``litert_quantizer.recipe`` helpers build whole-model recipes only.
+op (``recipe_manager.RecipeManager``, ``qtyping.QuantGranularity``/``TFLOperationName``,
+``algorithm_manager.AlgorithmName``) and reading a flatbuffer the way its recipes match op names
+(``utils.tfl_flatbuffer_utils``: ``read_model``, ``TFL_OP_CODE_TO_NAME``, ``get_tensor_name``,
+``get_op_scope``) have no public equivalent: the documented ``litert_quantizer.recipe`` helpers
+build whole-model recipes only. Only the functions below reach them.
 """
 
-from litert_quantizer import Quantizer, algorithm_manager, qtyping, recipe_manager  # noqa: F401
-from litert_quantizer.utils import tfl_flatbuffer_utils  # noqa: F401
+import json
+
+from litert_quantizer import Quantizer  # noqa: F401  (the public API, re-exported)
+from litert_quantizer import algorithm_manager as _algorithm_manager
+from litert_quantizer import qtyping as _qtyping
+from litert_quantizer import recipe_manager as _recipe_manager
+from litert_quantizer.utils import tfl_flatbuffer_utils as _tfl_utils
+
+import tfcompress._compat.schema as _schema
+
+_NAMES = _algorithm_manager.AlgorithmName
+# Algorithms offered: min-max scales (the quantizer's default) and OCTAV (clipping chosen for
+# the least squared error; much better than min-max at 2 bits).
+_ALGORITHMS = {"min_max": _NAMES.MIN_MAX_UNIFORM_QUANT, "octav": _NAMES.OCTAV}
+ALGORITHMS = tuple(_ALGORITHMS)
+
+
+def op_types() -> tuple:
+    """The op type names a recipe entry may name (``FULLY_CONNECTED``...), without the
+    quantizer's wildcard and IO keys."""
+    return tuple(o.value for o in _qtyping.TFLOperationName
+                 if o.value not in ("*", "INPUT", "OUTPUT"))
+
+
+def recipe_entry(regex: str, operation: str, bits: int, *, execution: str, block: int,
+                 activation_bits: int, algorithm: str) -> dict:
+    """One recipe entry as the quantizer's ``RecipeManager`` builds it (plain JSON types).
+
+    ``bits`` 32 keeps the ops float, 16 casts weights to float16; 2/4/8 are integer weights run
+    as ``execution`` (``dynamic``, ``weight_only`` or ``static`` with ``activation_bits``), one
+    scale per output channel or per ``block`` inputs.
+
+    Raises:
+        ValueError: the quantizer's policy has no such config for ``operation``.
+    """
+    rm = _recipe_manager.RecipeManager()
+    granularity = (_qtyping.QuantGranularity(f"BLOCKWISE_{block}") if block
+                   else _qtyping.QuantGranularity.CHANNELWISE)
+    key = _ALGORITHMS[algorithm]
+    if bits == 32:
+        rm.add_quantization_config(regex, operation, None, _NAMES.NO_QUANTIZE)
+    elif bits == 16:
+        rm.add_weight_only_config(regex, operation, 16, algorithm_key=_NAMES.FLOAT_CASTING)
+    elif execution == "dynamic":
+        rm.add_dynamic_config(regex, operation, bits, granularity, key)
+    elif execution == "weight_only":
+        rm.add_weight_only_config(regex, operation, bits, granularity, key)
+    else:
+        rm.add_static_config(regex, operation, activation_bits, bits, granularity, key)
+    return json.loads(json.dumps(rm.get_quantization_recipe()[0]))
+
+
+def read_model(content: bytes):
+    """The flatbuffer unpacked as the quantizer reads it (the schema's object API ``ModelT``:
+    ``subgraphs``, ``buffers``, ``operatorCodes``...)."""
+    return _tfl_utils.read_model(content)
+
+
+def op_type(model, op) -> str:
+    """The op type name of operator ``op`` of an unpacked ``model`` (``FULLY_CONNECTED``...), as
+    the quantizer names it, else the schema's name."""
+    code = model.operatorCodes[op.opcodeIndex]
+    code = max(code.builtinCode, code.deprecatedBuiltinCode)
+    name = _tfl_utils.TFL_OP_CODE_TO_NAME.get(code)
+    return name.value if name is not None else _schema.op_name(code)
+
+
+def tensor_name(tensor) -> str:
+    """A tensor's name as text."""
+    return _tfl_utils.get_tensor_name(tensor)
+
+
+def op_scope(op, tensors) -> str:
+    """The op's output tensor names as the quantizer matches recipe regexes against them."""
+    return _tfl_utils.get_op_scope(op, tensors)

@@ -1,7 +1,8 @@
 """Keras model / .keras / .h5 / SavedModel -> TFLite flatbuffer, in every quantization mode.
 
 A thin wrapper over ``tf.lite.TFLiteConverter`` and its quantization debugger. What it adds:
-mode names with one small function each (``register_mode`` adds more), checks of the
+the modes of ``tfcompress.export.modes`` (one registry: this module is the converter's backend;
+``register_mode`` adds more), checks of the
 representative data with clear errors, QAT models converted to int8 without calibration data,
 selective quantization by Keras layer name or TFLite op type, a per-layer quantization error
 ranking, and ``conversion_info``: what a flatbuffer's conversion did, for the report.
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from tfcompress import errors, models, wrappers
 import tfcompress._compat.litert as _litert
+import tfcompress.export.modes as modes
 import tfcompress.ptq.recovery as recovery_lib
 from tfcompress import data as data_lib
 from tfcompress._compat.keras import keras
@@ -32,9 +34,7 @@ from tfcompress._compat.litert import tensor_types  # noqa: F401  (re-exported)
 from tfcompress.keras3 import ensure_keras2
 from tfcompress.export.validation import predict
 
-MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
-IO_TYPES = {"int8": ("int8", "uint8", "float32"), "int16x8": ("float32", "int16")}
-_TF_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16}
+MODES = tuple(m.name for m in modes.modes("converter"))  # the TFLite converter's modes
 
 
 @dataclasses.dataclass
@@ -72,39 +72,37 @@ class Request:
         return tf.lite.TFLiteConverter.from_keras_model(self.source)
 
 
-# name -> (function(Request) -> bytes, whether it needs representative data)
-_MODES: dict[str, tuple[Callable[[Request], bytes], bool]] = {}
-_MODE_OPTIONS: dict[str, tuple] = {}  # name -> option names the mode accepts
-_SECTION_OPTIONS: dict[str, Callable] = {}  # name -> recipe convert section -> options
-_DESCRIBE: dict[str, Callable] = {}  # name -> flatbuffer -> per-layer rows for the report
-
-
 def register_mode(name: str, *, needs_representative_data: bool = False,
                   options: Sequence[str] = (), section_options: Optional[Callable] = None,
                   describe: Optional[Callable] = None):
-    """Registers ``fn(request) -> flatbuffer bytes`` as conversion mode ``name``.
+    """Registers ``fn(request) -> flatbuffer bytes`` as conversion mode ``name`` (a decorator).
 
-    Other modules (e.g. low-bit modes) add their modes with this decorator. ``options`` names
-    the mode-specific options ``convert(..., options={...})`` may pass (in ``request.options``);
-    ``section_options(convert_section) -> options or None`` reads them from a recipe's
-    ``convert`` section (and raises ConversionError for values the mode cannot take), so the
-    recipe runner needs no knowledge of any mode; ``describe(flatbuffer) -> [{"layer", "bits",
-    ...}]`` gives ``conversion_info`` the per-layer weight widths the mode produced.
+    The mode joins the registry of ``tfcompress.export.modes`` (backend ``custom:<name>``).
+    ``options`` names the mode-specific options ``convert(..., options={...})`` may pass (in
+    ``request.options``); ``section_options(convert_section) -> options or None`` reads them
+    from a recipe's ``convert`` section (and raises ConversionError for values the mode cannot
+    take), so the recipe runner needs no knowledge of any mode; ``describe(flatbuffer) ->
+    [{"layer", "bits", ...}]`` gives ``conversion_info`` the per-layer weight widths the mode
+    produced. ``modes.unregister(name)`` removes it.
+
+    Raises:
+        ConfigError: a mode called ``name`` exists already.
     """
     def register(fn):
-        _MODES[name] = (fn, needs_representative_data)
-        _MODE_OPTIONS[name] = tuple(options)
-        if section_options is not None:
-            _SECTION_OPTIONS[name] = section_options
-        if describe is not None:
-            _DESCRIBE[name] = describe
+        mode = modes.Mode(name, f"custom:{name}", needs_representative_data=needs_representative_data,
+                          options=tuple(options), function=fn)
+        modes.register(mode)
+        modes.register_backend(modes.Backend(
+            mode.backend, lambda req, mode: mode.function(req),
+            section_options=None if section_options is None else (lambda mode, s: section_options(s)),
+            describe=describe))
         return fn
     return register
 
 
 def mode_options(mode: str) -> tuple:
-    """The option names a registered mode accepts (empty for the built-in modes)."""
-    return _MODE_OPTIONS.get(mode, ())
+    """The option names a registered mode accepts (empty for the converter's modes)."""
+    return modes.get(mode).options if mode in modes.names() else ()
 
 
 def options_from_section(mode: str, section) -> Optional[dict]:
@@ -113,13 +111,14 @@ def options_from_section(mode: str, section) -> Optional[dict]:
     Raises:
         ConversionError: a value the mode cannot take.
     """
-    fn = _SECTION_OPTIONS.get(mode)
-    return fn(section) if fn is not None else None
+    spec = modes.get(mode)
+    fn = modes.backend(spec).section_options
+    return fn(spec, section) if fn is not None else None
 
 
 def available_modes() -> tuple:
-    """Every registered mode name (the built-in ``MODES`` first)."""
-    return tuple(_MODES)
+    """Every registered mode name (the built-in ``MODES`` first; ``modes.names()``)."""
+    return modes.names()
 
 
 # Keras model -> (digest of its weights, its float32 flatbuffer).
@@ -145,53 +144,31 @@ def float32_flatbuffer(req: Request) -> bytes:
     return flatbuffer
 
 
-@register_mode("float32")
-def _float32(req: Request) -> bytes:
-    return float32_flatbuffer(req)
+def _converter_mode(req: Request, mode: "modes.Mode") -> bytes:
+    """The TFLite converter with a mode's settings (``modes.Converter``).
 
-
-@register_mode("float16")
-def _float16(req: Request) -> bytes:
-    c = req.converter()
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.target_spec.supported_types = [tf.float16]
-    return c.convert()
-
-
-@register_mode("dynamic")
-def _dynamic(req: Request) -> bytes:
-    """int8 weights, float activations (dynamic-range quantization)."""
-    c = req.converter()
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    return c.convert()
-
-
-@register_mode("int8", needs_representative_data=True)
-def _int8(req: Request) -> bytes:
-    """Full integer; QAT models use their trained ranges and need no representative data."""
+    ``int8`` with layers or ops kept float goes through the quantization debugger; a QAT model
+    in ``int8`` uses its trained ranges (the check for int8-only ops would ask for calibration).
+    """
+    settings = mode.converter
+    if not settings.optimize:
+        return float32_flatbuffer(req)
     if req.keep_float_layers or req.keep_float_ops:
         return _selective_int8(req)
-    io_type = req.io_type or "int8"
     c = req.converter()
     c.optimizations = [tf.lite.Optimize.DEFAULT]
-    if not req.qat:  # a QAT model carries its ranges (and the check for int8-only ops
-        c.representative_dataset = req.representative  # would ask for calibration data)
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = c.inference_output_type = _TF_TYPES[io_type]
+    if settings.supported_types:
+        c.target_spec.supported_types = [tf.as_dtype(t) for t in settings.supported_types]
+    if settings.calibrate and not (req.qat and settings.qat_skips_calibration):
+        c.representative_dataset = req.representative
+        c.target_spec.supported_ops = [getattr(tf.lite.OpsSet, settings.ops_set)]
+    if mode.io_types:
+        io_type = req.io_type or mode.io_types[0]
+        c.inference_input_type = c.inference_output_type = tf.as_dtype(io_type)
     return c.convert()
 
 
-@register_mode("int16x8", needs_representative_data=True)
-def _int16x8(req: Request) -> bytes:
-    """int16 activations, int8 weights (better accuracy than int8 where activations matter)."""
-    c = req.converter()
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = req.representative
-    c.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    io_type = req.io_type or "float32"
-    c.inference_input_type = c.inference_output_type = _TF_TYPES[io_type]
-    return c.convert()
+modes.register_backend(modes.Backend("converter", _converter_mode))
 
 
 def convert(
@@ -233,8 +210,9 @@ def convert(
             it.
         recovery: PTQ recovery before quantizing (``tfcompress.ptq.recovery.recover``): True for
             equalization, AdaRound and bias correction, or a tuple of those step names
-            (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for ``int8``, ``int16x8`` and
-            the modes ``recovery.MODES`` names (8- and 4-bit weights); the learned integers are the
+            (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for the modes with a weight
+            grid (``modes.recoverable()``: ``int8``, ``int16x8``, ``dynamic`` and the 8- and
+            4-bit channelwise low-bit modes); the learned integers are the
             deployed ones, calibrated on ``representative_data``. With ``validation_data`` the
             recovered flatbuffer is kept only where it agrees with the float model on the
             validation images at least as well as plain min-max (then by the lower mean squared
@@ -252,11 +230,11 @@ def convert(
         DataError: representative data that does not fit the model's input.
         ModelError: a path that cannot be loaded.
     """
-    if mode not in _MODES:
-        raise errors.ConversionError(errors.unknown("conversion mode", mode, available_modes()))
-    fn, needs_data = _MODES[mode]
-    if io_type is not None and io_type not in IO_TYPES.get(mode, ()):
-        accepted = IO_TYPES.get(mode, ("(none: this mode keeps float32 input/output)",))
+    spec = modes.get(mode)
+    make = modes.backend(spec).convert
+    fn, needs_data = (lambda r: make(r, spec)), spec.needs_representative_data
+    if io_type is not None and io_type not in spec.io_types:
+        accepted = spec.io_types or ("(none: this mode keeps float32 input/output)",)
         raise errors.ConversionError(
             f"io_type {io_type!r} is not available for mode {mode!r}; accepted: "
             + ", ".join(accepted))
@@ -278,7 +256,8 @@ def convert(
     if steps:
         x_cal = np.concatenate([s[0] for s in representative(
             representative_data, input_shape, representative_samples)()])
-        source = recovery_lib.recover(source, x_cal, steps=steps, **recovery_lib.for_mode(mode))
+        source = recovery_lib.recover(source, x_cal, steps=steps,
+                                      **modes.recovery_settings(mode))
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
                   keep_float_ops=tuple(keep_float_ops), options=dict(options or {}),
@@ -328,9 +307,9 @@ def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data)
     bad = [s for s in steps if s not in recovery_lib.STEPS]
     if bad:
         raise errors.ConversionError(errors.unknown("recovery step", bad[0], recovery_lib.STEPS))
-    if mode not in recovery_lib.MODES:
+    if modes.get(mode).grid is None:
         raise errors.ConversionError(errors.unknown(
-            "conversion mode for recovery", mode, list(recovery_lib.MODES)))
+            "conversion mode for recovery", mode, modes.recoverable()))
     if isinstance(source, str) or qat:
         raise errors.ConversionError(
             "recovery works on a float Keras model's weights; got "
@@ -577,8 +556,9 @@ def conversion_info(flatbuffer: Union[bytes, str], mode: Optional[str] = None) -
         "activation_dtype": act,
         "facts": facts,
     }
-    if mode in _DESCRIBE:
-        info["layers"] = _DESCRIBE[mode](content)
+    describe = modes.backend(modes.get(mode)).describe if mode in modes.names() else None
+    if describe is not None:
+        info["layers"] = describe(content)
     return info
 
 

@@ -6,9 +6,9 @@ flatbuffer by a recipe: a list of entries, each with a ``regex`` over op names, 
 ``operation`` and an ``op_config``; where several match an op, the later entry wins. What this
 module adds:
 
-- conversion modes generated from one table (``MODES``) and registered with
-  ``convert.register_mode``, so ``tfcompress.convert(model, "dynamic_wi4")``, recipes' and
-  search spaces' ``modes`` take them:
+- the code of the registry's ``quantizer`` backend (``tfcompress.export.modes`` lists its
+  modes; ``MODES`` here is their settings), so ``tfcompress.convert(model, "dynamic_wi4")``,
+  recipes' and search spaces' ``modes`` take them:
 
   * ``dynamic_wi{8,4,2}``: int weights, float activations quantized at run time;
   * ``dynamic_wi4_block{32,64,128}``: int4 weights with one scale per block of inputs;
@@ -45,56 +45,30 @@ import warnings
 from typing import Mapping, Optional, Union
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 from tfcompress import _io, errors
 import tfcompress._compat.litert as _litert
-from tfcompress._compat.quantizer import (Quantizer, algorithm_manager, qtyping, recipe_manager,
-                                   tfl_flatbuffer_utils as tfl_utils)
+import tfcompress._compat.quantizer as _quantizer
+import tfcompress._compat.schema as _schema
+import tfcompress.export.modes as modes
 from tfcompress._compat.litert import load_flatbuffer, verify
-from tfcompress.export.conversion import Request, float32_flatbuffer, register_mode, representative
+from tfcompress.export.conversion import Request, float32_flatbuffer, representative
 
 WIDTHS = (2, 4, 8, 16, 32)  # per-layer widths: int2, int4, int8, float16, float32
 EXECUTIONS = ("dynamic", "weight_only", "static")
 # Algorithms of the quantizer offered here: min-max scales (its default) and OCTAV (clipping
 # chosen for the least squared error; much better than min-max at 2 bits).
-_AlgorithmName = algorithm_manager.AlgorithmName
-ALGORITHMS = {"min_max": _AlgorithmName.MIN_MAX_UNIFORM_QUANT, "octav": _AlgorithmName.OCTAV}
+ALGORITHMS = _quantizer.ALGORITHMS
 _WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE",
                "EMBEDDING_LOOKUP", "BATCH_MATMUL")
 # Op types an override may name (the quantizer's names, without its wildcard and IO keys).
-OP_TYPES = tuple(o.value for o in qtyping.TFLOperationName
-                 if o.value not in ("*", "INPUT", "OUTPUT"))
-_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+OP_TYPES = _quantizer.op_types()
 _BITS = {"float32": 32, "float16": 16, "int16": 16, "int8": 8, "uint8": 8, "int4": 4, "uint4": 4,
          "int2": 2}
 
 
-@dataclasses.dataclass(frozen=True)
-class Mode:
-    """One low-bit mode: how ops run, weight bits, block size (0: per channel), activation bits."""
-
-    execution: str
-    bits: int
-    block: int = 0
-    activation_bits: int = 0
-
-    @property
-    def name(self) -> str:
-        name = f"{self.execution}_wi{self.bits}"
-        name += f"_block{self.block}" if self.block else ""
-        return name + (f"_ai{self.activation_bits}" if self.activation_bits else "")
-
-
-# The mode table: (execution, weight bits, block sizes (0: channelwise), activation bits).
-_TABLE = (
-    ("dynamic", (8, 4, 2), (0,), (0,)),
-    ("dynamic", (4,), (32, 64, 128), (0,)),
-    ("weight_only", (8, 4), (0,), (0,)),
-    ("static", (8, 4), (0,), (8, 16)),
-)
-MODES: dict[str, Mode] = {m.name: m for m in (
-    Mode(execution, b, block, a) for execution, bits, blocks, acts in _TABLE
-    for b in bits for block in blocks for a in acts)}
+# The low-bit modes (the registry's quantizer backend, in its order): name -> its settings
+# (``modes.Quantizer``: execution, weight bits, block size (0: per channel), activation bits).
+MODES: dict = {m.name: m.quantizer for m in modes.modes("quantizer")}
 
 
 # ---------------------------------------------------------------- recipe entries
@@ -109,21 +83,8 @@ def entry(regex: str, bits: int, *, execution: str = "dynamic", operation: str =
     Raises:
         ValueError: the quantizer's policy has no such config for ``operation`` (a specific op).
     """
-    rm = recipe_manager.RecipeManager()
-    granularity = (qtyping.QuantGranularity(f"BLOCKWISE_{block}") if block
-                   else qtyping.QuantGranularity.CHANNELWISE)
-    key = ALGORITHMS[algorithm]
-    if bits == 32:
-        rm.add_quantization_config(regex, operation, None, _AlgorithmName.NO_QUANTIZE)
-    elif bits == 16:
-        rm.add_weight_only_config(regex, operation, 16, algorithm_key=_AlgorithmName.FLOAT_CASTING)
-    elif execution == "dynamic":
-        rm.add_dynamic_config(regex, operation, bits, granularity, key)
-    elif execution == "weight_only":
-        rm.add_weight_only_config(regex, operation, bits, granularity, key)
-    else:
-        rm.add_static_config(regex, operation, activation_bits, bits, granularity, key)
-    return json.loads(json.dumps(rm.get_quantization_recipe()[0]))  # plain JSON types
+    return _quantizer.recipe_entry(regex, operation, bits, execution=execution, block=block,
+                                   activation_bits=activation_bits, algorithm=algorithm)
 
 
 def supported_widths(op: str, *, execution: str = "dynamic", block: int = 0,
@@ -203,15 +164,11 @@ def weight_layers(flatbuffer: Union[bytes, str]) -> list[Layer]:
     the stored tensor types (int4 and int2 included), not what a recipe asked for.
     """
     content = load_flatbuffer(flatbuffer)
-    model = tfl_utils.read_model(content)
+    model = _quantizer.read_model(content)
     graph = model.subgraphs[0]
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
     def op_type(op) -> str:
-        code = codes[op.opcodeIndex]
-        name = tfl_utils.TFL_OP_CODE_TO_NAME.get(code)
-        return name.value if name is not None else op_names.get(code, str(code))
+        return _quantizer.op_type(model, op)
 
     def constant(index: int) -> bool:
         buffer = model.buffers[graph.tensors[index].buffer]
@@ -240,17 +197,18 @@ def weight_layers(flatbuffer: Union[bytes, str]) -> list[Layer]:
             continue
         elements, index, dequantized = max(weights)
         tensor = graph.tensors[index]
-        dtype = _TYPE_NAMES.get(tensor.type, str(tensor.type))
+        dtype = _schema.type_name(tensor.type)
         size, block = nbytes(index), 0
         q = tensor.quantization
         if q is not None:
             size += 4 * len(q.scale if q.scale is not None else ()) + 8 * len(
                 q.zeroPoint if q.zeroPoint is not None else ())
-            if isinstance(q.details, schema.BlockwiseQuantizationT):
-                block = int(q.details.blockSize)
-                size += nbytes(q.details.scales)
-        name = tfl_utils.get_tensor_name(tensor)
-        found.append(Layer(_layer_name(name), kind, tfl_utils.get_op_scope(op, graph.tensors), "",
+            blockwise = _schema.blockwise(q)
+            if blockwise is not None:
+                block = blockwise[0]
+                size += nbytes(blockwise[1])
+        name = _quantizer.tensor_name(tensor)
+        found.append(Layer(_layer_name(name), kind, _quantizer.op_scope(op, graph.tensors), "",
                            name, tuple(int(d) for d in tensor.shape), elements, dtype,
                            _BITS.get(dtype, 0), block, dequantized, size))
     seen = collections.Counter()
@@ -267,13 +225,8 @@ def weight_layers(flatbuffer: Union[bytes, str]) -> list[Layer]:
 
 def tensor_bits(flatbuffer: bytes, tensor_name: str) -> Optional[int]:
     """The stored width of the tensor named ``tensor_name`` (a quick look, no full parse)."""
-    graph = schema.Model.GetRootAsModel(flatbuffer, 0).Subgraphs(0)
-    name = tensor_name.encode()
-    for i in range(graph.TensorsLength()):
-        tensor = graph.Tensors(i)
-        if tensor.Name() == name:
-            return _BITS.get(_TYPE_NAMES.get(tensor.Type(), ""), 0)
-    return None
+    dtype = _schema.tensor_type_of(flatbuffer, tensor_name)
+    return None if dtype is None else _BITS.get(dtype, 0)
 
 
 def layer_bits(flatbuffer: Union[bytes, str]) -> dict:
@@ -434,7 +387,7 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None) -> 
     """
     try:
         with _quiet():
-            qt = Quantizer(float32_flatbuffer)
+            qt = _quantizer.Quantizer(float32_flatbuffer)
             qt.load_quantization_recipe(recipe)
             result = None
             if qt.need_calibration:
@@ -556,20 +509,17 @@ def describe(flatbuffer: Union[bytes, str]) -> dict:
 
 # ---------------------------------------------------------------- conversion modes
 
-def _convert_mode(name: str, req: Request) -> bytes:
-    return quantize(float32_flatbuffer(req), name, overrides=req.options.get("overrides"),
+def _convert_mode(req: Request, mode: modes.Mode) -> bytes:
+    return quantize(float32_flatbuffer(req), mode.name, overrides=req.options.get("overrides"),
                     algorithm=req.options.get("algorithm", "min_max"),
                     representative_data=req.representative)
 
 
-def _section_options(section) -> Optional[dict]:
+def _section_options(mode: modes.Mode, section) -> Optional[dict]:
     """A recipe's ``convert.overrides`` for a low-bit mode (checked here, before any work)."""
     parse_overrides(section.overrides)
     return {"overrides": tuple(section.overrides)} if section.overrides else None
 
 
-for _name, _mode in MODES.items():
-    register_mode(_name, needs_representative_data=_mode.execution == "static",
-                  options=("overrides", "algorithm"), section_options=_section_options,
-                  describe=layer_rows)(
-        functools.partial(_convert_mode, _name))
+modes.register_backend(modes.Backend("quantizer", _convert_mode, section_options=_section_options,
+                                     describe=layer_rows))

@@ -21,18 +21,40 @@ import dataclasses
 import json
 import math
 import os
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from tfcompress import _io, errors
 import tfcompress._compat.litert as _litert
 import tfcompress.export.lowbit as lowbit
+import tfcompress.export.modes as modes
 from tfcompress._compat.litert import load_flatbuffer
-from tfcompress.export.conversion import convert, float32_flatbuffer, register_mode
+from tfcompress.export.conversion import convert, float32_flatbuffer
 from tfcompress.export.validation import predict
 
-SCHEMES = ("dynamic", "weight_only")  # executions a mixed model's integer layers may use
+# Executions a mixed model's integer layers may use: those of the registry's quantizer modes
+# with float activations (``dynamic``, ``weight_only``; static ones need calibrated activations).
+SCHEMES = tuple(dict.fromkeys(m.quantizer.execution for m in modes.modes("quantizer")
+                              if not m.quantizer.activation_bits))
+
+
+class Candidate(NamedTuple):
+    """A width a layer may take, as measured alone by ``sensitivity``.
+
+    Attributes:
+        bits: the width (2, 4, 8 int; 16 float16; 32 float).
+        size_delta: the whole model's bytes then, minus the float32 flatbuffer's (<= 0).
+        mse: output mean squared error against the float32 model.
+        drop_points: accuracy (or agreement) points lost.
+        algorithm: the quantizer algorithm that measured best, None for float widths.
+    """
+
+    bits: int
+    size_delta: int
+    mse: float
+    drop_points: float
+    algorithm: Optional[str]
 
 
 def _float32(model_or_flatbuffer) -> bytes:
@@ -237,30 +259,30 @@ def budget_bytes(size_budget: Union[int, float], float32_bytes: int) -> int:
 
 
 def _candidates(row: dict, widths, max_drop: Optional[float], float32_bytes: int) -> list:
-    """(bits, bytes delta to float32, mse, drop, algorithm) a layer may take, best first."""
+    """The ``Candidate`` widths a layer may take, the least output error first."""
     out = []
     for bits, m in row["widths"].items():
         if int(bits) not in widths or not m.get("supported"):
             continue
         if max_drop is not None and int(bits) != 32 and m["drop_points"] > max_drop:
             continue  # this layer alone already loses more than the whole model may
-        out.append((int(bits), m["bytes"] - float32_bytes, m["mse"], m["drop_points"],
-                    m["algorithm"]))
-    return sorted(out, key=lambda c: (c[2], c[1]))
+        out.append(Candidate(int(bits), m["bytes"] - float32_bytes, m["mse"], m["drop_points"],
+                             m["algorithm"]))
+    return sorted(out, key=lambda c: (c.mse, c.size_delta))
 
 
 def _greedy(cands: dict, allowed: int) -> dict:
     """{layer: candidate index}: least summed error with summed size deltas within ``allowed``."""
     state = {name: 0 for name in cands}  # most accurate first
-    size = sum(cands[n][0][1] for n in cands)
+    size = sum(cands[n][0].size_delta for n in cands)
     while size > allowed:
         best = None
         for name, options in cands.items():
             cur = options[state[name]]
             for i, c in enumerate(options):
-                saved = cur[1] - c[1]
+                saved = cur.size_delta - c.size_delta
                 if saved > 0:
-                    cost = (c[2] - cur[2]) / saved
+                    cost = (c.mse - cur.mse) / saved
                     if best is None or cost < best[0]:
                         best = (cost, name, i, saved)
         if best is None:
@@ -272,9 +294,9 @@ def _greedy(cands: dict, allowed: int) -> dict:
         for name, options in cands.items():
             cur = options[state[name]]
             for i, c in enumerate(options):
-                extra = c[1] - cur[1]
-                if c[2] < cur[2] and size + extra <= allowed:
-                    gain = (cur[2] - c[2]) / max(extra, 1)
+                extra = c.size_delta - cur.size_delta
+                if c.mse < cur.mse and size + extra <= allowed:
+                    gain = (cur.mse - c.mse) / max(extra, 1)
                     if best is None or gain > best[0]:
                         best = (gain, name, i, extra)
         if best is None:
@@ -338,7 +360,7 @@ def mixed_precision(
     rest_recipe = [lowbit.entry(l.regex, rest_bits, execution=execution) for l in rest
                    if rest_bits in lowbit.supported_widths(l.op, execution=execution)]
     fixed = len(lowbit.run_quantizer(f32, rest_recipe)) if rest_recipe else len(f32)
-    smallest = fixed + sum(min(c[1] for c in options) for options in cands.values())
+    smallest = fixed + sum(min(c.size_delta for c in options) for options in cands.values())
     if smallest > budget:
         raise errors.ConversionError(
             f"size_budget {size_budget!r} ({budget} bytes, {budget / len(f32):.3f}x float32) "
@@ -362,7 +384,7 @@ def mixed_precision(
 
 
 def _all_candidates(analyzed: dict, widths, max_drop, float32_bytes: int) -> dict:
-    """{layer: its usable (bits, bytes, mse, drop, algorithm) options}; an error if none."""
+    """{layer: its usable ``Candidate`` widths}; an error if a layer has none."""
     if not analyzed:
         raise errors.ConversionError("the model has no layers with weights to quantize")
     cands = {}
@@ -385,13 +407,13 @@ def _fit_budget(f32, cands, analyzed, rest_recipe, fixed, budget, execution, max
         if not state:
             break
         recipe = rest_recipe + [
-            lowbit.entry(analyzed[n]["regex"], cands[n][i][0], execution=execution,
-                         algorithm=cands[n][i][4] or "min_max")
-            for n, i in state.items() if cands[n][i][0] != 32]
+            lowbit.entry(analyzed[n]["regex"], cands[n][i].bits, execution=execution,
+                         algorithm=cands[n][i].algorithm or "min_max")
+            for n, i in state.items() if cands[n][i].bits != 32]
         # The deployed bytes: the recipe travels in the flatbuffer and counts in its size.
         flatbuffer = lowbit.with_recipe(lowbit.run_quantizer(f32, recipe) if recipe else f32,
                                         recipe)
-        predicted = fixed + sum(cands[n][i][1] for n, i in state.items())
+        predicted = fixed + sum(cands[n][i].size_delta for n, i in state.items())
         iterations.append({"target": target, "predicted": predicted, "real": len(flatbuffer)})
         unchanged = made is not None and made[0] == state
         made = (state, recipe, flatbuffer)
@@ -413,7 +435,7 @@ def _chosen(layers, flatbuffer, state, cands, analyzed, rest_bits) -> list:
     for layer in layers:
         got = read_back.get(layer.tensor)
         if layer.name in state:
-            bits, _, mse, drop, algorithm = cands[layer.name][state[layer.name]]
+            bits, _, mse, drop, algorithm = cands[layer.name][state[layer.name]]  # a Candidate
             measured = analyzed[layer.name]["widths"][bits]
         else:
             bits, mse, drop, algorithm = rest_bits, None, None, "min_max"
@@ -427,7 +449,7 @@ def _chosen(layers, flatbuffer, state, cands, analyzed, rest_bits) -> list:
     return chosen
 
 
-def _section_options(section) -> dict:
+def _section_options(mode: modes.Mode, section) -> dict:
     """A recipe's ``convert`` section for mode ``mixed``: its budget, widths and layers."""
     if not section.size_budget > 0:
         raise errors.ConversionError(
@@ -437,10 +459,7 @@ def _section_options(section) -> dict:
             "max_layers": section.mixed_max_layers or None}
 
 
-@register_mode("mixed", needs_representative_data=True,
-               options=("size_budget", "widths", "max_layers"), section_options=_section_options,
-               describe=lowbit.layer_rows)
-def _mixed_mode(req) -> bytes:
+def _mixed_mode(req, mode: modes.Mode) -> bytes:
     """Mixed precision under ``options["size_budget"]``, judged on ``validation_data`` (else on
     the representative data, by agreement with the float model)."""
     if not req.options.get("size_budget"):
@@ -457,3 +476,7 @@ def _mixed_mode(req) -> bytes:
         max_layers=req.options.get("max_layers"))
     choice = {k: v for k, v in result.to_dict().items() if k != "sensitivity"}
     return _litert.with_facts(result.flatbuffer, mixed=choice)
+
+
+modes.register_backend(modes.Backend("mixed", _mixed_mode, section_options=_section_options,
+                                     describe=lowbit.layer_rows))

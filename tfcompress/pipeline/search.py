@@ -65,7 +65,7 @@ from tfcompress import _io, errors
 import tfcompress.pipeline.preflight as preflight
 import tfcompress.pipeline.recipe as recipe
 import tfcompress.pipeline.shared_storage as shared_study
-import tfcompress.ptq.recovery as recovery_lib
+import tfcompress.export.modes as modes
 import tfcompress.pipeline.stats as stats_lib
 import tfcompress.pipeline.report as report_lib
 from tfcompress._compat.litert import load_flatbuffer
@@ -211,7 +211,7 @@ def trial_recipe(config: ConfigDict, params: dict, model_path: str, qat: bool = 
         r[stage][field] = type(r[stage][field])(value)
     # PTQ recovery goes last (no fine-tuning after it), onto the grid of the trial's mode;
     # a QAT trial learns its own ranges instead.
-    if params.get("recovery") and params["mode"] in recovery_lib.MODES and not qat:
+    if params.get("recovery") and params["mode"] in modes.recoverable() and not qat:
         stages.append("recover")
         r.recover.mode = params["mode"]
     if "cluster" in stages:

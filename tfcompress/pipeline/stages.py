@@ -19,6 +19,7 @@ from tfcompress import data, errors, models, profiling, wrappers
 import tfcompress.surgery.blocks as blocks
 import tfcompress.training.clustering as clustering
 import tfcompress.export.conversion as conversion
+import tfcompress.export.modes as modes
 import tfcompress.training.distillation as distillation
 import tfcompress.ptq.equalization as equalization
 import tfcompress.surgery.factorization as factorization
@@ -318,7 +319,7 @@ def _recover(model, section, ctx):
         model, _calibration(ctx, section.samples), steps=tuple(section.steps),
         relu6=section.relu6, samples=section.samples, iterations=section.iterations,
         checkpoint_dir=Workdir(ctx.workdir).checkpoints("adaround"),
-        **recovery.for_mode(section.mode))
+        **modes.recovery_settings(section.mode))
     ctx.stats["recover"] = {"mode": section.mode, "steps": list(section.steps),
                             "accuracy_before": before, "accuracy_after": ctx.accuracy(out),
                             **{f"{k}_seconds": v["seconds"] for k, v in out.recovery.items()}}
@@ -336,7 +337,7 @@ def _equalize(model, section, ctx):
 def _correct_bias(model, section, ctx):
     """Bias correction of round-to-nearest weights (use ``recover`` after AdaRound)."""
     out = rounding.correct_bias(model, _calibration(ctx, section.samples),
-                                samples=section.samples, **recovery.for_mode(section.mode))
+                                samples=section.samples, **modes.recovery_settings(section.mode))
     ctx.stats["correct_bias"] = {"mode": section.mode, "accuracy_after": ctx.accuracy(out)}
     return out
 
@@ -347,7 +348,7 @@ def _adaround(model, section, ctx):
         model, _calibration(ctx, section.samples), samples=section.samples,
         iterations=section.iterations, layers=list(section.layers) or None,
         checkpoint_dir=Workdir(ctx.workdir).checkpoints("adaround"),
-        **recovery.for_mode(section.mode))
+        **modes.recovery_settings(section.mode))
     ctx.stats["adaround"] = {"mode": section.mode, "accuracy_after": ctx.accuracy(out)}
     return out
 

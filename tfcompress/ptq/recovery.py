@@ -7,7 +7,9 @@ equalization first (it changes the float weights, exactly), learned rounding nex
 the integers), bias correction last (it removes the mean output shift the chosen integers and,
 for full-integer conversion, the int8 activations leave, measured against the equalized float
 model). The result is a float model whose kernels sit on the grid of the conversion it is meant
-for (``for_mode`` names the settings of each conversion mode), so the conversion keeps them.
+for, so the conversion keeps them. Which grid a conversion mode deploys is a fact of the mode:
+the registry of modes holds it (``tfcompress.export.modes.recovery_settings(mode)`` gives
+``recover``'s ``bits`` and ``activation_bits``); this module knows no mode names.
 """
 
 import time
@@ -21,28 +23,6 @@ from tfcompress.ptq.rounding import adaround, correct_bias
 from tfcompress.ptq.equalization import equalize, fold_batchnorm
 
 STEPS = ("equalize", "adaround", "correct_bias")
-# Conversion mode -> (weight bits, simulated activation bits) the recovery targets.
-MODES = {
-    "int8": (8, 8),
-    "int16x8": (8, None),  # int16 activations: their rounding is negligible, not simulated
-    "dynamic": (8, None),
-    "dynamic_wi8": (8, None),
-    "weight_only_wi8": (8, None),
-    "dynamic_wi4": (4, None),
-    "weight_only_wi4": (4, None),
-}
-
-
-def for_mode(mode: str) -> dict:
-    """``{"bits", "activation_bits"}`` that make the recovered weights deploy exactly in ``mode``.
-
-    Raises:
-        ConfigError: a mode whose weight grid is not matched here (see ``MODES``).
-    """
-    if mode not in MODES:
-        raise errors.ConfigError(errors.unknown("conversion mode for recovery", mode, MODES))
-    bits, activation_bits = MODES[mode]
-    return {"bits": bits, "activation_bits": activation_bits}
 
 
 def recover(
@@ -64,7 +44,8 @@ def recover(
         x: calibration images (a subset of the training images).
         steps: any of ``STEPS``; run in the order of ``STEPS``. An empty tuple only folds
             BatchNormalization.
-        bits: 8 or 4, the weight grid (``for_mode(mode)`` gives it for a conversion mode).
+        bits: 8 or 4, the weight grid (``export.modes.recovery_settings(mode)`` gives it for
+            a conversion mode).
         activation_bits: 8 for full-integer conversion (``int8``): the int8 activations are
             simulated while rounding and correcting; None for float activations.
         relu6: ``equalize``'s handling of ReLU6 (``"keep"`` or ``"relu"``).

@@ -1,0 +1,48 @@
+"""The TFLite flatbuffer schema ai-edge-litert ships (``ai_edge_litert.schema_py_generated``).
+
+Checked against ai-edge-litert 2.3.0. The module is generated code, not a documented API: its
+enums (``TensorType``, ``BuiltinOperator``), the blockwise quantization details class and the
+reader ``Model.GetRootAsModel`` are reached only here, as small functions.
+"""
+
+import functools
+from typing import Optional
+
+from ai_edge_litert import schema_py_generated as _schema
+
+
+@functools.lru_cache(maxsize=None)
+def _enum_names(enum) -> dict:
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
+
+
+def type_name(code: int) -> str:
+    """The lower-case name of a tensor type code (``int8``, ``int4``, ``float16``...)."""
+    name = _enum_names(_schema.TensorType).get(code)
+    return name.lower() if name is not None else str(code)
+
+
+def op_name(code: int) -> str:
+    """The name of a builtin operator code (``FULLY_CONNECTED``...), or the code as text."""
+    return _enum_names(_schema.BuiltinOperator).get(code, str(code))
+
+
+def blockwise(quantization) -> Optional[tuple]:
+    """``(block size, index of the scales tensor)`` of a tensor's blockwise quantization (object
+    API ``QuantizationParametersT``), or None for channelwise/tensorwise or no quantization."""
+    details = getattr(quantization, "details", None)
+    if isinstance(details, _schema.BlockwiseQuantizationT):
+        return int(details.blockSize), int(details.scales)
+    return None
+
+
+def tensor_type_of(flatbuffer: bytes, tensor_name: str) -> Optional[str]:
+    """The type name of the main graph's tensor called ``tensor_name`` (a quick look without
+    unpacking the model), or None when no tensor has that name."""
+    graph = _schema.Model.GetRootAsModel(flatbuffer, 0).Subgraphs(0)
+    name = tensor_name.encode()
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        if tensor.Name() == name:
+            return type_name(tensor.Type())
+    return None
