@@ -78,3 +78,45 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path):
             open(tmp, "wb").write(b"half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def _key_paths(value, prefix: str = "") -> set:
+    """Every key path of a JSON value ('formats[].validation.accuracy'), list items merged."""
+    if isinstance(value, dict):
+        out = {prefix} if prefix else set()
+        for key, item in value.items():
+            out |= _key_paths(item, f"{prefix}.{key}" if prefix else key)
+        return out
+    if isinstance(value, list):
+        return {prefix}.union(*(_key_paths(item, prefix + "[]") for item in value))
+    return {prefix}
+
+
+# The key paths of report.json of the default job, written by the runner BEFORE the typed
+# results (python -m tfcompress compress --workdir=... at commit 5340089), less the recipe echo.
+REPORT_KEYS = os.path.join(os.path.dirname(__file__), "..", "data", "default_job_report_keys.json")
+
+
+@pytest.mark.slow
+def test_report_json_of_the_default_job_keeps_its_keys(tmp_path):
+    """The typed results write report.json with the keys the dict-built report had; the recipe
+    echo (``config``) and validate's own figures (``ValidationReport`` fields, which grow with
+    tasks) are checked apart: the recipe echo holds every section, a row every figure it had."""
+    import dataclasses
+
+    from tfcompress.export.validation import ValidationReport
+
+    report = tfcompress.run_recipe(tfcompress.configs.load("default:smoke"), str(tmp_path))
+    with open(os.path.join(str(tmp_path), "report.json")) as f:
+        written = json.load(f)
+    assert _key_paths(written) == _key_paths(json.loads(json.dumps(report, default=str)))
+    with open(REPORT_KEYS) as f:
+        before = set(json.load(f))
+    now = {k for k in _key_paths(written) if not k.startswith("config.")}
+    validator = {f.name for f in dataclasses.fields(ValidationReport)}
+    assert before - now == set(), sorted(before - now)
+    added = {k for k in now - before
+             if not (k.startswith("formats[].") and k.split(".")[1] in validator)}
+    assert added == set(), sorted(added)
+    assert set(written["config"]) >= {"data", "model", "train", "convert", "validate", "stages",
+                                      "prune", "cluster", "seed"}
