@@ -12,7 +12,7 @@ Kinds (``KINDS``):
     bilstm     float sequences -> Bidirectional(LSTM) -> Dense, 2 classes (dynamic batch)
     regression float signals (16, 1) -> Conv1D -> GlobalAveragePooling1D -> Dense(1), float targets
     two_output 8x8x1 images -> Conv2D -> two heads: class (softmax, 3) and a float value
-    transformer int32 token ids -> Embedding + positions -> MultiHeadAttention -> LayerNorm ->
+    transformer int32 token ids -> Embedding -> MultiHeadAttention -> LayerNorm ->
                feed-forward -> LayerNorm -> Dense, 3 classes
     dscnn      (16, 10, 1) keyword features -> DS-CNN with BatchNormalization, 4 classes
 """
@@ -148,15 +148,14 @@ def two_output(seed: int = 0, n: int = 600):
 
 
 def transformer(seed: int = 0, n: int = 600):
-    """A Transformer encoder block on int32 token ids (3 classes): Embedding plus a learned
-    position embedding -> MultiHeadAttention (2 heads) + residual -> LayerNormalization ->
-    feed-forward (Dense 32 relu -> Dense 16) + residual -> LayerNormalization -> average ->
-    Dense softmax."""
+    """A Transformer encoder block on int32 token ids (3 classes): Embedding ->
+    MultiHeadAttention (2 heads) + residual -> LayerNormalization -> feed-forward (Dense 32
+    relu -> Dense 16) + residual -> LayerNormalization -> average -> Dense softmax. (No
+    position embedding: one built on a constant ``tf.range`` cannot be cloned, which every
+    tfmot technique does; the class depends on the token counts only.)"""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((SEQ_LEN,), dtype="int32", name="tokens")
     x = L.Embedding(VOCAB, 16, name="embedding")(inputs)
-    positions = L.Embedding(SEQ_LEN, 16, name="positions")(np.arange(SEQ_LEN)[None])
-    x = L.Add(name="add_positions")([x, positions])
     attended = L.MultiHeadAttention(2, 8, name="attention")(x, x)
     x = L.LayerNormalization(name="norm1")(L.Add(name="residual1")([x, attended]))
     hidden = L.Dense(32, activation="relu", name="ffn1")(x)

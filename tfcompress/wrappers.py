@@ -82,6 +82,11 @@ def select_layers(model, layers: LayerSelector, supports: Callable, *,
             + ", ".join(f"{l.name} ({type(l).__name__})" for l in weighted))
     if skipped:
         logging.warning("layers not %s: %s", kind, skipped)
+        big = left_alone(model, skipped)
+        if big:
+            logging.warning("layers left alone (not %s) hold more than %.0f%% of the weights "
+                            "each: %s", kind, 100 * LEFT_ALONE_SHARE,
+                            ", ".join(f"{n} {share:.1%}" for n, share in big))
     return chosen, skipped
 
 
@@ -136,17 +141,84 @@ def wrapped_layers(model, wrapper: type, supports, kind: str) -> tuple[list, dic
     return wrapped, skipped
 
 
-def kernels(model) -> dict:
-    """{layer name: kernel array} of every layer with a kernel (wrappers see through)."""
-    out = {}
+# The weights that pruning and clustering act on, by their own (last) name: Dense/Conv/EinsumDense
+# ``kernel``, RNN cells' ``kernel`` and ``recurrent_kernel``, depthwise and pointwise kernels,
+# Embedding ``embeddings``. Biases, LayerNormalization's gamma/beta and BatchNormalization's
+# statistics are never pruned or clustered (they still count as parameters in ``profile``).
+KERNEL_NAMES = ("kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel",
+                "embeddings")
+LEFT_ALONE_SHARE = 0.10  # a step that leaves layers holding more than this share says so
+
+
+def _flat_layers(model):
+    """The model's layers, nested models' layers in their place."""
     for layer in model.layers:
-        inner = unwrap(layer)
-        for attr in ("kernel", "depthwise_kernel", "embeddings"):
-            weight = getattr(inner, attr, None)
-            if weight is not None and hasattr(weight, "numpy"):
-                out[layer.name] = np.asarray(weight.numpy())
-                break
+        if isinstance(layer, keras.Model):
+            yield from _flat_layers(layer)
+        else:
+            yield layer
+
+
+def layer_kernels(layer) -> dict:
+    """{weight name: array} of every kernel of one layer (wrappers see through).
+
+    A weight is a kernel when its own name is one of ``KERNEL_NAMES``; the key is the layer's
+    name and the weight's path inside the layer, e.g. ``lstm/lstm_cell/recurrent_kernel``,
+    ``bidirectional/backward/lstm_cell/kernel``, ``mha/query/kernel``, ``dense/kernel``
+    (the same before and after ``strip``, which renames the variables). So an LSTM/GRU/
+    SimpleRNN layer has two kernels, a Bidirectional one four, a MultiHeadAttention four
+    (query, key, value, attention_output) and a LayerNormalization none.
+    """
+    inner = unwrap(layer)
+    if isinstance(inner, keras.layers.Bidirectional):  # its sublayers' names change per copy
+        return {f"{inner.name}/{side}/{name.split('/', 1)[1]}": kernel
+                for side in ("forward", "backward")
+                for name, kernel in layer_kernels(getattr(inner, f"{side}_layer")).items()}
+    out = {}
+    for weight in inner.weights:
+        path = "/" + weight.name.split(":")[0]
+        if path.rsplit("/", 1)[-1] not in KERNEL_NAMES or not hasattr(weight, "numpy"):
+            continue
+        own = path.find(f"/{inner.name}/")
+        path = path[own + len(inner.name) + 2:] if own >= 0 else path[1:]
+        out[f"{inner.name}/{path}"] = np.asarray(weight.numpy())
     return out
+
+
+def kernels(model) -> dict:
+    """{layer name: {weight name: kernel array}} of every layer with a kernel (see
+    ``layer_kernels``), nested models' layers included.
+
+    Pruning wrappers are seen through (their kernels hold the masked weights); a model holding
+    clustering wrappers is read stripped (the wrapper computes the clustered kernel).
+    """
+    if is_clustered(model):
+        model = strip(model)
+    out = {}
+    for layer in _flat_layers(model):
+        found = layer_kernels(layer)
+        if found:
+            out[unwrap(layer).name] = found
+    return out
+
+
+def weight_shares(model) -> dict:
+    """{layer name: the layer's share of the model's parameters} (nested models' layers in
+    their place; wrappers' own variables such as masks are not counted)."""
+    model = strip(model) if is_pruned(model) or is_clustered(model) else model
+    sizes = {unwrap(l).name: int(sum(np.prod(w.shape, dtype=np.int64) for w in unwrap(l).weights))
+             for l in _flat_layers(model)}
+    total = sum(sizes.values())
+    return {name: size / total for name, size in sizes.items() if size} if total else {}
+
+
+def left_alone(model, untouched, threshold: float = LEFT_ALONE_SHARE) -> list:
+    """[(layer name, share), ...] of the ``untouched`` layers that each hold more than
+    ``threshold`` of the model's parameters, largest first (see ``weight_shares``)."""
+    shares = weight_shares(model)
+    found = [(name, round(shares[name], 4)) for name in untouched
+             if shares.get(name, 0.0) > threshold]
+    return sorted(found, key=lambda item: -item[1])
 
 
 def strip(model) -> keras.Model:

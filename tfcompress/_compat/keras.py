@@ -22,8 +22,11 @@ def is_keras3_model(model) -> bool:
 
 def unwrap(layer):
     """The layer inside any wrapper (tfmot's pruning, clustering and QAT wrappers are Keras
-    ``Wrapper`` layers holding ``.layer``), or the layer itself."""
-    while isinstance(getattr(layer, "layer", None), keras.layers.Layer):
+    ``Wrapper`` layers holding ``.layer``), or the layer itself. A Bidirectional layer is
+    itself the layer: its ``.layer`` is an unbuilt template, its weights live in
+    ``forward_layer`` and ``backward_layer``."""
+    while isinstance(getattr(layer, "layer", None), keras.layers.Layer) \
+            and not isinstance(layer, keras.layers.Bidirectional):
         layer = layer.layer
     return layer
 
@@ -72,3 +75,16 @@ def quiet_tensorflow() -> None:
         return record.levelno >= logging.WARNING or not record.pathname.startswith(noisy)
 
     absl_logging.get_absl_handler().addFilter(keep)
+
+
+def call_input_shapes(layer, index: int) -> list:
+    """The shapes of every Keras tensor passed to the ``index``-th call of ``layer`` (e.g. a
+    MultiHeadAttention's query, value and key), in call order; [] when unknown.
+
+    ``get_input_shape_at`` gives only the first argument's shape for such calls. Semi-private
+    tf_keras API (checked against 2.21): ``Layer.inbound_nodes[i].keras_inputs``.
+    """
+    try:
+        return [tuple(t.shape) for t in layer.inbound_nodes[index].keras_inputs]
+    except (AttributeError, IndexError, TypeError):
+        return []

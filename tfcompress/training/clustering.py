@@ -118,21 +118,36 @@ def cluster(
 
 def clustering_info(model) -> dict:
     """What clustering wrappers ``model`` holds, read from the wrappers (so it holds after
-    saving and loading): ``{"clustered": {name: count}, "skipped": {name: why}}``; {} for a
-    model without clustering wrappers."""
+    saving and loading): ``{"clustered": {name: count}, "skipped": {name: why}, "left_alone":
+    [(name, share of the parameters), ...]}`` (skipped layers holding more than
+    ``wrappers.LEFT_ALONE_SHARE`` each); {} for a model without clustering wrappers."""
     wrapped, skipped = wrappers.wrapped_layers(model, _tfmot.ClusterWrapper, _tfmot.clusterable,
                                                "clustered")
     if not wrapped:
         return {}
     return {"clustered": {l.layer.name: int(l.number_of_clusters) for l in wrapped},
-            "skipped": skipped}
+            "skipped": skipped,
+            "left_alone": wrappers.left_alone(model, skipped) if skipped else []}
 
 
 def unique_weights_report(model) -> dict:
-    """Distinct values per kernel, measured from the weights (wrappers stripped first).
+    """Distinct values per kernel and per layer, measured from the weights (wrappers stripped
+    first).
 
-    Returns ``{"layers": {name: distinct values}, "max": largest count}``.
+    Every kernel counts (see ``wrappers.layer_kernels``): tfmot clusters each kernel of a
+    layer on its own (an LSTM's kernel and recurrent kernel, MultiHeadAttention's query, key,
+    value and output kernels, both directions of a Bidirectional), so a layer's figure is the
+    largest count over its kernels.
+
+    Returns:
+        ``{"layers": {layer name: most distinct values in one of its kernels}, "kernels":
+        {weight name: distinct values}, "max": largest count}``.
     """
     model = strip(ensure_keras2(model))
-    per_layer = {name: int(len(np.unique(k))) for name, k in wrappers.kernels(model).items()}
-    return {"layers": per_layer, "max": max(per_layer.values(), default=0)}
+    per_kernel, per_layer = {}, {}
+    for layer_name, found in wrappers.kernels(model).items():
+        for name, kernel in found.items():
+            per_kernel[name] = int(len(np.unique(kernel)))
+        per_layer[layer_name] = max(per_kernel[name] for name in found)
+    return {"layers": per_layer, "kernels": per_kernel,
+            "max": max(per_layer.values(), default=0)}

@@ -212,8 +212,10 @@ def prune(
 def pruning_info(model) -> dict:
     """What pruning wrappers ``model`` holds, read from the wrappers themselves (so it holds
     for a model saved and loaded again): ``{"pruned": [names], "skipped": {name: why},
-    "schedule": {"kind", "final_sparsity", "begin_step", "end_step", "frequency", ...},
-    "m_by_n": (m, n) or None}``; {} for a model without pruning wrappers."""
+    "left_alone": [(name, share of the parameters), ...] for skipped layers holding more than
+    ``wrappers.LEFT_ALONE_SHARE`` each, "schedule": {"kind", "final_sparsity", "begin_step",
+    "end_step", "frequency", ...}, "m_by_n": (m, n) or None}``; {} for a model without
+    pruning wrappers."""
     wrapped, skipped = wrappers.wrapped_layers(model, _tfmot.PruneWrapper, _tfmot.prunable,
                                                "pruned")
     if not wrapped:
@@ -222,25 +224,37 @@ def pruning_info(model) -> dict:
     kind = "constant" if schedule["class_name"] == "ConstantSparsity" else "polynomial"
     pair = wrapped[0].sparsity_m_by_n
     return {"pruned": [l.layer.name for l in wrapped], "skipped": skipped,
+            "left_alone": wrappers.left_alone(model, skipped) if skipped else [],
             "schedule": {"kind": kind, **schedule["config"]},
             "m_by_n": tuple(pair) if pair else None}
 
 
 def sparsity_report(model) -> dict:
-    """Share of exact zeros per kernel and over all kernels, measured from the weights.
+    """Share of exact zeros per kernel, per layer and over all kernels, measured from the weights.
 
-    A model still holding pruning wrappers is measured through them (tfmot applies the
-    masks to the kernels during training and at each epoch end). Returns ``{"layers": {name: sparsity}, "global": sparsity, "zeros": n,
-    "weights": n}`` over the layers with a kernel (biases are never pruned).
+    Every kernel counts (see ``wrappers.layer_kernels``): Dense/Conv1D/2D/3D/EinsumDense kernels,
+    Embedding tables, both kernels of LSTM/GRU/SimpleRNN cells (both directions of a
+    Bidirectional), MultiHeadAttention's query/key/value/output kernels. Biases and
+    normalization parameters are never pruned and never count. A model still holding pruning
+    wrappers is measured through them (tfmot applies the masks to the kernels during training
+    and at each epoch end).
+
+    Returns:
+        ``{"layers": {layer name: zeros / weights over its kernels}, "kernels": {weight name:
+        sparsity}, "global": sparsity, "zeros": n, "weights": n}``.
     """
     model = ensure_keras2(model)
-    per_layer, zeros, total = {}, 0, 0
-    for name, kernel in kernels(model).items():
-        z = int(np.count_nonzero(kernel == 0))
-        per_layer[name] = z / kernel.size
-        zeros, total = zeros + z, total + kernel.size
-    return {"layers": per_layer, "global": zeros / total if total else 0.0,
-            "zeros": zeros, "weights": total}
+    per_layer, per_kernel, zeros, total = {}, {}, 0, 0
+    for layer_name, found in kernels(model).items():
+        layer_zeros = layer_total = 0
+        for name, kernel in found.items():
+            z = int(np.count_nonzero(kernel == 0))
+            per_kernel[name] = z / kernel.size
+            layer_zeros, layer_total = layer_zeros + z, layer_total + kernel.size
+        per_layer[layer_name] = layer_zeros / layer_total
+        zeros, total = zeros + layer_zeros, total + layer_total
+    return {"layers": per_layer, "kernels": per_kernel,
+            "global": zeros / total if total else 0.0, "zeros": zeros, "weights": total}
 
 
 def flatbuffer_sparsity(tflite, *, min_size: int = 16) -> dict:

@@ -1,0 +1,126 @@
+"""Reports see every weight: sparsity and unique values of pruned and clustered recurrent,
+attention, Conv1D and Embedding models, checked against the weights read by their attributes;
+what a training stage leaves alone is named with its share."""
+
+import numpy as np
+import pytest
+
+import tfcompress
+from tfcompress import keras
+from tfcompress.training import clustering, pruning
+
+import model_kinds
+
+L = keras.layers
+KINDS = ["text", "lstm", "gru", "bilstm", "transformer", "regression"]
+
+
+def _named(layer, suffix):
+    return [w.numpy() for w in layer.weights if w.name.split(":")[0].endswith(suffix)]
+
+
+def kernels_by_attribute(model) -> dict:
+    """{layer name: [kernel arrays]} read through each class's own attributes (not the
+    name rule the reports use): what the reports must cover."""
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, L.Bidirectional):
+            cells = [layer.forward_layer.cell, layer.backward_layer.cell]
+            out[layer.name] = [w.numpy() for c in cells for w in (c.kernel, c.recurrent_kernel)]
+        elif isinstance(layer, L.RNN):
+            out[layer.name] = [layer.cell.kernel.numpy(), layer.cell.recurrent_kernel.numpy()]
+        elif isinstance(layer, L.MultiHeadAttention):
+            out[layer.name] = [a for part in ("query", "key", "value", "attention_output")
+                               for a in _named(layer, f"{part}/kernel")]
+        elif isinstance(layer, L.Embedding):
+            out[layer.name] = [layer.embeddings.numpy()]
+        elif hasattr(layer, "kernel"):
+            out[layer.name] = [layer.kernel.numpy()]
+    return out
+
+
+def _fit(model, loss, data, steps, callbacks=()):
+    x, y = data
+    model.compile(keras.optimizers.Adam(1e-3), loss)
+    model.fit(x[:steps * 16], y[:steps * 16], batch_size=16, epochs=1, verbose=0,
+              callbacks=list(callbacks))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sparsity_report_counts_every_pruned_kernel(kind):
+    model, train, _ = model_kinds.KINDS[kind]()
+    pruned = tfcompress.prune(model, 0.5, end_step=2, schedule="constant")
+    _fit(pruned, model.loss, train, 2, [tfcompress.callbacks.Pruning()])
+    info = pruning.pruning_info(pruned)
+    stripped = tfcompress.strip(pruned)
+    report = tfcompress.sparsity_report(stripped)
+    expected = kernels_by_attribute(stripped)
+    assert set(report["layers"]) == set(expected)
+    for name, arrays in expected.items():
+        zeros = sum(int(np.count_nonzero(a == 0)) for a in arrays)
+        size = sum(a.size for a in arrays)
+        assert report["layers"][name] == pytest.approx(zeros / size), name
+        mine = sorted(v for k, v in report["kernels"].items() if k.startswith(name + "/"))
+        assert mine == pytest.approx(sorted(np.count_nonzero(a == 0) / a.size for a in arrays))
+        if name in info["pruned"]:  # tfmot prunes each kernel to the target
+            assert all(abs(np.mean(a == 0) - 0.5) < 0.02 for a in arrays), name
+    assert report["weights"] == sum(a.size for arrays in expected.values() for a in arrays)
+    # the recurrent and attention layers were pruned and the report shows it
+    for layer in stripped.layers:
+        if isinstance(layer, (L.LSTM, L.GRU, L.MultiHeadAttention, L.Embedding, L.Conv1D)):
+            assert layer.name in info["pruned"] and report["layers"][layer.name] > 0.45
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unique_weights_report_counts_every_clustered_kernel(kind):
+    model, train, _ = model_kinds.KINDS[kind]()
+    clustered = tfcompress.cluster(model, 4)
+    _fit(clustered, model.loss, train, 2)
+    names = set(clustering.clustering_info(clustered)["clustered"])
+    report = tfcompress.unique_weights_report(clustered)
+    expected = kernels_by_attribute(tfcompress.strip(clustered))
+    assert set(report["layers"]) == set(expected)
+    for name, arrays in expected.items():
+        counts = sorted(len(np.unique(a)) for a in arrays)
+        assert sorted(v for k, v in report["kernels"].items()
+                      if k.startswith(name + "/")) == counts
+        assert report["layers"][name] == max(counts)
+        if name in names:
+            assert max(counts) <= 4, name
+    recurrent = [l.name for l in model.layers
+                 if isinstance(l, (L.RNN, L.Bidirectional, L.MultiHeadAttention))]
+    assert all(n in names and report["layers"][n] <= 4 for n in recurrent)
+
+
+def test_kernel_names_are_the_same_before_and_after_strip():
+    model, _, _ = model_kinds.bilstm()
+    clustered = tfcompress.cluster(model, 4)
+    assert set(tfcompress.unique_weights_report(clustered)["kernels"]) == set(
+        tfcompress.sparsity_report(model)["kernels"]) == {
+        f"bilstm/{d}/lstm_cell/{k}" for d in ("forward", "backward")
+        for k in ("kernel", "recurrent_kernel")} | {"probs/kernel"}
+
+
+def test_prune_names_the_layer_it_leaves_alone_with_its_share(caplog):
+    """tfmot cannot prune a Bidirectional layer: it holds most of the weights, so pruning_info
+    names it with its share and prune logs it."""
+    model, _, _ = model_kinds.bilstm()
+    caplog.set_level("WARNING")
+    pruned = tfcompress.prune(model, 0.5, end_step=8)
+    bi = model.get_layer("bilstm").count_params()
+    share = bi / model.count_params()
+    assert share > 0.9
+    assert pruning.pruning_info(pruned)["left_alone"] == [("bilstm", pytest.approx(share, abs=1e-4))]
+    assert "bilstm" in caplog.text and f"{share:.1%}" in caplog.text
+
+
+def test_cluster_names_the_layer_it_leaves_alone():
+    """An EinsumDense layer cannot be clustered by tfmot; holding most weights, it is named."""
+    inputs = keras.Input((6, 4))
+    x = L.EinsumDense("abc,cd->abd", output_shape=(None, 64), name="einsum")(inputs)
+    outputs = L.Dense(2, name="out")(L.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    info = clustering.clustering_info(tfcompress.cluster(model, 4))
+    share = 4 * 64 / model.count_params()
+    assert info["clustered"] == {"out": 4}
+    assert info["left_alone"] == [("einsum", pytest.approx(share, abs=1e-4))]
