@@ -209,3 +209,128 @@ def test_import_loads_no_optional_subsystem_in_a_fresh_process():
     # The spy sees a tfcompress module's import even of a package already loaded: a statistic
     # asks for scipy when it runs.
     assert "tfcompress.pipeline.stats -> scipy" in result["when_used"], result["when_used"]
+
+
+# ---------------------------------------------------------------- private APIs only in _compat/
+
+# Imports that reach another package's private modules: Keras' and tf_keras' ``src`` trees,
+# TensorFlow's and tfmot's ``python.core``, LiteRT's generated flatbuffer schema, and the
+# LiteRT Quantizer's modules beyond its public top level (``Quantizer``, the ``recipe`` helpers).
+_PRIVATE_PARTS = (".src.", ".python.core.", ".schema_py_generated.")
+_QUANTIZER_PUBLIC = {"Quantizer", "recipe"}
+_NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}  # public despite the underscore
+
+
+def _private_imports(tree) -> list:
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            quantizer = parts[0] in ("litert_quantizer", "ai_edge_quantizer") and len(parts) > 1 \
+                and parts[1] not in _QUANTIZER_PUBLIC
+            if quantizer or any(p in f".{name}." for p in _PRIVATE_PARTS):
+                found.append((node.lineno, f"import {name}"))
+                break  # one finding per import statement
+    return found
+
+
+def _our_module_names(tree) -> set:
+    """Names bound to tfcompress modules (``import tfcompress.x as y``, ``from tfcompress
+    import errors``): their ``_private`` members are ours to use."""
+    names = {"self", "cls"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names
+                      if a.name.split(".")[0] == "tfcompress"}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tfcompress":
+            base = os.path.join(os.path.dirname(PACKAGE), *node.module.split("."))
+            names |= {a.asname or a.name for a in node.names
+                      if os.path.exists(os.path.join(base, a.name + ".py"))
+                      or os.path.isdir(os.path.join(base, a.name))}
+    return names
+
+
+def _private_attributes(tree) -> list:
+    """``obj._name`` (and ``getattr(obj, "_name")``) on anything but self, cls or our modules."""
+    ours = _our_module_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            attr, base = node.attr, node.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+              and isinstance(node.args[1].value, str)):
+            attr, base = node.args[1].value, node.args[0]
+        else:
+            continue
+        if not attr.startswith("_") or attr.startswith("__") or attr in _NAMEDTUPLE_API:
+            continue
+        if isinstance(base, ast.Name) and base.id in ours:
+            continue
+        found.append((node.lineno, f"{ast.unparse(base)}.{attr}"))
+    return found
+
+
+def private_reaches(source: str) -> list:
+    """[(line, what)] of every reach into another package's private API in ``source``."""
+    tree = ast.parse(source)
+    return sorted(_private_imports(tree) + _private_attributes(tree))
+
+
+def test_private_apis_are_reached_only_in_compat():
+    compat = os.path.join(PACKAGE, "_compat")
+    found = []
+    for module, path in sorted(_modules().items()):
+        if os.path.dirname(path) == compat:
+            continue
+        found += [f"{module}:{line}: {what}"
+                  for line, what in private_reaches(open(path, encoding="utf-8").read())]
+    assert not found, "private API reached outside tfcompress/_compat/:\n" + "\n".join(found)
+
+
+def test_the_private_api_scan_flags_a_planted_reach():
+    planted = (
+        "import tfcompress.export.lowbit as lowbit\n"
+        "from tfcompress import errors\n"
+        "from keras.src.models.functional import Functional\n"
+        "import tf_keras.src.engine.functional\n"
+        "from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry\n"
+        "from ai_edge_litert import schema_py_generated as schema\n"
+        "from litert_quantizer import qtyping\n"
+        "from litert_quantizer.utils import tfl_flatbuffer_utils\n"
+        "from litert_quantizer import Quantizer\n"
+        "def f(model, trial, row):\n"
+        "    nodes = model._nodes_by_depth\n"
+        "    tid = getattr(trial, '_trial_id', None)\n"
+        "    ok = self._cache, lowbit._BITS, errors._x, row._replace(a=1), model.__class__\n"
+        "    return model.layers[0]._inbound_nodes\n")
+    found = [what for _, what in private_reaches(planted)]
+    assert found == [
+        "import keras.src.models.functional",
+        "import tf_keras.src.engine.functional",
+        "import tensorflow_model_optimization.python.core.sparsity.keras",
+        "import ai_edge_litert.schema_py_generated",
+        "import litert_quantizer.qtyping",
+        "import litert_quantizer.utils",
+        "model._nodes_by_depth",
+        "trial._trial_id",
+        "model.layers[0]._inbound_nodes",
+    ], found
+
+
+def test_every_compat_module_names_the_versions_it_was_checked_against():
+    import re
+
+    compat = os.path.join(PACKAGE, "_compat")
+    unchecked = [name for name in sorted(os.listdir(compat))
+                 if name.endswith(".py") and name != "__init__.py"
+                 and not re.search(r"[Cc]hecked against[^.]*\d+\.\d+",
+                                   ast.get_docstring(ast.parse(open(os.path.join(compat, name),
+                                                                    encoding="utf-8").read())) or "")]
+    assert not unchecked, f"_compat modules without 'checked against <version>': {unchecked}"

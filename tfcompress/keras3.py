@@ -22,6 +22,7 @@ from absl import logging
 
 from tfcompress import errors
 import tfcompress._compat.keras3_ops as _keras3_ops
+import tfcompress._compat.functional as _functional
 import tfcompress._compat.keras as _keras
 import tfcompress._compat.parity as _parity
 from tfcompress._compat.parity import is_k3_model, k3, max_abs_diff  # noqa: F401  (public here)
@@ -255,12 +256,12 @@ class _Rebuilder:
     def _input(self, x):
         """A target ``Input`` twin of source input tensor ``x``."""
         if self.target == _TO2:
-            op = x._keras_history.operation
+            op = _functional.keras_history(x).operation
             return tf_keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=op.name,
                                   sparse=bool(getattr(x, "sparse", False)))
         sparse = isinstance(x.type_spec, tf.SparseTensorSpec)
         return k3().Input(batch_shape=tuple(x.shape.as_list()), dtype=x.dtype.name,
-                          name=self._name(x._keras_history.layer.name), sparse=sparse)
+                          name=self._name(_functional.keras_history(x).layer.name), sparse=sparse)
 
     def model(self, model):
         if id(model) in self.memo:
@@ -343,8 +344,9 @@ class _Rebuilder:
 
     def _nodes(self, model):
         """(operation, node) of ``model``'s graph in the order they can run."""
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for node in model._nodes_by_depth[depth]:
+        by_depth = _functional.nodes_by_depth(model)
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
                 op = node.operation if self.target == _TO2 else node.layer
                 if op is not None and not node.is_input:
                     yield op, node
@@ -353,11 +355,11 @@ class _Rebuilder:
         if self.target == _TO2:
             from keras import tree
             flatten, map_structure = tree.flatten, tree.map_structure
-            graph = getattr(model, "_functional", None) or model  # a Keras 3 Sequential's graph
-            src_in, src_out = graph._inputs_struct, graph._outputs_struct
+            graph = _functional.k3_graph(model)  # a Keras 3 Sequential's graph
+            src_in, src_out = _functional.k3_io_structs(graph)
         else:
             flatten, map_structure = tf.nest.flatten, tf.nest.map_structure
-            graph, src_in, src_out = model, model._nested_inputs, model._nested_outputs
+            graph, (src_in, src_out) = model, _functional.k2_io_structs(model)
         tensors = {id(x): self._input(x) for x in graph.inputs}
         top = self.depth == 1
         for op, node in self._nodes(graph):

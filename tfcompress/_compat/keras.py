@@ -4,6 +4,10 @@ tensorflow-model-optimization works only with Keras 2, while TensorFlow 2.21's d
 ``tf.keras`` is Keras 3. Setting ``TF_USE_LEGACY_KERAS`` before TensorFlow is first imported
 makes ``tf.keras`` resolve to ``tf_keras`` too, so models built either way are Keras 2 models.
 Nothing else in the package touches that variable.
+
+Private symbols reached here, checked against tf_keras 2.21.0 and Keras 3.15.1:
+``Functional._is_graph_network``, ``tf_keras.src.engine.functional.Functional``,
+``keras.src.models.functional.Functional``, ``tf_keras.src.saving.serialization_lib``.
 """
 
 import os

@@ -3,6 +3,9 @@
 Functional models hold plain ops between layers (MobileNetV3's ``x + 3.0``, a ``reshape``):
 Keras 3 records them as ``keras.ops`` nodes, tf_keras as ``TFOpLambda`` layers over a TF
 function. These tables translate the common ones; any other is an error naming it.
+
+Checked against Keras 3.15.1 (its ops' attribute names: ``axis``, ``keepdims``, ``newshape``...)
+and tf_keras 2.21.0 (``TFOpLambda``).
 """
 
 import inspect

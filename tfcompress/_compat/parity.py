@@ -2,7 +2,8 @@
 check that a rebuilt model computes what the original does).
 
 Both libraries' models take the same numpy arrays; their nested inputs and outputs are packed
-and flattened with each library's own tree functions.
+and flattened with each library's own tree functions. Checked against Keras 3.15.1
+(``Functional._inputs_struct``) and tf_keras 2.21.0 (``Functional._nested_inputs``).
 """
 
 import numpy as np

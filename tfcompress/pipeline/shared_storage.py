@@ -50,7 +50,6 @@ def fail_stale(study, storage, grace: float) -> None:
     queued again one grace period later, like any other.
     """
     import optuna  # loaded when a search runs, not on import
-    import sqlalchemy
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -60,12 +59,12 @@ def fail_stale(study, storage, grace: float) -> None:
            (now - t.datetime_start).total_seconds() > grace]
     if not old:
         return
-    with storage.engine.connect() as connection:  # Optuna's table of heartbeats
-        beating = {row[0] for row in connection.execute(
-            sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+    import tfcompress._compat.optuna as _optuna  # Optuna internals (loaded with the search)
+
+    beating = _optuna.beating_trial_ids(storage)
     for trial in old:
-        if trial._trial_id not in beating:
-            storage.record_heartbeat(trial._trial_id)
+        if _optuna.trial_id(trial) not in beating:
+            storage.record_heartbeat(_optuna.trial_id(trial))
 
 
 def run_share(study, storage, objective: Callable, *, n_trials: int, counted: Callable[[], int],
