@@ -9,6 +9,7 @@ import gzip
 import numpy as np
 
 from tfcompress import errors
+import tfcompress._compat.functional as _functional
 from tfcompress._compat.keras import keras, unwrap
 from tfcompress.keras3 import ensure_keras2
 
@@ -80,11 +81,11 @@ def _calls(model, layer) -> list:
     A layer keeps a node for every call in every graph it was ever called in: a model cloned
     with its layers (``strip``) or a layer reused across models holds nodes of other graphs.
     Only the model's own nodes count; a layer shared inside the model counts once per call.
-    Private tf_keras API (checked against 2.21): ``Functional._network_nodes`` holds the keys
-    ``"<layer name>_ib-<node index>"`` of the model's own nodes; the only record of them.
+    The model's own node keys (``"<layer name>_ib-<node index>"``) are private tf_keras state,
+    read by ``_compat.functional.own_node_keys``.
     """
-    nodes = len(getattr(layer, "_inbound_nodes", []))
-    own = getattr(model, "_network_nodes", None)
+    nodes = _functional.call_count(layer)
+    own = _functional.own_node_keys(model)
     if own is None:  # a subclassed model: no graph, one call each
         return list(range(min(nodes, 1))) or [0]
     calls = [i for i in range(nodes) if f"{layer.name}_ib-{i}" in own]
