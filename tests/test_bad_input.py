@@ -109,6 +109,84 @@ def test_bad_npz_files(tmp_path, xy):
     floats = tmp_path / "floats.npz"
     np.savez(floats, x_train=x, y_train=y / 10, x_test=x, y_test=y)
     _raises("float labels npz", errors.DataError, "not whole numbers", lambda: data.load_npz(str(floats)))
+    half = tmp_path / "half.npz"
+    np.savez(half, x_train=x, y_train=y, x_test=x, y_test=y, x_val=x[:10])
+    _raises("x_val without y_val", errors.DataError, "holds x_val without y_val; accepted: both",
+            lambda: data.npz_validation(str(half)))
+
+
+def test_data_checked_in_float32_and_labels_before_any_conversion(xy):
+    """float64 1e300 is Inf in float32 (the converter's calibration crashed on it); labels are
+    checked before they are converted: no argmax of non-one-hot rows, no int32 wrap-around."""
+    x, y = xy
+    huge = _with(x.astype(np.float64), 7, 1e300)
+    _raises("float64 1e300", errors.DataError, r"train images holds 0 NaN and 0 Inf values and 1 "
+            r"beyond float32's range \(e.g. 1e\+300",
+            lambda: data.check_data(_splits((huge, y))))
+    model = models.digits_cnn(width=0.25)
+    _raises("float64 1e300 int8", errors.DataError, r"representative_data holds .*(1 Inf|1 beyond)",
+            lambda: tfcompress.convert(model, "int8", representative_data=huge))
+    one_hot = np.eye(10, dtype=np.float32)[y]
+    np.testing.assert_array_equal(data.labels(one_hot), y)  # real one-hot rows: their index
+    _raises("all-zero one-hot", errors.DataError, r"1 one-hot rows are all zero \(e.g. row 3\)",
+            lambda: data.labels(_with(one_hot, slice(30, 40), 0)))
+    multi = one_hot.copy()
+    multi[5, (y[5] + 1) % 10] = 1
+    _raises("multi-label rows", errors.DataError, r"shape \(60, 10\) are not one-hot rows \(row 5",
+            lambda: data.labels(multi))
+    _raises("two-column targets", errors.DataError, "are not one-hot rows",
+            lambda: data.labels(np.stack([y + 2, y + 2], axis=1)))
+    wrapped = y.astype(np.uint64)
+    wrapped[0] = 2**32 + 3
+    _raises("label 2**32+3", errors.DataError, "label 4294967299 is beyond what int32 holds",
+            lambda: data.labels(wrapped))
+    _raises("one-class validation", errors.DataError,
+            r"validation labels hold one class \(0\) in 10 samples",
+            lambda: data.check_data(_splits(xy, validation=lambda x, y: (x, np.zeros_like(y)))))
+    _raises("validation fraction '0.2'", errors.DataError, r"validation_fraction='0.2'; accepted: a number",
+            lambda: data.split_validation((x, y), "0.2"))
+    train, val = data.split_validation((x, y), 0.2)
+    assert len(val[1]) + len(train[1]) == 60 and len(np.unique(val[1])) > 1
+
+
+def _image_folder(root, extra):
+    import tensorflow as tf
+
+    png = tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)).numpy()
+    files = {f"{c}/{i}.png": png for c in "ab" for i in range(4)} if extra is not None else {}
+    files.update(extra or {})
+    for rel, content in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+        with open(os.path.join(root, rel), "wb") as f:
+            f.write(content)
+    return str(root)
+
+
+@pytest.mark.parametrize("case, files, size, match", [
+    ("corrupt jpeg", {"a/bad.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 20}, (4, 4),
+     r"'a/bad.jpg' is not a readable image \(.*JPEG"),
+    ("text named png", {"b/notes.png": b"not an image"}, (4, 4),
+     r"'b/notes.png' is not a readable image \(Unknown image file format"),
+    ("one image", None, (4, 4), r"holds 1 image .*accepted: at least 5 images"),
+    ("no images", {"a/readme.txt": b"x"}, (4, 4), r"holds 0 images"),
+    ("image_size (0, 0)", {}, (0, 0), r"image_size=\(0, 0\); accepted: \(height, width\)"),
+])
+def test_image_folder_problems_are_one_line(tmp_path, case, files, size, match):
+    import tensorflow as tf
+
+    if case == "one image":
+        files = {"a/0.png": tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)).numpy()}
+        folder = _image_folder(tmp_path / "f", None)
+        for rel, content in files.items():
+            os.makedirs(tmp_path / "f" / "a", exist_ok=True)
+            (tmp_path / "f" / rel).write_bytes(content)
+    elif case == "no images":
+        folder = str(tmp_path / "f")
+        os.makedirs(tmp_path / "f" / "a")
+        (tmp_path / "f" / "a" / "readme.txt").write_bytes(b"x")
+    else:
+        folder = _image_folder(tmp_path / "f", files)
+    _raises(case, errors.DataError, match, lambda: data.load_image_folder(folder, size))
 
 
 @pytest.mark.parametrize("field, value, match", [

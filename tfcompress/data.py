@@ -9,6 +9,7 @@ generator the TFLite converter wants for full-integer quantization.
 
 import gzip
 import os
+import re
 import warnings
 import zipfile
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence
@@ -72,7 +73,8 @@ def split_validation(train: Split, fraction: float = 0.15, seed: int = 0) -> tup
     Raises:
         DataError: ``fraction`` outside (0, 1), or a training split too small to split.
     """
-    if not 0.0 < float(fraction) < 1.0:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) or not (
+            0.0 < float(fraction) < 1.0):
         raise errors.DataError(
             f"validation_fraction={fraction!r}; accepted: a number in (0, 1)")
     x, y = train
@@ -123,10 +125,21 @@ def load_npz(path: str) -> Splits:
 
 
 def npz_validation(path: str) -> Optional[Split]:
-    """The ``x_val``/``y_val`` pair a user's ``.npz`` brings, if it has both (else None)."""
+    """The ``x_val``/``y_val`` pair a user's ``.npz`` brings, if it has both (else None).
+
+    Raises:
+        DataError: the file holds one of ``x_val``/``y_val`` without the other.
+    """
     arrays = _npz_arrays(path, ("x_val", "y_val"), required=False)
-    return None if arrays is None else _pair(arrays["x_val"], arrays["y_val"],
-                                             f"{path!r}: validation")
+    if arrays is None:
+        half = [k for k in ("x_val", "y_val") if _npz_arrays(path, (k,), required=False)]
+        if half:
+            other = ({"x_val", "y_val"} - set(half)).pop()
+            raise errors.DataError(
+                f"{path!r} holds {half[0]} without {other}; accepted: both x_val and y_val "
+                "(a validation split of its own) or neither (carved from the training split)")
+        return None
+    return _pair(arrays["x_val"], arrays["y_val"], f"{path!r}: validation")
 
 
 def _pair(x, y, what: str) -> Split:
@@ -150,19 +163,89 @@ def load_image_folder(
 
     Returns:
         (splits, class_names).
+
+    Raises:
+        DataError: a missing folder, a bad ``image_size``/``color_mode``/``test_fraction``, a
+            folder without images or with too few for both splits, or a file that is not a
+            readable image (named).
     """
     if not os.path.isdir(path):
         raise errors.DataError(f"image folder {path!r} does not exist; accepted: a folder "
                                "with one sub-folder of images per class")
+    size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size,)
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                 and v > 0 for v in size):
+        raise errors.DataError(
+            f"image_size={image_size!r}; accepted: (height, width), two integers > 0")
+    if color_mode not in _COLOR_MODES:
+        raise errors.DataError(errors.unknown("color_mode", color_mode, _COLOR_MODES))
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not (
+            0.0 < test_fraction < 1.0):
+        raise errors.DataError(f"test_fraction={test_fraction!r}; accepted: a number in (0, 1)")
+    images = _folder_images(path)
+    n_test = int(test_fraction * len(images))  # Keras' own count for the "validation" subset
+    if n_test < 1 or len(images) - n_test < 1:
+        raise errors.DataError(
+            f"image folder {path!r} holds {len(images)} image"
+            f"{'' if len(images) == 1 else 's'} ({', '.join(_IMAGE_EXTENSIONS)} files in class "
+            f"sub-folders), too few for a training and a test split with test_fraction="
+            f"{test_fraction}; accepted: at least {_fewest_images(test_fraction)} images")
+    import tensorflow as tf
+
     common = dict(
-        image_size=tuple(image_size), color_mode=color_mode, batch_size=None, seed=seed,
+        image_size=size, color_mode=color_mode, batch_size=None, seed=seed,
         validation_split=test_fraction, shuffle=True, label_mode="int",
     )
-    train = keras.utils.image_dataset_from_directory(path, subset="training", **common)
-    test = keras.utils.image_dataset_from_directory(path, subset="validation", **common)
-    names = tuple(train.class_names)
-    (xtr, ytr), (xte, yte) = from_dataset(train), from_dataset(test)
+    try:
+        train = keras.utils.image_dataset_from_directory(path, subset="training", **common)
+        test = keras.utils.image_dataset_from_directory(path, subset="validation", **common)
+        names = tuple(train.class_names)
+        (xtr, ytr), (xte, yte) = from_dataset(train), from_dataset(test)
+    except (tf.errors.InvalidArgumentError, ValueError) as e:
+        if isinstance(e, errors.TfcompressError):
+            raise
+        raise errors.DataError(_unreadable(path, images, e)) from None
     return ((xtr / 255.0, ytr), (xte / 255.0, yte)), names
+
+
+_COLOR_MODES = ("rgb", "grayscale", "rgba")
+_IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what Keras' loader lists
+
+
+def _folder_images(path: str) -> list[str]:
+    """Image files (by extension) in the class sub-folders of ``path``, as Keras lists them."""
+    found = []
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_dir():
+            for root, _, files in os.walk(entry.path):
+                found += [os.path.join(root, f) for f in sorted(files)
+                          if f.lower().endswith(_IMAGE_EXTENSIONS)]
+    return found
+
+
+def _fewest_images(test_fraction: float) -> int:
+    """The fewest images that leave both of Keras' subsets non-empty."""
+    n = 2
+    while int(test_fraction * n) < 1 or n - int(test_fraction * n) < 1:
+        n += 1
+    return n
+
+
+def _unreadable(path: str, images: Sequence[str], error: Exception) -> str:
+    """The one line for an image folder Keras could not read: the first bad file named."""
+    import tensorflow as tf
+
+    for file in images:
+        try:
+            tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.OpError) as e:
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", str(e.message))
+            reason = " ".join(reason.split()).removesuffix(" name:")[:160]
+            return (f"image folder {path!r}: {os.path.relpath(file, path)!r} is not a readable "
+                    f"image ({reason}); accepted: {', '.join(_IMAGE_EXTENSIONS)} image files "
+                    "(remove or replace it)")
+    first = " ".join(str(error).split())[:200]
+    return f"cannot read image folder {path!r} ({first}); accepted: a folder with one sub-folder of images per class"
 
 
 def resize_images(x: np.ndarray, image_size: Sequence[int], color_mode: str = "rgb") -> np.ndarray:
@@ -210,7 +293,10 @@ def labels(y, what: str = "labels") -> np.ndarray:
     """Integer class labels (int32, (N,)) from integer or one-hot labels, checked.
 
     Float labels are accepted only where every value is a whole number (``3.0``); anything else
-    (fractions, strings, objects) is refused rather than truncated.
+    (fractions, strings, objects) is refused rather than truncated. Rows of several columns
+    are accepted only as one-hot rows (a single 1, zeros elsewhere): multi-label rows, all-zero
+    rows and other multi-column targets are refused, not argmax'd. Values that int32 cannot
+    hold are refused, not wrapped around.
 
     Raises:
         DataError: labels that are not numeric class indices or one-hot rows.
@@ -220,8 +306,8 @@ def labels(y, what: str = "labels") -> np.ndarray:
         raise errors.DataError(
             f"{what}: labels have dtype {y.dtype}; accepted: integer class indices 0..N-1 "
             "or one-hot rows")
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = y.argmax(axis=1)
+    if y.ndim > 2 or (y.ndim == 2 and y.shape[1] > 1):
+        y = _one_hot(y, what)
     y = y.reshape(-1)
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
@@ -229,7 +315,36 @@ def labels(y, what: str = "labels") -> np.ndarray:
             raise errors.DataError(
                 f"{what}: {int(bad.sum())} labels are not whole numbers (e.g. "
                 f"{y[bad][0]!r}); accepted: integer class indices 0..N-1 (not truncated)")
+    info = np.iinfo(np.int32)
+    if y.size and (y.max() > info.max or y.min() < info.min):
+        bad = y.max() if y.max() > info.max else y.min()
+        raise errors.DataError(
+            f"{what}: label {int(bad)} is beyond what int32 holds (it would wrap around); "
+            "accepted: integer class indices 0..N-1")
     return y.astype(np.int64).astype(np.int32)
+
+
+def _one_hot(y: np.ndarray, what: str) -> np.ndarray:
+    """Class indices of one-hot rows (N, K), checked: one 1 per row, zeros elsewhere."""
+    if y.ndim > 2:
+        raise errors.DataError(
+            f"{what}: labels have shape {y.shape}; accepted: class indices (N,) or one-hot "
+            "rows (N, classes)")
+    binary = (y == 0) | (y == 1)
+    ones = (y == 1).sum(axis=1)
+    zero_rows = np.flatnonzero(binary.all(axis=1) & (ones == 0))
+    if len(zero_rows):
+        raise errors.DataError(
+            f"{what}: {len(zero_rows)} one-hot rows are all zero (e.g. row {int(zero_rows[0])}); "
+            "accepted: one-hot rows holding a single 1 (class indices are not guessed)")
+    bad = np.flatnonzero(~binary.all(axis=1) | (ones != 1))
+    if len(bad):
+        row = np.array2string(y[bad[0]], threshold=8, separator=", ")
+        raise errors.DataError(
+            f"{what}: labels of shape {y.shape} are not one-hot rows (row {int(bad[0])} holds "
+            f"{' '.join(row.split())}); accepted: class indices (N,) or one-hot rows holding a "
+            "single 1 (multi-label or multi-column targets are not argmax'd)")
+    return y.argmax(axis=1)
 
 
 _labels = labels  # the loaders' name for it
@@ -252,13 +367,19 @@ def check_images(x, what: str = "data") -> np.ndarray:
         raise errors.DataError(
             f"{what} has shape {x.shape}; accepted: at least one sample, batch first")
     if x.dtype.kind == "f":
-        finite = np.isfinite(x)
+        # Checked in the dtype native code receives: float64 1e300 is finite here and Inf
+        # in float32, which crashes the converter's calibration.
+        with np.errstate(over="ignore"):
+            finite = np.isfinite(x.astype(np.float32, copy=False))
         if not finite.all():
             n_nan, n_inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+            big = np.isfinite(x) & ~finite
+            beyond = (f" and {int(big.sum())} beyond float32's range (e.g. {x[big][0]:g}; the "
+                      "model computes in float32)") if big.any() else ""
             raise errors.DataError(
-                f"{what} holds {n_nan} NaN and {n_inf} Inf values (in "
+                f"{what} holds {n_nan} NaN and {n_inf} Inf values{beyond} (in "
                 f"{int((~finite.reshape(len(x), -1).all(1)).sum())} samples); accepted: "
-                "finite numbers")
+                "finite float32 numbers")
     return x
 
 
@@ -270,8 +391,9 @@ def check_data(splits, num_classes: Optional[int] = None,
     Each split must hold finite numeric images (batch first, at least one), as many integer
     labels in [0, ``num_classes``) (or in [0, max+1) when not given), with the same sample
     shape in every split and, with ``input_shape``, the model's input shape. The training
-    split needs two classes at least. Images whose values span 0..255 get a warning (the
-    model gets them as they are; nothing is rescaled).
+    and validation splits need two classes at least (every decision is taken on the latter).
+    Images whose values span 0..255 get a warning (the model gets them as they are; nothing
+    is rescaled).
 
     Args:
         splits: ``DataSplits`` or any sequence of (x, y) pairs named by ``names``.
@@ -305,6 +427,12 @@ def check_data(splits, num_classes: Optional[int] = None,
         raise errors.DataError(
             f"the {names[0]} labels hold one class ({int(checked[0][1][0])}); accepted: at "
             "least 2 classes")
+    for name, (_, y) in zip(names, checked):
+        if name == "validation" and len(np.unique(y)) < 2:  # every decision is taken on it
+            raise errors.DataError(
+                f"the validation labels hold one class ({int(y[0])}) in {len(y)} samples, and "
+                "every decision is taken on them; accepted: at least 2 classes (a larger "
+                "validation_fraction, more data, or an x_val/y_val of several classes)")
     top = max(float(x.max()) for x, _ in checked) if checked else 0.0
     if 2.0 < top <= 255.0 and all(float(x.min()) >= 0 for x, _ in checked):
         warnings.warn(f"images range 0..{top:g} (pixels?), not [0, 1]; they are used as they "
