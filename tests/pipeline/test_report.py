@@ -121,9 +121,10 @@ def test_workdir_owns_the_runner_paths_and_the_fingerprint():
 
 def test_search_markdown_says_when_no_candidate_met_the_budget():
     summary = {"baseline": {"accuracy": 0.9, "test_accuracy": 0.88, "gzip_bytes": 3600,
-                            "latency_ms": 0.2},
+                            "latency_ms": None},  # no latency runs
                "best": None, "max_drop_points": 1.0, "objective": "size",
                "states": {"COMPLETE": 2, "PRUNED": 1}, "repeats": 0, "front": []}
     text = report.search_markdown(summary)
     assert "No candidate met the budget." in text
     assert "Trials: complete 2, pruned 1 (0 repeats" in text
+    assert "3,600 gzip bytes, - ms." in text

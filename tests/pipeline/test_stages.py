@@ -89,3 +89,35 @@ def test_recipe_runs_the_prune_stage_on_a_batchnorm_model(tmp_path, ctx, bn_mode
     report = tfcompress.run_recipe(config, str(tmp_path / "run"))
     assert set(report["stages"]["prune"]["sparsity"]) == {"conv0", "conv1", "logits"}
     assert report["formats"][-1]["format"] == "float32"
+
+
+@pytest.mark.slow
+def test_search_smoke_prunes_a_batchnorm_model(tmp_path, bn_model):
+    """One search trial that prunes a BatchNormalization model completes (the KeyError took
+    the whole search down) and reports the pruned layers' sparsity from its own folder."""
+    import json
+    import os
+
+    path = str(tmp_path / "bn.keras")
+    bn_model.save(path)
+    config = tfcompress.pipeline.search.default_config()
+    config.recipe.model.path = path
+    config.recipe.data.limit = 300
+    config.recipe.convert.representative_samples = 8
+    config.recipe.validate.latency_runs = 0
+    config.recipe.prune.epochs = 1
+    config.space.mode = ("int8",)
+    for dim in ("distill_width", "channel_ratio", "factorize_energy"):
+        config.space[dim] = (0.0,)
+    config.space.sparsity = (0.5,)
+    config.space.clusters = (0,)
+    config.space.recovery = (0,)
+    config.n_trials = 1
+    summary = tfcompress.search(config, str(tmp_path / "search"))
+    assert summary["states"] == {"COMPLETE": 1}
+    (trial,) = summary["front"]
+    assert trial["stages"] == ["prune"]
+    with open(os.path.join(os.path.dirname(trial["tflite"]), "report.json")) as f:
+        sparsity = json.load(f)["stages"]["prune"]["sparsity"]
+    assert set(sparsity) == {"conv0", "conv1", "logits"}
+    assert all(abs(v - 0.5) < 0.02 for v in sparsity.values())

@@ -227,8 +227,9 @@ def pareto_plot(summary: dict, records: list, path: str) -> str:
             ax.scatter(xs[~on], ys[~on], c="0.6", s=18, label="trial")
             ax.scatter(xs[on], ys[on], c="C0", s=30, label="Pareto front (accuracy vs "
                        f"{summary['objective']})")
-        ax.scatter([base[key]], [base["accuracy"]], marker="*", s=160, c="C3",
-                   label="baseline float32")
+        if base.get(key) is not None:  # latency: measured only with latency runs
+            ax.scatter([base[key]], [base["accuracy"]], marker="*", s=160, c="C3",
+                       label="baseline float32")
         ax.axhline(summary["accuracy_floor"], ls="--", c="C3", lw=1,
                    label=f"budget (-{summary['max_drop_points']:g} points)")
         ax.set_xscale("log" if key == "gzip_bytes" else "linear")
@@ -251,7 +252,7 @@ def search_markdown(summary: dict) -> str:
              "test figures are held out: measured once per exported model, never chosen on.", "",
              f"Baseline float32: validation accuracy {base['accuracy']:.4f}, test accuracy "
              f"{base['test_accuracy']:.4f}, {base['gzip_bytes']:,} gzip bytes, "
-             f"{base['latency_ms']:.3f} ms. Budget: at most {summary['max_drop_points']:g} points "
+             f"{_ms(base['latency_ms'])} ms. Budget: at most {summary['max_drop_points']:g} points "
              f"lower on validation (the one-sided {summary.get('budget_confidence', 0.5):.0%} upper "
              f"bound of the paired drop); objective: "
              f"{summary['objective']}. Trials: "
@@ -264,7 +265,7 @@ def search_markdown(summary: dict) -> str:
                   f"held-out test accuracy {held['accuracy']:.4f} ({-best['test_drop_points']:+.2f}"
                   f" points against the baseline{_interval(best)}), {held['gzip_bytes']:,} gzip "
                   f"bytes ({held['gzip_ratio']:.3f}x the float32 baseline), latency "
-                  f"{held['latency_ms']:.3f} ms: `best/model.tflite`, recipe `best/recipe.py`.", ""]
+                  f"{_ms(held['latency_ms'])} ms: `best/model.tflite`, recipe `best/recipe.py`.", ""]
     else:
         lines += ["No candidate met the budget.", ""]
     lines += ["## Pareto front", "",
@@ -276,7 +277,7 @@ def search_markdown(summary: dict) -> str:
             f"| {r['number']} | {', '.join(r['stages']) or '-'} | {r['params']['mode']} | "
             f"{r['accuracy']:.4f} | {r['test_accuracy']:.4f} | {_interval(r, brackets=False)} | "
             f"{r['gzip_bytes']:,} | {r['gzip_ratio']:.3f} | "
-            f"{r['latency_ms']:.3f} | {r['macs'] if r['macs'] is not None else '-'} | "
+            f"{_ms(r['latency_ms'])} | {r['macs'] if r['macs'] is not None else '-'} | "
             f"{'yes' if r['feasible'] else 'no'} | "
             f"{'yes' if r['test_within_budget'] else '**no: beyond the budget on test**'} | "
             f"`front/trial_{r['number']}.py` |")
@@ -284,6 +285,11 @@ def search_markdown(summary: dict) -> str:
               "Run a front point: `python scripts/compress.py --config=front/trial_N.py "
               "--workdir=workdir/trial_N`.", ""]
     return "\n".join(lines)
+
+
+def _ms(value) -> str:
+    """A latency in ms, or '-' where none was measured (``validate.latency_runs`` 0)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _interval(record: dict, brackets: bool = True) -> str:
