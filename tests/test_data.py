@@ -104,6 +104,7 @@ def test_load_text_is_fixed_int32_token_ids():
     assert xtr.dtype == np.int32 and xte.dtype == np.int32 and ytr.dtype == np.int32
     assert xtr.shape == (2598, 64) and xte.shape == (650, 64) and len(classes) == 6
     assert len(words) == 2000 and words[:2] == ("<pad>", "<unk>") and words[2] == "the"
+    assert classes == data.TEXT_CLASSES
     assert 0 <= min(xtr.min(), xte.min()) and max(xtr.max(), xte.max()) == len(words) - 1
     assert np.array_equal(np.bincount(yte), [210, 141, 125, 93, 41, 40])
     # ids then padding: no id after the first pad, and every text holds a word

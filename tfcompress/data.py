@@ -579,3 +579,4 @@ def load_keywords(seed: int = 0) -> Splits:
 
 KEYWORDS_CLASSES = ("silence", "unknown", "yes", "no", "up", "down", "left", "right", "on", "off",
                     "stop", "go")
+TEXT_CLASSES = ("computers", "politics", "science", "art", "law", "food")  # load_text's labels

@@ -326,7 +326,8 @@ def _export_android(config, wd: Workdir, android_dir: str, mode: Optional[str]) 
     mode = mode or config.convert.modes[-1]
     flatbuffer = _litert.load_flatbuffer(wd.flatbuffer(mode))
     std = {"digits": 16.0, "image_folder": 255.0}.get(config.data.name, 1.0)
-    labels = data_lib.DIGITS_CLASSES if config.data.name == "digits" else None
+    labels = {"digits": data_lib.DIGITS_CLASSES, "keywords": data_lib.KEYWORDS_CLASSES,
+              "text": data_lib.TEXT_CLASSES}.get(config.data.name)
     sidecar = android.export_android(
         flatbuffer, android_dir, labels=labels, normalization={"mean": 0.0, "std": std},
         conversion=conversion_info(flatbuffer, mode))
