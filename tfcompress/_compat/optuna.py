@@ -1,5 +1,6 @@
-"""Optuna internals the shared search storage needs, isolated (never imported by ``import
-tfcompress``: the search imports it when it runs, and it imports nothing of Optuna itself).
+"""Optuna internals the shared search storage needs, isolated. Importing this module imports
+nothing of Optuna or SQLAlchemy (``import tfcompress`` stays light): they are the objects passed
+in, and SQLAlchemy loads when ``beating_trial_ids`` runs.
 
 Checked against Optuna 4 and 5 (5.1.0 here). ``FrozenTrial`` exposes a trial's ``number``
 but not its storage id, which the storage's heartbeat API takes; and the RDB storage has no

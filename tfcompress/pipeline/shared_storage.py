@@ -19,6 +19,7 @@ import warnings
 from typing import Callable, Optional, Sequence
 
 from tfcompress import errors
+import tfcompress._compat.optuna as _optuna  # Optuna internals; imports nothing of Optuna itself
 
 
 def storage_url(url: str) -> str:
@@ -59,8 +60,6 @@ def fail_stale(study, storage, grace: float) -> None:
            (now - t.datetime_start).total_seconds() > grace]
     if not old:
         return
-    import tfcompress._compat.optuna as _optuna  # Optuna internals (loaded with the search)
-
     beating = _optuna.beating_trial_ids(storage)
     for trial in old:
         if _optuna.trial_id(trial) not in beating:
