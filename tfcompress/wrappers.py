@@ -202,12 +202,22 @@ def kernels(model) -> dict:
     return out
 
 
+def _own_size(layer) -> int:
+    """Parameters of a layer as the user built it: the inner layer's weights; a clustering
+    wrapper also holds each clustered kernel as one integer index per weight (its pulling
+    indices), and not as a weight of the inner layer. Masks, thresholds, centroids and
+    steps that wrappers add do not count."""
+    size = sum(int(np.prod(w.shape, dtype=np.int64)) for w in unwrap(layer).weights)
+    if isinstance(layer, _tfmot.ClusterWrapper):
+        size += sum(int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights
+                    if w.dtype.is_integer)
+    return size
+
+
 def weight_shares(model) -> dict:
     """{layer name: the layer's share of the model's parameters} (nested models' layers in
-    their place; wrappers' own variables such as masks are not counted)."""
-    model = strip(model) if is_pruned(model) or is_clustered(model) else model
-    sizes = {unwrap(l).name: int(sum(np.prod(w.shape, dtype=np.int64) for w in unwrap(l).weights))
-             for l in _flat_layers(model)}
+    their place; see ``_own_size`` for wrapped layers)."""
+    sizes = {unwrap(l).name: _own_size(l) for l in _flat_layers(model)}
     total = sum(sizes.values())
     return {name: size / total for name, size in sizes.items() if size} if total else {}
 
