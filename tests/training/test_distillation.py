@@ -78,9 +78,17 @@ def test_same_function_gives_zero_distillation_loss(teacher_kind, student_kind, 
     student.set_weights([w + 0.3 * np.sign(w) for w in teacher.get_weights()])
     other = d.evaluate(x[:256], y[:256], verbose=0, return_dict=True)["distillation_loss"]
     assert same < 1e-5 < 1e-2 < other
-    wrong = Distiller(student, teacher, alpha=0.0, teacher_from_logits=teacher_kind == "logits",
-                      student_from_logits=True)  # an explicit flag wins over detection
-    assert wrong.student_from_logits is True
+    # An explicit flag wins over detection: a probability-output student declared to give
+    # logits is softmaxed twice, and the same function no longer gives zero loss.
+    student.set_weights(teacher.get_weights())
+    forced = Distiller(student, teacher, alpha=0.0, teacher_from_logits=teacher_kind == "logits",
+                       student_from_logits=True)
+    forced.compile("adam")
+    loss = forced.evaluate(x[:256], y[:256], verbose=0, return_dict=True)["distillation_loss"]
+    if student_kind == "logits":
+        assert loss < 1e-5  # the flag agrees with detection
+    else:
+        assert loss > 1e-2, loss
 
 
 def test_loss_matches_hinton_formula(digits, trained_cnn, student_init):
