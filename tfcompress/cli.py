@@ -38,7 +38,7 @@ SYNOPSIS = {
     "search": "[--config=NAME_OR_FILE[:variant]] [--workdir=DIR] [--config.FIELD=VALUE ...]",
     "inspect": "MODEL.tflite [--json]",
     "validate": "MODEL.tflite --data=DATA.npz [--reference=MODEL.keras] [--json]",
-    "android": "MODEL.tflite --out=DIR [--labels=a,b,...]",
+    "android": "MODEL.tflite --out=DIR [--labels=a,b,...] [--overwrite]",
 }
 
 
@@ -136,7 +136,10 @@ def _define(command: str) -> dict:
             "reference", None, "A Keras model (.keras/.h5/SavedModel) to compare outputs with.")
         f["latency_runs"] = flags.DEFINE_integer("latency_runs", 50, "Timed invokes (0: none).")
     if command == "android":
-        f["out"] = flags.DEFINE_string("out", None, "Folder of the bundle.")
+        f["out"] = flags.DEFINE_string("out", None, "Folder of the bundle (new or empty).")
+        f["overwrite"] = flags.DEFINE_bool(
+            "overwrite", False, "Write into a non-empty --out folder, replacing model.tflite, "
+            "labels.txt, model.json and README.md there.")
         f["labels"] = flags.DEFINE_list("labels", None, "Class names, in output order.")
     return f
 
@@ -318,7 +321,8 @@ def _android(f: dict, path: str) -> None:
 
     if not f["out"].value:
         fail(f"{PROG} android needs --out=DIR")
-    android.export_android(path, f["out"].value, labels=f["labels"].value)
+    android.export_android(path, f["out"].value, labels=f["labels"].value,
+                           overwrite=f["overwrite"].value)
     print(f"android bundle: {os.path.abspath(f['out'].value)}")
 
 
@@ -351,7 +355,14 @@ def main(argv=None) -> None:
         sys.exit(0)
     if command not in COMMANDS:
         fail(f"unknown command {command!r}; accepted: {', '.join(COMMANDS)}")
-    _run(command, argv)
+    try:
+        _run(command, argv)
+    except KeyboardInterrupt:  # while TensorFlow loads or flags parse
+        fail(INTERRUPTED)
+
+
+INTERRUPTED = ("interrupted (Ctrl-C); rerun the same command to resume: finished stages are "
+               "kept in the workdir")
 
 
 def _run(command: str, argv) -> None:
@@ -375,6 +386,8 @@ def _run(command: str, argv) -> None:
             return flags.FLAGS(args)
         except (flags.Error, KeyError, AttributeError, TypeError, ValueError, OSError) as e:
             fail(e)
+        except Exception as e:  # noqa: BLE001  (the user's --config file raised or is not Python)
+            fail(_config_file_error(e))
 
     def guarded(args):
         import tfcompress
@@ -386,10 +399,40 @@ def _run(command: str, argv) -> None:
             _RUN[command](f, path)
         except tfcompress.TfcompressError as e:
             fail(e)
+        except KeyboardInterrupt:
+            fail(INTERRUPTED)
         except OSError as e:  # config_flags reports a missing or broken --config file this way
             fail(" ".join(str(e).split()))
 
+    _warn_repeated(rest)
     app.run(guarded, argv=[f"{PROG} {command}"] + rest, flags_parser=parse)
+
+
+def _config_file_error(e: BaseException) -> str:
+    """One line for a ``--config`` file that raised or does not parse: where, and what."""
+    import traceback
+
+    if isinstance(e, SyntaxError):
+        return (f"--config file {e.filename}:{e.lineno}: {type(e).__name__}: {e.msg}; accepted: "
+                "a Python file defining get_config()")
+    frames = [fr for fr in traceback.extract_tb(e.__traceback__)
+              if not fr.filename.startswith(("<", os.path.dirname(sys.modules["absl"].__file__)))]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+    return (f"--config file raised {type(e).__name__}: {e} ({where.rstrip(': ') or 'loading'}); "
+            "accepted: a Python file whose get_config() returns a ConfigDict")
+
+
+def _warn_repeated(args) -> None:
+    """One warning line for each flag given twice (absl keeps the last value silently)."""
+    seen = {}
+    for arg in args:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        name, _, value = arg[2:].partition("=")
+        if name in seen:
+            print(f"warning: --{name} given twice ({seen[name] or '(no value)'}, then "
+                  f"{value or '(no value)'}); the last is used", file=sys.stderr, flush=True)
+        seen[name] = value
 
 
 if __name__ == "__main__":

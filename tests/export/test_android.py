@@ -85,3 +85,38 @@ def test_recipe_writes_android_bundle(tmp_path):
     md = open(tmp_path / "work" / "report.md").read()
     assert "- `int8`: input int8 (scale 0.0" in md and "XNNPACK 6/7 nodes (fell back: SOFTMAX x1)" in md
     assert "GPU delegate: not available" in md
+
+
+def test_export_android_keeps_the_users_files(trained_cnn, tmp_path):
+    """A non-empty folder that is not our bundle is refused; overwrite=True replaces only the
+    bundle's four files; an earlier bundle of ours is replaced (a rerun resumes)."""
+    fb = tfcompress.convert(trained_cnn, "float32")
+    out = tmp_path / "app"
+    out.mkdir()
+    users = {"README.md": "my app's readme\n", "labels.txt": "cat\ndog\n",
+             "model.json": '{"mine": true}\n', "notes.txt": "keep me\n"}
+    for name, text in users.items():
+        (out / name).write_text(text)
+    with pytest.raises(errors.ConfigError, match=r"'.*app' is not empty \(README.md, labels.txt, "
+                       r"model.json, notes.txt\); accepted: a new or empty folder, or overwrite=True"):
+        export_android(fb, str(out))
+    assert {p.name: p.read_text() for p in out.iterdir()} == users  # nothing changed
+    same_names = tmp_path / "same_names"  # only our file names, but not our bundle
+    same_names.mkdir()
+    (same_names / "model.json").write_text('{"mine": true}\n')
+    with pytest.raises(errors.ConfigError, match="is not empty"):
+        export_android(fb, str(same_names))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(errors.ConfigError, match="is a file"):
+        export_android(fb, str(tmp_path / "afile"))
+    export_android(fb, str(out), overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*users, "model.tflite"])
+    assert (out / "model.tflite").read_bytes() == fb
+    assert json.loads((out / "model.json").read_text())["model_file"] == "model.tflite"
+    ours = tmp_path / "ours"
+    export_android(fb, str(ours))
+    before = (ours / "model.json").read_text()
+    export_android(fb, str(ours), labels=[f"d{i}" for i in range(10)])  # a rerun: our bundle
+    assert (ours / "labels.txt").read_text().split()[0] == "d0"
+    assert (ours / "model.json").read_text() == before

@@ -29,16 +29,22 @@ def export_android(
     labels: Optional[Sequence[str]] = None,
     normalization: Optional[dict] = None,
     conversion: Optional[dict] = None,
+    overwrite: bool = False,
 ) -> dict:
     """Writes ``model.tflite``, ``labels.txt``, ``model.json`` and ``README.md`` into ``directory``.
 
+    The user's files are safe: a folder that holds anything but an earlier bundle of ours is
+    refused unless ``overwrite=True`` (which replaces these four files and nothing else).
+    Nothing outside ``directory`` is written.
+
     Args:
         tflite: flatbuffer bytes or a ``.tflite`` path (verified before it is written).
-        directory: output folder (created; existing files of these names are replaced).
+        directory: output folder: new, empty, or holding an earlier bundle of ours.
         labels: class names in output order; default ``0 .. N-1``.
         normalization: how raw pixels become the model's float input,
             ``x = (pixel - mean) / std``: ``{"mean": m, "std": s}`` (default mean 0, std 255).
         conversion: ``convert.conversion_info`` of the flatbuffer, copied into the sidecar.
+        overwrite: write into a folder that holds other files, replacing files of these names.
 
     Returns:
         The sidecar written to ``model.json``.
@@ -46,7 +52,10 @@ def export_android(
     Raises:
         InvalidTFLiteError: the flatbuffer does not load.
         DataError: labels that do not match the output size, or a bad normalization.
+        ConfigError: ``directory`` is a file, or a non-empty folder that is not a bundle of
+            ours (without ``overwrite``).
     """
+    _check_directory(directory, overwrite)
     content = load_flatbuffer(tflite)
     interp = interpreter(content, allocate=False)
     inputs = io_details(interp.get_input_details())
@@ -85,6 +94,37 @@ def export_android(
     _io.write_text(os.path.join(directory, "model.json"), json.dumps(sidecar, indent=2) + "\n")
     _io.write_text(os.path.join(directory, "README.md"), readme(sidecar))
     return sidecar
+
+
+BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json", "README.md")
+
+
+def _check_directory(directory: str, overwrite: bool) -> None:
+    """Refuses a file, or a non-empty folder other than an earlier bundle (unless ``overwrite``)."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise errors.ConfigError(
+            f"android output {directory!r} is a file; accepted: a new or empty folder")
+    if overwrite or not os.path.isdir(directory):
+        return
+    present = sorted(os.listdir(directory))
+    if not present or (set(present) <= set(BUNDLE_FILES) and _ours(directory)):
+        return
+    shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+    raise errors.ConfigError(
+        f"android output folder {directory!r} is not empty ({shown}); accepted: a new or empty "
+        "folder, or overwrite=True (tfcompress android --overwrite) to replace "
+        f"{', '.join(BUNDLE_FILES)} there")
+
+
+def _ours(directory: str) -> bool:
+    """Whether ``directory/model.json`` is a sidecar this module wrote."""
+    try:
+        with open(os.path.join(directory, "model.json")) as f:
+            sidecar = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(sidecar, dict) and sidecar.get("model_file") == "model.tflite" and (
+        sidecar.get("labels_file") == "labels.txt" and "input_normalization" in sidecar)
 
 
 def kotlin(sidecar: dict) -> str:
