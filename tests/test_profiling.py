@@ -105,3 +105,45 @@ def test_a_layer_shared_inside_the_graph_counts_per_call():
     out = L.Dense(2, name="head")(shared(shared(inp)))  # called twice in the graph
     rows = {r["name"]: r["macs"] for r in profile(keras.Model(inp, out))["layers"]}
     assert rows["shared"] == 2 * 6 * 6 and rows["head"] == 6 * 2
+
+
+def test_recurrent_layers_by_hand():
+    """LSTM 4*(in*u + u*u + u), GRU 3*(...), SimpleRNN 1*(...) per timestep; a Bidirectional
+    layer counts both directions; the Embedding before them is a lookup (0 MACs)."""
+    tokens = keras.Input((7,), dtype="int32")
+    x = L.Embedding(50, 6, name="embedding")(tokens)  # (7, 6)
+    x = L.LSTM(5, return_sequences=True, name="lstm")(x)  # in 6, u 5
+    x = L.GRU(4, return_sequences=True, name="gru")(x)  # in 5, u 4
+    x = L.Bidirectional(L.SimpleRNN(3, return_sequences=True), name="bi")(x)  # in 4, u 3 (x2)
+    x = L.Bidirectional(L.LSTM(2), name="bi_lstm")(x)  # in 6, u 2 (x2)
+    model = keras.Model(tokens, L.Dense(2, name="out")(x))
+    p = profile(model)
+    rows = {r["name"]: r for r in p["layers"]}
+    assert rows["embedding"]["macs"] == 0 and rows["embedding"]["params"] == 300
+    assert rows["lstm"]["macs"] == 7 * 4 * (6 * 5 + 5 * 5 + 5)
+    assert rows["gru"]["macs"] == 7 * 3 * (5 * 4 + 4 * 4 + 4)
+    assert rows["bi"]["macs"] == 2 * 7 * (4 * 3 + 3 * 3 + 3)
+    assert rows["bi_lstm"]["macs"] == 2 * 7 * 4 * (6 * 2 + 2 * 2 + 2)
+    assert p["params"] == model.count_params()
+    # tfmot wrappers are seen through: the pruned copy costs the same
+    pruned = tfcompress.prune(model, 0.5, end_step=10)
+    assert profile(pruned)["macs"] == p["macs"]
+
+
+def test_attention_einsum_and_layer_norm_by_hand():
+    """MultiHeadAttention: Tq*|Wq| + Tv*(|Wk| + |Wv|) + H*Tq*Tv*(key_dim + value_dim) + Tq*|Wo|;
+    EinsumDense: the product of every index's size; LayerNormalization: gamma and beta are
+    parameters, 0 MACs."""
+    q_in, v_in = keras.Input((6, 8)), keras.Input((9, 5))
+    self_att = L.MultiHeadAttention(2, 4, name="self")(q_in, q_in)  # Tq = Tv = 6, d 8
+    cross = L.MultiHeadAttention(3, 2, value_dim=5, name="cross")(q_in, v_in)  # Tv 9, dv 5
+    x = L.LayerNormalization(name="norm")(L.Add()([self_att, cross]))
+    x = L.EinsumDense("abc,cde->abde", output_shape=(None, 2, 3), name="einsum")(x)
+    model = keras.Model([q_in, v_in], x)
+    rows = {r["name"]: r for r in profile(model)["layers"]}
+    wq = wk = wv = wo = 8 * 2 * 4
+    assert rows["self"]["macs"] == 6 * wq + 6 * (wk + wv) + 2 * 6 * 6 * (4 + 4) + 6 * wo
+    wq, wk, wv, wo = 8 * 3 * 2, 5 * 3 * 2, 5 * 3 * 5, 3 * 5 * 8
+    assert rows["cross"]["macs"] == 6 * wq + 9 * (wk + wv) + 3 * 6 * 9 * (2 + 5) + 6 * wo
+    assert rows["norm"]["macs"] == 0 and rows["norm"]["params"] == 2 * 8
+    assert rows["einsum"]["macs"] == 6 * 8 * 2 * 3

@@ -8,9 +8,9 @@ import gzip
 
 import numpy as np
 
-from tfcompress import errors
+from tfcompress import errors, wrappers
 import tfcompress._compat.functional as _functional
-from tfcompress._compat.keras import keras, unwrap
+from tfcompress._compat.keras import call_input_shapes, keras, unwrap
 from tfcompress.keras3 import ensure_keras2
 
 
@@ -24,8 +24,72 @@ def _prod(shape) -> int:
     return int(np.prod([int(d) for d in shape], dtype=np.int64))
 
 
-def _macs(layer, in_shape, out_shape) -> int:
-    """Multiply-accumulates of one call of ``layer`` for one sample (0 for layers without any)."""
+_GATES = {"LSTMCell": 4, "GRUCell": 3, "SimpleRNNCell": 1}
+
+
+def _cell_step_macs(cell, features: int) -> int:
+    """MACs of one timestep of a recurrent cell fed ``features`` values.
+
+    Each gate computes ``W x + U h + b``: ``in*u + u*u`` multiply-accumulates plus ``u`` for its
+    bias (the formula issue #25 states), so LSTM ``4*(in*u + u*u + u)``, GRU ``3*(in*u + u*u +
+    u)``, SimpleRNN ``in*u + u*u + u``. A stack of cells feeds each one the previous width.
+    """
+    cells = getattr(cell, "cells", None)
+    if cells is not None:  # StackedRNNCells
+        total = 0
+        for inner in cells:
+            total += _cell_step_macs(inner, features)
+            features = int(inner.units)
+        return total
+    gates = _GATES.get(type(cell).__name__)
+    if gates is None:
+        return 0
+    u = int(cell.units)
+    return gates * (features * u + u * u + u)
+
+
+def _rnn_macs(layer, in_shape) -> int:
+    """An RNN layer (LSTM/GRU/SimpleRNN/RNN) over ``in_shape`` = (batch, timesteps, in): the
+    cell's step MACs times the timesteps."""
+    return int(in_shape[1]) * _cell_step_macs(layer.cell, int(in_shape[-1]))
+
+
+def _attention_macs(layer, shapes) -> int:
+    """MultiHeadAttention with query (B, Tq, dq) and value (B, Tv, dv) (key = value unless given):
+    ``Tq*|Wq| + Tv*|Wk| + Tv*|Wv|`` for the projections, ``H*Tq*Tv*key_dim`` for the scores,
+    ``H*Tq*Tv*value_dim`` for the weighted sum of the values and ``Tq*|Wo|`` for the output
+    projection (|W|: the kernel's size, ``dq*H*key_dim`` for the query; softmax and biases
+    count 0)."""
+    query = shapes[0]
+    value = shapes[1] if len(shapes) > 1 else query
+    tq, tv = _prod(query[1:-1]), _prod(value[1:-1])
+    sizes = {name.rsplit("/", 2)[-2]: k.size for name, k in wrappers.layer_kernels(layer).items()}
+    config = layer.get_config()
+    heads, key_dim = int(config["num_heads"]), int(config["key_dim"])
+    value_dim = int(config.get("value_dim") or key_dim)
+    return (tq * sizes.get("query", 0) + tv * sizes.get("key", 0) + tv * sizes.get("value", 0)
+            + heads * tq * tv * (key_dim + value_dim) + tq * sizes.get("attention_output", 0))
+
+
+def _einsum_macs(equation: str, in_shape, kernel_shape) -> int:
+    """EinsumDense: the product of the sizes of every index in ``equation`` (each output element
+    sums over the contracted indices), the batch index counting 1."""
+    lhs = equation.split("->")[0]
+    sizes = {}
+    for spec, shape in zip(lhs.split(","), ((1,) + tuple(in_shape[1:]), tuple(kernel_shape))):
+        if "..." in spec:
+            head, tail = spec.split("...")
+            extra = len(shape) - len(head) - len(tail)
+            spec = head + "".join(chr(0x100 + i) for i in range(extra)) + tail
+        for letter, dim in zip(spec, shape):
+            sizes[letter] = max(sizes.get(letter, 1), int(dim or 1))
+    return _prod(sizes.values())
+
+
+def _macs(layer, in_shape, out_shape, shapes=()) -> int:
+    """Multiply-accumulates of one call of ``layer`` for one sample (0 for layers without any).
+
+    ``shapes``: every input's shape of the call (MultiHeadAttention's query, value, key)."""
     layer = unwrap(layer)  # tfmot wrappers (pruning, clustering, QAT): the inner layer works
     cls = type(layer).__name__
     if cls == "Dense":
@@ -39,6 +103,14 @@ def _macs(layer, in_shape, out_shape) -> int:
     if cls in ("SeparableConv1D", "SeparableConv2D"):
         spatial = _prod(out_shape[1:-1])
         return spatial * (_prod(layer.depthwise_kernel.shape) + _prod(layer.pointwise_kernel.shape))
+    if cls == "EinsumDense":
+        return _einsum_macs(layer.get_config()["equation"], in_shape, layer.kernel.shape)
+    if cls == "MultiHeadAttention":
+        return _attention_macs(layer, list(shapes) or [in_shape])
+    if cls == "Bidirectional":
+        return _rnn_macs(layer.forward_layer, in_shape) + _rnn_macs(layer.backward_layer, in_shape)
+    if isinstance(getattr(layer, "cell", None), keras.layers.Layer):  # LSTM, GRU, SimpleRNN, RNN
+        return _rnn_macs(layer, in_shape)
     return 0
 
 
@@ -51,9 +123,13 @@ def _shapes(layer, index: int):
 def profile(model: keras.Model) -> dict:
     """Parameters and multiply-accumulates (MACs) per layer and in total, for one sample.
 
-    MACs count the multiply-accumulates of Dense, Conv, transposed Conv, DepthwiseConv and
-    SeparableConv layers (what dominates inference time); element-wise layers (activations,
-    BatchNormalization, pooling, Add) count as 0. Nested models are profiled layer by layer.
+    MACs count the multiply-accumulates of Dense, Conv1D/2D/3D, transposed Conv,
+    DepthwiseConv, SeparableConv, EinsumDense, MultiHeadAttention (projections, scores and
+    weighted values) and recurrent layers (LSTM ``4*(in*u + u*u + u)``, GRU ``3*(...)``,
+    SimpleRNN ``1*(...)`` per timestep, both directions of a Bidirectional): what dominates
+    inference time; embeddings (a lookup) and element-wise layers (activations,
+    BatchNormalization, LayerNormalization, pooling, Add) count as 0 MACs, their weights
+    (gamma/beta, statistics) as parameters. Nested models are profiled layer by layer.
 
     Args:
         model: a built tf_keras model with fixed input dimensions (batch aside).
@@ -108,6 +184,6 @@ def _profile_layers(model, rows: list, prefix: str) -> None:
                     raise errors.ModelError(
                         f"layer {layer.name!r} has unknown dimensions {in_shape} -> {out_shape}; "
                         "accepted: a model built with a fixed input shape")
-                macs += _macs(layer, in_shape, out_shape)
+                macs += _macs(layer, in_shape, out_shape, call_input_shapes(layer, i))
         rows.append({"name": prefix + layer.name, "class": type(layer).__name__,
                      "params": int(layer.count_params()), "macs": int(macs)})
