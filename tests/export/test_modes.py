@@ -157,3 +157,15 @@ def test_a_search_trial_recovers_only_modes_with_a_grid(mode):
     assert recovers == (modes.get(mode).grid is not None)
     if recovers:
         assert recipe.recover.mode == mode
+
+
+def test_the_command_takes_its_android_mode_from_the_registry(tmp_path):
+    """``--android_mode`` accepts the registry's names only: a wrong one is refused before any
+    work, in one line that lists them in the registry's order."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tfcompress", "compress", "--android_mode=int3",
+         f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    line = next(l for l in out.stderr.splitlines() if "--android_mode=int3" in l)
+    assert out.returncode != 0 and not list(tmp_path.iterdir())
+    listed = line.split("<", 1)[1].rstrip(">").split("|")
+    assert tuple(listed) == tuple(m.name for m in modes.BUILTIN)
