@@ -1,6 +1,5 @@
 """Shared fixtures: the bundled digits and a briefly trained digits CNN (per test session)."""
 
-import numpy as np
 import pytest
 
 import tfcompress
@@ -21,7 +20,3 @@ def trained_cnn(digits):
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", ["accuracy"])
     model.fit(x, y, epochs=8, batch_size=32, verbose=0)
     return model
-
-
-def keras_accuracy(model, x, y) -> float:
-    return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))

@@ -5,6 +5,8 @@ import numpy as np
 import tfcompress
 from tfcompress import keras
 
+from helpers import keras_accuracy
+
 BATCH = 32
 SAMPLES = 320  # 10 steps per epoch: fine-tunes of a few seconds
 
@@ -31,5 +33,6 @@ def steps_per_epoch(samples: int = SAMPLES) -> int:
 
 
 def accuracy(model, digits) -> float:
+    """Top-1 accuracy on the digits test split."""
     _, (x, y) = digits
-    return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+    return keras_accuracy(model, x, y)

@@ -9,7 +9,7 @@ from tfcompress.surgery import channels as surgery
 from tfcompress.surgery import factorization
 from tfcompress.profiling import profile
 
-from conftest import keras_accuracy
+from helpers import keras_accuracy
 
 L = keras.layers
 

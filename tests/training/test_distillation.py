@@ -18,7 +18,7 @@ from tfcompress.export.conversion import convert
 from tfcompress.training.distillation import Distiller, pseudo_labels
 from tfcompress.export.validation import validate
 
-from conftest import keras_accuracy
+from helpers import keras_accuracy
 
 KINDS = ("softmax_layer", "dense_softmax", "logits")
 
