@@ -19,9 +19,6 @@ from typing import Callable, Optional
 
 from tfcompress import errors
 
-BACKENDS = ("converter", "quantizer", "mixed")  # the built-in backends ("custom:<name>" for others)
-
-
 @dataclasses.dataclass(frozen=True)
 class Converter:
     """TFLite converter settings of a mode.
@@ -217,14 +214,14 @@ def register_backend(backend: Backend) -> Backend:
     return backend
 
 
-def get(name: str, error=errors.ConversionError) -> Mode:
+def get(name: str) -> Mode:
     """The mode called ``name``.
 
     Raises:
-        ConversionError (or ``error``): an unknown mode (the message lists them).
+        ConversionError: an unknown mode (the message lists them).
     """
     if name not in _MODES:
-        raise error(errors.unknown("conversion mode", name, names()))
+        raise errors.ConversionError(errors.unknown("conversion mode", name, names()))
     return _MODES[name]
 
 
