@@ -23,9 +23,13 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from tfcompress import errors, models, wrappers
+from tfcompress import errors, models, profiling, wrappers
 import tfcompress._compat.litert as _litert
+import tfcompress.export.recurrent as recurrent
+import tfcompress.tasks as tasks_lib
+from tfcompress._compat.converter import one_line_errors
 import tfcompress.export.modes as modes
 import tfcompress.ptq.recovery as recovery_lib
 from tfcompress import data as data_lib
@@ -250,53 +254,76 @@ def convert(
         raise errors.ConversionError(errors.unknown(
             f"option for mode {mode!r}", bad[0], mode_options(mode) or ["(none)"]))
     source, input_shape = _source(model_or_path)
+    user_model, dtype = source, _input_dtype(source)
+    source = recurrent.for_converter(source, mode)  # a recurrent model: a batch-1 copy
     qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
     steps = _recovery_steps(recovery, mode, source, qat, representative_data)
     float_source = source
     if steps:
         x_cal = np.concatenate([s[0] for s in representative(
-            representative_data, input_shape, representative_samples)()])
+            representative_data, input_shape, representative_samples, dtype)()])
         source = recovery_lib.recover(source, x_cal, steps=steps,
                                       **modes.recovery_settings(mode))
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
                   keep_float_ops=tuple(keep_float_ops), options=dict(options or {}),
-                  validation=_validation_pair(validation_data))
+                  validation=_validation_pair(validation_data, dtype))
     if representative_data is not None:
         req.representative = representative(representative_data, input_shape,
-                                            representative_samples)
+                                            representative_samples, dtype)
     elif needs_data and not (qat and not (keep_float_layers or keep_float_ops)):
         raise errors.ConversionError(
             f"mode {mode!r} needs representative_data (calibration images) unless the model "
             "was trained with QAT; accepted: a numpy array, a tf.data.Dataset or the splits "
             "returned by tfcompress.data loaders")
     facts = {}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_line_errors(f"mode {mode!r}: the converter failed"):
         warnings.simplefilter("ignore")
         flatbuffer = fn(req)
         if steps and req.validation is not None:
             plain = fn(dataclasses.replace(req, source=float_source))
-            facts["recovery_check"] = _recovery_check(float_source, flatbuffer, plain,
-                                                      req.validation[0])
+            facts["recovery_check"] = _recovery_check(user_model, flatbuffer, plain,
+                                                      *req.validation)
             if facts["recovery_check"]["kept"] == "min_max":
                 flatbuffer, steps = plain, ()
     if steps:
         facts["recovery"] = list(steps)
+    left = left_alone(flatbuffer, source) if mode not in ("float32", "float16") else []
+    if left:
+        facts["left_alone"] = left
+        logging.warning("mode %r left float32 weights holding more than %.0f%% of the weights "
+                        "each: %s", mode, 100 * wrappers.LEFT_ALONE_SHARE,
+                        ", ".join(f"{name} {share:.1%}" for name, share in left))
     return _litert.with_facts(flatbuffer, mode=mode, qat=qat, **facts)
 
 
-def _recovery_check(model: keras.Model, recovered: bytes, plain: bytes, x) -> dict:
-    """Which of the two flatbuffers agrees better with the float model on validation images:
-    agreement of the top class first, then the lower mean squared output difference."""
+def left_alone(flatbuffer: bytes, model=None) -> list:
+    """[[layer, share], ...] of the weights a quantizing mode left in float32, by Keras layer
+    (the tensor's name where no layer matches), for those holding more than
+    ``wrappers.LEFT_ALONE_SHARE`` of the flatbuffer's constant elements each; largest first."""
+    shares = {}
+    for tensor, share in profiling.float_weights(flatbuffer):
+        name = layer_of(tensor, _keras_layer_names(model)) or tensor
+        shares[name] = shares.get(name, 0.0) + share
+    return [[name, round(share, 4)] for name, share in sorted(shares.items(), key=lambda i: -i[1])
+            if share > wrappers.LEFT_ALONE_SHARE]
+
+
+def _recovery_check(model: keras.Model, recovered: bytes, plain: bytes, x, y=None) -> dict:
+    """Which of the two flatbuffers is closer to the float model on validation samples, by the
+    task's fidelity (``tasks.fidelity``): classification agreement of the top class first, then
+    the lower mean squared output difference; regression the mean squared difference alone."""
     reference = model.predict(x, verbose=0)
-    scores = {}
+    task = tasks_lib.infer(y, reference)
+    scores, keys = {}, {}
     for name, flatbuffer in (("recovered", recovered), ("min_max", plain)):
         out = predict(flatbuffer, x)
-        scores[name] = {
-            "agreement": float(np.mean(out.argmax(-1) == reference.argmax(-1))),
-            "output_error": float(np.mean(np.square(out - reference)))}
-    kept = max(scores, key=lambda k: (scores[k]["agreement"], -scores[k]["output_error"]))
-    return {"validation": scores, "kept": kept}
+        keys[name] = tasks_lib.fidelity(out, reference, task)
+        scores[name] = {"output_error": float(np.mean(np.square(out - reference)))}
+        if task != "regression":
+            scores[name]["agreement"] = tasks_lib.agreement(out, reference, task)
+    kept = max(scores, key=lambda k: keys[k])
+    return {"validation": scores, "kept": kept, "task": task}
 
 
 def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data) -> tuple:
@@ -322,13 +349,15 @@ def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data)
     return steps
 
 
-def representative(x, input_shape: Optional[Sequence], num_samples: int = 200) -> Callable:
+def representative(x, input_shape: Optional[Sequence], num_samples: int = 200,
+                   dtype=None) -> Callable:
     """The converter's ``representative_dataset`` from ``x``, checked against the input shape.
 
     Args:
         x: numpy images, a ``tf.data.Dataset`` or the splits our loaders return.
         input_shape: the model input shape (batch first), or None to skip the shape check.
         num_samples: samples to use at most.
+        dtype: the model input's dtype (integer token ids stay integers), if known.
 
     Raises:
         DataError: non-numeric data, or samples whose shape is not the model's input shape.
@@ -338,7 +367,7 @@ def representative(x, input_shape: Optional[Sequence], num_samples: int = 200) -
             f"representative_data has dtype {x.dtype}; accepted: numeric images of sample "
             f"shape {_shape_text(input_shape)}")
     try:
-        generate = data_lib.representative_dataset(x, num_samples)
+        generate = data_lib.representative_dataset(x, num_samples, dtype)
         samples = np.concatenate([s[0] for s in generate()])
     except (TypeError, ValueError) as e:
         if isinstance(e, errors.TfcompressError):
@@ -352,7 +381,14 @@ def representative(x, input_shape: Optional[Sequence], num_samples: int = 200) -
     return generate
 
 
-def _validation_pair(validation_data) -> Optional[tuple]:
+def _input_dtype(source):
+    """The dtype of a Keras model's (first) input, or None (a SavedModel directory)."""
+    if isinstance(source, str) or not getattr(source, "inputs", None):
+        return None
+    return source.inputs[0].dtype.as_numpy_dtype
+
+
+def _validation_pair(validation_data, dtype=None) -> Optional[tuple]:
     if validation_data is None:
         return None
     try:
@@ -361,8 +397,8 @@ def _validation_pair(validation_data) -> Optional[tuple]:
         raise errors.DataError(
             "validation_data must be a pair (x, y) of images and labels; got "
             f"{type(validation_data).__name__}") from None
-    x = np.asarray(x, np.float32)
-    y = None if y is None else np.asarray(y).reshape(-1)
+    x = data_lib.as_input_dtype(x, dtype, "validation_data")
+    y = None if y is None else np.asarray(y)
     if y is not None and len(x) != len(y):
         raise errors.DataError(f"validation_data has {len(x)} images but {len(y)} labels")
     return x, y
@@ -477,9 +513,10 @@ def quantization_report(
         ModelError: a path that cannot be loaded.
     """
     source, input_shape = _source(model_or_path)
+    dtype, source = _input_dtype(source), recurrent.for_converter(source, "int8")
     req = Request(source, input_shape,
                   representative=representative(representative_data, input_shape,
-                                                representative_samples))
+                                                representative_samples, dtype))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         debugger = _debugger(req, tf.lite.experimental.QuantizationDebugOptions(
@@ -523,7 +560,9 @@ def conversion_info(flatbuffer: Union[bytes, str], mode: Optional[str] = None) -
         name, shape, dtype, scale, zero_point (scale 0 for float tensors); ``facts`` is what
         the flatbuffer's metadata says made it (mode, qat, and for low-bit modes the quantizer
         recipe), {} for a file made elsewhere; ``layers`` the per-layer weight widths read
-        back, for modes that describe them (the low-bit modes).
+        back, for modes that describe them (the low-bit modes); ``left_alone`` the [layer,
+        share] of weights a quantizing mode left in float32, each holding more than 10% of
+        the weights (from the facts ``convert`` wrote; see ``left_alone``).
 
     Raises:
         InvalidTFLiteError: the flatbuffer cannot be loaded.
@@ -555,6 +594,7 @@ def conversion_info(flatbuffer: Union[bytes, str], mode: Optional[str] = None) -
         "weight_dtypes": weights,
         "activation_dtype": act,
         "facts": facts,
+        "left_alone": facts.get("left_alone", []),
     }
     describe = modes.backend(modes.get(mode)).describe if mode in modes.names() else None
     if describe is not None:
