@@ -229,11 +229,16 @@ def _private_imports(tree) -> list:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tfcompress._compat"):
+            wrapped = [a.name for a in node.names
+                       if a.name.startswith("_") and not a.name.startswith("__")]
+            names = [f"{node.module}.{wrapped[0]}"] if wrapped else []  # a wrapped internal
         for name in names:
             parts = name.split(".")
             quantizer = parts[0] in ("litert_quantizer", "ai_edge_quantizer") and len(parts) > 1 \
                 and parts[1] not in _QUANTIZER_PUBLIC
-            if quantizer or any(p in f".{name}." for p in _PRIVATE_PARTS):
+            compat = name.startswith("tfcompress._compat.") and name.split(".")[-1][:1] == "_"
+            if quantizer or compat or any(p in f".{name}." for p in _PRIVATE_PARTS):
                 found.append((node.lineno, f"import {name}"))
                 break  # one finding per import statement
     return found
@@ -241,17 +246,19 @@ def _private_imports(tree) -> list:
 
 def _our_module_names(tree) -> set:
     """Names bound to tfcompress modules (``import tfcompress.x as y``, ``from tfcompress
-    import errors``): their ``_private`` members are ours to use."""
+    import errors``): their ``_private`` members are ours to use. Not the ``_compat`` modules:
+    their private members are the other packages' internals they wrap."""
     names = {"self", "cls"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {a.asname or a.name.split(".")[0] for a in node.names
-                      if a.name.split(".")[0] == "tfcompress"}
+                      if a.name.split(".")[0] == "tfcompress" and "_compat" not in a.name}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tfcompress":
             base = os.path.join(os.path.dirname(PACKAGE), *node.module.split("."))
             names |= {a.asname or a.name for a in node.names
-                      if os.path.exists(os.path.join(base, a.name + ".py"))
-                      or os.path.isdir(os.path.join(base, a.name))}
+                      if "_compat" not in f"{node.module}.{a.name}"
+                      and (os.path.exists(os.path.join(base, a.name + ".py"))
+                           or os.path.isdir(os.path.join(base, a.name)))}
     return names
 
 
@@ -305,7 +312,10 @@ def test_the_private_api_scan_flags_a_planted_reach():
         "from litert_quantizer import qtyping\n"
         "from litert_quantizer.utils import tfl_flatbuffer_utils\n"
         "from litert_quantizer import Quantizer\n"
+        "import tfcompress._compat.quantizer as _quantizer\n"
+        "from tfcompress._compat.quantizer import _qtyping, recipe_entry\n"
         "def f(model, trial, row):\n"
+        "    names = _quantizer._qtyping.TFLOperationName, _quantizer.op_types()\n"
         "    nodes = model._nodes_by_depth\n"
         "    tid = getattr(trial, '_trial_id', None)\n"
         "    ok = self._cache, lowbit._BITS, errors._x, row._replace(a=1), model.__class__\n"
@@ -318,6 +328,8 @@ def test_the_private_api_scan_flags_a_planted_reach():
         "import ai_edge_litert.schema_py_generated",
         "import litert_quantizer.qtyping",
         "import litert_quantizer.utils",
+        "import tfcompress._compat.quantizer._qtyping",
+        "_quantizer._qtyping",
         "model._nodes_by_depth",
         "trial._trial_id",
         "model.layers[0]._inbound_nodes",
