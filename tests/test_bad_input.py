@@ -5,6 +5,7 @@ Each case records how long its error took (``ERROR_SECONDS``, printed at the end
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -476,3 +477,79 @@ def test_finish_rewrites_the_front_folder_from_scratch(tmp_path):
     empty = optuna.create_study(directions=["maximize", "minimize"])
     summary = study.finish(config, str(tmp_path), baseline, empty)
     assert summary["front"] == [] and os.listdir(tmp_path / "front") == []
+
+
+def _command(*args, **kw):
+    """``tfcompress ARGS`` as a user runs it: (exit status, stderr lines)."""
+    result = subprocess.run([sys.executable, "-m", "tfcompress", *args], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT}, **kw)
+    return result.returncode, result.stderr.strip().splitlines()
+
+
+def _native_log(line: str) -> bool:  # TensorFlow's C++ start-up lines (before our code runs)
+    return line[:1] in "IWE" and line[1:5].isdigit() or line.startswith(("WARNING: All log",
+                                                                         "To enable the"))
+
+
+def test_command_user_files_config_files_repeated_flags_one_line(tmp_path, float32_fb):
+    fb = tmp_path / "m.tflite"
+    fb.write_bytes(float32_fb)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "README.md").write_text("my readme\n")
+    rc, lines = _command("android", str(fb), f"--out={app}")
+    lines = [line for line in lines if not _native_log(line)]
+    assert rc == 2 and len(lines) == 1 and "is not empty (README.md)" in lines[0], lines
+    assert "--overwrite" in lines[0] and (app / "README.md").read_text() == "my readme\n"
+    rc, _ = _command("android", str(fb), f"--out={app}", "--overwrite")
+    assert rc == 0 and (app / "model.tflite").read_bytes() == float32_fb
+    (tmp_path / "syntax.py").write_text("def get_config(:\n    pass\n")
+    (tmp_path / "raises.py").write_text("def get_config():\n    return 1 / 0\n")
+    for name, message in (("syntax.py", r"syntax.py:1: SyntaxError: invalid syntax"),
+                          ("raises.py", r"raised ZeroDivisionError: division by zero \(.*raises.py:2\)")):
+        rc, lines = _command("compress", f"--config={tmp_path / name}", f"--workdir={tmp_path / 'w'}")
+        lines = [line for line in lines if not _native_log(line)]
+        assert rc == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
+    rc, lines = _command("compress", "--config.train.epochs=1", "--config.train.epochs=-1",
+                         f"--workdir={tmp_path / 'w'}")
+    lines = [line for line in lines if not _native_log(line)]
+    assert rc == 2 and lines[0] == ("warning: --config.train.epochs given twice (1, then -1); "
+                                    "the last is used"), lines
+    assert len(lines) == 2 and "train.epochs=-1" in lines[1]
+
+
+def test_ctrl_c_is_one_line(tmp_path):
+    import signal
+
+    workdir = tmp_path / "w"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfcompress", "compress", "--config=digits:smoke",
+         f"--workdir={workdir}"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": ROOT})
+    deadline = time.time() + 120
+    while not workdir.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    lines = [line for line in stderr.strip().splitlines() if not _native_log(line)]
+    assert process.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr and lines[-1].startswith("error: interrupted (Ctrl-C); "
+                                                              "rerun the same command to resume")
+
+
+def test_report_keeps_no_absolute_data_path(tmp_path, xy):
+    x, y = xy
+    np.savez(tmp_path / "mine.npz", x_train=np.concatenate([x] * 3), y_train=np.concatenate([y] * 3),
+             x_test=x, y_test=y)
+    from tfcompress.configs import digits as digits_config
+
+    config = digits_config.get_config("smoke")
+    config.data.name, config.data.path = "npz", str(tmp_path / "mine.npz")
+    config.convert.modes = ("float32",)
+    tfcompress.run_recipe(config, str(tmp_path / "w"))
+    import json
+
+    text = open(tmp_path / "w" / "report.json").read()
+    assert json.loads(text)["config"]["data"]["path"] == "mine.npz"
+    assert str(tmp_path) not in text

@@ -231,7 +231,7 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
             after_stage(name, model, accuracy)
 
     result = results.RunResult(
-        config=config.to_dict(),
+        config=_shareable_paths(config.to_dict(), workdir),
         splits={"train": len(splits.train[1]), "validation": len(splits.validation[1]),
                 "test": len(splits.test[1]),
                 "figures": "format rows: accuracy, agreement, vs_baseline on test (measured "
@@ -245,6 +245,17 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
         android=(_export_android(config, wd, android_dir, android_mode) if android_dir
                  else None))
     return report_lib.write(result)
+
+
+def _shareable_paths(config: dict, workdir: str) -> dict:
+    """The config with ``data.path``/``model.path`` relative to the workdir, or the file name
+    alone when outside it: report.json is shared, a home directory is not (issue 27)."""
+    for section in ("data", "model"):
+        path = (config.get(section) or {}).get("path")
+        if path:
+            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(workdir))
+            config[section]["path"] = rel if not rel.startswith("..") else os.path.basename(path)
+    return config
 
 
 def _run_stage(name: str, model, config, ctx: Context, index: int):
