@@ -603,6 +603,9 @@ def conversion_info(flatbuffer: Union[bytes, str], mode: Optional[str] = None) -
 
 
 def _infer_mode(activation_dtype: str, weights: dict) -> str:
+    """A best guess from tensor types, for a flatbuffer whose metadata names no mode (made by
+    another tool): the converter's mode those types match, or ``"lowbit"`` for int4/int2 weights
+    (the quantizer's modes are not told apart by types). ``convert``'s own files carry their mode."""
     if activation_dtype == "int16":
         return "int16x8"
     if activation_dtype in ("int8", "uint8"):
