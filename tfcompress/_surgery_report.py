@@ -32,6 +32,8 @@ class SurgeryReport:
             left whole.
         kept: for channel pruning, producer layer name -> indices of the channels kept.
         notes: anything else worth knowing (e.g. a criterion fallback), as text.
+        left_alone: ((layer name, share of the model's parameters), ...) of the layers the
+            surgery did not change that each hold more than 10% of the weights.
     """
 
     kind: str
@@ -39,11 +41,13 @@ class SurgeryReport:
     not_followed: tuple = ()
     kept: dict = dataclasses.field(default_factory=dict)
     notes: tuple = ()
+    left_alone: tuple = ()
 
     def to_dict(self, kept: bool = False) -> dict:
         """JSON-safe dict; ``kept=True`` adds the kept channel indices (as lists)."""
         out = {"kind": self.kind, "changed": _plain(self.changed),
-               "not_followed": list(self.not_followed), "notes": list(self.notes)}
+               "not_followed": list(self.not_followed), "notes": list(self.notes),
+               "left_alone": [[name, float(share)] for name, share in self.left_alone]}
         if kept:
             out["kept"] = {k: [int(i) for i in v] for k, v in self.kept.items()}
         return out
@@ -52,7 +56,8 @@ class SurgeryReport:
     def from_dict(cls, d: dict) -> "SurgeryReport":
         return cls(d["kind"], d.get("changed", {}), tuple(d.get("not_followed", ())),
                    {k: np.asarray(v, np.int64) for k, v in d.get("kept", {}).items()},
-                   tuple(d.get("notes", ())))
+                   tuple(d.get("notes", ())),
+                   tuple((name, share) for name, share in d.get("left_alone", ())))
 
 
 def _plain(value):

@@ -9,6 +9,7 @@ import gzip
 import numpy as np
 
 from tfcompress import errors, wrappers
+import tfcompress._compat.litert as _litert
 import tfcompress._compat.functional as _functional
 from tfcompress._compat.keras import call_input_shapes, keras, unwrap
 from tfcompress.keras3 import ensure_keras2
@@ -18,6 +19,25 @@ def tflite_sizes(flatbuffer: bytes) -> dict:
     """{'bytes': raw size, 'gzip_bytes': size after gzip -9}: gzip shows what sparsity and
     clustering save, since the flatbuffer stores zeros and shared values densely."""
     return {"bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, 9, mtime=0))}
+
+
+def float_weights(flatbuffer: bytes) -> list:
+    """[(tensor name, share), ...] of the float32 constant tensors of a flatbuffer (weights a
+    quantizing mode left in float), with their share of the elements of all its constant
+    tensors; largest first."""
+    interp = _litert.interpreter(flatbuffer, delegates=False, allocate=False)
+    produced = {i for op in _litert.ops(interp) for i in op["outputs"]}
+    produced |= {d["index"] for d in interp.get_input_details()}
+    types = _litert.tensor_types(flatbuffer)  # the interpreter shows int4/int2 as int8
+    sizes, floats = 0, []
+    for t in interp.get_tensor_details():
+        if t["index"] in produced:
+            continue
+        size = _prod(t["shape"])
+        sizes += size
+        if (types.get(t["index"]) or np.dtype(t["dtype"]).name) == "float32":
+            floats.append((t["name"], size))
+    return sorted(((name, size / sizes) for name, size in floats), key=lambda item: -item[1])
 
 
 def _prod(shape) -> int:

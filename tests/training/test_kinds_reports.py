@@ -124,3 +124,37 @@ def test_cluster_names_the_layer_it_leaves_alone():
     share = 4 * 64 / model.count_params()
     assert info["clustered"] == {"out": 4}
     assert info["left_alone"] == [("einsum", pytest.approx(share, abs=1e-4))]
+
+
+def test_factorize_names_the_conv1d_layers_it_leaves_alone(caplog):
+    """factorize splits Dense and Conv2D only: the Conv1D layers of the regression model, which
+    hold most of its weights, are named with their shares in the surgery report (saved with
+    the model) and in a warning."""
+    model, _, _ = model_kinds.regression()
+    caplog.set_level("WARNING")
+    result = tfcompress.factorize(model, energy=0.9)
+    total = model.count_params()
+    expected = sorted(((n, model.get_layer(n).count_params() / total)
+                       for n in ("conv1d", "conv1d_2")), key=lambda item: -item[1])
+    left = result.surgery_report.left_alone
+    assert [n for n, _ in left] == [n for n, _ in expected]
+    assert [s for _, s in left] == pytest.approx([s for _, s in expected], abs=1e-4)
+    assert "conv1d_2 (Conv1D)" in caplog.text
+    assert result.surgery_report.to_dict()["left_alone"][0][0] == "conv1d_2"
+
+
+def test_a_quantizing_mode_names_the_embedding_it_leaves_in_float():
+    """dynamic_wi4 leaves the text model's Embedding in float32: the flatbuffer's facts name it
+    with its share of the constant weights, and conversion_info reads it back."""
+    from tfcompress.export.conversion import conversion_info, convert
+
+    model, _, _ = model_kinds.text()
+    info = conversion_info(convert(model, "dynamic_wi4"))
+    [(name, share)] = info["left_alone"]
+    kernels = sum(w.size for arrays in tfcompress.wrappers.kernels(model).values()
+                  for w in arrays.values())
+    assert name == "embedding"
+    assert share == pytest.approx(model.get_layer("embedding").count_params() / kernels,
+                                  abs=0.03)
+    assert "embedding" in info["facts"]["left_alone"][0]
+    assert conversion_info(convert(model, "float32"))["left_alone"] == []

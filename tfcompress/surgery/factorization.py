@@ -13,10 +13,11 @@ import copy
 from typing import Optional, Sequence
 
 import numpy as np
+from absl import logging
 
 import tfcompress.graph as graphs
 import tfcompress.surgery.channel_graph as cg
-from tfcompress import errors
+from tfcompress import errors, wrappers
 from tfcompress._compat.keras import keras
 from tfcompress.keras3 import ensure_keras2
 from tfcompress._surgery_report import SurgeryReport, attach
@@ -103,7 +104,9 @@ def factorize(
         A new, uncompiled Keras model with the same inputs and outputs and a ``surgery_report``
         attribute (saved with the model too): ``changed`` maps each factorized layer to its
         rank and parameters before and after (and a Conv2D's ``split``); layers kept as they
-        were are in ``notes``.
+        were are in ``notes``; ``left_alone`` lists (layer, share of the parameters) for the
+        layers left as they were (other classes such as Conv1D or Embedding, kept or not
+        selected) that each hold more than 10% of the weights, also logged as a warning.
 
     Raises:
         ConfigError: neither or both of energy and rank, out-of-range values, unknown layers or
@@ -154,7 +157,14 @@ def factorize(
             layer.set_weights([second] + model.get_layer(layer.name).get_weights()[1:])
         else:
             layer.set_weights(model.get_layer(layer.name).get_weights())
-    return attach(new, SurgeryReport("factorize", changed, (), {}, tuple(notes)))
+    untouched = [l.name for l in model.layers if l.weights and l.name not in changed]
+    left = wrappers.left_alone(model, untouched)
+    if left:
+        logging.warning("factorize left alone layers holding more than %.0f%% of the weights "
+                        "each: %s (it factorizes %s only)", 100 * wrappers.LEFT_ALONE_SHARE,
+                        ", ".join(f"{n} ({type(model.get_layer(n)).__name__}) {share:.1%}"
+                                  for n, share in left), " and ".join(classes))
+    return attach(new, SurgeryReport("factorize", changed, (), {}, tuple(notes), tuple(left)))
 
 
 def _pair(value, n: int = 2) -> tuple:
