@@ -43,12 +43,12 @@ def infer(y=None, outputs=None, task: Optional[str] = None) -> str:
     """The task of one output, from its labels and/or the model's outputs.
 
     Rules, first match wins: ``task`` when given; labels that are not whole numbers ->
-    regression; several 0/1 columns that are not one-hot (rows not summing to 1) -> binary;
-    whole-number labels with an output wider than one column (or one-hot rows) ->
-    classification; 0/1 labels for a one-column output -> binary; other labels for a
-    one-column output -> regression. Without labels: a one-column output in [0, 1] -> binary,
-    else regression; a wider one whose rows sum to 1 -> classification, in [0, 1] -> binary,
-    else classification (logits).
+    regression; one whole-number label per output row (or per position of a 3-D output) ->
+    classification for an output wider than one column, else binary (0/1) or regression;
+    labels of the output's shape -> classification (one-hot rows), binary (other 0/1 rows) or
+    regression. Without labels: a one-column output in [0, 1] -> binary, else regression; a
+    wider one whose rows sum to 1 -> classification, in [0, 1] -> binary, else
+    classification (logits). The last axis holds the classes.
 
     Args:
         y: labels or targets (N,) or (N, K), or None.
@@ -61,28 +61,32 @@ def infer(y=None, outputs=None, task: Optional[str] = None) -> str:
     """
     if task is not None:
         return check(task)
-    width = None
     if outputs is not None:
         outputs = np.asarray(outputs)
-        width = int(np.prod(outputs.shape[1:])) if outputs.ndim > 1 else 1
+        if outputs.ndim < 2:
+            outputs = outputs.reshape(len(outputs), 1)
     if y is not None:
         y = np.asarray(y)
         if y.dtype.kind not in "biuf":
             raise errors.DataError(f"labels have dtype {y.dtype}; accepted: numbers")
         if not _is_whole(y):
             return "regression"
-        columns = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
         zero_one = bool(np.isin(y, (0, 1)).all())
-        if columns > 1:
-            one_hot = zero_one and bool(np.all(y.reshape(len(y), -1).sum(-1) == 1))
-            return "classification" if one_hot else ("binary" if zero_one else "regression")
-        if width is None or width > 1:
-            return "classification"
-        return "binary" if zero_one else "regression"
+        if outputs is not None and y.size * outputs.shape[-1] == outputs.size:
+            # one label per row (or per position) of the output
+            if outputs.shape[-1] > 1:
+                return "classification"
+            return "binary" if zero_one else "regression"
+        columns = y.shape[-1] if y.ndim > 1 else 1
+        if columns == 1:
+            return "classification"  # integer class indices (no output to tell otherwise)
+        one_hot = zero_one and bool(np.all(y.sum(-1) == 1))
+        return "classification" if one_hot else ("binary" if zero_one else "regression")
     if outputs is None:
         raise errors.DataError("cannot infer the task without labels or outputs; accepted: "
                                f"task= one of {', '.join(TASKS)}")
-    flat = outputs.reshape(len(outputs), -1).astype(np.float64)
+    width = outputs.shape[-1]
+    flat = outputs.reshape(-1, width).astype(np.float64)
     unit = bool(np.all((flat >= 0) & (flat <= 1)))
     if width == 1:
         return "binary" if unit else "regression"
@@ -91,23 +95,31 @@ def infer(y=None, outputs=None, task: Optional[str] = None) -> str:
     return "binary" if unit else "classification"
 
 
-def class_labels(y) -> np.ndarray:
-    """Integer class indices (N,) from integer labels or one-hot rows."""
-    y = np.asarray(y)
-    if y.ndim > 1 and int(np.prod(y.shape[1:])) > 1:
-        return y.reshape(len(y), -1).argmax(-1)
-    return y.reshape(-1).astype(np.int64)
-
-
 def top1(outputs, y) -> float:
-    """Top-1 accuracy: the share of samples whose highest output is their label.
+    """Top-1 accuracy: the share of samples (or positions) whose highest output is the label.
 
     Args:
-        outputs: scores (N, K) (probabilities or logits).
-        y: integer labels (N,) (or (N, 1)) or one-hot rows (N, K).
+        outputs: scores (N, K) or (N, ..., K) (probabilities or logits; classes last).
+        y: integer labels, one per row (N,) / (N, 1) / (N, ...), or one-hot rows shaped like
+            ``outputs``.
+
+    Raises:
+        DataError: labels that fit neither form.
     """
     outputs = np.asarray(outputs)
-    return float(np.mean(outputs.reshape(len(outputs), -1).argmax(-1) == class_labels(y)))
+    if outputs.ndim < 2:
+        outputs = outputs.reshape(len(outputs), 1)
+    y = np.asarray(y)
+    predicted = outputs.argmax(-1).reshape(-1)
+    if y.size == predicted.size:
+        labels = y.reshape(-1)
+    elif y.shape == outputs.shape:
+        labels = y.argmax(-1).reshape(-1)
+    else:
+        raise errors.DataError(
+            f"labels of shape {y.shape} do not fit outputs of shape {outputs.shape}; accepted: "
+            "one class index per row or one-hot rows of the output's shape")
+    return float(np.mean(predicted == labels))
 
 
 def agreement(outputs, reference, task: str = "classification") -> float:
@@ -116,8 +128,7 @@ def agreement(outputs, reference, task: str = "classification") -> float:
     Raises:
         DataError: for a regression task (it has no decisions; use ``regression``).
     """
-    a = np.asarray(outputs, np.float32).reshape(len(outputs), -1)
-    b = np.asarray(reference, np.float32).reshape(len(reference), -1)
+    a, b = np.asarray(outputs, np.float32), np.asarray(reference, np.float32)
     if task == "classification":
         return float(np.mean(a.argmax(-1) == b.argmax(-1)))
     if task == "binary":

@@ -1,0 +1,169 @@
+"""Convert + validate on every kind of model users bring (tiny models of tests/model_kinds.py):
+token-id text, LSTM/GRU/SimpleRNN/Bidirectional built with a dynamic batch, Conv1D regression,
+two outputs, a 3-D output, dynamic height and width. Each case asserts a measured figure read
+back from the flatbuffer, or the one-line refusal."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfcompress
+from tfcompress import errors, keras
+from tfcompress.export import conversion, validation
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+import model_kinds  # noqa: E402
+
+QUICK = dict(latency_runs=0, delegate_checks=False)
+
+
+def _ops(flatbuffer) -> dict:
+    return conversion.conversion_info(flatbuffer)["ops"]
+
+
+@pytest.mark.parametrize("mode", ["float32", "dynamic", "int8", "int16x8"])
+def test_text_classifier_on_token_ids(mode):
+    """int32 token ids stay int32 in calibration and validation; int8 agrees >= 99% with Keras
+    on the held-out split."""
+    model, (x, _), (x_test, y_test) = model_kinds.trained("text")
+    flatbuffer = tfcompress.convert(model, mode, representative_data=x[:200])
+    info = conversion.conversion_info(flatbuffer)
+    assert info["inputs"][0]["dtype"] == "int32"
+    report = tfcompress.validate(flatbuffer, x_test, y_test, reference=model, **QUICK)
+    assert report.task == "classification"
+    assert report.agreement >= 0.99
+    keras_accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test))
+    assert abs(report.accuracy - keras_accuracy) <= 0.01
+    # an int64 copy of the ids is cast to the input's int32, not divided by a scale
+    out64 = validation.predict(flatbuffer, x_test.astype(np.int64))
+    np.testing.assert_allclose(out64, validation.predict(flatbuffer, x_test))
+
+
+def test_token_ids_out_of_the_input_range_are_one_line():
+    model, (x, _), _ = model_kinds.trained("text")
+    flatbuffer = tfcompress.convert(model, "float32")
+    bad = x[:4].astype(np.int64)
+    bad[0, 0] = 2**40
+    with pytest.raises(errors.DataError, match=r"do not fit the model's int32 input") as info:
+        validation.predict(flatbuffer, bad)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind, mode, fused", [
+    ("lstm", "float32", "UNIDIRECTIONAL_SEQUENCE_LSTM"),
+    ("lstm", "int8", "UNIDIRECTIONAL_SEQUENCE_LSTM"),
+    ("gru", "float32", "WHILE"),
+    ("simple_rnn", "dynamic", "WHILE"),
+    pytest.param("bilstm", "float32", "UNIDIRECTIONAL_SEQUENCE_LSTM", marks=pytest.mark.slow),
+    pytest.param("bilstm", "int8", "UNIDIRECTIONAL_SEQUENCE_LSTM", marks=pytest.mark.slow),
+])
+def test_recurrent_model_with_a_dynamic_batch(kind, mode, fused):
+    """The converter gets a batch-1 copy (the user's model keeps its dynamic batch); validation
+    resets the state between samples, so the flatbuffer agrees with Keras on every sample."""
+    model, (x, _), (x_test, y_test) = model_kinds.trained(kind)
+    weights = [w.copy() for w in model.get_weights()]
+    flatbuffer = tfcompress.convert(model, mode, representative_data=x[:100])
+    assert model.input_shape[0] is None
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert fused in _ops(flatbuffer)
+    report = tfcompress.validate(flatbuffer, x_test, y_test, reference=model, **QUICK)
+    assert report.agreement >= 0.99, report.agreement
+    # without the resets the state leaks: the same sample run twice gives different outputs
+    interp = validation.interpreter(flatbuffer)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    sample = validation._quantize(x_test[:1], inp)
+    runs = []
+    for _ in range(2):
+        interp.reset_all_variables()
+        interp.set_tensor(inp["index"], sample)
+        interp.invoke()
+        runs.append(interp.get_tensor(out["index"]).copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("kind, mode, match", [
+    ("lstm", "int16x8", r"mode 'int16x8' cannot convert the recurrent layer lstm \(LSTM\)"),
+    ("gru", "int8", r"mode 'int8' cannot convert the recurrent layer gru \(GRU\).*WHILE"),
+    ("bilstm", "int16x8", r"recurrent layer bilstm \(LSTM\)"),
+])
+def test_modes_that_would_kill_the_process_are_refused_first(kind, mode, match):
+    model, (x, _), _ = model_kinds.trained(kind)
+    with pytest.raises(errors.ConversionError, match=match) as info:
+        tfcompress.convert(model, mode, representative_data=x[:20])
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_regression_reports_mse_and_r2_never_accuracy(mode):
+    model, (x, _), (x_test, y_test) = model_kinds.trained("regression")
+    flatbuffer = tfcompress.convert(model, mode, representative_data=x[:200])
+    report = tfcompress.validate(flatbuffer, x_test, y_test, reference=model, **QUICK)
+    found = report.to_dict()
+    assert found["task"] == "regression"
+    assert "accuracy" not in found and "agreement" not in found
+    keras_r2 = 1 - np.mean((model.predict(x_test, verbose=0) - y_test) ** 2) / np.var(y_test)
+    assert found["reference_r2"] == pytest.approx(keras_r2, abs=1e-4)
+    assert found["r2"] == pytest.approx(found["reference_r2"] - found["r2_drop"])
+    assert found["r2_drop"] < (1e-4 if mode == "float32" else 0.05)
+    assert found["mse"] > 0 and found["mae"] > 0 and found["max_abs_diff"] >= 0
+
+
+def test_two_outputs_are_reported_per_output():
+    model, (x, _), (x_test, y_test) = model_kinds.trained("two_output")
+    flatbuffer = tfcompress.convert(model, "int8", representative_data=x[:200])
+    report = tfcompress.validate(flatbuffer, x_test, {"value": y_test[1], "class": y_test[0]},
+                                 reference=model, **QUICK).to_dict()
+    assert report["task"] == "multi-output" and "accuracy" not in report
+    by_name = {o["name"]: o for o in report["outputs"]}
+    assert by_name["class"]["task"] == "classification"
+    assert by_name["class"]["agreement"] >= 0.97
+    assert by_name["value"]["task"] == "regression" and "agreement" not in by_name["value"]
+    keras_value = model.predict(x_test, verbose=0)[1]
+    assert by_name["value"]["reference_r2"] == pytest.approx(
+        1 - np.mean((keras_value - y_test[1]) ** 2) / np.var(y_test[1]), abs=1e-4)
+
+
+def test_a_model_with_a_3d_output_validates_per_position():
+    """Sequence tagging: (N, T, C) softmax per position, one label per position."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 3))
+    outputs = keras.layers.Conv1D(4, 3, padding="same", activation="softmax")(inputs)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(30, 10, 3)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 4, (30, 10))
+    flatbuffer = tfcompress.convert(model, "float32")
+    report = tfcompress.validate(flatbuffer, x, y, reference=model, **QUICK)
+    keras_out = model.predict(x, verbose=0)
+    assert report.task == "classification"
+    assert report.accuracy == pytest.approx(float(np.mean(keras_out.argmax(-1) == y)))
+    assert report.agreement == 1.0
+    with pytest.raises(errors.DataError, match=r"has shape \(10, 4\) per sample but its") as info:
+        tfcompress.validate(flatbuffer, x, y[:, :5], **QUICK)
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_with_dynamic_height_and_width_validates_at_the_callers_shape():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    h = keras.layers.Conv2D(4, 3)(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    x = np.random.default_rng(0).random((12, 9, 7, 1)).astype(np.float32)
+    flatbuffer = tfcompress.convert(model, "float32")
+    report = tfcompress.validate(flatbuffer, x, reference=model, latency_runs=2)
+    assert report.agreement == 1.0 and report.max_abs_diff < 1e-5
+    assert report.latency_ms > 0 and report.xnnpack["nodes"] > 0
+
+
+def test_a_converter_failure_is_one_line_with_a_hint():
+    inputs = keras.Input((3, 3))
+    outputs = keras.layers.Lambda(lambda t: tf.linalg.inv(t))(inputs)
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(errors.ConversionError, match=r"converter failed: .*MatrixInverse.*hint:"
+                       ) as info:
+        tfcompress.convert(model, "float32")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 700

@@ -1,0 +1,89 @@
+"""tfcompress.tasks: the task inferred from labels and outputs, and the one metric helper."""
+
+import numpy as np
+import pytest
+
+from tfcompress import errors, tasks
+
+RNG = np.random.default_rng(0)
+SOFTMAX = RNG.dirichlet(np.ones(4), 50).astype(np.float32)
+SIGMOID = RNG.uniform(0, 1, (50, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("y, outputs, expected", [
+    (RNG.integers(0, 4, 50), SOFTMAX, "classification"),              # integer labels
+    (np.eye(4)[RNG.integers(0, 4, 50)], SOFTMAX, "classification"),   # one-hot rows
+    (RNG.integers(0, 2, (50, 3)), SIGMOID, "binary"),                 # multi-label
+    (RNG.integers(0, 2, 50), SIGMOID[:, :1], "binary"),               # one sigmoid
+    (RNG.normal(size=(50, 1)), RNG.normal(size=(50, 1)), "regression"),
+    (RNG.integers(3, 9, (50, 1)).astype(np.float32), RNG.normal(size=(50, 1)), "regression"),
+    (RNG.integers(0, 4, (50, 7)), RNG.dirichlet(np.ones(4), (50, 7)), "classification"),  # 3-D
+    (None, SOFTMAX, "classification"),
+    (None, RNG.normal(size=(50, 4)), "classification"),               # logits
+    (None, SIGMOID, "binary"),
+    (None, RNG.normal(size=(50, 1)) * 5, "regression"),
+])
+def test_infer(y, outputs, expected):
+    assert tasks.infer(y, outputs) == expected
+
+
+def test_infer_is_overridable_and_checked():
+    assert tasks.infer(RNG.integers(0, 4, 50), SOFTMAX, task="regression") == "regression"
+    with pytest.raises(errors.ConfigError, match=r"unknown task 'detection'|task 'detection'"):
+        tasks.infer(None, SOFTMAX, task="detection")
+    with pytest.raises(errors.DataError, match="without labels or outputs"):
+        tasks.infer()
+
+
+def test_top1_and_agreement_match_the_argmax_they_replace():
+    y = RNG.integers(0, 4, 50)
+    assert tasks.top1(SOFTMAX, y) == float(np.mean(SOFTMAX.argmax(-1) == y))
+    assert tasks.top1(SOFTMAX, np.eye(4)[y]) == tasks.top1(SOFTMAX, y)
+    assert tasks.top1(SOFTMAX, y[:, None]) == tasks.top1(SOFTMAX, y)
+    other = SOFTMAX[::-1]
+    assert tasks.agreement(SOFTMAX, other) == float(
+        np.mean(SOFTMAX.argmax(-1) == other.argmax(-1)))
+    with pytest.raises(errors.DataError, match=r"labels of shape \(50, 3\)"):
+        tasks.top1(SOFTMAX, RNG.integers(0, 4, (50, 3)))
+    with pytest.raises(errors.DataError, match="not defined for task 'regression'"):
+        tasks.agreement(SOFTMAX, other, "regression")
+
+
+def test_regression_metrics_are_mse_mae_r2_and_never_accuracy():
+    y = RNG.normal(size=(200, 1))
+    pred = y + RNG.normal(scale=0.1, size=y.shape)
+    found = tasks.metrics(pred, "regression", y, reference=y)
+    assert found["mse"] == pytest.approx(float(np.mean((pred - y) ** 2)))
+    assert found["mae"] == pytest.approx(float(np.mean(np.abs(pred - y))))
+    assert found["r2"] == pytest.approx(1 - found["mse"] / float(np.var(y)))
+    assert found["reference_r2"] == 1.0 and found["r2_drop"] == pytest.approx(1 - found["r2"])
+    assert "accuracy" not in found and "agreement" not in found
+    assert tasks.score(pred, y, "regression") == found["r2"]
+
+
+def test_classification_metrics_and_binary_thresholds():
+    y = RNG.integers(0, 4, 50)
+    found = tasks.metrics(SOFTMAX, "classification", y, reference=SOFTMAX)
+    assert found["agreement"] == 1.0 and found["max_abs_diff"] == 0.0
+    assert found["accuracy"] == tasks.top1(SOFTMAX, y) and "r2" not in found
+    labels = (SIGMOID > 0.5).astype(int)
+    labels[0] = 1 - labels[0]  # three wrong labels of 150
+    assert tasks.metrics(SIGMOID, "binary", labels)["accuracy"] == pytest.approx(147 / 150)
+
+
+def test_fidelity_orders_by_the_tasks_figure():
+    ref = SOFTMAX
+    close = ref + 0.001
+    flipped = ref.copy()
+    flipped[:10] = flipped[:10, ::-1]
+    assert tasks.fidelity(close, ref, "classification") > tasks.fidelity(flipped, ref,
+                                                                           "classification")
+    assert len(tasks.fidelity(close, ref, "regression")) == 1  # no agreement for regression
+
+
+def test_per_output():
+    assert tasks.per_output(None, 2) == [None, None]
+    assert tasks.per_output("regression", 2) == ["regression", "regression"]
+    assert tasks.per_output(["classification", None], 2) == ["classification", None]
+    with pytest.raises(errors.ConfigError, match="names 1 tasks for 2 outputs"):
+        tasks.per_output(["classification"], 2)
