@@ -6,8 +6,11 @@ Data: ``tfcompress.data.load_keywords()``, 12 classes (silence, unknown and ten 
 keywords) spoken by espeak-ng with varied voices, speeds, pitches and noise, as 49 x 10 MFCCs;
 the test clips come from voice variants that no training clip uses (see
 tfcompress/datasets/README.md). Model: ``kws_dscnn`` (the "Hello Edge" small DS-CNN: Conv2D and
-four DepthwiseConv2D + pointwise blocks, each followed by BatchNormalization, 24k parameters).
-Converted to float32, float16 and int8. ``--config=keywords:smoke`` is the quick variant.
+four DepthwiseConv2D + pointwise blocks, each followed by BatchNormalization, 24k parameters),
+pruned to 50% zeros in every kernel but the depthwise ones (tfmot, 5 epochs of fine-tuning; the
+BatchNormalization layers are wrapped and left whole), then converted to float32, float16 and
+int8, beside the unpruned baseline's int8. ``--config.stages="()"`` skips pruning;
+``--config=keywords:smoke`` is the quick variant.
 """
 
 from tfcompress.configs import common
@@ -20,7 +23,12 @@ def get_config(variant: str = ""):
     config.data.name = "keywords"
     config.model.name = "kws_dscnn"
     config.train.epochs = 20
+    config.stages = ("prune",)
+    config.prune.target_sparsity = 0.5
+    config.prune.epochs = 5
+    config.prune.learning_rate = 5e-4
     config.convert.modes = ("float32", "float16", "int8")
+    config.convert.baseline_modes = ("int8",)
     if variant == "smoke":
         common.smoke(config)
     return config

@@ -1,13 +1,14 @@
-"""Text classification on token ids: the average-embedding classifier on the bundled fortunes.
+"""Text classification on token ids: a small Transformer encoder on the bundled fortunes.
 
     tfcompress compress --config=text --workdir=workdir/text
 
 Data: ``tfcompress.data.load_text()``, six topics of Debian's ``fortunes`` as int32 ids of a
-2,000-word vocabulary, 64 per text (see tfcompress/datasets/README.md). Model: ``text_bow``
-(Embedding(2000, 16) -> GlobalAveragePooling1D -> Dense -> softmax; the Embedding holds 99% of
-the weights). Converted to float32 and dynamic (int8 weights; the token-id input stays int32).
-``--config.model.name=text_transformer`` trains
-the one-block Transformer encoder instead. ``--config=text:smoke`` is the quick variant.
+2,000-word vocabulary, 64 per text (see tfcompress/datasets/README.md). Model:
+``text_transformer`` (Embedding(2000, 32) -> one encoder block: MultiHeadAttention,
+LayerNormalization, feed-forward -> GlobalAveragePooling1D -> softmax; 73k parameters).
+Converted to float32 and dynamic (int8 weights); the token-id input stays int32.
+``--config.model.name=text_bow`` trains the average-embedding classifier (Embedding(2000, 16)
+-> GlobalAveragePooling1D -> Dense) instead. ``--config=text:smoke`` is the quick variant.
 """
 
 from tfcompress.configs import common
@@ -18,7 +19,7 @@ def get_config(variant: str = ""):
     common.check_variant(variant)
     config = default_config()
     config.data.name = "text"
-    config.model.name = "text_bow"
+    config.model.name = "text_transformer"
     config.train.epochs = 10
     config.train.learning_rate = 3e-3
     config.convert.modes = ("float32", "dynamic")
