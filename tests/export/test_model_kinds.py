@@ -167,3 +167,22 @@ def test_a_converter_failure_is_one_line_with_a_hint():
                        ) as info:
         tfcompress.convert(model, "float32")
     assert "\n" not in str(info.value) and len(str(info.value)) < 700
+
+
+@pytest.mark.parametrize("kind", ["regression", "text"])
+def test_mixed_precision_follows_the_task(kind):
+    """Regression: widths judged in R^2 points, no accuracy or agreement; token ids: int32."""
+    model, _, (x_test, y_test) = model_kinds.trained(kind)
+    result = tfcompress.mixed_precision(model, x_test, y_test, size_budget=0.95,
+                                        widths=(4, 8, 32))
+    found = result.to_dict()
+    out = validation.predict(result.flatbuffer, x_test)
+    if kind == "regression":
+        assert found["task"] == "regression" and "accuracy" not in found
+        assert "agreement" not in found
+        r2 = 1 - np.mean((out - y_test) ** 2) / np.var(y_test)
+        assert found["r2"] == pytest.approx(r2, abs=1e-6)
+        assert found["drop_points"] == pytest.approx(100 * (found["float_r2"] - r2), abs=1e-4)
+    else:
+        assert found["task"] == "classification"
+        assert found["accuracy"] == pytest.approx(float(np.mean(out.argmax(-1) == y_test)))

@@ -29,6 +29,7 @@ from tfcompress import _io, errors
 import tfcompress._compat.litert as _litert
 import tfcompress.export.lowbit as lowbit
 import tfcompress.export.modes as modes
+import tfcompress.tasks as tasks_lib
 from tfcompress._compat.litert import load_flatbuffer
 from tfcompress.export.conversion import convert, float32_flatbuffer
 from tfcompress.export.validation import predict
@@ -65,22 +66,34 @@ def _float32(model_or_flatbuffer) -> bytes:
     return convert(model_or_flatbuffer, "float32")
 
 
-def _metrics(flatbuffer: bytes, x, reference: np.ndarray, y) -> dict:
+# The task's figure against labels and against the float model (``tasks``): accuracy and
+# agreement; for regression R^2 against the targets and R^2 against the float model's outputs.
+_FIGURES = {"classification": ("accuracy", "agreement"), "binary": ("accuracy", "agreement"),
+            "regression": ("r2", "r2_vs_float")}
+
+
+def _metrics(flatbuffer: bytes, x, reference: np.ndarray, y, task: str) -> dict:
     out = predict(flatbuffer, x)
     mse = float(np.mean((out - reference) ** 2))
     row = {"mse": mse if math.isfinite(mse) else math.inf,
-           "max_abs_diff": float(np.nan_to_num(np.abs(out - reference).max(), nan=math.inf)),
-           "agreement": float(np.mean(out.argmax(-1) == reference.argmax(-1)))}
+           "max_abs_diff": float(np.nan_to_num(np.abs(out - reference).max(), nan=math.inf))}
+    labelled, versus_float = _FIGURES[task]
+    if task == "regression":
+        row[versus_float] = tasks_lib.regression(out, reference)["r2"]
+    else:
+        row[versus_float] = tasks_lib.agreement(out, reference, task)
     if y is not None:
-        row["accuracy"] = float(np.mean(out.argmax(-1) == np.asarray(y).reshape(-1)))
+        row[labelled] = tasks_lib.score(out, y, task)
     return row
 
 
-def _drop_points(row: dict, float_accuracy: Optional[float]) -> float:
-    """Accuracy points lost (disagreement points with the float model without labels)."""
-    if float_accuracy is not None and "accuracy" in row:
-        return 100.0 * (float_accuracy - row["accuracy"])
-    return 100.0 * (1.0 - row["agreement"])
+def _drop_points(row: dict, float_score: Optional[float], task: str = "classification") -> float:
+    """The task's points lost: accuracy points (R^2 points for regression) against the labels,
+    or, without labels, disagreement points (1 - R^2 against the float model's outputs)."""
+    labelled, versus_float = _FIGURES[task]
+    if float_score is not None and labelled in row:
+        return 100.0 * (float_score - row[labelled])
+    return 100.0 * (1.0 - row[versus_float])
 
 
 def _check(widths, execution, algorithms) -> None:
@@ -113,6 +126,7 @@ def sensitivity(
     execution: str = "dynamic",
     algorithms: Sequence[str] = ("min_max", "octav"),
     max_layers: Optional[int] = None,
+    task: Optional[str] = None,
 ) -> dict:
     """How much each layer alone hurts at each width, measured on the LiteRT interpreter.
 
@@ -125,9 +139,13 @@ def sensitivity(
         algorithms: quantizer algorithms tried per integer width; the one with the least output
             error is kept (OCTAV's clipping matters at 2 bits).
         max_layers: analyze only the layers with the most weight bytes.
+        task: ``classification``, ``binary`` or ``regression`` (``tasks.infer`` from ``y`` and
+            the float outputs when None): regression rows hold ``r2`` (with ``y``) and
+            ``r2_vs_float`` instead of accuracy and agreement, and drop R^2 points.
 
     Returns:
-        {"float32_bytes", "float_accuracy" (with y), "num_samples", "layers": [{"name", "op",
+        {"float32_bytes", "float_accuracy" (with y; "float_r2" for regression), "num_samples",
+        "task", "layers": [{"name", "op",
         "regex", "elements", "float_bytes", "widths": {bits: {"supported", "algorithm",
         "bytes" (whole model, this layer quantized), "weight_bytes" (the layer's bytes then),
         "mse", "max_abs_diff", "agreement", "accuracy", "drop_points"}}}]}; a width the quantizer
@@ -140,8 +158,9 @@ def sensitivity(
     _check(widths, execution, algorithms)
     f32 = _float32(model_or_flatbuffer)
     reference = predict(f32, x)
-    float_row = _metrics(f32, x, reference, y)
-    float_accuracy = float_row.get("accuracy")
+    task = tasks_lib.infer(y, reference, task)
+    float_row = _metrics(f32, x, reference, y, task)
+    float_accuracy = float_row.get(_FIGURES[task][0])  # the float model's score on the labels
     rows = []
     for layer in _selected(lowbit.weight_layers(f32), max_layers):
         allowed = lowbit.supported_widths(layer.op, execution=execution)
@@ -158,16 +177,17 @@ def sensitivity(
                     f"the quantizer has no {bits}-bit {execution} config for {layer.op}")}
                 continue
             row["widths"][bits] = _best_candidate(f32, layer, bits, execution, algorithms, x,
-                                                  reference, y, float_accuracy)
+                                                  reference, y, float_accuracy, task)
         rows.append(row)
     out = {"float32_bytes": len(f32), "num_samples": len(x), "execution": execution,
-           "layers": rows}
+           "task": task, "layers": rows}
     if float_accuracy is not None:
-        out["float_accuracy"] = float_accuracy
+        out["float_r2" if task == "regression" else "float_accuracy"] = float_accuracy
     return out
 
 
-def _best_candidate(f32, layer, bits, execution, algorithms, x, reference, y, float_accuracy):
+def _best_candidate(f32, layer, bits, execution, algorithms, x, reference, y, float_accuracy,
+                    task):
     best = None
     for algorithm in (algorithms if bits <= 8 else ("min_max",)):
         fb = lowbit.run_quantizer(f32, [lowbit.entry(layer.regex, bits, execution=execution,
@@ -177,12 +197,12 @@ def _best_candidate(f32, layer, bits, execution, algorithms, x, reference, y, fl
             return {"supported": False, "reason": f"the quantizer left {layer.name} at "
                     f"{got} bits"}
         try:
-            row = _metrics(fb, x, reference, y)
+            row = _metrics(fb, x, reference, y, task)
         except errors.InvalidTFLiteError as e:
             return {"supported": False, "reason": f"LiteRT cannot run it: {e}"}
         row.update(supported=math.isfinite(row["mse"]), algorithm=algorithm if bits <= 8 else None,
                    bytes=len(fb), weight_bytes=layer.weight_bytes + len(fb) - len(f32),
-                   drop_points=_drop_points(row, float_accuracy))
+                   drop_points=_drop_points(row, float_accuracy, task))
         if not row["supported"]:
             row["reason"] = "the outputs are not finite"
         if best is None or (row["supported"], -row["mse"]) > (best["supported"], -best["mse"]):
@@ -202,7 +222,9 @@ class MixedPrecisionResult:
         layers: per layer: name, op, bits (chosen), bits_read_back (from the flatbuffer),
             algorithm, float_bytes, weight_bytes (measured alone), mse and drop_points (alone).
         bytes, float32_bytes, budget_bytes: sizes; ratio = bytes / float32_bytes.
-        accuracy, float_accuracy (with labels), agreement, mse, drop_points: on the given data.
+        accuracy, float_accuracy (with labels), agreement, mse, drop_points: on the given data;
+            for a regression ``task`` r2 and float_r2 (with labels) instead of accuracy, no
+            agreement, and drop_points in R^2 points.
         meets_budget, meets_max_drop: the verified verdicts (meets_max_drop None without max_drop).
         iterations: per attempt, the target, predicted and real bytes.
         sensitivity: the single-layer measurements the choice used.
@@ -214,12 +236,15 @@ class MixedPrecisionResult:
     bytes: int
     float32_bytes: int
     budget_bytes: int
-    agreement: float
+    agreement: Optional[float]
     mse: float
     drop_points: float
     meets_budget: bool
     accuracy: Optional[float] = None
     float_accuracy: Optional[float] = None
+    task: str = "classification"
+    r2: Optional[float] = None
+    float_r2: Optional[float] = None
     meets_max_drop: Optional[bool] = None
     iterations: list = dataclasses.field(default_factory=list)
     sensitivity: dict = dataclasses.field(default_factory=dict)
@@ -229,7 +254,10 @@ class MixedPrecisionResult:
         return self.bytes / self.float32_bytes
 
     def to_dict(self) -> dict:
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "flatbuffer"}
+        skip = ({"accuracy", "float_accuracy", "agreement"} if self.task == "regression"
+                else {"r2", "float_r2"})
+        out = {k: v for k, v in dataclasses.asdict(self).items()
+               if k != "flatbuffer" and k not in skip}
         out["ratio"] = self.ratio
         return out
 
@@ -319,6 +347,7 @@ def mixed_precision(
     rest_bits: int = 8,
     max_iterations: int = 5,
     sensitivities: Optional[dict] = None,
+    task: Optional[str] = None,
 ) -> MixedPrecisionResult:
     """Per-layer widths that meet a size budget with the least output error, verified on LiteRT.
 
@@ -326,9 +355,9 @@ def mixed_precision(
         model_or_flatbuffer: a Keras model (or path) or its float32 flatbuffer.
         x: validation images; y: their labels (accuracy), optional.
         size_budget: a ratio to the float32 flatbuffer's bytes in (0, 1], or bytes (> 1).
-        max_drop: accuracy points (disagreement points without labels) the model may lose;
-            widths that alone lose more are not considered; the result says whether the final
-            model keeps within it.
+        max_drop: accuracy points (disagreement points without labels; R^2 points for a
+            regression task) the model may lose; widths that alone lose more are not
+            considered; the result says whether the final model keeps within it.
         widths: candidate widths (2, 4, 8 int; 16 float16; 32 float).
         execution: ``dynamic`` or ``weight_only`` integer layers.
         algorithms: quantizer algorithms tried per width (the better one is kept per layer).
@@ -337,6 +366,7 @@ def mixed_precision(
         rest_bits: the width of layers left out by ``max_layers``.
         max_iterations: attempts when the real size misses the budget.
         sensitivities: a ``sensitivity`` result to reuse (same model, data and execution).
+        task: the model's task (``sensitivity``); inferred when None.
 
     Returns:
         A MixedPrecisionResult.
@@ -351,7 +381,8 @@ def mixed_precision(
     budget = budget_bytes(size_budget, len(f32))
     sens = sensitivities or sensitivity(
         f32, x, y, [w for w in widths if w != 32], execution=execution,
-        algorithms=algorithms, max_layers=max_layers)
+        algorithms=algorithms, max_layers=max_layers, task=task)
+    task = sens.get("task", "classification")
     analyzed = {row["name"]: {**row, "widths": {int(b): m for b, m in row["widths"].items()}}
                 for row in sens["layers"]}  # (widths keyed by str after a JSON round trip)
     cands = _all_candidates(analyzed, widths, max_drop, len(f32))
@@ -370,15 +401,17 @@ def mixed_precision(
             f"accepted: a budget >= {smallest / len(f32):.3f} (ratio) or {smallest} bytes")
     state, recipe, flatbuffer, iterations = _fit_budget(
         f32, cands, analyzed, rest_recipe, fixed, budget, execution, max_iterations)
-    final = _metrics(flatbuffer, x, predict(f32, x), y)
-    drop = _drop_points(final, sens.get("float_accuracy"))
+    final = _metrics(flatbuffer, x, predict(f32, x), y, task)
+    float_score = sens.get("float_r2" if task == "regression" else "float_accuracy")
+    drop = _drop_points(final, float_score, task)
     return MixedPrecisionResult(
         flatbuffer=flatbuffer, recipe=recipe,
         layers=_chosen(layers, flatbuffer, state, cands, analyzed, rest_bits),
         bytes=len(flatbuffer), float32_bytes=len(f32), budget_bytes=budget,
-        agreement=final["agreement"], mse=final["mse"], drop_points=drop,
+        agreement=final.get("agreement"), mse=final["mse"], drop_points=drop,
         meets_budget=len(flatbuffer) <= budget, accuracy=final.get("accuracy"),
-        float_accuracy=sens.get("float_accuracy"),
+        float_accuracy=sens.get("float_accuracy"), task=task, r2=final.get("r2"),
+        float_r2=sens.get("float_r2"),
         meets_max_drop=None if max_drop is None else drop <= max_drop,
         iterations=iterations, sensitivity=sens)
 
