@@ -158,3 +158,13 @@ def test_a_quantizing_mode_names_the_embedding_it_leaves_in_float():
                                   abs=0.03)
     assert "embedding" in info["facts"]["left_alone"][0]
     assert conversion_info(convert(model, "float32"))["left_alone"] == []
+
+
+def test_left_alone_names_the_layer_when_the_model_shares_its_name():
+    """The LSTM model is named 'lstm' like its LSTM layer: the float32 Embedding that the
+    dynamic range mode leaves (too small to quantize) is still named 'embedding'."""
+    from tfcompress.export.conversion import conversion_info, convert
+
+    model, _, _ = model_kinds.lstm()
+    left = dict(conversion_info(convert(model, "dynamic"))["left_alone"])
+    assert "embedding" in left and left["embedding"] > 0.3

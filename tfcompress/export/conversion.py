@@ -301,9 +301,10 @@ def left_alone(flatbuffer: bytes, model=None) -> list:
     """[[layer, share], ...] of the weights a quantizing mode left in float32, by Keras layer
     (the tensor's name where no layer matches), for those holding more than
     ``wrappers.LEFT_ALONE_SHARE`` of the flatbuffer's constant elements each; largest first."""
-    shares = {}
+    shares, prefix = {}, f"{getattr(model, 'name', '')}/"
     for tensor, share in profiling.float_weights(flatbuffer):
-        name = layer_of(tensor, _keras_layer_names(model)) or tensor
+        own = tensor[len(prefix):] if tensor.startswith(prefix) else tensor  # the model's name
+        name = layer_of(own, _keras_layer_names(model)) or tensor        # may be a layer's too
         shares[name] = shares.get(name, 0.0) + share
     return [[name, round(share, 4)] for name, share in sorted(shares.items(), key=lambda i: -i[1])
             if share > wrappers.LEFT_ALONE_SHARE]
