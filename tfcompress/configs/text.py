@@ -6,7 +6,8 @@ Data: ``tfcompress.data.load_text()``, six topics of Debian's ``fortunes`` as in
 2,000-word vocabulary, 64 per text (see tfcompress/datasets/README.md). Model:
 ``text_transformer`` (Embedding(2000, 32) -> one encoder block: MultiHeadAttention,
 LayerNormalization, feed-forward -> GlobalAveragePooling1D -> softmax; 73k parameters).
-Converted to float32 and dynamic (int8 weights); the token-id input stays int32.
+Converted to float32, dynamic (int8 weights) and int8 (full integer, calibrated on int32 ids);
+the token-id input stays int32 in every flatbuffer.
 ``--config.model.name=text_bow`` trains the average-embedding classifier (Embedding(2000, 16)
 -> GlobalAveragePooling1D -> Dense) instead. ``--config=text:smoke`` is the quick variant.
 """
@@ -22,7 +23,7 @@ def get_config(variant: str = ""):
     config.model.name = "text_transformer"
     config.train.epochs = 10
     config.train.learning_rate = 3e-3
-    config.convert.modes = ("float32", "dynamic")
+    config.convert.modes = ("float32", "dynamic", "int8")
     if variant == "smoke":
         common.smoke(config)
     return config
