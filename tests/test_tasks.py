@@ -87,3 +87,29 @@ def test_per_output():
     assert tasks.per_output(["classification", None], 2) == ["classification", None]
     with pytest.raises(errors.ConfigError, match="names 1 tasks for 2 outputs"):
         tasks.per_output(["classification"], 2)
+
+
+def test_the_distiller_distills_a_regression_student_by_mse():
+    import os
+    import sys
+
+    import tfcompress
+    from tfcompress import keras
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import model_kinds
+
+    teacher, (x, y), (x_test, y_test) = model_kinds.trained("regression")
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 1))
+    h = keras.layers.Conv1D(4, 3, activation="relu")(inputs)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    student = keras.Model(inputs, keras.layers.Dense(1)(h))
+    distiller = tfcompress.Distiller(student, teacher, alpha=0.5)
+    assert distiller.task == "regression"
+    distiller.compile(keras.optimizers.Adam(1e-2), metrics=["mae"])
+    history = distiller.fit(x, y, epochs=20, batch_size=32, verbose=0).history
+    assert history["distillation_loss"][-1] < history["distillation_loss"][0] / 5
+    r2 = tasks.regression(student.predict(x_test, verbose=0), y_test)["r2"]
+    assert r2 > 0.8, r2
+    assert tfcompress.Distiller.from_config(distiller.get_config()).task == "regression"

@@ -5,7 +5,10 @@
     alpha * student_loss(y, s) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))
       + hint_weight * sum_i MSE(teacher_feature_i, projection_i(student_feature_i))
 
-where ``t`` and ``s`` are the teacher's and student's logits. Models that end in a softmax
+where ``t`` and ``s`` are the teacher's and student's logits. For a regression (or binary,
+sigmoid) student the distillation term is the mean squared difference of the two models'
+outputs (no temperature) and the default student loss MSE (binary cross-entropy): the task is
+read from the student's last layer (``task=`` overrides it). Models that end in a softmax
 (e.g. ``tfcompress.models.digits_cnn``, whose ``probs`` softmax follows the ``logits`` Dense)
 are detected and their pre-softmax tensor is used, so probabilities are never softmaxed twice.
 
@@ -21,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress import errors
+import tfcompress.tasks as tasks_lib
 from tfcompress._compat.keras import is_functional, keras, unwrap
 from tfcompress.keras3 import ensure_keras2
 
@@ -41,6 +45,25 @@ def _ends_in_softmax(model: keras.Model) -> bool:
     activation = getattr(last, "activation", None)
     return activation is keras.activations.softmax or getattr(
         activation, "__name__", "") == "softmax"
+
+
+def _activation_name(model: keras.Model) -> str:
+    last = unwrap(model.layers[-1])
+    if isinstance(last, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", "") or ""
+
+
+def _task_of(model: keras.Model) -> str:
+    """The task a model's output shows: softmax (or several logits) -> classification,
+    sigmoid -> binary, one linear output -> regression."""
+    name = _activation_name(model)
+    if name == "softmax":
+        return "classification"
+    if name == "sigmoid":
+        return "binary"
+    return "regression" if model.outputs[0].shape[-1] == 1 else "classification"
 
 
 def _check_graph(model: keras.Model, role: str) -> keras.Model:
@@ -161,7 +184,11 @@ class Distiller(keras.Model):
             the teacher's width when they differ.
         hint_weight: weight of the hint (feature MSE) loss.
         pseudo_labels: for unlabeled batches, ``"hard"`` (teacher argmax, ``student_loss``) or
-            ``"soft"`` (teacher probabilities, categorical cross-entropy).
+            ``"soft"`` (teacher probabilities, categorical cross-entropy); a regression or
+            binary student learns the teacher's outputs as they are.
+        task: ``"classification"``, ``"binary"`` or ``"regression"``; read from the student's
+            last layer when None (softmax or several outputs: classification, sigmoid: binary,
+            one linear output: regression).
 
     Raises:
         ConfigError: alpha/temperature/hints/pseudo_labels out of range or unknown layers.
@@ -182,6 +209,7 @@ class Distiller(keras.Model):
         hints=None,
         hint_weight: float = 1.0,
         pseudo_labels: str = "hard",
+        task: Optional[str] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -193,6 +221,9 @@ class Distiller(keras.Model):
             raise errors.ConfigError(errors.unknown("pseudo_labels", pseudo_labels, PSEUDO_LABELS))
         self.student = _check_graph(student, "student")
         self.teacher = _check_graph(teacher, "teacher")
+        self.task = _task_of(self.student) if task is None else tasks_lib.check(task)
+        if self.task != "classification":  # outputs are matched as they are
+            student_from_logits = teacher_from_logits = True
         if self.student.outputs[0].shape[-1] != self.teacher.outputs[0].shape[-1]:
             raise errors.ModelError(
                 f"student has {self.student.outputs[0].shape[-1]} outputs but teacher has "
@@ -231,7 +262,11 @@ class Distiller(keras.Model):
     def set_student_loss(self, student_loss) -> None:
         """Sets the loss on (labels, student outputs); ``None`` picks the default."""
         self._student_loss_spec = student_loss
-        if student_loss is None:
+        if student_loss is None and self.task == "regression":
+            student_loss = keras.losses.MeanSquaredError()
+        elif student_loss is None and self.task == "binary":
+            student_loss = keras.losses.BinaryCrossentropy()
+        elif student_loss is None:
             student_loss = keras.losses.SparseCategoricalCrossentropy(
                 from_logits=self.student_from_logits)
         self._student_loss = _per_example(student_loss)
@@ -257,6 +292,7 @@ class Distiller(keras.Model):
             "hints": [list(h) for h in self.hints],
             "hint_weight": self.hint_weight,
             "pseudo_labels": self.pseudo_labels,
+            "task": self.task,
         }
 
     @classmethod
@@ -307,6 +343,8 @@ class Distiller(keras.Model):
     def _loss_terms(self, x, y, sample_weight, training: bool):
         labels, t_logits, t_hints = self._teacher(x, y)
         s_out, s_logits, *s_hints = self._views["student"](x, training=training)
+        if self.task != "classification":
+            return self._output_terms(labels, t_logits, t_hints, s_out, s_hints)
         if labels is None:  # unlabeled: the teacher's pseudo-labels
             if self.pseudo_labels == "soft":
                 labels = tf.nn.softmax(t_logits)
@@ -321,8 +359,29 @@ class Distiller(keras.Model):
         distill = self._distillation_loss(
             tf.nn.softmax(tf.cast(t_logits, s_logits.dtype) / temp),
             tf.nn.softmax(s_logits / temp)) * temp ** 2
-        terms = {"student_loss": student, "distillation_loss": distill}
-        total = self.alpha * student + (1.0 - self.alpha) * distill
+        terms = self._with_hints({"student_loss": student, "distillation_loss": distill},
+                                 t_hints, s_hints)
+        if labels.shape.rank == s_out.shape.rank and labels.shape[-1] != 1:
+            labels = tf.argmax(labels, axis=-1)  # soft pseudo-labels: metrics on the argmax
+        return terms, labels, s_out
+
+    def _output_terms(self, labels, t_out, t_hints, s_out, s_hints):
+        """Regression and binary: MSE between the two models' outputs; unlabeled batches
+        learn the teacher's outputs."""
+        t_out = tf.cast(t_out, s_out.dtype)
+        if labels is None:
+            labels = t_out
+        student = self._student_loss(labels, s_out)
+        diff = tf.square(t_out - s_out)
+        distill = tf.reduce_mean(diff, axis=list(range(1, diff.shape.rank)))
+        terms = self._with_hints({"student_loss": student, "distillation_loss": distill},
+                                 t_hints, s_hints)
+        return terms, labels, s_out
+
+    def _with_hints(self, terms: dict, t_hints, s_hints) -> dict:
+        """``terms`` with the hint loss and the weighted ``loss`` total added."""
+        total = self.alpha * terms["student_loss"] + (1.0 - self.alpha) * terms[
+            "distillation_loss"]
         if self.hints:
             hint = 0.0
             for projection, t_feat, s_feat in zip(self.projections, t_hints, s_hints):
@@ -333,9 +392,7 @@ class Distiller(keras.Model):
             terms["hint_loss"] = hint
             total += self.hint_weight * hint
         terms["loss"] = total
-        if labels.shape.rank == s_out.shape.rank and labels.shape[-1] != 1:
-            labels = tf.argmax(labels, axis=-1)  # soft pseudo-labels: metrics on the argmax
-        return terms, labels, s_out
+        return terms
 
     def _update_metrics(self, terms, labels, s_out, sample_weight) -> dict:
         for name, value in terms.items():
@@ -395,7 +452,8 @@ def distill(student: keras.Model, teacher: keras.Model, x, y=None, *, epochs: in
     ``Distiller``.
     """
     distiller = Distiller(student, teacher, **distiller_kwargs)
-    distiller.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
+    distiller.compile(keras.optimizers.Adam(learning_rate),
+                      metrics=["mae"] if distiller.task == "regression" else ["accuracy"])
     targets = distiller.precompute(x, y) if precompute else y
     distiller.fit(x, targets, batch_size=batch_size, epochs=epochs,
                   validation_data=validation_data, callbacks=list(callbacks), verbose=verbose)
