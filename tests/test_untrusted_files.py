@@ -239,6 +239,35 @@ def test_tf1_savedmodel_main_op_writing_a_file_is_refused(tmp_path):
     assert os.path.exists(marker)
 
 
+def test_tf1_main_op_running_the_savers_save_is_refused(tmp_path):
+    """Checkpoint ops are allowed in the saver only while no loader-run op depends on them."""
+    import tensorflow as tf
+
+    path = str(tmp_path / "tf1_save")
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=tf.ones([4, 2]))
+        y = tf.matmul(x, w, name="y")
+        saver = tf.compat.v1.train.Saver()
+        save_op = graph.get_tensor_by_name(saver.saver_def.save_tensor_name).op
+        main_op = tf.group(tf.compat.v1.global_variables_initializer(), save_op, name="main_op")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(w.initializer)
+            builder = tf.compat.v1.saved_model.Builder(path)
+            signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+            builder.add_meta_graph_and_variables(
+                sess, ["serve"], signature_def_map={"serving_default": signature},
+                main_op=main_op, saver=saver)
+            builder.save()
+    _refused(lambda: tfcompress.convert(path, "float32"),
+             r"holds op SaveV2 \(node 'save/SaveV2' in the graph\), an op that touches checkpoint")
+    _tf1_savedmodel_with_main_op(str(tmp_path / "plain"), str(tmp_path / "m"))  # its saver passes
+    proto = savedmodel.read(str(tmp_path / "plain"))
+    saver_ops = [op for op in savedmodel.graph_ops(proto) if op.op in savedmodel.CHECKPOINT_OPS]
+    assert saver_ops and all(op.in_saver for op in saver_ops)
+
+
 def _resource_class(marker):
     import tensorflow as tf
 

@@ -118,13 +118,42 @@ def read(path: str):
 
 
 def _called(node) -> Iterator[str]:
-    """Names of the functions a NodeDef calls: its op (a direct call) and function attrs."""
+    """Names of the functions a NodeDef calls: its op (a direct call) and function attrs
+    (nested ones too)."""
     yield node.op
-    for value in node.attr.values():
-        if value.HasField("func"):
-            yield value.func.name
-        for fn in value.list.func:
+    yield from _attr_functions(node.attr.values())
+
+
+def _attr_functions(values) -> Iterator[str]:
+    for value in values:
+        fns = ([value.func] if value.HasField("func") else []) + list(value.list.func)
+        for fn in fns:
             yield fn.name
+            yield from _attr_functions(fn.attr.values())
+
+
+# Collections whose ops a TF1 loader runs (the saver's restore aside) and signature outputs a
+# conversion runs: none of them may reach the saver's checkpoint ops.
+_RUN_COLLECTIONS = ("saved_model_main_op", "main_op", "legacy_init_op", "init_op",
+                    "table_initializer", "saved_model_train_op")
+
+
+def loader_reaches_checkpoint(meta) -> Iterator[Op]:
+    """Checkpoint ops of the graph that a loader-run op or a signature output depends on."""
+    nodes = {n.name: n for n in meta.graph_def.node}
+    roots = [v for key in _RUN_COLLECTIONS if key in meta.collection_def
+             for v in meta.collection_def[key].node_list.value]
+    roots += [t.name for sig in meta.signature_def.values() for t in sig.outputs.values()]
+    seen, todo = set(), [r.lstrip("^").split(":")[0] for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        node = nodes[name]
+        if node.op in CHECKPOINT_OPS:
+            yield Op(node.op, node.name, "the graph", False)
+        todo.extend(i.lstrip("^").split(":")[0] for i in node.input)
 
 
 def graph_ops(proto) -> Iterator[Op]:
@@ -156,6 +185,7 @@ def graph_ops(proto) -> Iterator[Op]:
         from_saver = reach(c for n in graph.node if saver_node(n.name) for c in _called(n))
         others = [c for n in graph.node if not saver_node(n.name) for c in _called(n)]
         from_others = reach(others + [f for f in library if f not in from_saver])
+        yield from loader_reaches_checkpoint(meta)
         for node in graph.node:
             yield Op(node.op, node.name, "the graph", saver_node(node.name))
         for name, fn in library.items():
