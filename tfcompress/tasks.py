@@ -96,12 +96,23 @@ def infer(y=None, outputs=None, task: Optional[str] = None) -> str:
 
 
 def top1(outputs, y) -> float:
-    """Top-1 accuracy: the share of samples (or positions) whose highest output is the label.
+    """Top-1 accuracy: the share of samples (or positions) whose highest output is the label
+    (the mean of ``correct``).
 
     Args:
         outputs: scores (N, K) or (N, ..., K) (probabilities or logits; classes last).
         y: integer labels, one per row (N,) / (N, 1) / (N, ...), or one-hot rows shaped like
             ``outputs``.
+
+    Raises:
+        DataError: labels that fit neither form.
+    """
+    return float(np.mean(correct(outputs, y)))
+
+
+def correct(outputs, y) -> np.ndarray:
+    """Per sample (or position, flattened), whether the highest output is the label: the
+    paired outcomes two models' accuracies are compared on. Labels as for ``top1``.
 
     Raises:
         DataError: labels that fit neither form.
@@ -119,7 +130,7 @@ def top1(outputs, y) -> float:
         raise errors.DataError(
             f"labels of shape {y.shape} do not fit outputs of shape {outputs.shape}; accepted: "
             "one class index per row or one-hot rows of the output's shape")
-    return float(np.mean(predicted == labels))
+    return predicted == labels
 
 
 def agreement(outputs, reference, task: str = "classification") -> float:

@@ -27,6 +27,7 @@ from tfcompress import data as data_lib
 import tfcompress.pipeline.report as report_lib
 import tfcompress.pipeline.results as results
 import tfcompress.pipeline.stats as stats_lib
+import tfcompress.tasks as tasks
 from tfcompress._compat.keras import keras
 from tfcompress.export.conversion import available_modes, conversion_info, convert, options_from_section
 from tfcompress.keras3 import ensure_keras2
@@ -298,8 +299,8 @@ def _formats(config, wd: Workdir, splits, baseline, model) -> list:
     reference = profiling.tflite_sizes(baseline_fb)
     x_test, y_test = splits.test
     x_val, y_val = splits.validation
-    base_correct = predict(baseline_fb, x_test).argmax(-1) == y_test
-    base_val_correct = predict(baseline_fb, x_val).argmax(-1) == y_val
+    base_correct = tasks.correct(predict(baseline_fb, x_test), y_test)
+    base_val_correct = tasks.correct(predict(baseline_fb, x_val), y_val)
     made = [("baseline float32", baseline_fb, baseline, None)] if config.stages else []
     for mode in config.convert.baseline_modes if config.stages else ():  # e.g. the plain int8
         made.append((f"baseline {mode}", convert(
@@ -321,8 +322,8 @@ def _formats(config, wd: Workdir, splits, baseline, model) -> list:
         recipe = conversion["facts"].get("recipe")
         if recipe is not None and name in config.convert.modes:  # the quantizer's own JSON
             _io.write_text(wd.quantizer_recipe(name), json.dumps(recipe, indent=2))
-        correct = predict(flatbuffer, x_test).argmax(-1) == y_test
-        val_correct = predict(flatbuffer, x_val).argmax(-1) == y_val  # for decisions
+        correct = tasks.correct(predict(flatbuffer, x_test), y_test)
+        val_correct = tasks.correct(predict(flatbuffer, x_val), y_val)  # for decisions
         rows.append(results.FormatRow(
             format=name, test=test, validation=validation,
             vs_baseline=stats_lib.paired_difference(base_correct, correct),
