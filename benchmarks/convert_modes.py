@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tensorflow as tf  # noqa: E402
 
 import tfcompress  # noqa: E402
+from tfcompress import tasks  # noqa: E402
 from tfcompress import _io, errors, keras, models, profiling  # noqa: E402
 from tfcompress.export.conversion import MODES, conversion_info, convert  # noqa: E402
 from tfcompress.export.validation import predict, validate, verify  # noqa: E402
@@ -135,7 +136,7 @@ def measure_model(label, model, x_cal, x_eval, y_eval, latency_runs):
                      row["agreement"], row["latency_ms"], row["xnnpack"]["delegated"],
                      row["xnnpack"]["nodes"])
     return {"keras_accuracy": None if y_eval is None else
-            float(np.mean(keras_out.argmax(-1) == y_eval)), "modes": rows}
+            tasks.top1(keras_out, y_eval), "modes": rows}
 
 
 def part_digits():
@@ -163,7 +164,7 @@ def measure_int8_paths(model, x_cal, x_test, y_test, latency_runs):
     latency as a ratio to float32 (float32 timed right before each, so drift cancels)."""
     keras_out = model.predict(x_test, verbose=0)
     f32 = convert(model, "float32")
-    rows = {"keras_accuracy": float(np.mean(keras_out.argmax(-1) == y_test))}
+    rows = {"keras_accuracy": tasks.top1(keras_out, y_test)}
     for name in INT8_PATHS:
         mode, options = VARIANTS.get(name, (name, {}))
         start = time.perf_counter()

@@ -26,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import tfcompress  # noqa: E402
+from tfcompress import tasks  # noqa: E402
 from tfcompress import _io, keras  # noqa: E402
 from tfcompress.export.conversion import convert  # noqa: E402
 from tfcompress.training.distillation import Distiller  # noqa: E402
@@ -47,7 +48,7 @@ flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__
 
 
 def _accuracy(model, x, y) -> float:
-    return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+    return tasks.top1(model.predict(x, verbose=0), y)
 
 
 def _augmented(x, y, seed):

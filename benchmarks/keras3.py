@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import _parts  # noqa: E402  (benchmarks/, first on sys.path)
 import tfcompress  # noqa: E402
+from tfcompress import tasks  # noqa: E402
 from tfcompress import keras, models  # noqa: E402
 
 flags.DEFINE_list("parts", ["apps", "digits"], "Which measurements to run.")
@@ -160,7 +161,7 @@ def digits() -> dict:
             model.fit(x, y, batch_size=32, epochs=FLAGS.epochs, shuffle=False, verbose=0)
         row = {"seed": seed,
                "baseline_accuracy": {
-                   "tf_keras": float(np.mean(k2_model.predict(xt, verbose=0).argmax(-1) == yt)),
+                   "tf_keras": tasks.top1(k2_model.predict(xt, verbose=0), yt),
                    "keras3": float(np.mean(np.asarray(k3_model.predict(xt, verbose=0)).argmax(-1)
                                            == yt))},
                "trained_weights_max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(

@@ -40,6 +40,7 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tfcompress  # noqa: E402
+from tfcompress import tasks  # noqa: E402
 from tfcompress import _io, errors, keras, models  # noqa: E402
 from tfcompress.export import lowbit
 from tfcompress.export import mixed
@@ -124,7 +125,7 @@ def part_digits() -> dict:
         and at10["test_drop_points"] <= 1.0,
         "int2_ratio": int2["ratio"], "int2_drop_points": 100 * (float_accuracy - int2["accuracy"]),
     }
-    return {"keras_accuracy": float(np.mean(keras_out.argmax(-1) == yt)),
+    return {"keras_accuracy": tasks.top1(keras_out, yt),
             "float_accuracy": float_accuracy, "modes": rows, "sensitivity": sens,
             "sensitivity_seconds": sens_seconds, "mixed": mixed, "acceptance": acceptance}
 

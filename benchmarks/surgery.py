@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _parts  # noqa: E402  (benchmarks/, first on sys.path)
 import _protocol as P  # noqa: E402
 import tfcompress  # noqa: E402
+from tfcompress import tasks  # noqa: E402
 from tfcompress import keras, models  # noqa: E402
 from tfcompress.export.conversion import convert  # noqa: E402
 from tfcompress.profiling import profile  # noqa: E402
@@ -121,7 +122,7 @@ def mobilenet() -> dict:
 
 
 def _accuracy(model, x, y) -> float:
-    return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+    return tasks.top1(model.predict(x, verbose=0), y)
 
 
 def _fit(model, x, y, epochs, lr):
@@ -238,7 +239,7 @@ def _measure(base, new, seed, base_val, train, val, test, finetune_lr) -> dict:
     return {"seed": seed, "val_baseline": base_val, "val_surgery_no_finetune": no_ft,
             "val_surgery_finetuned": new_val, "test_baseline": float(cb.mean()),
             "test_surgery": float(cn.mean()), "test_difference": P.paired_difference(cb, cn),
-            "litert_test_accuracy": float(np.mean(lite.argmax(-1) == yt)),
+            "litert_test_accuracy": tasks.top1(lite, yt),
             "litert_output_shape": list(lite.shape),
             "keras_output_shape": [len(xt)] + list(new.output_shape[1:]),
             "params": [pb["params"], pn["params"]], "macs": [pb["macs"], pn["macs"]],

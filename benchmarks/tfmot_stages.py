@@ -47,7 +47,7 @@ def _fit(model, x, y, epochs, lr, callbacks=()):
 
 
 def _tflite_figures(model, splits, float_gzip):
-    from tfcompress import profiling
+    from tfcompress import profiling, tasks
     from tfcompress.training import pruning
     from tfcompress.export.conversion import convert
     from tfcompress.export.validation import predict
@@ -56,7 +56,7 @@ def _tflite_figures(model, splits, float_gzip):
     flatbuffer = convert(model, "int8", representative_data=x, representative_samples=200)
     sizes = profiling.tflite_sizes(flatbuffer)
     return {
-        "int8_accuracy": float(np.mean(predict(flatbuffer, xt).argmax(-1) == yt)),
+        "int8_accuracy": tasks.top1(predict(flatbuffer, xt), yt),
         "int8_bytes": sizes["bytes"], "int8_gzip_bytes": sizes["gzip_bytes"],
         "int8_gzip_ratio_to_float32": sizes["gzip_bytes"] / float_gzip,
         "int8_tensors": pruning.flatbuffer_sparsity(flatbuffer),
@@ -71,7 +71,7 @@ def run_stages(baseline_path: str, strategy_devices: int = 0, seed: int = 1) -> 
     import tensorflow_model_optimization as tfmot
 
     import tfcompress
-    from tfcompress import models, profiling
+    from tfcompress import models, profiling, tasks
     from tfcompress.export.conversion import convert
 
     splits = tfcompress.data.load_digits()
@@ -79,7 +79,7 @@ def run_stages(baseline_path: str, strategy_devices: int = 0, seed: int = 1) -> 
     steps = int(np.ceil(len(x) / BATCH))
     strategy = tf.distribute.MirroredStrategy() if strategy_devices else None
     scope = strategy.scope() if strategy else contextlib.nullcontext()
-    acc = lambda m: float(np.mean(m.predict(xt, verbose=0).argmax(-1) == yt))  # noqa: E731
+    acc = lambda m: tasks.top1(m.predict(xt, verbose=0), yt)  # noqa: E731
     out = {"replicas": strategy.num_replicas_in_sync if strategy else 1, "plan": PLAN,
            "seed": seed}
     tfcompress.keras.utils.set_random_seed(seed)
