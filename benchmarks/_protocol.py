@@ -4,7 +4,7 @@ test accuracy measured once with a paired bootstrap interval, paired interleaved
 
 import numpy as np
 
-from tfcompress import keras
+from tfcompress import keras, tasks
 from tfcompress.export.validation import latency_ms
 
 
@@ -30,7 +30,7 @@ def fit(model, train, val, epochs: int, lr: float, batch_size: int = 32):
 
 
 def correct(model, x, y) -> np.ndarray:
-    return model.predict(x, batch_size=256, verbose=0).argmax(-1) == y
+    return tasks.correct(model.predict(x, batch_size=256, verbose=0), y)
 
 
 def paired_difference(base: np.ndarray, new: np.ndarray, samples: int = 2000, seed: int = 0):

@@ -54,7 +54,7 @@ from absl import app, flags, logging
 
 import tfcompress
 import tfcompress.graph as graphs
-from tfcompress import _io, data, keras, models
+from tfcompress import _io, data, keras, models, tasks
 from tfcompress.ptq import layerwise
 from tfcompress.pipeline import stats
 from tfcompress.ptq.equalization import find_pairs, fold_batchnorm
@@ -271,10 +271,9 @@ def int8_activation_ceiling(model, calibration, splits, reference) -> dict:
     out = {}
     for split in ("test", "test_shifted"):
         if split in splits:
-            want = reference[split].argmax(-1)
             out[split] = {
-                label: float(np.mean(simulated_int8(m, calibration, splits[split][0])
-                                     .argmax(-1) == want))
+                label: tasks.agreement(simulated_int8(m, calibration, splits[split][0]),
+                                       reference[split])
                 for label, m in (("float_weights", folded), ("nearest_weights", nearest))}
     return out
 
@@ -316,7 +315,7 @@ def part(name, seed):
         splits["test_shifted"] = (shifted[..., 0] if sequences else shifted,
                                   np.tile(yt, FLAGS.shifted_copies))
     reference = {s: model.predict(v[0], verbose=0) for s, v in splits.items()}
-    float_correct = {s: reference[s].argmax(-1) == splits[s][1] for s in splits}
+    float_correct = {s: tasks.correct(reference[s], splits[s][1]) for s in splits}
     margins = _margins(reference["test"])
     result = {"train_seconds": train_seconds, "training": TRAINING[name], "test_images": len(yt),
               "float": {s: float(np.mean(c)) for s, c in float_correct.items()},
