@@ -1,8 +1,11 @@
 """The channel-dependency analysis behind ``prune_channels``.
 
 On the nodes ``tfcompress.graph.read`` gives (topological order), ``analyse`` follows every
-tensor's channels back to the producer layers that create them (a union-find of channel groups: channels joined by Add / Multiply / ... must be kept or removed
-together) and names the layers it cannot follow; ``indices`` maps the kept channels of each group
+tensor's channels back to the producer layers that create them (a union-find of channel groups:
+channels joined by Add / Multiply / ... must be kept or removed together) and names the layers it
+cannot follow; sequence layers too: Embedding (its width is a group), LSTM/GRU/SimpleRNN and their
+Bidirectional wrapper (units), MultiHeadAttention (reads query/key/value channels through its
+projections; its output, when ``output_shape`` is None, is the query's group: see ``ATTENTION``); ``indices`` maps the kept channels of each group
 to the channel indices of any tensor. Nothing here changes a model; ``channels.py`` slices weights.
 """
 
@@ -34,7 +37,10 @@ MERGE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 CONVS = {"Conv1D", "Conv2D", "Conv3D"}
 TRANSPOSED = {"Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
 SEPARABLE = {"SeparableConv1D", "SeparableConv2D"}
-PRODUCERS = CONVS | TRANSPOSED | SEPARABLE | {"Dense"}
+RECURRENT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}  # gates per unit, concatenated on the columns
+PRODUCERS = CONVS | TRANSPOSED | SEPARABLE | {"Dense", "Embedding"} | set(RECURRENT)
+ATTENTION = "MultiHeadAttention"
+TENSOR_ADD = {"__operators__.add", "math.add", "math.subtract"}  # x + position embedding
 DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
 NORMS = {"BatchNormalization", "LayerNormalization"}  # per-channel weights on the last axis
 _MIXING = {"softmax", "log_softmax"}  # activations over the channel axis: channels stay whole
@@ -64,6 +70,7 @@ class Groups:
     def __init__(self):
         self.parent, self.size, self.fixed = [], [], []
         self.producers, self.bns = [], []
+        self.attention = {}  # MultiHeadAttention followed: name -> (query, key, value) layouts
 
     def new(self, size: int, fixed: bool = False, producer: Optional[str] = None) -> int:
         self.parent.append(len(self.parent))
@@ -117,14 +124,48 @@ def _output_channels(layer, index: int) -> list:
 
 
 def _width(cfg: dict) -> int:
-    return cfg.get("filters", cfg.get("units"))
+    if "layer" in cfg:  # Bidirectional
+        return cfg["layer"]["config"]["units"]
+    return cfg.get("filters", cfg.get("units", cfg.get("output_dim")))
+
+
+def _recurrent(cfg: dict) -> bool:
+    """A plain LSTM/GRU/SimpleRNN config (one output: no states returned)."""
+    return not cfg.get("return_state") and not cfg.get("time_major")
+
+
+def bidirectional(cfg: dict) -> Optional[str]:
+    """The merge mode of a Bidirectional LSTM/GRU/SimpleRNN that can be followed, else None."""
+    inner = cfg.get("layer", {})
+    if inner.get("class_name") not in RECURRENT or not _recurrent(inner["config"]) \
+            or cfg.get("backward_layer") is not None:
+        return None
+    return cfg.get("merge_mode") if cfg.get("merge_mode") in (
+        "concat", "sum", "ave", "mul") else None
+
+
+def attention_inputs(node) -> Optional[tuple]:
+    """(query, key, value) tensor keys of a MultiHeadAttention call, None if not all found."""
+    if len(node.call) < 1:
+        return None
+    query = tuple(node.call[0][:3])
+    kwargs = node.call[0][3] if len(node.call[0]) > 3 and isinstance(node.call[0][3], dict) else {}
+    rest = [tuple(t[:3]) for t in node.call[1:]]
+    value = rest[0] if rest else kwargs.get("value")
+    key = rest[1] if len(rest) > 1 else kwargs.get("key", value)
+    if value is None or key is None or not isinstance(value, (list, tuple)) \
+            or not isinstance(key, (list, tuple)):
+        return None
+    return query, tuple(key[:3]), tuple(value[:3])
 
 
 def _produces(node, cfg, ins, flat_in) -> bool:
     """A layer that creates new channels from all of its input channels (a group of its own)."""
     cls = node.cls
+    if cls in RECURRENT and not _recurrent(cfg):
+        return False
     return (cls in PRODUCERS and len(ins) == 1 and channels_last(cfg)
-            and cfg.get("groups", 1) == 1 and (not flat_in or cls == "Dense"))
+            and cfg.get("groups", 1) == 1 and (not flat_in or cls in ("Dense", "Embedding")))
 
 
 def _passes(node, layer, cfg, ins, flat_in, rank) -> bool:
@@ -174,6 +215,18 @@ def analyse(model, nodes, outputs):
         ok = not node.shared and len(ins) >= 1
         if ok and _produces(node, cfg, ins, flat_in):
             layouts[key] = (groups.new(_width(cfg), fixed=mixing, producer=node.name),)
+        elif ok and cls == "Bidirectional" and len(ins) == 1 and bidirectional(cfg) \
+                and not flat_in:
+            g = groups.new(_width(cfg), producer=node.name)  # both directions keep the same units
+            layouts[key] = (g, g) if cfg["merge_mode"] == "concat" else (g,)
+        elif ok and cls == ATTENTION and _attention(node, cfg, layouts, groups):
+            layouts[key] = groups.attention[node.name][3]
+        elif ok and cls == "TFOpLambda" and cfg.get("function") in TENSOR_ADD and len(ins) == 2 \
+                and not flat_in and all(isinstance(x, tuple) for x in ins) \
+                and [groups.size[g] for g in ins[0]] == [groups.size[g] for g in ins[1]]:
+            for a, b in zip(ins[0], ins[1]):  # x + position embedding: one group per channel
+                groups.union(a, b)
+            layouts[key] = ins[0]
         elif ok and cls in DEPTHWISE and len(ins) == 1 and not flat_in and channels_last(cfg) \
                 and cfg.get("depth_multiplier", 1) > 1 and isinstance(ins[0], tuple):
             layouts[key] = Expanded(ins[0], int(cfg["depth_multiplier"]))
@@ -209,6 +262,31 @@ def analyse(model, nodes, outputs):
     return layouts, groups, not_followed
 
 
+def _attention(node, cfg, layouts, groups) -> bool:
+    """Records a MultiHeadAttention call that can be followed in ``groups.attention``: name ->
+    (query, key, value, output layout). Its output is the query's group when ``output_shape``
+    is None (Keras sizes the output projection by the query), else a group of its own."""
+    keys = attention_inputs(node)
+    if node.shared or keys is None or any(k not in layouts for k in keys):
+        return False
+    query, key, value = (layouts[k] for k in keys)
+    if not all(isinstance(x, tuple) for x in (query, key, value)):
+        return False
+    shape = cfg.get("output_shape")
+    if shape is None:
+        if len(query) != 1:
+            return False
+        out = query
+        groups.producers[groups.find(query[0])].append(node.name)
+    elif isinstance(shape, int) or (isinstance(shape, (list, tuple)) and len(shape) == 1):
+        width = shape if isinstance(shape, int) else shape[0]
+        out = (groups.new(int(width), producer=node.name),)
+    else:
+        return False
+    groups.attention[node.name] = (query, key, value, out)
+    return True
+
+
 def indices(layout, keep: dict, groups: Groups):
     """Kept indices of a tensor with ``layout`` (None when every channel is kept)."""
     segs = segments(layout)
@@ -231,6 +309,16 @@ def indices(layout, keep: dict, groups: Groups):
 def output_kernel(layer) -> np.ndarray:
     """A producer's kernel as a (fan-in, output channels) matrix, for ranking its channels."""
     cls = type(layer).__name__
+    if cls == "Embedding":
+        return layer.embeddings.numpy()
+    if cls == ATTENTION:  # the output projection (heads, value_dim, out)
+        w = layer.get_weights()[-2 if layer.get_config()["use_bias"] else -1]
+        return w.reshape(-1, w.shape[-1])
+    if cls == "Bidirectional":
+        return np.concatenate([_unit_matrix(layer.forward_layer), _unit_matrix(
+            layer.backward_layer)])
+    if cls in RECURRENT:
+        return _unit_matrix(layer)
     if cls in SEPARABLE:
         w = layer.pointwise_kernel.numpy()
     elif cls in TRANSPOSED:
@@ -238,3 +326,11 @@ def output_kernel(layer) -> np.ndarray:
     else:
         w = layer.kernel.numpy()
     return w.reshape(-1, w.shape[-1])
+
+
+def _unit_matrix(layer) -> np.ndarray:
+    """An RNN's kernel and recurrent kernel as a (rows x gates, units) matrix: every gate's
+    weights of a unit in that unit's column."""
+    gates, units = RECURRENT[type(layer).__name__], layer.cell.units
+    w = np.concatenate([layer.cell.kernel.numpy(), layer.cell.recurrent_kernel.numpy()])
+    return w.reshape(len(w), gates, units).reshape(-1, units)

@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 import tfcompress.graph as graphs
+import tfcompress.surgery.attention as attention
 import tfcompress.surgery.channel_graph as cg
 from tfcompress import errors
 from tfcompress._compat.keras import keras
@@ -63,8 +64,10 @@ def prune_channels(
     criterion: str = "l1",
     layers: Optional[Sequence[str]] = None,
     round_to: int = DEFAULT_ROUND_TO,
+    x: Optional[np.ndarray] = None,
 ) -> keras.Model:
-    """Removes the least important filters of Conv / Dense layers: a smaller plain model.
+    """Removes the least important filters, units, embedding dimensions and attention heads: a
+    smaller plain model.
 
     Channels are followed from each producer (Conv1D/2D/3D, Conv1D/2D/3DTranspose,
     SeparableConv1D/2D, Dense) through BatchNormalization, LayerNormalization, element-wise
@@ -79,6 +82,25 @@ def prune_channels(
     keep every channel; those layers are named in ``result.surgery_report.not_followed`` and
     logged.
 
+    Sequence models: an Embedding's width is a group like a Dense layer's units, followed through
+    positional additions (``Add`` or ``x + position_embedding`` of the same width),
+    LayerNormalization, MultiHeadAttention (the query/key/value projections read the kept
+    channels; with ``output_shape`` None its output projection is a member of the query's
+    group, so a residual ``x + attention(x, x)`` stays one group) and the feed-forward Dense
+    layers (their hidden units pruned like any Dense). LSTM, GRU and SimpleRNN lose whole units:
+    a unit's columns in every gate (LSTM 4, GRU 3) of the kernel, recurrent kernel and bias go
+    together, with the unit's row of the recurrent kernel; the next layer's input rows follow.
+    A Bidirectional wrapper keeps the same units in both directions (merge modes concat, sum,
+    ave, mul). Multi-head attention loses ``floor(num_heads * ratio)`` whole heads (never all;
+    ``round_to`` does not apply): ranked, when ``x`` is given, by each head's contribution to
+    the layer's output on ``x`` (mean L2 norm over samples and positions of that head's
+    weighted values through its slice of the output projection), else by the norm (the
+    ``criterion``'s, l1 for ``"bn"``) of the head's query, key, value and output weights.
+    Removed units and heads give exactly the original model with them zeroed; removed embedding
+    channels do too except through LayerNormalization, whose mean and variance are then taken
+    over the kept channels only (fine-tune after pruning). Return states, ``time_major``,
+    EinsumDense and MultiHeadAttention with a multi-axis ``output_shape`` are not followed.
+
     Args:
         model: a built Sequential or Functional tf_keras model.
         ratio: share of each prunable group's channels to remove, in [0, 1). 0 gives a model
@@ -91,6 +113,8 @@ def prune_channels(
             whole). Default 8: XNNPACK ran MobileNetV2 about 9% faster per MAC than with
             unrounded counts (``benchmarks/surgery.py --parts=round_to``); 1 prunes exactly
             ``ratio``.
+        x: calibration inputs (one array, a batch or more, e.g. 256 training samples) to rank
+            attention heads by their contribution on data; None ranks them by weight norm.
 
     Returns:
         A new, uncompiled Keras model of the same class, inputs and outputs, with the kept
@@ -118,9 +142,20 @@ def prune_channels(
                 "layer to prune", bad[0], sorted(producers) or ["none"]))
     selected = set(producers if layers is None else layers)
     keep, kept, notes = _choose(model, groups, selected, ratio, criterion, int(round_to))
+    heads = {name: attention.head_keep(model, nodes, name, ratio, criterion, x)
+             for name in groups.attention if name in selected}
+    heads = {name: h for name, h in heads.items() if h is not None}
+    if heads:
+        notes.append("heads ranked by " + ("their output on x" if x is not None
+                                           else f"{'l2' if criterion == 'l2' else 'l1'} norm"))
     changed = _resize(nodes, kept, layouts, keep, groups, not_followed)
+    for name, h in heads.items():
+        entry = changed.setdefault(name, {})
+        before = model.get_layer(name).get_config()["num_heads"]
+        entry.update(heads_before=before, heads_after=len(h), heads_kept=[int(i) for i in h])
+        next(n for n in nodes if n.name == name).config["num_heads"] = len(h)
     new = graphs.rebuild(model, config)
-    _copy_weights(model, new, nodes, layouts, keep, groups)
+    _copy_weights(model, new, nodes, layouts, keep, groups, kept, heads)
     if not_followed:
         logging.warning("prune_channels left these layers whole (not followed): %s",
                         ", ".join(not_followed))
@@ -151,10 +186,13 @@ def _resize(nodes, kept: dict, layouts: dict, keep: dict, groups, not_followed) 
     """Writes the new widths (and Reshape targets) into the config; {producer: before/after}."""
     changed = {}
     for node in nodes:
-        if node.name in kept:
-            field = "units" if node.cls == "Dense" else "filters"
-            changed[node.name] = {"before": node.config[field], "after": len(kept[node.name])}
-            node.config[field] = len(kept[node.name])
+        if node.cls == cg.ATTENTION and node.name in groups.attention:
+            _resize_attention(node, layouts, keep, groups, changed)
+        elif node.name in kept:
+            cfg = node.config["layer"]["config"] if node.cls == "Bidirectional" else node.config
+            field = next(f for f in ("units", "filters", "output_dim") if f in cfg)
+            changed[node.name] = {"before": cfg[field], "after": len(kept[node.name])}
+            cfg[field] = len(kept[node.name])
         elif node.cls == "Reshape" and node.name not in not_followed:
             idx = cg.indices(layouts[(node.name, 0, 0)], keep, groups)
             shape = list(node.config["target_shape"])
@@ -163,15 +201,38 @@ def _resize(nodes, kept: dict, layouts: dict, keep: dict, groups, not_followed) 
     return changed
 
 
-def _copy_weights(model, new, nodes, layouts: dict, keep: dict, groups) -> None:
+def _resize_attention(node, layouts, keep, groups, changed) -> None:
+    """A MultiHeadAttention's config: the query/key/value widths, and ``output_shape`` when set."""
+    cfg = node.config
+    for field, layout in zip(("query_shape", "key_shape", "value_shape"),
+                             groups.attention[node.name][:3]):
+        idx = cg.indices(layout, keep, groups)
+        if cfg.get(field) and idx is not None:
+            cfg[field] = list(cfg[field][:-1]) + [len(idx)]
+    out = groups.attention[node.name][3]
+    idx = cg.indices(out, keep, groups)
+    if idx is not None:
+        before = sum(groups.size[g] for g in out)
+        changed[node.name] = {"before": before, "after": len(idx)}
+        if cfg.get("output_shape") is not None:
+            cfg["output_shape"] = [len(idx)]
+
+
+def _copy_weights(model, new, nodes, layouts: dict, keep: dict, groups, kept: dict,
+                  heads: dict) -> None:
     by_name = {n.name: n for n in nodes}
     for layer in new.layers:
         old = model.get_layer(layer.name)
         node = by_name.get(layer.name)
         weights = old.get_weights()
-        if node is not None and node.inputs and not node.shared and weights:
+        if node is not None and node.cls == cg.ATTENTION and node.name in groups.attention:
+            q, k, v, out = (cg.indices(x, keep, groups) for x in groups.attention[node.name])
+            weights = attention.slice_weights(weights, q, k, v, out, heads.get(node.name))
+        elif node is not None and node.inputs and not node.shared and weights:
             in_idx = cg.indices(layouts[node.inputs[0]], keep, groups)
             out_idx = cg.indices(layouts[(node.name, 0, 0)], keep, groups)
+            if node.cls in cg.RECURRENT or node.cls == "Bidirectional":
+                out_idx = kept.get(node.name)  # the units (a Bidirectional concat lists them twice)
             weights = _slice(node.cls, weights, in_idx, out_idx)
         layer.set_weights(weights)
 
@@ -179,6 +240,15 @@ def _copy_weights(model, new, nodes, layouts: dict, keep: dict, groups) -> None:
 def _slice(cls: str, weights: list, in_idx, out_idx) -> list:
     """The weights of a layer of class ``cls`` with only the kept channels."""
     take = lambda w, idx, axis: w if idx is None else np.take(w, idx, axis)  # noqa: E731
+    if cls == "Embedding":
+        return [take(weights[0], out_idx, -1)]
+    if cls in cg.RECURRENT:
+        return _slice_recurrent(weights, cg.RECURRENT[cls], in_idx, out_idx)
+    if cls == "Bidirectional":
+        half = len(weights) // 2
+        gates = weights[0].shape[-1] // weights[1].shape[0]
+        return (_slice_recurrent(weights[:half], gates, in_idx, out_idx)
+                + _slice_recurrent(weights[half:], gates, in_idx, out_idx))
     if cls in cg.CONVS or cls == "Dense":
         kernel = take(take(weights[0], in_idx, -2), out_idx, -1)
         return [kernel] + [take(w, out_idx, 0) for w in weights[1:]]
@@ -198,3 +268,14 @@ def _slice(cls: str, weights: list, in_idx, out_idx) -> list:
     if cls == "PReLU":
         return [take(w, in_idx, -1) if w.shape[-1] != 1 else w for w in weights]
     return weights
+
+
+def _slice_recurrent(weights: list, gates: int, in_idx, units) -> list:
+    """An RNN's kernel (in, gates*u), recurrent kernel (u, gates*u) and bias (gates*u,) or
+    (2, gates*u) with only the kept input rows and units (every gate's column of a unit)."""
+    take = lambda w, idx, axis: w if idx is None else np.take(w, idx, axis)  # noqa: E731
+    u = weights[1].shape[0]
+    cols = None if units is None else np.concatenate([g * u + units for g in range(gates)])
+    kernel = take(take(weights[0], in_idx, 0), cols, -1)
+    recurrent = take(take(weights[1], units, 0), cols, -1)
+    return [kernel, recurrent] + [take(w, cols, -1) for w in weights[2:]]
