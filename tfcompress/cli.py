@@ -425,10 +425,12 @@ def _config_file_error(e: BaseException) -> str:
 def _warn_repeated(args) -> None:
     """One warning line for each flag given twice (absl keeps the last value silently)."""
     seen = {}
-    for arg in args:
+    for i, arg in enumerate(args):
         if not arg.startswith("--") or arg == "--":
             continue
-        name, _, value = arg[2:].partition("=")
+        name, eq, value = arg[2:].partition("=")
+        if not eq and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            value = args[i + 1]  # --name VALUE
         if name in seen:
             print(f"warning: --{name} given twice ({seen[name] or '(no value)'}, then "
                   f"{value or '(no value)'}); the last is used", file=sys.stderr, flush=True)
