@@ -31,4 +31,6 @@ def get_config(variant: str = ""):
     config.convert.baseline_modes = ("int8",)
     if variant == "smoke":
         common.smoke(config)
+        config.convert.modes = ("float32", "int8")  # the pruned model's; no baseline modes
+        config.convert.baseline_modes = ()
     return config
