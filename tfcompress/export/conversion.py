@@ -518,7 +518,7 @@ def quantization_report(
     req = Request(source, input_shape,
                   representative=representative(representative_data, input_shape,
                                                 representative_samples, dtype))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_line_errors("the quantization debugger failed"):
         warnings.simplefilter("ignore")
         debugger = _debugger(req, tf.lite.experimental.QuantizationDebugOptions(
             layer_debug_metrics={"mean_abs_error": lambda diff: np.mean(np.abs(diff))}))
