@@ -127,12 +127,12 @@ def test_cluster_names_the_layer_it_leaves_alone():
 
 
 def test_factorize_names_the_conv1d_layers_it_leaves_alone(caplog):
-    """factorize splits Dense and Conv2D only: the Conv1D layers of the regression model, which
-    hold most of its weights, are named with their shares in the surgery report (saved with
-    the model) and in a warning."""
+    """With conv="none" factorize keeps every convolution: the Conv1D layers of the regression
+    model, which hold most of its weights, are named with their shares in the surgery report
+    (saved with the model) and in a warning."""
     model, _, _ = model_kinds.regression()
     caplog.set_level("WARNING")
-    result = tfcompress.factorize(model, energy=0.9)
+    result = tfcompress.factorize(model, energy=0.9, conv="none")
     total = model.count_params()
     expected = sorted(((n, model.get_layer(n).count_params() / total)
                        for n in ("conv1d", "conv1d_2")), key=lambda item: -item[1])
