@@ -89,7 +89,7 @@ def _problem(node: dict, keras3: bool, layer: str) -> str:
     modules = [(k, v) for k, v in node.items() if k == "module" or k.endswith("_module")]
     if cls in _CODE_CLASSES:
         return f"a {cls} layer {layer!r} (code that would run on loading)"
-    if cls == "TFOpLambda" and isinstance(config, dict):
+    if cls in ("TFOpLambda", "SlicingOpLambda") and isinstance(config, dict):
         fn = config.get("function")
         if not _safe_tf_function(fn):
             return (f"a TF op layer {layer!r} calling tf.{fn} (outside the math, NN and array "
