@@ -481,8 +481,9 @@ def as_input_dtype(x, dtype=None, what: str = "data") -> np.ndarray:
             if x.dtype.kind == "f":
                 bad |= np.isfinite(x) & (x != np.round(np.nan_to_num(x)))
         if np.any(bad):
+            example = x[bad].reshape(-1)[0].item()
             raise errors.DataError(
-                f"{what}: {int(np.sum(bad))} values (e.g. {x[bad].reshape(-1)[0]!r}) do not fit "
+                f"{what}: {int(np.sum(bad))} values (e.g. {example!r}) do not fit "
                 f"the model's {want.name} input; accepted: whole numbers in its range")
         x = x.astype(want)
     return check_images(x, what)

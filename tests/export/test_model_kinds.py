@@ -215,3 +215,18 @@ def test_recovery_keeps_token_ids_and_judges_by_the_task(kind):
         assert report.agreement >= 0.99
     else:
         assert report.r2_drop < 0.05
+
+
+def test_calibration_data_keeps_the_inputs_dtype_and_is_checked_after_the_cast():
+    from tfcompress import data
+
+    ids = np.arange(24, dtype=np.int64).reshape(2, 12)
+    samples = [s[0] for s in data.representative_dataset(ids, dtype=np.int32)()]
+    assert [s.dtype.name for s in samples] == ["int32", "int32"] and samples[1][0, -1] == 23
+    floats = np.ones((2, 4), np.float64)
+    assert next(data.representative_dataset(floats)())[0].dtype == np.float32
+    floats[1, 2] = 1e300  # finite in float64, Inf in the float32 the converter gets
+    with pytest.raises(errors.DataError, match="holds 0 NaN and 1 Inf"):
+        data.representative_dataset(floats)
+    with pytest.raises(errors.DataError, match=r"1 values \(e.g. 2.5\) do not fit"):
+        data.representative_dataset(np.array([[1.0, 2.5]]), dtype=np.int32)
