@@ -82,12 +82,15 @@ def select_layers(model, layers: LayerSelector, supports: Callable, *,
             + ", ".join(f"{l.name} ({type(l).__name__})" for l in weighted))
     if skipped:
         logging.warning("layers not %s: %s", kind, skipped)
-        big = left_alone(model, skipped)
-        if big:
-            logging.warning("layers left alone (not %s) hold more than %.0f%% of the weights "
-                            "each: %s", kind, 100 * LEFT_ALONE_SHARE,
-                            ", ".join(f"{n} {share:.1%}" for n, share in big))
     return chosen, skipped
+
+
+def warn_left_alone(left: list, kind: str) -> None:
+    """Logs the layers a step left alone (``left_alone``'s list), if any."""
+    if left:
+        logging.warning("layers left alone (not %s) hold more than %.0f%% of the weights each: "
+                        "%s", kind, 100 * LEFT_ALONE_SHARE,
+                        ", ".join(f"{n} {share:.1%}" for n, share in left))
 
 
 def copy_model(model) -> keras.Model:
@@ -132,13 +135,19 @@ def is_quantize_aware(model) -> bool:
 
 
 def wrapped_layers(model, wrapper: type, supports, kind: str) -> tuple[list, dict]:
-    """(the ``wrapper`` layers of ``model``, {name: why not} of its other layers with weights),
-    read from the model itself, so it holds for a model saved and loaded again."""
+    """(the ``wrapper`` layers of ``model`` that act on weights, {name: why not} of its other
+    layers with weights), read from the model itself, so it holds for a model saved and loaded
+    again. A layer tfmot wraps only to pass it through (DepthwiseConv2D, BatchNormalization,
+    LayerNormalization: its registries give them no weights) is not ``kind``: it is skipped."""
     wrapped = [l for l in model.layers if isinstance(l, wrapper)]
+    acting = [l for l in wrapped if _tfmot.wrapped_weights(l)]
     skipped = {l.name: (f"tfmot cannot wrap {type(l).__name__} to be {kind}"
                         if not supports(l) else "not selected")
                for l in model.layers if l.weights and l not in wrapped}
-    return wrapped, skipped
+    skipped.update({l.layer.name: f"tfmot wraps {type(l.layer).__name__} but leaves its "
+                    f"weights as they are (not {kind})"
+                    for l in wrapped if l not in acting and l.layer.weights})
+    return acting, skipped
 
 
 # The weights that pruning and clustering act on, by their own (last) name: Dense/Conv/EinsumDense

@@ -144,19 +144,20 @@ def test_factorize_names_the_conv1d_layers_it_leaves_alone(caplog):
 
 
 def test_a_quantizing_mode_names_the_embedding_it_leaves_in_float():
-    """dynamic_wi4 leaves the text model's Embedding in float32: the flatbuffer's facts name it
-    with its share of the constant weights, and conversion_info reads it back."""
+    """The converter's dynamic range mode quantizes only tensors of 1024 elements or more, so
+    it leaves the text model's Embedding (and Dense) in float32: the flatbuffer's facts name
+    them with their share of the constant weights, and conversion_info reads them back."""
     from tfcompress.export.conversion import conversion_info, convert
 
     model, _, _ = model_kinds.text()
-    info = conversion_info(convert(model, "dynamic_wi4"))
-    [(name, share)] = info["left_alone"]
+    info = conversion_info(convert(model, "dynamic"))
     kernels = sum(w.size for arrays in tfcompress.wrappers.kernels(model).values()
                   for w in arrays.values())
+    (name, share), *_ = info["left_alone"]
     assert name == "embedding"
     assert share == pytest.approx(model.get_layer("embedding").count_params() / kernels,
                                   abs=0.03)
-    assert "embedding" in info["facts"]["left_alone"][0]
+    assert info["facts"]["left_alone"][0][0] == "embedding"
     assert conversion_info(convert(model, "float32"))["left_alone"] == []
 
 
@@ -168,3 +169,22 @@ def test_left_alone_names_the_layer_when_the_model_shares_its_name():
     model, _, _ = model_kinds.lstm()
     left = dict(conversion_info(convert(model, "dynamic"))["left_alone"])
     assert "embedding" in left and left["embedding"] > 0.3
+
+
+def test_layers_tfmot_wraps_but_never_prunes_are_skipped_and_named():
+    """tfmot wraps DepthwiseConv2D and BatchNormalization but prunes and clusters none of their
+    weights: pruning_info/clustering_info list them as skipped, not pruned, and a depthwise
+    layer holding more than 10% of the weights is left alone, with its share."""
+    inputs = keras.Input((8, 8, 4))
+    x = L.DepthwiseConv2D(5, depth_multiplier=4, name="dw")(inputs)  # 400 weights + 16 bias
+    x = L.BatchNormalization(name="bn")(x)
+    outputs = L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    shares = {n: model.get_layer(n).count_params() / model.count_params() for n in ("dw", "bn")}
+    assert shares["dw"] > 0.8 and shares["bn"] > 0.1
+    info = pruning.pruning_info(tfcompress.prune(model, 0.5, end_step=10))
+    assert info["pruned"] == ["out"] and {"dw", "bn"} <= set(info["skipped"])
+    assert dict(info["left_alone"]) == pytest.approx(shares, abs=1e-4)
+    info = clustering.clustering_info(tfcompress.cluster(model, 4))
+    assert info["clustered"] == {"out": 4} and {"dw", "bn"} <= set(info["skipped"])
+    assert dict(info["left_alone"]) == pytest.approx(shares, abs=1e-4)

@@ -19,6 +19,18 @@ ClusterWrapper = cluster_wrapper.ClusterWeights
 collect_prunable_layers = pruning_wrapper.collect_prunable_layers
 
 
+def wrapped_weights(wrapper) -> int:
+    """How many weights a built pruning or clustering wrapper prunes or clusters: 0 for the
+    layers tfmot wraps only to pass them through (its registries give DepthwiseConv2D,
+    BatchNormalization, LayerNormalization no weights). Reads the wrapper's
+    ``prunable_weights`` / ``original_clusterable_weights`` (tfmot 0.8.1)."""
+    if isinstance(wrapper, PruneWrapper):
+        return len(getattr(wrapper, "prunable_weights", None) or ())
+    if isinstance(wrapper, ClusterWrapper):
+        return len(getattr(wrapper, "original_clusterable_weights", None) or {})
+    return 0
+
+
 def prunable(layer) -> bool:
     """Whether tfmot's pruning wrapper accepts ``layer``."""
     return isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or \

@@ -113,17 +113,20 @@ def cluster(
         layer, number_of_clusters=counts.get(layer.name, default),
         cluster_centroids_init=centroids_init, preserve_sparsity=preserve_sparsity))
     logging.info("clustering %s", chosen)
+    wrappers.warn_left_alone(clustering_info(clustered)["left_alone"], "clustered")
     return clustered
 
 
 def clustering_info(model) -> dict:
     """What clustering wrappers ``model`` holds, read from the wrappers (so it holds after
-    saving and loading): ``{"clustered": {name: count}, "skipped": {name: why}, "left_alone":
+    saving and loading): ``{"clustered": {name: count} (the layers whose weights are
+    clustered), "skipped": {name: why} (also those tfmot wraps but never clusters, such as
+    DepthwiseConv2D and BatchNormalization), "left_alone":
     [(name, share of the parameters), ...]}`` (skipped layers holding more than
     ``wrappers.LEFT_ALONE_SHARE`` each); {} for a model without clustering wrappers."""
     wrapped, skipped = wrappers.wrapped_layers(model, _tfmot.ClusterWrapper, _tfmot.clusterable,
                                                "clustered")
-    if not wrapped:
+    if not wrappers.is_clustered(model):
         return {}
     return {"clustered": {l.layer.name: int(l.number_of_clusters) for l in wrapped},
             "skipped": skipped,

@@ -206,23 +206,27 @@ def prune(
     pruned = wrappers.wrap_layers(model, chosen, lambda layer: _sparsity.prune_low_magnitude(
         layer, pruning_schedule=pruning_schedule, sparsity_m_by_n=pair))
     logging.info("pruning %s with %s", chosen, plan)
+    wrappers.warn_left_alone(pruning_info(pruned)["left_alone"], "pruned")
     return pruned
 
 
 def pruning_info(model) -> dict:
     """What pruning wrappers ``model`` holds, read from the wrappers themselves (so it holds
-    for a model saved and loaded again): ``{"pruned": [names], "skipped": {name: why},
+    for a model saved and loaded again): ``{"pruned": [names of the layers whose weights are
+    pruned], "skipped": {name: why} (also the layers tfmot wraps but never prunes, such as
+    DepthwiseConv2D and BatchNormalization),
     "left_alone": [(name, share of the parameters), ...] for skipped layers holding more than
     ``wrappers.LEFT_ALONE_SHARE`` each, "schedule": {"kind", "final_sparsity", "begin_step",
     "end_step", "frequency", ...}, "m_by_n": (m, n) or None}``; {} for a model without
     pruning wrappers."""
     wrapped, skipped = wrappers.wrapped_layers(model, _tfmot.PruneWrapper, _tfmot.prunable,
                                                "pruned")
-    if not wrapped:
+    if not is_pruned(model):
         return {}
-    schedule = wrapped[0].pruning_schedule.get_config()
+    first = next(l for l in model.layers if isinstance(l, _tfmot.PruneWrapper))
+    schedule = first.pruning_schedule.get_config()
     kind = "constant" if schedule["class_name"] == "ConstantSparsity" else "polynomial"
-    pair = wrapped[0].sparsity_m_by_n
+    pair = first.sparsity_m_by_n
     return {"pruned": [l.layer.name for l in wrapped], "skipped": skipped,
             "left_alone": wrappers.left_alone(model, skipped) if skipped else [],
             "schedule": {"kind": kind, **schedule["config"]},
