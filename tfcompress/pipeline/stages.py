@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 from tfcompress import data, errors, models, profiling, wrappers
 import tfcompress.surgery.blocks as blocks
+import tfcompress.tasks as tasks
 import tfcompress.training.clustering as clustering
 import tfcompress.export.conversion as conversion
 import tfcompress.export.modes as modes
@@ -78,7 +79,7 @@ class Context:
     def accuracy(self, model) -> float:
         """Keras accuracy on the validation split (the split decisions are taken on)."""
         x, y = self.validation
-        return float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+        return tasks.top1(model.predict(x, verbose=0), y)
 
 
 @dataclasses.dataclass(frozen=True)
