@@ -491,7 +491,12 @@ def _native_log(line: str) -> bool:  # TensorFlow's C++ start-up lines (before o
                                                                          "To enable the"))
 
 
-def test_command_user_files_config_files_repeated_flags_one_line(tmp_path, float32_fb):
+@pytest.mark.slow  # two runs of the command: 43 s on this shared 2-core machine
+def test_command_user_files_config_files_repeated_flags_one_line(tmp_path, float32_fb, capsys):
+    """Two runs of the command (android into a user's folder; a --config file that raises,
+    with a flag given twice), and the one-line pieces in-process."""
+    from tfcompress import cli
+
     fb = tmp_path / "m.tflite"
     fb.write_bytes(float32_fb)
     app = tmp_path / "app"
@@ -500,22 +505,27 @@ def test_command_user_files_config_files_repeated_flags_one_line(tmp_path, float
     rc, lines = _command("android", str(fb), f"--out={app}")
     lines = [line for line in lines if not _native_log(line)]
     assert rc == 2 and len(lines) == 1 and "is not empty (README.md)" in lines[0], lines
-    assert "--overwrite" in lines[0] and (app / "README.md").read_text() == "my readme\n"
-    rc, _ = _command("android", str(fb), f"--out={app}", "--overwrite")
-    assert rc == 0 and (app / "model.tflite").read_bytes() == float32_fb
-    (tmp_path / "syntax.py").write_text("def get_config(:\n    pass\n")
+    assert "--overwrite" in lines[0] and os.listdir(app) == ["README.md"]
+    assert (app / "README.md").read_text() == "my readme\n"
     (tmp_path / "raises.py").write_text("def get_config():\n    return 1 / 0\n")
-    for name, message in (("syntax.py", r"syntax.py:1: SyntaxError: invalid syntax"),
-                          ("raises.py", r"raised ZeroDivisionError: division by zero \(.*raises.py:2\)")):
-        rc, lines = _command("compress", f"--config={tmp_path / name}", f"--workdir={tmp_path / 'w'}")
-        lines = [line for line in lines if not _native_log(line)]
-        assert rc == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
-    rc, lines = _command("compress", "--config.train.epochs=1", "--config.train.epochs=-1",
+    rc, lines = _command("compress", f"--config={tmp_path / 'raises.py'}",
+                         "--config.train.epochs=1", "--config.train.epochs", "2",
                          f"--workdir={tmp_path / 'w'}")
     lines = [line for line in lines if not _native_log(line)]
-    assert rc == 2 and lines[0] == ("warning: --config.train.epochs given twice (1, then -1); "
-                                    "the last is used"), lines
-    assert len(lines) == 2 and "train.epochs=-1" in lines[1]
+    assert rc == 2 and len(lines) == 2, lines
+    assert lines[0] == "warning: --config.train.epochs given twice (1, then 2); the last is used"
+    assert re.search(r"^error: --config file raised ZeroDivisionError: division by zero "
+                     r"\(.*raises.py:2\); accepted: a Python file", lines[1]), lines
+    assert not (tmp_path / "w").exists()
+    try:
+        compile("def get_config(:\n", str(tmp_path / "syntax.py"), "exec")
+    except SyntaxError as e:
+        assert cli._config_file_error(e) == (
+            f"--config file {tmp_path / 'syntax.py'}:1: SyntaxError: invalid syntax; accepted: "
+            "a Python file defining get_config()")
+    with pytest.raises(SystemExit) as exit_:
+        cli.fail(cli.INTERRUPTED)
+    assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
 def test_ctrl_c_is_one_line(tmp_path):
