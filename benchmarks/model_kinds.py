@@ -270,8 +270,10 @@ def _cell(fn) -> dict:
         out = {"ok": False, "figure": str(e).splitlines()[0] if str(e) else type(e).__name__,
                "error": type(e).__name__}
     except Exception as e:  # noqa: BLE001  (recorded, never hidden)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        out = {"ok": False, "figure": f"TRACEBACK: {type(e).__name__}: {first[:200]}",
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        # tf.function errors start "in user code:" and end with the error itself
+        line = lines[-1] if lines and lines[0].startswith("in user code") else (lines or [""])[0]
+        out = {"ok": False, "figure": f"TRACEBACK: {type(e).__name__}: {line[:200]}",
                "traceback": traceback.format_exc()}
     out["seconds"] = round(time.time() - start, 2)
     return out
