@@ -170,7 +170,7 @@ def redirect(value, moves: dict):
     if isinstance(value, (list, tuple)):
         if len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int) \
                 and isinstance(value[2], int) and tuple(value[:3]) in moves:
-            return list(moves[tuple(value[:3])]) + list(value[3:])
+            return list(moves[tuple(value[:3])]) + redirect(list(value[3:]), moves)
         return type(value)(redirect(v, moves) for v in value)
     return value
 

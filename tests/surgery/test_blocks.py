@@ -115,3 +115,62 @@ def test_prune_blocks_errors():
         blocks.prune_blocks(model, 1, x, y, criterion="flops")
     with pytest.raises(errors.ConfigError, match="has no residual block"):
         blocks.prune_blocks(models.digits_cnn(width=0.25), 1, x[..., :1], y)
+
+
+def _encoder_net(n_blocks=2, pre_norm=False):
+    """Embedding, then Transformer encoder blocks (attention + residual, feed-forward +
+    residual, LayerNormalization after each Add or, pre-norm, before each branch), a head."""
+    inp = keras.Input((6,), dtype="int32")
+    x = L.Embedding(30, 8, name="embedding")(inp)
+    for i in range(n_blocks):
+        h = L.LayerNormalization(name=f"b{i}_pre1")(x) if pre_norm else x
+        x = L.Add(name=f"b{i}_add1")([x, L.MultiHeadAttention(2, 4, name=f"b{i}_att")(h, h)])
+        x = x if pre_norm else L.LayerNormalization(name=f"b{i}_norm1")(x)
+        h = L.LayerNormalization(name=f"b{i}_pre2")(x) if pre_norm else x
+        f = L.Dense(8, name=f"b{i}_ffn2")(L.Dense(16, activation="relu", name=f"b{i}_ffn1")(h))
+        x = L.Add(name=f"b{i}_add2")([x, f])
+        x = x if pre_norm else L.LayerNormalization(name=f"b{i}_norm2")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(inp, L.Dense(3, activation="softmax", name="out")(x))
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_transformer_encoder_blocks_are_found_whole(pre_norm):
+    found = blocks.encoder_blocks(_encoder_net(2, pre_norm))
+    end = "norm2" if not pre_norm else "add2"
+    assert [b.add for b in found] == [f"b0_{end}", f"b1_{end}"]
+    assert found[1].skip == (f"b0_{end}", 0, 0)
+    inner = {"att", "add1", "ffn1", "ffn2"} | ({"pre1", "pre2"} if pre_norm else {
+        "norm1", "add2"})
+    assert set(found[0].layers) == {f"b0_{n}" for n in inner}
+    assert len(blocks.encoder_blocks(models.text_transformer())) == 1
+    assert blocks.encoder_blocks(_resnet()) == []  # residual blocks without attention
+
+
+def test_prune_blocks_removes_a_whole_encoder_block():
+    """Removing encoder block b0 leaves Embedding -> b1 -> head: the same function as that
+    model built by hand from the same layers."""
+    model = _encoder_net(2)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 30, (32, 6)).astype(np.int32), rng.integers(0, 3, 32)
+    b0 = model.get_layer("b0_ffn2")
+    b0.set_weights([w * 0 for w in b0.get_weights()])  # b0's feed-forward adds nothing
+    new = tfcompress.prune_blocks(model, 1, x, y, unit="encoder")
+    removed = {f"b0_{n}" for n in ("att", "add1", "norm1", "ffn1", "ffn2", "add2", "norm2")}
+    gone = removed if "b0_norm2" in new.surgery_report.changed else {
+        n.replace("b0", "b1") for n in removed}
+    assert gone.isdisjoint(layer.name for layer in new.layers)
+    assert len(new.layers) == len(model.layers) - 7
+    keep = "b1" if "b0_norm2" in new.surgery_report.changed else "b0"
+    inp = keras.Input((6,), dtype="int32")
+    h = model.get_layer("embedding")(inp)
+    a = model.get_layer(f"{keep}_att")
+    h = model.get_layer(f"{keep}_norm1")(model.get_layer(f"{keep}_add1")([h, a(h, h)]))
+    f = model.get_layer(f"{keep}_ffn2")(model.get_layer(f"{keep}_ffn1")(h))
+    h = model.get_layer(f"{keep}_norm2")(model.get_layer(f"{keep}_add2")([h, f]))
+    by_hand = keras.Model(inp, model.get_layer("out")(model.get_layer("gap")(h)))
+    np.testing.assert_allclose(new(x), by_hand(x), atol=1e-6)
+    with pytest.raises(errors.ConfigError, match="no Transformer encoder block"):
+        tfcompress.prune_blocks(_resnet(), 1, *_data(), unit="encoder")
+    with pytest.raises(errors.ConfigError, match="unit"):
+        tfcompress.prune_blocks(model, 1, x, y, unit="layer")

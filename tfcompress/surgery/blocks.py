@@ -5,6 +5,10 @@ whose other input is ``x`` itself (an identity skip, as in MobileNetV2 and ResNe
 into the branch starts at ``x`` and nothing outside the block reads the branch's tensors. Without
 the block, ``Add(x, branch(x))`` becomes ``x``: the model stays a valid, shallower plain Keras
 model with the other layers' weights as they were, ready to fine-tune.
+
+A Transformer encoder block (``encoder_blocks``) is two such blocks in a row, a residual
+attention block and a residual feed-forward block, with the LayerNormalization between them and,
+post-norm, the one after the second ``Add``: without it, the block's input goes on.
 """
 
 import dataclasses
@@ -22,6 +26,8 @@ from tfcompress.keras3 import ensure_keras2
 from tfcompress._surgery_report import SurgeryReport, attach
 
 CRITERIA = ("loss", "loss_per_mac")
+UNITS = ("residual", "encoder")
+_BETWEEN = {"LayerNormalization", "Dropout"}  # what may sit between attention and feed-forward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,58 @@ def residual_blocks(model: keras.Model) -> list:
             blocks.append(Block(node.name, tuple(skip), tuple(order)))
             break
     return blocks
+
+
+def encoder_blocks(model: keras.Model) -> list:
+    """The model's Transformer encoder blocks, in graph order (a list of Block whose ``add`` is
+    the block's last layer): a residual block holding a MultiHeadAttention, followed (through
+    LayerNormalization or Dropout only) by the skip of a second residual block, ending at that
+    block's ``Add`` or at the LayerNormalization that alone reads it (post-norm); nothing outside
+    reads the tensors inside and the output has the input's shape."""
+    model = ensure_keras2(model)
+    _, _, nodes, outputs = graphs.read(model)
+    by_key = {(n.name, n.key_index): n for n in nodes}
+    readers = {}
+    for n in nodes:
+        for k in n.inputs:
+            readers.setdefault(k[:2], []).append(n.name)
+    out_nodes = {k[:2] for k in outputs}
+    residual = residual_blocks(model)
+    found = []
+    for first in residual:
+        if not any(by_key[(m, 0)].cls == "MultiHeadAttention" for m in first.layers):
+            continue
+        for second in residual:
+            if _leads_to(by_key, second.skip, (first.add, 0, 0)):
+                end = second.add
+                after = readers.get((end, 0), [])
+                if len(after) == 1 and (end, 0) not in out_nodes \
+                        and by_key[(after[0], 0)].cls == "LayerNormalization":
+                    end = after[0]
+                members = _branch(by_key, first.skip, (end, 0, 0))
+                if members is None or any(by_key[(m, 0)].shared for m in members):
+                    break
+                inside = members - {end}
+                if any(set(readers.get((m, 0), [])) - members or (m, 0) in out_nodes
+                       for m in inside) or model.get_layer(end).output_shape != _shape(
+                           model, first.skip):
+                    break
+                order = [n.name for n in nodes if n.name in inside]
+                found.append(Block(end, tuple(first.skip), tuple(order)))
+                break
+    return found
+
+
+def _leads_to(by_key, key, target) -> bool:
+    """Whether tensor ``key`` is ``target`` or comes from it through LayerNormalization or
+    Dropout layers only."""
+    key = tuple(key)
+    while key != tuple(target):
+        node = by_key[key[:2]]
+        if node.cls not in _BETWEEN or len(node.inputs) != 1:
+            return False
+        key = tuple(node.inputs[0])
+    return True
 
 
 def _shape(model, key):
@@ -138,8 +196,10 @@ def prune_blocks(
     loss=None,
     criterion: str = "loss",
     max_macs_ratio: Optional[float] = None,
+    unit: str = "residual",
 ) -> keras.Model:
-    """Removes the residual blocks whose absence raises the validation loss least.
+    """Removes the residual blocks (or whole Transformer encoder blocks) whose absence raises
+    the validation loss least.
 
     Each residual block with an identity skip (see ``residual_blocks``) is removed on its own
     and the model's loss on ``(x_val, y_val)`` measured; the blocks with the smallest rise are
@@ -160,6 +220,9 @@ def prune_blocks(
             smallest summed score (single-block rises taken as additive; every set is tried up
             to 50,000 sets, greedily by rise per MAC beyond). No set reaching it: the set that
             saves the most MACs, and a note says so.
+        unit: ``"residual"``: every residual block with an identity skip (in a Transformer,
+            the attention and the feed-forward sub-blocks each); ``"encoder"``: whole
+            Transformer encoder blocks (see ``encoder_blocks``).
 
     Returns:
         The model without the chosen blocks, with a ``surgery_report`` (saved with it):
@@ -167,8 +230,8 @@ def prune_blocks(
         notes list every candidate's loss rise.
 
     Raises:
-        ConfigError: a bad count or fraction, an unknown criterion, a bad max_macs_ratio, a
-            model without blocks.
+        ConfigError: a bad count or fraction, an unknown criterion or unit, a bad
+            max_macs_ratio, a model without blocks of that unit.
         ModelError: a subclassed, unbuilt or Keras 3 model.
     """
     from tfcompress.profiling import profile
@@ -180,10 +243,14 @@ def prune_blocks(
             isinstance(max_macs_ratio, (int, float)) and 0 < max_macs_ratio <= 1):
         raise errors.ConfigError(f"max_macs_ratio={max_macs_ratio!r}; accepted: None or a "
                                  "number in (0, 1]")
-    blocks = residual_blocks(model)
+    if unit not in UNITS:
+        raise errors.ConfigError(errors.unknown("unit", unit, UNITS))
+    blocks = residual_blocks(model) if unit == "residual" else encoder_blocks(model)
     if not blocks:
-        raise errors.ConfigError(f"model {model.name!r} has no residual block with an identity "
-                                 "skip (Add(x, branch(x))); accepted: a model with such blocks")
+        what = ("residual block with an identity skip (Add(x, branch(x)))" if unit == "residual"
+                else "Transformer encoder block (residual attention then residual feed-forward)")
+        raise errors.ConfigError(f"model {model.name!r} has no {what}; accepted: a model with "
+                                 f"such blocks, or another unit of {UNITS}")
     n = _count(n_or_fraction, len(blocks))
     loss = keras.losses.get(loss or getattr(model, "loss", None)
                             or "sparse_categorical_crossentropy")
