@@ -201,7 +201,7 @@ def kernels(model) -> dict:
     Pruning wrappers are seen through (their kernels hold the masked weights); a model holding
     clustering wrappers is read stripped (the wrapper computes the clustered kernel).
     """
-    if is_clustered(model):
+    if is_clustered(model) and is_functional(model):  # strip cannot rebuild a subclassed one
         model = strip(model)
     out = {}
     for layer in _flat_layers(model):
