@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import model_kinds
-from tfcompress import keras, models
+from tfcompress import errors, keras, models
 from tfcompress.surgery import channels as surgery
 
 L = keras.layers
@@ -132,7 +132,8 @@ def test_layer_normalization_follows_the_embedding_width():
 def test_position_embeddings_are_pruned_with_the_tokens(position):
     model = _encoder(position=position)
     x = [_tokens(), np.tile(np.arange(12, dtype=np.int32), (8, 1))]
-    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    pruned = surgery.prune_channels(model, 0.5, round_to=1, x=x)  # heads ranked on two inputs
+    assert pruned.surgery_report.changed["attention"]["heads_after"] == 2
     kept = pruned.surgery_report.kept
     np.testing.assert_array_equal(kept["position"], kept["embedding"])
     assert pruned.get_layer("position").embeddings.shape == (12, 8)
@@ -188,3 +189,10 @@ def test_bundled_text_models_halve_their_parameters(tmp_path):
         np.testing.assert_allclose(models.load_model(path).predict(x, verbose=0),
                                    pruned.predict(x, verbose=0), atol=1e-6)
     assert pruned.get_layer("lstm").units == 16
+
+
+def test_calibration_data_that_is_not_model_input_is_refused():
+    model = _encoder(position="layer")
+    for bad in ("tokens", _tokens(), [_tokens(), np.zeros((0, 12), np.int32)]):
+        with pytest.raises(errors.ConfigError, match=r"^x=.*accepted: None or calibration"):
+            surgery.prune_channels(model, 0.5, x=bad)

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 import tfcompress.surgery.channel_graph as cg
+from tfcompress import errors
 from tfcompress._compat.keras import keras
 
 CALIBRATION_SAMPLES = 512  # at most this many samples of ``x`` rank the heads
@@ -49,7 +50,9 @@ def _data_scores(model, node, x) -> Optional[np.ndarray]:
         return None
     extra = {k: v for k, v in extra.items() if k == "use_causal_mask"}
     probe = keras.Model(model.inputs, [_tensor(model, k) for k in keys])
-    q, k, v = probe.predict(x[:CALIBRATION_SAMPLES], verbose=0, batch_size=64)
+    x = [a[:CALIBRATION_SAMPLES] for a in x] if isinstance(x, (list, tuple)) else \
+        x[:CALIBRATION_SAMPLES]
+    q, k, v = probe.predict(x, verbose=0, batch_size=64)
     copy = type(layer).from_config(layer.get_config())
     copy(q[:1], v[:1], key=k[:1], **extra)
     weights = layer.get_weights()
@@ -64,6 +67,19 @@ def _data_scores(model, node, x) -> Optional[np.ndarray]:
         scores.append(float(np.linalg.norm(full - copy(q, v, key=k, **extra).numpy(),
                                            axis=-1).mean()))
     return np.array(scores)
+
+
+def check_data(model, x) -> None:
+    """Raises ConfigError unless ``x`` is None or inputs for ``model`` (an array with at least
+    one sample, or a list of them for a model of several inputs)."""
+    if x is None:
+        return
+    arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+    if len(arrays) != len(model.inputs) or not all(
+            isinstance(a, np.ndarray) and a.ndim >= 1 and len(a) >= 1 for a in arrays):
+        raise errors.ConfigError(
+            f"x={type(x).__name__} of {len(arrays)} part(s); accepted: None or calibration inputs "
+            f"for the model's {len(model.inputs)} input(s) (numpy arrays, a list for several)")
 
 
 def head_keep(model, nodes, name: str, ratio: float, criterion: str,

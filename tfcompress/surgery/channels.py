@@ -122,7 +122,8 @@ def prune_channels(
         saved with the model: see ``report_of``).
 
     Raises:
-        ConfigError: ratio outside [0, 1), unknown criterion or layer names, bad round_to.
+        ConfigError: ratio outside [0, 1), unknown criterion or layer names, bad round_to,
+            ``x`` that is not inputs for the model.
         ModelError: a subclassed, unbuilt or Keras 3 model.
     """
     model = ensure_keras2(model)
@@ -132,6 +133,7 @@ def prune_channels(
         raise errors.ConfigError(errors.unknown("criterion", criterion, CRITERIA))
     if not isinstance(round_to, (int, np.integer)) or isinstance(round_to, bool) or round_to < 1:
         raise errors.ConfigError(f"round_to={round_to!r}; accepted: an integer >= 1")
+    attention.check_data(model, x)
     config, _, nodes, outputs = graphs.read(model)
     layouts, groups, not_followed = cg.analyse(model, nodes, outputs)
     producers = {p for ps in groups.producers for p in ps}
