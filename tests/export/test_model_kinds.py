@@ -71,17 +71,21 @@ def test_recurrent_model_with_a_dynamic_batch(kind, mode, fused):
     assert fused in _ops(flatbuffer)
     report = tfcompress.validate(flatbuffer, x_test, y_test, reference=model, **QUICK)
     assert report.agreement >= 0.99, report.agreement
-    # without the resets the state leaks: the same sample run twice gives different outputs
+    # the fused LSTM keeps its state between invokes: without a reset, the same sample run
+    # again gives another output (what validate measured before it reset them)
     interp = validation.interpreter(flatbuffer)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     sample = validation._quantize(x_test[:1], inp)
     runs = []
-    for _ in range(2):
-        interp.reset_all_variables()
+    for reset in (True, True, False):
+        if reset:
+            interp.reset_all_variables()
         interp.set_tensor(inp["index"], sample)
         interp.invoke()
         runs.append(interp.get_tensor(out["index"]).copy())
     np.testing.assert_array_equal(runs[0], runs[1])
+    if fused == "UNIDIRECTIONAL_SEQUENCE_LSTM" and mode == "float32":  # (int8 may saturate)
+        assert not np.array_equal(runs[1], runs[2])
 
 
 @pytest.mark.parametrize("kind, mode, match", [
