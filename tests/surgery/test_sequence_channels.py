@@ -112,7 +112,8 @@ def test_heads_are_ranked_on_data_when_given():
     layer.set_weights(ws)
     by_data = surgery.prune_channels(model, 0.5, round_to=1, x=_tokens(32), layers=["attention"])
     by_norm = surgery.prune_channels(model, 0.5, round_to=1, layers=["attention"])
-    assert by_data.surgery_report.changed["attention"]["heads_kept"] == [1]
+    assert by_data.surgery_report.changed["attention"] == {
+        "before": 16, "after": 8, "heads_before": 2, "heads_after": 1, "heads_kept": [1]}
     assert by_norm.surgery_report.changed["attention"]["heads_kept"] == [0]
     assert "heads ranked by their output on x" in by_data.surgery_report.notes
 

@@ -119,7 +119,10 @@ def prune_channels(
     Returns:
         A new, uncompiled Keras model of the same class, inputs and outputs, with the kept
         weights copied in and a ``surgery_report`` attribute (a :class:`SurgeryReport`, also
-        saved with the model: see ``report_of``).
+        saved with the model: see ``report_of``). Its ``changed`` maps each resized layer to
+        its output width ``before`` and ``after`` (units, filters, embedding width); a
+        MultiHeadAttention also to ``heads_before``, ``heads_after`` and ``heads_kept`` (the
+        indices of its kept heads). ``kept`` maps each pruned producer to its kept channels.
 
     Raises:
         ConfigError: ratio outside [0, 1), unknown criterion or layer names, bad round_to,
@@ -152,7 +155,8 @@ def prune_channels(
                                            else f"{'l2' if criterion == 'l2' else 'l1'} norm"))
     changed = _resize(nodes, kept, layouts, keep, groups, not_followed)
     for name, h in heads.items():
-        entry = changed.setdefault(name, {})
+        width = sum(groups.size[g] for g in groups.attention[name][3])
+        entry = changed.setdefault(name, {"before": width, "after": width})  # output channels
         before = model.get_layer(name).get_config()["num_heads"]
         entry.update(heads_before=before, heads_after=len(h), heads_kept=[int(i) for i in h])
         next(n for n in nodes if n.name == name).config["num_heads"] = len(h)
