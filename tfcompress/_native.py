@@ -161,7 +161,19 @@ def is_command(argv=None) -> bool:
     """Whether this process runs as the ``tfcompress`` command."""
     argv = sys.argv if argv is None else argv
     name = os.path.basename(argv[0]) if argv and argv[0] else ""
-    return name in COMMAND_NAMES or os.environ.get("TFCOMPRESS_COMMAND") == "1"
+    return (name in COMMAND_NAMES or os.environ.get("TFCOMPRESS_COMMAND") == "1"
+            or _run_as_module(argv))
+
+
+def _run_as_module(argv) -> bool:
+    """``python -m tfcompress ...``: while the package is imported, ``sys.argv[0]`` is "-m"
+    (then __main__.py's path); the interpreter's own arguments name the module."""
+    if not argv or argv[0] != "-m" and not argv[0].endswith(os.path.join("tfcompress",
+                                                                           "__main__.py")):
+        return False
+    orig = list(getattr(sys, "orig_argv", []))
+    return any(a == "-m" and b == "tfcompress" for a, b in zip(orig, orig[1:])) or \
+        any(a == "-mtfcompress" for a in orig)
 
 
 def install_for_command() -> None:

@@ -9,6 +9,9 @@
         tfcompress.callbacks.TFLiteExport("model.tflite", "int8", x, validation_data=(xv, yv)),
     ])
 
+``ProgressBar`` draws one line of progress instead of Keras' epoch lines (pass ``verbose=0`` to
+``fit``): the recipe runner uses it when the command's console is on.
+
 Keras' own progress bars stay as they are; ``CompressionLog`` adds its figures to the epoch's
 ``logs``, so they also show in the bar's epoch line and in ``History``.
 """
@@ -28,6 +31,7 @@ import tfcompress.export.conversion as conversion
 import tfcompress.training.pruning as pruning
 from tfcompress._compat.keras import keras
 from tfcompress.export.validation import validate
+from tfcompress.progress import ProgressBar  # noqa: F401  (the recipe runner's; for users too)
 
 
 class Pruning(keras.callbacks.Callback):

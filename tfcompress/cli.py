@@ -10,7 +10,13 @@ absl flags and ml_collections ``config_flags`` underneath (``--config`` takes a 
 name, see ``tfcompress.configs``, or a file; any field is overridable). Bad input ends with one
 line on stderr naming it, exit status 2. Native libraries' INFO chatter (TensorFlow's start-up
 lines, the converter's and the LiteRT interpreter's prints) is filtered out of fd 1 and 2 unless
-``--verbosity=1`` (or more) asks for it; our own progress and results stay visible.
+``--verbosity=1`` (or more) asks for it.
+
+The console is written for people (``tfcompress.console``): one line per stage saying what it
+did and its validation accuracy, a progress bar (with the time left) for fine-tuning, AdaRound
+and conversion, warnings as plain ``warning: ...`` sentences, then a compact table; the whole
+report is report.md. ``--verbosity=1`` brings back Keras' per-epoch lines and absl's log lines
+with their prefixes.
 
 The library never parses flags: this module and ``scripts/`` do.
 """
@@ -166,23 +172,44 @@ def _compress(f: dict, _path) -> None:
     import tfcompress.pipeline.recipe as recipe
     import tfcompress.pipeline.report as report_lib
 
+    from tfcompress import console
+
+    out = console.current()
     workdir = f["workdir"].value
+    out.line(_compress_header(f["config"].value, workdir))
     result = recipe.run(f["config"].value, workdir, android_dir=f["android_dir"].value,
                         android_mode=f["android_mode"].value)
     if f["explorer"].value and any(row.format == "int8" for row in result.formats):
         _explorer_data(f["config"].value, workdir)
     logging.info("outputs in %s", os.path.abspath(workdir))
-    print(report_lib.markdown(result))
-    print(f"outputs: {os.path.abspath(workdir)}")
+    if out.verbose:
+        print(report_lib.markdown(result))
+    else:
+        print("\n" + report_lib.summary_table([r.to_dict() for r in result.formats]) + "\n")
+    wd = os.path.abspath(workdir)
+    print(f"report: {os.path.join(wd, 'report.md')} (also report.json"
+          + (f", {result.plot}" if result.plot else "") + "); models: " + ", ".join(
+              os.path.basename(r.path) for r in result.formats if r.path))
     if result.android:
         print(f"android bundle: {result.android['dir']}")
+
+
+def _compress_header(config, workdir: str) -> str:
+    """The first line of ``compress``: data, model, stages, modes and the workdir."""
+    import tfcompress.pipeline.recipe as recipe
+
+    c = recipe.check_config(config)
+    model = os.path.basename(c.model.path) if c.model.path else c.model.name
+    stages = " -> ".join(c.stages) if c.stages else "no stage"
+    return (f"compress {model} on {c.data.name} data: {stages}; convert to "
+            f"{', '.join(c.convert.modes)}; outputs in {os.path.abspath(workdir)}")
 
 
 def _explorer_data(config, workdir: str) -> None:
     """int8.quant_error.json beside int8.tflite (the final Keras model's per-layer error)."""
     from absl import logging
 
-    from tfcompress import errors, models, wrappers
+    from tfcompress import console, errors, models, wrappers
     import tfcompress.export.explorer as explorer
     import tfcompress.pipeline.recipe as recipe
     import tfcompress.pipeline.stages as stages
@@ -205,6 +232,8 @@ def _explorer_data(config, workdir: str) -> None:
         return
     logging.info("Model Explorer: model-explorer %s --node_data_paths=%s",
                  wd.flatbuffer("int8"), path)
+    console.current().line(f"Model Explorer view of int8.tflite's quantization error: "
+                           f"model-explorer {wd.flatbuffer('int8')} --node_data_paths={path}")
 
 
 def _search(f: dict, _path) -> None:
@@ -326,18 +355,25 @@ def _android(f: dict, path: str) -> None:
     print(f"android bundle: {os.path.abspath(f['out'].value)}")
 
 
-def _own_info_only() -> None:
-    """INFO lines from tfcompress only (libraries' INFO, e.g. the quantizer's "Serializing
-    model...", hidden); warnings from anyone. ``--verbosity=1`` shows everything."""
+def _console_for_people() -> None:
+    """Turns on ``tfcompress.console``. Below ``--verbosity=1``: absl's handler leaves the root
+    logger and warnings (anyone's) become plain ``warning: ...`` lines on the console, INFO lines
+    are dropped (the console's lines say what happens). ``--verbosity=1`` keeps absl's lines,
+    prefixes and all, and Keras' per-epoch lines."""
     import logging
 
     from absl import logging as absl_logging
 
+    from tfcompress import console
+
     if absl_logging.get_verbosity() >= 1:
+        console.enable(verbose=True)
         return
-    here = os.path.dirname(os.path.abspath(__file__))
-    absl_logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= logging.WARNING or record.pathname.startswith(here))
+    out = console.enable()
+    root = logging.getLogger()
+    root.removeHandler(absl_logging.get_absl_handler())
+    root.addHandler(console.LogHandler(out))
+    logging.captureWarnings(True)  # Python warnings (Keras' UserWarning) as plain lines too
 
 
 _RUN: dict[str, Callable] = {"compress": _compress, "search": _search, "inspect": _inspect,
@@ -394,7 +430,7 @@ def _run(command: str, argv) -> None:
 
         path = _positional(args, command)
         tfcompress.quiet_tensorflow()
-        _own_info_only()
+        _console_for_people()
         try:
             _RUN[command](f, path)
         except tfcompress.TfcompressError as e:

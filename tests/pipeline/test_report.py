@@ -50,7 +50,7 @@ def test_write_puts_to_dict_in_report_json_and_names_the_plot(tmp_path):
     assert written.plot == "size_accuracy.png"
     with open(wd.report_json) as f:
         assert json.load(f) == json.loads(json.dumps(written.to_dict(), default=str))
-    assert _png_size(wd.plot) == (704, 462)  # 6.4 x 4.2 inches at 110 dpi
+    assert _png_size(wd.plot) == (792, 506)  # 7.2 x 4.6 inches at 110 dpi (room for labels)
     text = open(wd.report_md).read()
     assert "![test accuracy against gzip bytes](size_accuracy.png)" in text
     assert text.count("| float32 |") == 1 and text.count("| int8 |") == 1

@@ -13,12 +13,13 @@ images. ``report.json``/``report.md`` name the split of every figure.
 
 import json
 import os
+import time
 from typing import Callable, Optional
 
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io, errors, models, profiling
+from tfcompress import _io, console, errors, models, profiling
 import tfcompress.pipeline.config_files as configs
 import tfcompress._compat.litert as _litert
 import tfcompress.export.android as android
@@ -140,16 +141,31 @@ def load_data(config: ConfigDict) -> data_lib.DataSplits:
     return splits
 
 
+def _is_cached(path: str, fingerprint: str) -> bool:
+    """Whether ``_cached`` will load ``path`` (made from the same config) rather than make it."""
+    stamp = Workdir.stamp(path)
+    return os.path.exists(path) and os.path.exists(stamp) and open(stamp).read() == fingerprint
+
+
+def _baseline_line(config, ctx: Context, model, seconds: float, resumed: bool) -> str:
+    """The console's line for the baseline: what it is, its validation accuracy."""
+    what = (f"your model {os.path.basename(config.model.path)}" if config.model.path else
+            f"{config.model.name} trained {config.train.epochs} "
+            f"epoch{'s' if config.train.epochs != 1 else ''}")
+    took = "resumed from the workdir" if resumed else f"{seconds:.0f}s"
+    return (f"baseline: {what}, {model.count_params():,} parameters; validation accuracy "
+            f"{ctx.accuracy(model):.4f}; {took}")
+
+
 def _cached(path: str, fingerprint: str, make: Callable[[], keras.Model],
             safe_mode: bool = True) -> keras.Model:
     """Loads the model at ``path`` if it was made from the same config, else makes and saves it."""
-    stamp = Workdir.stamp(path)
-    if os.path.exists(path) and os.path.exists(stamp) and open(stamp).read() == fingerprint:
+    if _is_cached(path, fingerprint):
         logging.info("resuming from %s", path)
         return models.load_model(path, safe_mode=safe_mode)
     model = make()
     models.save_model(model, path)
-    _io.write_text(stamp, fingerprint)
+    _io.write_text(Workdir.stamp(path), fingerprint)
     return model
 
 
@@ -208,13 +224,19 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
         splits = data_lib.check_data(splits, _num_classes(user_model), user_model.input_shape)
     wd = Workdir(workdir)
     ctx = Context(config, splits, workdir)
+    out = console.current()
+    started, resumed = time.monotonic(), _is_cached(wd.baseline, _baseline_fingerprint(config))
+    ctx.step = "baseline"
     model = baseline = _baseline(config, ctx, wd, user_model)
+    if out.enabled:  # the line measures validation accuracy: only when someone reads it
+        out.line(_baseline_line(config, ctx, baseline, time.monotonic() - started, resumed))
     stamp = _baseline_fingerprint(config)
     done = []
     for i, name in enumerate(config.stages):
         stamp = fingerprint(stamp, name, config[name])
         path = wd.stage(i, name, STAGES[name].suffix)
         stats_before = ctx.stats.get(name)
+        started, resumed, ctx.step = time.monotonic(), _is_cached(path, stamp), name
         model = _cached(path, stamp,
                         lambda m=model, n=name, i=i: _run_stage(n, m, config, ctx, i),
                         safe_mode=not config.model.unsafe)
@@ -226,11 +248,17 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
                 ctx.stats[name] = json.load(f)
         accuracy = ctx.accuracy(model)
         logging.info("stage %s: validation accuracy %.4f", name, accuracy)
+        out.line(report_lib.stage_line(i, len(config.stages), name, ctx.stats.get(name),
+                                       accuracy, time.monotonic() - started, resumed))
         done.append(results.StageResult(name, i, path, ctx.stats.get(name),
                                         {"accuracy": accuracy}))
         if after_stage is not None:
             after_stage(name, model, accuracy)
 
+    started = time.monotonic()
+    formats = _formats(config, wd, splits, baseline, model)
+    out.line(f"converted to {', '.join(config.convert.modes)} and measured {len(formats)} "
+             f"models on LiteRT (test split, XNNPACK); {time.monotonic() - started:.0f}s")
     result = results.RunResult(
         config=_shareable_paths(config.to_dict(), workdir),
         splits={"train": len(splits.train[1]), "validation": len(splits.validation[1]),
@@ -240,7 +268,7 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
                            "stage figures on validation"},
         keras_metrics={"baseline": ctx.accuracy(baseline), "final": ctx.accuracy(model)},
         stages=tuple(done),
-        formats=tuple(_formats(config, wd, splits, baseline, model)),
+        formats=tuple(formats),
         profile={"baseline": _profile(baseline), "final": _profile(model)},
         workdir=workdir,
         android=(_export_android(config, wd, android_dir, android_mode) if android_dir
@@ -307,7 +335,10 @@ def _formats(config, wd: Workdir, splits, baseline, model) -> list:
             baseline, mode, representative_data=splits.train[0],
             representative_samples=config.convert.representative_samples,
             options=options_from_section(mode, config.convert)), baseline, None))
+    bar = console.current().progress("convert", len(config.convert.modes), unit="mode")
     for mode in config.convert.modes:
+        bar.note = mode
+        bar.draw(force=True)
         flatbuffer = convert(
             model, mode, representative_data=splits.train[0],
             representative_samples=config.convert.representative_samples,
@@ -315,8 +346,13 @@ def _formats(config, wd: Workdir, splits, baseline, model) -> list:
             validation_data=splits.validation)
         _io.write_bytes(wd.flatbuffer(mode), flatbuffer)
         made.append((mode, flatbuffer, model, wd.flatbuffer(mode)))
+        bar.update()
+    bar.close()
     rows = []
+    bar = console.current().progress("validate on LiteRT", len(made), unit="model")
     for name, flatbuffer, keras_model, path in made:
+        bar.note = name
+        bar.draw(force=True)
         test, validation = _measure(flatbuffer, keras_model, config, splits)
         conversion = conversion_info(flatbuffer)
         recipe = conversion["facts"].get("recipe")
@@ -329,7 +365,10 @@ def _formats(config, wd: Workdir, splits, baseline, model) -> list:
             vs_baseline=stats_lib.paired_difference(base_correct, correct),
             validation_vs_baseline=stats_lib.paired_difference(base_val_correct, val_correct),
             conversion=conversion, ratio=test["bytes"] / reference["bytes"],
-            gzip_ratio=test["gzip_bytes"] / reference["gzip_bytes"], path=path))
+            gzip_ratio=test["gzip_bytes"] / reference["gzip_bytes"], path=path,
+            label=report_lib.row_label(name, config.stages)))
+        bar.update()
+    bar.close()
     return rows
 
 

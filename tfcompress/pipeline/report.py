@@ -14,7 +14,7 @@ import tfcompress.pipeline.results as results
 from tfcompress.pipeline.workdir import Workdir
 
 COLUMNS = (
-    ("format", "format", "{}"),
+    ("label", "model", "{}"),
     ("bytes", "bytes", "{:,}"),
     ("gzip_bytes", "gzip bytes", "{:,}"),
     ("ratio", "ratio to float32", "{:.3f}"),
@@ -27,10 +27,87 @@ COLUMNS = (
 )
 
 
+# What each stage did to the model, in the words a row label uses ("pruned+clustered int8").
+MADE_BY = {"distill": "distilled", "prune_blocks": "block-pruned",
+           "prune_channels": "channel-pruned", "factorize": "factorized", "prune": "pruned",
+           "cluster": "clustered", "qat": "QAT", "equalize": "equalized",
+           "correct_bias": "bias-corrected", "adaround": "AdaRound", "recover": "recovered"}
+
+
+def row_label(fmt: str, stages) -> str:
+    """What made a format row: ``baseline float32`` (the plain model), ``pruned+clustered
+    int8`` (the stages' model converted to int8), or the mode alone when no stage ran."""
+    if fmt.startswith("baseline") or not stages:
+        return fmt
+    return "+".join(MADE_BY.get(name, name) for name in stages) + " " + fmt
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def stage_summary(name: str, figures: dict) -> str:
+    """What a stage did, in a few words, from its measured figures (``ctx.stats[name]``)."""
+    f = figures or {}
+    layers = lambda key: ", ".join(f.get(key) or {})  # noqa: E731
+    if name == "prune" and "global_sparsity" in f:
+        return (f"{_pct(f['global_sparsity'])} of the weights zeroed (target "
+                f"{_pct(f['target_sparsity'])} of {layers('sparsity') or 'the selected layers'})")
+    if name == "cluster" and "max_unique_weights" in f:
+        return (f"at most {f['max_unique_weights']} distinct values per kernel in "
+                f"{layers('unique_weights') or 'no layer'}")
+    if name == "qat" and "preserve" in f:
+        return "quantization-aware fine-tuning" + (
+            f", preserving {f['preserve']}" if f["preserve"] != "none" else "")
+    if name == "distill" and "student_params" in f:
+        return (f"student of {f['student_params']:,} parameters learned from a teacher of "
+                f"{f['teacher_params']:,}")
+    if "params_before" in f:  # the surgery stages
+        return (f"parameters {f['params_before']:,} -> {f['params_after']:,} "
+                f"({f['params_ratio']:.2f}x), MACs {f['macs_ratio']:.2f}x")
+    if name == "equalize" and "pairs" in f:
+        return f"{f['pairs']} layer pairs equalized"
+    if "mode" in f:
+        return f"weights placed on the {f['mode']} grid"
+    return "done"
+
+
+def stage_line(index: int, count: int, name: str, figures: dict, accuracy: float,
+               seconds: float, resumed: bool = False) -> str:
+    """The console's line for a finished stage: what it did, its validation accuracy."""
+    before = (figures or {}).get("accuracy_before")
+    was = f" (before {before:.4f})" if isinstance(before, float) else ""
+    took = "resumed from the workdir" if resumed else f"{seconds:.0f}s"
+    return (f"[{index + 1}/{count}] {name}: {stage_summary(name, figures)}; validation accuracy "
+            f"{accuracy:.4f}{was}; {took}")
+
+
+def summary_table(rows) -> str:
+    """A compact plain-text table of format rows for the console (report.md has them all)."""
+    head = ("model", "KB", "gzip KB", "gzip ratio", "test acc", "vs baseline (95%)", "ms")
+    body = []
+    for r in rows:
+        vs = r.get("vs_baseline") or {}
+        acc = r.get("accuracy")
+        body.append((
+            r.get("label") or r["format"], f"{r['bytes'] / 1000:,.0f}",
+            f"{r['gzip_bytes'] / 1000:,.0f}", f"{r['gzip_ratio']:.3f}",
+            "-" if acc is None else f"{acc:.4f}",
+            (f"{vs['difference_points']:+.2f} [{vs['low_points']:+.2f}, "
+             f"{vs['high_points']:+.2f}]") if vs else "-",
+            _ms(r.get("latency_ms"))))
+    widths = [max(len(str(x[i])) for x in (head, *body)) for i in range(len(head))]
+    fmt = lambda cells: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(head)] + [fmt(b) for b in body])
+
+
 def _cell(row: dict, key: str, fmt) -> str:
     value = row
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
+    if key == "label" and value is None:  # rows written before labels, ``validate``'s row
+        value = row.get("format")
     if value is None:
         return "-"
     if key == "vs_baseline":
@@ -148,7 +225,7 @@ def format_notes(rows) -> str:
             facts.append("GPU delegate: " + (d.get("reason", "") if not d["available"] else
                                              f"agreement {d.get('agreement', float('nan')):.4f}"))
         if facts:
-            lines.append(f"- `{row['format']}`: " + "; ".join(facts))
+            lines.append(f"- `{row.get('label') or row['format']}`: " + "; ".join(facts))
     return "\n".join(lines)
 
 
@@ -165,16 +242,14 @@ def plot_size_accuracy(rows, path: str) -> str:
 
     from matplotlib import ticker
 
-    points = [(r["gzip_bytes"], r["accuracy"], r["format"]) for r in rows
+    points = [(r["gzip_bytes"], r["accuracy"], r.get("label") or r["format"]) for r in rows
               if r.get("gzip_bytes") and r.get("accuracy") is not None]
     staged = any(name.startswith("baseline") for _, _, name in points)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for size, accuracy, name in points:
         baseline = name.startswith("baseline") or (name == "float32" and not staged)
         ax.scatter([size], [accuracy], s=40, marker="s" if baseline else "o",
                    color="#777777" if baseline else "#1f77b4", zorder=3)
-        ax.annotate(name, (size, accuracy), textcoords="offset points", xytext=(5, 5),
-                    fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -184,10 +259,58 @@ def plot_size_accuracy(rows, path: str) -> str:
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title("size against accuracy (grey: baseline)")
     fig.tight_layout()
+    place_labels(ax, points)
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, format="png")
     plt.close(fig)
     return _io.write_bytes(path, buf.getvalue())
+
+
+# Label offsets tried in turn (points): beside the marker, then further above and below it.
+_OFFSETS = [(dx, dy) for k in range(16) for dy in ((4 + 12 * k), -(12 + 12 * k))
+            for dx in (6, -6)]
+
+
+def place_labels(ax, points) -> list:
+    """Annotates each ``(x, y, label)`` where its text overlaps no label placed before and
+    stays inside the axes (larger offsets get a leader line); returns the text artists.
+
+    Labels are placed from the rightmost point to the leftmost and never cover a marker; the
+    text extents come from the figure's renderer, so this is what the PNG shows."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    half = 5 * ax.figure.dpi / 72  # a marker's half width in pixels (s=40: about 6 points)
+    markers = [Bbox.from_bounds(px - half, py - half, 2 * half, 2 * half)
+               for px, py in ax.transData.transform([(p[0], p[1]) for p in points])]
+    placed, texts = list(markers), []
+    for x, y, label in sorted(points, key=lambda p: (-p[0], -p[1])):
+        text = None
+        for dx, dy in _OFFSETS:
+            if text is not None:
+                text.remove()
+            far = abs(dy) > 4  # away from its marker: a leader line says whose it is
+            text = ax.annotate(
+                label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                ha="left" if dx > 0 else "right", va="center",
+                arrowprops=dict(arrowstyle="-", color="0.6", lw=0.6) if far else None)
+            box = _text_box(text, renderer)
+            inside = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+                      and box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(_text_box(text, renderer))
+        texts.append(text)
+    return texts
+
+
+def _text_box(text, renderer):
+    """The pixels of an annotation's text alone (its leader line left out)."""
+    from matplotlib.text import Text
+
+    text.update_positions(renderer)  # where the offset puts the text (as drawing does)
+    return Text.get_window_extent(text, renderer)
 
 
 def write(result: results.RunResult) -> results.RunResult:

@@ -53,6 +53,7 @@ class FormatRow:
     ratio: float  # bytes / the baseline float32's bytes
     gzip_ratio: float
     path: Optional[str] = None  # the .tflite in the workdir (None: a baseline row, not written)
+    label: str = ""  # what made it, e.g. "pruned+clustered int8" (empty: ``format``)
 
     def metric(self, name: str, split: str = "validation") -> Optional[float]:
         """A figure by name on ``split`` ("validation" decides, "test" reports); None if the
@@ -83,7 +84,7 @@ class FormatRow:
 
     def to_dict(self) -> dict:
         """The report's format row: test figures at the top, ``validation`` nested."""
-        return _plain({"format": self.format, **self.test,
+        return _plain({"format": self.format, "label": self.label or self.format, **self.test,
                        "validation": {**self.validation,
                                       "vs_baseline": self.validation_vs_baseline},
                        "conversion": self.conversion, "vs_baseline": self.vs_baseline,

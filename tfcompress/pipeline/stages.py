@@ -15,7 +15,7 @@ import tensorflow_model_optimization as tfmot
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import data, errors, models, profiling, wrappers
+from tfcompress import console, data, errors, models, profiling, progress, wrappers
 import tfcompress.surgery.blocks as blocks
 import tfcompress.tasks as tasks
 import tfcompress.training.clustering as clustering
@@ -43,6 +43,7 @@ class Context:
     splits: data.DataSplits
     workdir: str
     stats: dict = dataclasses.field(default_factory=dict)  # stage name -> measured figures
+    step: str = ""  # the stage running now (the runner sets it; names its progress bar)
 
     @property
     def train(self) -> data.Split:
@@ -72,8 +73,12 @@ class Context:
         )
         if epochs:
             (x, y), val = self.train, self.validation
+            # The command's console for people: one progress line instead of Keras' epochs.
+            quiet = console.current().for_people
+            what = "train" if self.step in ("", "baseline") else "fine-tune"
+            bar = [progress.ProgressBar(f"{self.step or 'model'}: {what}")] if quiet else []
             model.fit(x, y, batch_size=train.batch_size, epochs=epochs, validation_data=val,
-                      callbacks=list(callbacks), verbose=2)
+                      callbacks=list(callbacks) + bar, verbose=0 if quiet else 2)
         return model
 
     def accuracy(self, model) -> float:
@@ -207,7 +212,10 @@ def _distill(teacher, section, ctx):
     keras.utils.set_random_seed(ctx.config.seed)
     distillation.distill(
         student, teacher, x, y, epochs=section.epochs, batch_size=ctx.config.train.batch_size,
-        learning_rate=lr, precompute=section.precompute, verbose=2, alpha=section.alpha,
+        learning_rate=lr, precompute=section.precompute, alpha=section.alpha,
+        verbose=0 if console.current().for_people else 2,
+        callbacks=([progress.ProgressBar("distill: fine-tune")]
+                   if console.current().for_people else []),
         temperature=section.temperature, hints=section.hints or None,
         hint_weight=section.hint_weight)
     stats["distilled_accuracy"] = ctx.accuracy(student)

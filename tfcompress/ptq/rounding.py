@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfcompress import _io, errors
+from tfcompress import _io, console, errors
 from tfcompress._compat.keras import keras
 from tfcompress.ptq.equalization import fold_batchnorm
 from tfcompress.ptq.grids import grid, kernels, layer_kind, round_to_nearest
@@ -317,14 +317,16 @@ def adaround(
                 f"{activation_bits}|{hashlib.sha256(x.tobytes()).hexdigest()}")
     selected = {layer.name for layer in _selected(reference, layers, bits)}
     report = {}
-    for name, xf, xq in walk(reference, quant, x, activation_bits=activation_bits):
-        if name not in selected:
-            continue
-        layer, qlayer = reference.get_layer(name), quant.get_layer(name)
-        report[name] = _round_layer(layer, qlayer, xf.numpy(), xq.numpy(), bits, dict(
-            iterations=iterations, batch_size=batch_size, learning_rate=learning_rate,
-            reg_weight=reg_weight, warmup=warmup, beta=beta, seed=seed),
-            checkpoint_dir, _digest(layer, bits, settings))
+    with console.current().progress("adaround", len(selected), unit="layer") as bar:
+        for name, xf, xq in walk(reference, quant, x, activation_bits=activation_bits):
+            if name not in selected:
+                continue
+            layer, qlayer = reference.get_layer(name), quant.get_layer(name)
+            report[name] = _round_layer(layer, qlayer, xf.numpy(), xq.numpy(), bits, dict(
+                iterations=iterations, batch_size=batch_size, learning_rate=learning_rate,
+                reg_weight=reg_weight, warmup=warmup, beta=beta, seed=seed),
+                checkpoint_dir, _digest(layer, bits, settings))
+            bar.update(note=name)
     quant.adaround = report
     return quant
 
