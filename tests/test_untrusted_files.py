@@ -101,6 +101,29 @@ def test_keras_module_function_lambda_is_refused_and_imports_nothing(tmp_path, p
     _refused(lambda: models.load_model(path), r"holds a Lambda layer 'code'")
 
 
+def test_keras3_files_pass_the_same_gate(tmp_path, planted):
+    """A Keras 3 file: a class registered with Keras 3 passes; a module Lambda is refused by
+    ``load_model`` and by ``tfcompress.from_keras3(path)`` alike, importing nothing."""
+    import keras as k3
+
+    @k3.saving.register_keras_serializable(package="untrusted_k3")
+    class Triple(k3.layers.Layer):
+        def call(self, x):
+            return 3.0 * x
+
+    x = k3.Input((4,))
+    path = str(tmp_path / "k3.keras")
+    k3.Model(x, k3.layers.Dense(2)(Triple(name="triple")(x))).save(path)
+    safe_loading.check_safe(path)
+    name, marker = planted
+    path = str(tmp_path / "k3_lambda.keras")
+    k3.Model(x, k3.layers.Lambda(lambda t: t, output_shape=(4,), name="code")(x)).save(path)
+    _rewrite_keras_config(path, lambda c: _by_module(c, name, "fn"))
+    _forget(name, marker)
+    _refused(lambda: models.load_model(path), r"holds a Lambda layer 'code'", marker)
+    _refused(lambda: tfcompress.from_keras3(path), r"holds a Lambda layer 'code'", marker)
+
+
 def test_h5_lambda_by_module_or_bytecode_is_refused(tmp_path, planted):
     import h5py
 

@@ -25,6 +25,7 @@ import tfcompress._compat.keras3_ops as _keras3_ops
 import tfcompress._compat.functional as _functional
 import tfcompress._compat.keras as _keras
 import tfcompress._compat.parity as _parity
+import tfcompress.safe_loading as safe_loading
 from tfcompress._compat.parity import is_k3_model, k3, max_abs_diff  # noqa: F401  (public here)
 from tfcompress._compat.keras import keras as tf_keras
 
@@ -542,6 +543,7 @@ def _load_keras3(path):
         raise errors.ModelError(
             f"Keras 3 model path {path!r} is not a .keras file; accepted: a .keras file saved by "
             "Keras 3 (a SavedModel directory goes straight to tfcompress.convert)")
+    safe_loading.check_safe(path)  # the gate every format passes (issue 27)
     try:
         return k3().saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError) as e:

@@ -25,7 +25,8 @@ _BUILTIN_CLASSES = {"Functional", "Sequential", "Model", "TFOpLambda", "SlicingO
                     "Policy", "DTypePolicy", "InputLayer", "function",
                     # value markers of Keras' JSON (tuples, shapes, specs): data, not classes
                     "TensorShape", "TypeSpec", "CompositeTensor", "__tuple__", "__ellipsis__",
-                    "__bytes__", "__tensor__", "__numpy__", "__typespec__"}
+                    "__bytes__", "__tensor__", "__numpy__", "__typespec__", "__slice__",
+                    "__keras_tensor__"}
 # Layers whose config carries code (Python bytecode or a function named by module), pickles or
 # another model whose graph would run (Keras 3's TFSMLayer loads a SavedModel).
 _CODE_CLASSES = ("Lambda", "__lambda__", "TFSMLayer", "TorchModuleWrapper", "JaxLayer",
@@ -94,7 +95,7 @@ def _problem(node: dict, keras3: bool, layer: str) -> str:
         if not _safe_tf_function(fn):
             return (f"a TF op layer {layer!r} calling tf.{fn} (outside the math, NN and array "
                     "ops a model computes with)")
-    registered = _registered(node.get("registered_name")) or _registered(cls)
+    registered = any(_registered(name, keras3) for name in (node.get("registered_name"), cls))
     if cls == "function":
         module = node.get("module")
         if not registered and not (isinstance(module, str) and module.startswith(_FUNCTION_MODULES)):
@@ -112,8 +113,18 @@ def _problem(node: dict, keras3: bool, layer: str) -> str:
     return ""
 
 
-def _registered(name) -> bool:
-    return isinstance(name, str) and keras.utils.get_registered_object(name) is not None
+def _registered(name, keras3: bool = False) -> bool:
+    """Whether this process registered ``name`` (with tf_keras, or with Keras 3 for a file
+    Keras 3 wrote): it resolves from the registry, nothing is imported."""
+    if not isinstance(name, str):
+        return False
+    if keras.utils.get_registered_object(name) is not None:
+        return True
+    if keras3:
+        import keras as keras3_module  # Keras 3 (tf_keras is ``keras`` here)
+
+        return keras3_module.saving.get_registered_object(name) is not None
+    return False
 
 
 def _safe_tf_function(fn) -> bool:
