@@ -17,7 +17,16 @@ module adds:
 
   Ops the quantizer cannot quantize at a mode's width stay float32 (as in its own recipes):
   int4/int2 take CONV_2D, FULLY_CONNECTED and EMBEDDING_LOOKUP, not DEPTHWISE_CONV_2D;
-  blockwise takes FULLY_CONNECTED and EMBEDDING_LOOKUP only. ``weight_layers`` reads back what
+  blockwise takes FULLY_CONNECTED and EMBEDDING_LOOKUP only (a layer whose input width the
+  block does not divide gets one scale per channel at the mode's width instead).
+- embedding tables: the converter makes a Keras ``Embedding`` a ``GATHER``, which the quantizer
+  quantizes only with int8 activations; the weight-only and dynamic modes (and recipes without
+  activation quantization) first turn each table gather into an ``EMBEDDING_LOOKUP``
+  (``embedding_lookups``), so the table is quantized like any other layer: one scale per row,
+  or per block of a row, at the mode's or an override's width (``embedding=8``, or the op type
+  ``EMBEDDING_LOOKUP``). Per row, the schema stores a float32 scale and an int64 zero point per
+  row (12 bytes): on narrow tables (16 wide: 8 bytes of int4 data a row) that overhead
+  dominates, and block-wise scales (a float16 scale per block, no zero points) are smaller. ``weight_layers`` reads back what
   each layer got. Not offered: int2 weight-only (not in the quantizer's policy) and blockwise
   int2 (LiteRT's XNNPACK delegate refuses the flatbuffer: "unsupported datatype (INT2)").
   Beware ``dynamic_wi2``: LiteRT 2.3's int2 CONV_2D kernel often gives non-finite outputs;
@@ -46,6 +55,7 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 from tfcompress import _io, errors
+import tfcompress._compat.embedding_lookup as _embedding_lookup
 import tfcompress._compat.litert as _litert
 import tfcompress._compat.quantizer as _quantizer
 import tfcompress._compat.schema as _schema
@@ -59,7 +69,7 @@ EXECUTIONS = ("dynamic", "weight_only", "static")
 # chosen for the least squared error; much better than min-max at 2 bits).
 ALGORITHMS = _quantizer.ALGORITHMS
 _WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE",
-               "EMBEDDING_LOOKUP", "BATCH_MATMUL")
+               "EMBEDDING_LOOKUP", "BATCH_MATMUL", "GATHER")
 # Op types an override may name (the quantizer's names, without its wildcard and IO keys).
 OP_TYPES = _quantizer.op_types()
 _BITS = {"float32": 32, "float16": 16, "int16": 16, "int8": 8, "uint8": 8, "int4": 4, "uint4": 4,
@@ -223,6 +233,21 @@ def weight_layers(flatbuffer: Union[bytes, str]) -> list[Layer]:
     return found
 
 
+def embedding_lookups(float32_flatbuffer: Union[bytes, str]) -> bytes:
+    """The float32 flatbuffer with its embedding-table GATHERs as EMBEDDING_LOOKUPs (same outputs).
+
+    The quantizer's weight-only and dynamic configs (int8/int4/int2, per row or block-wise)
+    take ``EMBEDDING_LOOKUP`` and not ``GATHER``; ``quantize`` and ``mixed_precision`` call this
+    first. Gathers of rows of a constant 2-D float32 table by int32 ids change; others stay.
+    """
+    return _embedding_lookup.gathers_as_embedding_lookups(load_flatbuffer(float32_flatbuffer))[0]
+
+
+def _quantizes_activations(recipe: list) -> bool:
+    return any((e.get("op_config") or {}).get("activation_tensor_config") for e in recipe
+               if isinstance(e, dict))
+
+
 def tensor_bits(flatbuffer: bytes, tensor_name: str) -> Optional[int]:
     """The stored width of the tensor named ``tensor_name`` (a quick look, no full parse)."""
     dtype = _schema.tensor_type_of(flatbuffer, tensor_name)
@@ -288,8 +313,11 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
                 algorithm: str = "min_max") -> list:
     """The quantizer recipe of a low-bit mode with per-layer overrides, checked on the model.
 
-    Entries: the mode for every op, then one per op-type override, then one per regex override
-    (the later wins where several match; a regex wins over an op type).
+    Entries: the mode for every op, then (block-wise modes) one scale per channel for the
+    layers whose input width the block does not divide, then one per op-type override, then
+    one per regex override (the later wins where several match; a regex wins over an op type).
+    Embedding tables count as layers (``EMBEDDING_LOOKUP``) unless the mode is static (see
+    ``embedding_lookups``).
 
     Args:
         float32_flatbuffer: the float model the recipe is for (its layers check the overrides).
@@ -309,7 +337,9 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
     options = dict(execution=spec.execution, block=spec.block,
                    activation_bits=spec.activation_bits or 8, algorithm=algorithm)
     parsed = parse_overrides(overrides)
-    layers = weight_layers(float32_flatbuffer) if parsed else []
+    if not spec.activation_bits:
+        float32_flatbuffer = embedding_lookups(float32_flatbuffer)
+    layers = weight_layers(float32_flatbuffer) if parsed or spec.block else []
 
     def checked(key, bits, targets, operation="*"):
         for layer in targets:
@@ -323,6 +353,12 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
         return entry(".*" if operation != "*" else key, bits, operation=operation, **options)
 
     recipe = [entry(".*", spec.bits, **options)]
+    if spec.block:  # the quantizer refuses a block that does not divide the input width
+        per_channel = {**options, "block": 0}
+        recipe += [entry(layer.regex, spec.bits, **per_channel) for layer in layers
+                   if layer.bits == 32 and layer.shape[-1] % spec.block
+                   and spec.bits in supported_widths(layer.op, execution=spec.execution,
+                                                     block=spec.block)]
     for key, bits in parsed:
         if key in OP_TYPES:
             present = sorted({layer.op for layer in layers})
@@ -455,6 +491,8 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
                 "overrides apply to a low-bit mode; a recipe carries its own entries (add "
                 "entries with their own regex to it instead)")
         recipe = _load_recipe(recipe_or_mode)
+    if not _quantizes_activations(recipe):
+        content = embedding_lookups(content)
     quantized = [layer for layer in weight_layers(content) if layer.dtype != "float32"]
     if quantized:
         raise errors.ConversionError(

@@ -59,11 +59,14 @@ class Candidate(NamedTuple):
 
 
 def _float32(model_or_flatbuffer) -> bytes:
+    """The float32 flatbuffer, its embedding tables as EMBEDDING_LOOKUPs: the quantizer then
+    quantizes a table like any other layer (``lowbit.embedding_lookups``), so each table's
+    width is chosen too."""
     if isinstance(model_or_flatbuffer, (bytes, bytearray, memoryview)) or (
             isinstance(model_or_flatbuffer, (str, os.PathLike))
             and str(model_or_flatbuffer).endswith(".tflite")):
-        return load_flatbuffer(model_or_flatbuffer)
-    return convert(model_or_flatbuffer, "float32")
+        return lowbit.embedding_lookups(load_flatbuffer(model_or_flatbuffer))
+    return lowbit.embedding_lookups(convert(model_or_flatbuffer, "float32"))
 
 
 # The task's figure against labels and against the float model (``tasks``): accuracy and
