@@ -5,8 +5,9 @@ tensor's channels back to the producer layers that create them (a union-find of 
 channels joined by Add / Multiply / ... must be kept or removed together) and names the layers it
 cannot follow; sequence layers too: Embedding (its width is a group), LSTM/GRU/SimpleRNN and their
 Bidirectional wrapper (units), MultiHeadAttention (reads query/key/value channels through its
-projections; its output, when ``output_shape`` is None, is the query's group: see ``ATTENTION``); ``indices`` maps the kept channels of each group
-to the channel indices of any tensor. Nothing here changes a model; ``channels.py`` slices weights.
+projections; its output, when ``output_shape`` is None, is the query's group: see
+``ATTENTION``); ``indices`` maps the kept channels of each group to the channel indices of any
+tensor. Nothing here changes a model; ``channels.py`` slices weights.
 """
 
 from typing import Optional

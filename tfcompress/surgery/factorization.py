@@ -9,7 +9,8 @@ k*k*in*out. Both convolution splits are exact at full rank (strides, dilation an
 split by axis). Conv1D: the channel split (a k-tap Conv1D with r filters -> a 1-tap Conv1D).
 Embedding (V x d, the ALBERT factorization): an Embedding(V, r) -> Dense(d, no bias). EinsumDense
 whose equation is a plain matmul over the last axis (``...b,bc->...c``): two EinsumDense of the
-same equation, the first r wide. Called as ``tfcompress.factorize`` (also ``tfcompress.surgery.channels.factorize``).
+same equation, the first r wide. Called as ``tfcompress.factorize`` (also
+``tfcompress.surgery.channels.factorize``).
 """
 
 import copy
@@ -124,13 +125,14 @@ def factorize(
     dilation; no bias, linear) -> a 1-tap Conv1D with the original filters, bias and activation
     (``conv="spatial"`` splits a Conv1D by channels too). An EinsumDense whose equation is a
     plain matmul over the last axis (``...b,bc->...c``, bias on ``c`` or none) becomes two of
-    the same equation, the first r wide (no bias, linear). A Conv2D becomes, with ``conv="channel"``, a k x k Conv2D with r filters (same
-    strides, padding, dilation; no bias, linear) -> a 1 x 1 Conv2D with the original filters,
-    bias and activation; with ``conv="spatial"``, a k x 1 Conv2D with r filters (vertical
-    strides, dilation and padding) -> a 1 x k Conv2D (horizontal ones, original bias and
-    activation); 1 x 1 and k x 1 kernels use the channel split. The second layer keeps the
-    original name; the first is named ``<name>_lowrank``. A layer is factorized only when the
-    two kernels hold fewer parameters than the original.
+    the same equation, the first r wide (no bias, linear). A Conv2D becomes, with
+    ``conv="channel"``, a k x k Conv2D with r filters (same strides, padding, dilation; no
+    bias, linear) -> a 1 x 1 Conv2D with the original filters, bias and activation; with
+    ``conv="spatial"``, a k x 1 Conv2D with r filters (vertical strides, dilation and padding)
+    -> a 1 x k Conv2D (horizontal ones, original bias and activation); 1 x 1 and k x 1
+    kernels use the channel split. The second layer keeps the original name; the first is
+    named ``<name>_lowrank``. A layer is factorized only when the two kernels hold fewer
+    parameters than the original.
 
     Args:
         model: a built Sequential or Functional tf_keras model.
@@ -147,7 +149,8 @@ def factorize(
         were are in ``notes``, and one note names the layers holding weights that it did not
         consider (other kinds, such as LSTM or MultiHeadAttention, and EinsumDense that is not
         a plain matmul); ``left_alone`` lists (layer, share of the parameters) for the
-        layers left as they were (other classes such as LSTM, kept or not selected) that each hold more than 10% of the weights, also logged as a warning.
+        layers left as they were (other classes such as LSTM, kept or not selected) that
+        each hold more than 10% of the weights, also logged as a warning.
 
     Raises:
         ConfigError: neither or both of energy and rank, out-of-range values, unknown layers or
