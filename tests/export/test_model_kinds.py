@@ -234,3 +234,14 @@ def test_calibration_data_keeps_the_inputs_dtype_and_is_checked_after_the_cast()
         data.representative_dataset(floats)
     with pytest.raises(errors.DataError, match=r"1 values \(e.g. 2.5\) do not fit"):
         data.representative_dataset(np.array([[1.0, 2.5]]), dtype=np.int32)
+
+
+def test_a_recurrent_savedmodel_with_a_dynamic_batch_is_one_line_naming_the_cause(tmp_path):
+    """A SavedModel cannot be rebuilt at batch 1: the converter's first error, with the hint."""
+    model, _, _ = model_kinds.lstm()
+    tf.saved_model.save(model, str(tmp_path))
+    with pytest.raises(errors.ConversionError, match=(
+            r"converter failed: 'tf.TensorListReserve' op requires element_shape to be static"
+            r".*\(hint: a recurrent layer with a dynamic batch")) as info:
+        tfcompress.convert(str(tmp_path), "float32")
+    assert "\n" not in str(info.value) and "loc(" not in str(info.value)

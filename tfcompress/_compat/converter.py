@@ -26,6 +26,18 @@ HINTS = (
 _ERROR_LINE = re.compile(r"error:\s*(.*)")
 
 
+def _without_location(text: str) -> str:
+    """``text`` without a leading MLIR location ``loc(...): `` (parentheses nest)."""
+    if not text.startswith("loc("):
+        return text
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and char == ")":
+            return text[i + 1:].lstrip(": ").strip() or text
+    return text
+
+
 def one_line(message: str) -> str:
     """The converter's first error line (without its MLIR location), plus a known hint."""
     text = str(message)
@@ -33,7 +45,7 @@ def one_line(message: str) -> str:
     for line in text.splitlines():
         match = _ERROR_LINE.search(line)
         if match and match.group(1).strip():
-            first = match.group(1).strip()
+            first = _without_location(match.group(1).strip())
             break
     if first is None:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
