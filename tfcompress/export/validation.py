@@ -13,6 +13,7 @@ can crash the native interpreter, and that must not take the caller's process do
 import contextlib
 import dataclasses
 import io
+import os
 import re
 import time
 from typing import Optional, Sequence, Union
@@ -22,6 +23,7 @@ from ai_edge_litert.interpreter import Interpreter, load_delegate
 
 from tfcompress import errors, profiling
 import tfcompress._compat.litert as _litert
+import tfcompress.export.runtime as runtime
 import tfcompress.tasks as tasks_lib
 from tfcompress import data as data_lib
 from tfcompress._compat.litert import (Verifier, interpreter, io_details,  # noqa: F401  (re-exported)
@@ -378,6 +380,8 @@ class ValidationReport:
     latency: dict = dataclasses.field(default_factory=dict)
     xnnpack: dict = dataclasses.field(default_factory=dict)
     gpu: dict = dataclasses.field(default_factory=dict)
+    compiled_model: dict = dataclasses.field(default_factory=dict)  # runtime.parity's result
+    litert_benchmark: dict = dataclasses.field(default_factory=dict)  # LiteRT's own tool
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -460,6 +464,9 @@ def validate(
     baseline: Union[bytes, str, dict, None] = None,
     delegate_checks: bool = True,
     gpu_delegate: Optional[str] = None,
+    compiled_model: Sequence[str] = (),
+    ynnpack: bool = False,
+    litert_benchmark: bool = False,
 ) -> ValidationReport:
     """Measures a flatbuffer on the LiteRT interpreter: the task's metrics, sizes, latency.
 
@@ -482,6 +489,13 @@ def validate(
         delegate_checks: measure XNNPACK coverage and the GPU verdict.
         gpu_delegate: path of a GPU delegate library to run the parity check with; without
             one the report says the GPU delegate is not available.
+        compiled_model: CPU kernel modes (``runtime.KERNEL_MODES``: "xnnpack", "reference",
+            "builtin") to run the file with on LiteRT's ``CompiledModel`` (in a child process)
+            and compare with the Interpreter on the same 32 inputs (``compiled_model`` in the
+            report: the max difference per mode; a failure is reported, not raised).
+        ynnpack: also run each of those modes with ``enable_ynnpack``.
+        litert_benchmark: run LiteRT's ``benchmark_litert_model`` on the file
+            (``litert_benchmark``; its ``latency.median_ms`` beside our ``latency_ms``).
 
     Returns:
         A ValidationReport: classification/binary report accuracy and agreement; regression
@@ -542,6 +556,19 @@ def validate(
                 for n in sorted(set(threads) | {num_threads})}
         headline = report.latency["xnnpack"][f"threads_{num_threads}"]
         report.latency_ms, report.latency_p90_ms = headline["median_ms"], headline["p90_ms"]
+    if compiled_model:
+        report.compiled_model = runtime.parity(
+            interp, content, x, _quantize, _dequantize,
+            lambda xs: _run(interp, xs, 256)[order[0]], kernel_modes=tuple(compiled_model),
+            ynnpack=ynnpack, num_threads=num_threads)
+    if litert_benchmark:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tfcompress_bench_") as folder:
+            path = os.path.join(folder, "model.tflite")
+            with open(path, "wb") as f:
+                f.write(content)
+            report.litert_benchmark = runtime.benchmark(path, num_threads=num_threads)
     if delegate_checks:
         report.xnnpack = xnnpack_coverage(content, next(_batches(interp, x[:1], 1))[0].shape)
         report.gpu = {"analyzer": gpu_compatibility(content),
