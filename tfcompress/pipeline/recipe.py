@@ -69,7 +69,11 @@ def default_config() -> ConfigDict:
         mixed_max_layers=0,  # mode "mixed": choose widths for the largest N layers (0: all)
         baseline_modes=(),  # with stages: also convert the baseline so, rows "baseline <mode>"
     ))
-    c.validate = ConfigDict(dict(latency_runs=50, num_threads=1))
+    c.validate = ConfigDict(dict(
+        latency_runs=50, num_threads=1,
+        litert_benchmark=True,  # also LiteRT's own benchmark_litert_model (with latency_runs)
+        compiled_model=("xnnpack",),  # CompiledModel kernel modes checked against Interpreter
+    ))
     for name, stage in STAGES.items():
         c[name] = ConfigDict(stage.defaults)
     return c
@@ -400,7 +404,9 @@ def _measure(flatbuffer, model, config, splits) -> tuple:
     x_test, y_test = splits.test
     result = validate(
         flatbuffer, x_test, y_test, reference=model,
-        latency_runs=config.validate.latency_runs, num_threads=config.validate.num_threads)
+        latency_runs=config.validate.latency_runs, num_threads=config.validate.num_threads,
+        compiled_model=tuple(config.validate.compiled_model),
+        litert_benchmark=bool(config.validate.litert_benchmark and config.validate.latency_runs))
     x_val, y_val = splits.validation
     val = validate(flatbuffer, x_val, y_val, reference=model, latency_runs=0,
                    delegate_checks=False)

@@ -24,6 +24,7 @@ COLUMNS = (
     ("vs_baseline", "test vs baseline, points (95% interval)", None),
     ("agreement", "test agreement", "{:.4f}"),
     ("latency_ms", "latency ms", "{:.3f}"),
+    ("litert_benchmark.latency.median_ms", "LiteRT benchmark ms", "{:.3f}"),
 )
 
 
@@ -84,7 +85,8 @@ def stage_line(index: int, count: int, name: str, figures: dict, accuracy: float
 
 def summary_table(rows) -> str:
     """A compact plain-text table of format rows for the console (report.md has them all)."""
-    head = ("model", "KB", "gzip KB", "gzip ratio", "test acc", "vs baseline (95%)", "ms")
+    head = ("model", "KB", "gzip KB", "gzip ratio", "test acc", "vs baseline (95%)", "ms",
+            "LiteRT ms")
     body = []
     for r in rows:
         vs = r.get("vs_baseline") or {}
@@ -95,7 +97,8 @@ def summary_table(rows) -> str:
             "-" if acc is None else f"{acc:.4f}",
             (f"{vs['difference_points']:+.2f} [{vs['low_points']:+.2f}, "
              f"{vs['high_points']:+.2f}]") if vs else "-",
-            _ms(r.get("latency_ms"))))
+            _ms(r.get("latency_ms")),
+            _ms(((r.get("litert_benchmark") or {}).get("latency") or {}).get("median_ms"))))
     widths = [max(len(str(x[i])) for x in (head, *body)) for i in range(len(head))]
     fmt = lambda cells: "  ".join(  # noqa: E731
         str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -220,6 +223,16 @@ def format_notes(rows) -> str:
             bad = ", ".join(o["op"] for o in gpu["analyzer"]["incompatible_ops"])
             facts.append("GPU analyzer: " + ("compatible" if gpu["analyzer"]["compatible"]
                                              else f"not compatible ({bad or 'see warnings'})"))
+        cm = row.get("compiled_model") or {}
+        if cm.get("compared"):
+            facts.append("CompiledModel vs Interpreter: " + ", ".join(
+                (f"{r['kernel_mode']}{'+ynnpack' if r['ynnpack'] else ''} max difference "
+                 f"{r['max_abs_diff']:.3g}" if r["error"] is None else
+                 f"{r['kernel_mode']}{'+ynnpack' if r['ynnpack'] else ''} failed")
+                for r in cm["runs"]))
+        bench = row.get("litert_benchmark") or {}
+        if bench.get("error"):
+            facts.append(f"LiteRT benchmark: {bench['error']}")
         if gpu.get("delegate"):
             d = gpu["delegate"]
             facts.append("GPU delegate: " + (d.get("reason", "") if not d["available"] else
