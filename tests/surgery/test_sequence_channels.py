@@ -197,3 +197,17 @@ def test_calibration_data_that_is_not_model_input_is_refused():
     for bad in ("tokens", _tokens(), [_tokens(), np.zeros((0, 12), np.int32)]):
         with pytest.raises(errors.ConfigError, match=r"^x=.*accepted: None or calibration"):
             surgery.prune_channels(model, 0.5, x=bad)
+
+
+def test_attention_returning_its_scores_is_not_followed_and_named():
+    inp = keras.Input((12,), dtype="int32")
+    x = L.Embedding(40, 16, name="embedding")(inp)
+    a, scores = L.MultiHeadAttention(2, 4, name="attention")(x, x, return_attention_scores=True)
+    h = L.Dense(16, activation="relu", name="hidden")(L.Add(name="residual")([x, a]))
+    pooled = L.GlobalAveragePooling1D(name="pool")(h)
+    model = _randomize(keras.Model(inp, [L.Dense(3, name="out")(pooled), scores]))
+    pruned = surgery.prune_channels(model, 0.5, round_to=1)
+    assert pruned.surgery_report.not_followed == ("attention",)
+    assert pruned.get_layer("attention").get_config()["num_heads"] == 2
+    assert pruned.get_layer("embedding").embeddings.shape == (40, 16)
+    assert pruned.get_layer("hidden").units == 8  # what follows is still pruned

@@ -120,7 +120,8 @@ def _last_axis(axis, rank: int) -> bool:
 
 def _output_channels(layer, index: int) -> list:
     shapes = layer.get_output_shape_at(index) if hasattr(layer, "get_output_shape_at") else None
-    shapes = shapes if isinstance(shapes, list) else [shapes]
+    several = isinstance(shapes, (list, tuple)) and shapes and hasattr(shapes[0], "__len__")
+    shapes = list(shapes) if several else [shapes]  # a tuple of shapes: several outputs
     return [int(s[-1]) if s is not None and len(s) > 1 and s[-1] else 1 for s in shapes]
 
 
@@ -268,8 +269,10 @@ def _attention(node, cfg, layouts, groups) -> bool:
     (query, key, value, output layout). Its output is the query's group when ``output_shape``
     is None (Keras sizes the output projection by the query), else a group of its own."""
     keys = attention_inputs(node)
-    if node.shared or keys is None or any(k not in layouts for k in keys):
-        return False
+    kwargs = node.call[0][3] if node.call and len(node.call[0]) > 3 else {}
+    if node.shared or keys is None or any(k not in layouts for k in keys) or (
+            isinstance(kwargs, dict) and kwargs.get("return_attention_scores")):
+        return False  # the scores are a second output
     query, key, value = (layouts[k] for k in keys)
     if not all(isinstance(x, tuple) for x in (query, key, value)):
         return False
