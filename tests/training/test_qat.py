@@ -9,13 +9,16 @@ import tensorflow_model_optimization as tfmot
 
 import tfcompress
 from tfcompress import errors, keras, models
+from tfcompress.export import lowbit
 from tfcompress.training import pruning
 from tfcompress.training import qat as quantization
+from tfcompress.training import qat_configs
 from tfcompress.pipeline import recipe
 from tfcompress.pipeline import stages
 from tfcompress.export.conversion import convert
 from tfcompress.export.validation import predict
 
+import model_kinds
 from tfmot_helpers import accuracy, fit, small_cnn, steps_per_epoch
 
 
@@ -166,3 +169,108 @@ def test_recipe_prune_then_pqat_reports_measured_figures_and_resumes(tmp_path):
     assert int8(again)["accuracy"] == int8(report)["accuracy"]
     assert int8(again)["bytes"] == int8(report)["bytes"]
     assert again["stages"] == json.loads(json.dumps(report["stages"]))  # figures kept on resume
+
+
+# ------------------------------------------- Transformers, 1-D and recurrent models (issue 26)
+
+def _op_outputs(flatbuffer: bytes) -> list:
+    """[(op type, its first output's stored type)] read from the flatbuffer."""
+    import tfcompress._compat.quantizer as _quantizer
+    import tfcompress._compat.schema as _schema
+    model = _quantizer.read_model(flatbuffer)
+    graph = model.subgraphs[0]
+    return [(_quantizer.op_type(model, op), _schema.type_name(graph.tensors[op.outputs[0]].type))
+            for op in graph.operators]
+
+
+def _fit_qat(qat, model, x, y, epochs=2):
+    qat.compile(keras.optimizers.Adam(1e-3), model.loss)
+    history = qat.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    return qat
+
+
+@pytest.mark.parametrize("config", sorted(qat_configs.CONFIGS.values(), key=lambda c: c.__name__))
+def test_custom_quantize_configs_round_trip(config):
+    made = config()
+    assert config.from_config(made.get_config()) == made
+    again = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(made))
+    assert type(again) is config and again == made
+
+
+@pytest.mark.parametrize("preserve", [None, "sparsity_and_clusters"])
+def test_transformer_trains_quantize_aware_and_converts_to_full_int8(preserve):
+    model, (x, y), (xt, yt) = model_kinds.trained("transformer")
+    qat = tfcompress.quantize_aware(model, preserve=preserve)
+    configs = {l.name: type(l.quantize_config).__name__ for l in qat.layers
+               if isinstance(l, tfmot.quantization.keras.QuantizeWrapper)}
+    assert configs["quant_embedding"] == "EmbeddingQuantizeConfig"
+    assert configs["quant_attention"] == "AttentionQuantizeConfig"
+    assert configs["quant_norm1"] == configs["quant_norm2"] == "LayerNormalizationQuantizeConfig"
+    assert isinstance(qat.get_layer("quant_attention"), qat_configs.AttentionQuantizeWrapper)
+    _fit_qat(qat, model, x, y)
+    ranges = {w.name.split("/")[-1]: float(w.numpy()) for w in qat.get_layer("quant_attention").weights
+              if w.name.endswith("activation_max:0")}
+    assert len(ranges) == 5 and all(v != 6.0 for v in ranges.values()), ranges  # learned (init 6)
+    flatbuffer = convert(qat, "int8", representative_data=x, representative_samples=64)
+    outputs = _op_outputs(flatbuffer)
+    kinds = {op for op, _ in outputs}
+    assert {"GATHER", "BATCH_MATMUL", "SOFTMAX", "FULLY_CONNECTED", "RSQRT", "MEAN"} <= kinds
+    computed = {(op, t) for op, t in outputs if t != "int32"}  # shape arithmetic stays int32
+    assert {t for _, t in computed} == {"int8"}, computed
+    (table,) = [l for l in lowbit.weight_layers(flatbuffer) if l.op == "GATHER"]
+    assert table.dtype == "int8" and table.shape == (model_kinds.VOCAB, 16)
+    got, want = predict(flatbuffer, xt), qat.predict(xt, verbose=0)
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.95
+    assert np.mean(got.argmax(-1) == yt) >= np.mean(model.predict(xt, verbose=0).argmax(-1) == yt) - 0.03
+
+
+def test_conv1d_trains_quantize_aware_and_converts_to_int8():
+    model, (x, y), (xt, _) = model_kinds.trained("regression")
+    qat = tfcompress.quantize_aware(model)
+    conv = [l for l in qat.layers if isinstance(l, tfmot.quantization.keras.QuantizeWrapper)
+            and isinstance(l.layer, keras.layers.Conv1D)]
+    assert conv and all(isinstance(l.quantize_config, qat_configs.Conv1DQuantizeConfig)
+                        for l in conv)
+    _fit_qat(qat, model, x, y)
+    flatbuffer = convert(qat, "int8", representative_data=x, representative_samples=64)
+    convs = [l for l in lowbit.weight_layers(flatbuffer) if l.op == "CONV_2D"]
+    assert len(convs) == len(conv) and {l.dtype for l in convs} == {"int8"}
+    assert ("CONV_2D", "int8") in _op_outputs(flatbuffer)
+    got, want = predict(flatbuffer, xt), qat.predict(xt, verbose=0)
+    assert np.max(np.abs(got - want)) < 0.1 * np.ptp(want)
+
+
+def test_recurrent_layer_stays_float_with_one_warning_then_int8(caplog):
+    model, (x, y), (xt, _) = model_kinds.trained("lstm")
+    with caplog.at_level("WARNING"):
+        qat = tfcompress.quantize_aware(model)
+    named = [r for r in caplog.records if "'lstm'" in r.getMessage()]
+    assert len(named) == 1 and "float" in named[0].getMessage()
+    assert type(qat.get_layer("lstm")) is keras.layers.LSTM  # not wrapped
+    assert isinstance(qat.get_layer("quant_embedding"), tfmot.quantization.keras.QuantizeWrapper)
+    _fit_qat(qat, model, x, y, epochs=1)
+    flatbuffer = convert(qat, "int8", representative_data=x, representative_samples=64)
+    assert ("UNIDIRECTIONAL_SEQUENCE_LSTM", "int8") in _op_outputs(flatbuffer)
+    got, want = predict(flatbuffer, xt), qat.predict(xt, verbose=0)
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.9
+
+
+def test_subclass_of_a_covered_layer_is_refused():
+    """Conv1DTranspose subclasses Conv1D but holds its kernel the other way round: not covered."""
+    inputs = keras.Input((8, 2))
+    x = keras.layers.Conv1DTranspose(4, 3, name="up")(keras.layers.Conv1D(4, 3, name="c")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    with pytest.raises(errors.ModelError, match="'up': 'Conv1DTranspose'"):
+        tfcompress.quantize_aware(model)
+
+
+def test_transformer_qat_saves_and_loads_as_h5(tmp_path):
+    model, (x, y), (xt, _) = model_kinds.trained("transformer")
+    qat = _fit_qat(tfcompress.quantize_aware(model), model, x[:64], y[:64], epochs=1)
+    path = str(tmp_path / "transformer_qat.h5")
+    models.save_model(qat, path)
+    loaded = models.load_model(path)
+    assert isinstance(loaded.get_layer("quant_attention"), qat_configs.AttentionQuantizeWrapper)
+    np.testing.assert_allclose(loaded.predict(xt[:16], verbose=0),
+                               qat.predict(xt[:16], verbose=0), atol=1e-6)

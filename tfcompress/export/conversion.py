@@ -152,7 +152,10 @@ def _converter_mode(req: Request, mode: "modes.Mode") -> bytes:
     """The TFLite converter with a mode's settings (``modes.Converter``).
 
     ``int8`` with layers or ops kept float goes through the quantization debugger; a QAT model
-    in ``int8`` uses its trained ranges (the check for int8-only ops would ask for calibration).
+    in ``int8`` uses its trained ranges (the check for int8-only ops would ask for calibration);
+    given representative data too, the converter calibrates the tensors QAT left without a
+    range (e.g. inside a LayerNormalization, a Dense on sequences, a recurrent layer kept float),
+    so every op comes out int8.
     """
     settings = mode.converter
     if not settings.optimize:
@@ -163,7 +166,8 @@ def _converter_mode(req: Request, mode: "modes.Mode") -> bytes:
     c.optimizations = [tf.lite.Optimize.DEFAULT]
     if settings.supported_types:
         c.target_spec.supported_types = [tf.as_dtype(t) for t in settings.supported_types]
-    if settings.calibrate and not (req.qat and settings.qat_skips_calibration):
+    if settings.calibrate and (req.representative is not None
+                               or not (req.qat and settings.qat_skips_calibration)):
         c.representative_dataset = req.representative
         c.target_spec.supported_ops = [getattr(tf.lite.OpsSet, settings.ops_set)]
     if mode.io_types:

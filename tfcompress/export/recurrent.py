@@ -13,7 +13,7 @@ int8 on GRU and SimpleRNN, which it lowers to a ``WHILE`` loop and crashes calib
 
 from typing import Optional
 
-from tfcompress import errors
+from tfcompress import errors, models
 from tfcompress._compat.keras import keras
 
 # Conversion modes refused for some recurrent layers: mode -> (refused(core layer), why).
@@ -95,8 +95,9 @@ def for_converter(model, mode: Optional[str] = None):
     inputs = [keras.Input(batch_shape=(1,) + tuple(t.shape[1:]), dtype=t.dtype,
                           name=t.name.split(":")[0]) for t in model.inputs]
     try:
-        copy = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1
-                                        else inputs[0])
+        with models.custom_objects_scope():  # a QAT model (its LSTM kept float) clones too
+            copy = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1
+                                            else inputs[0])
         copy.set_weights(model.get_weights())
     except (ValueError, TypeError, KeyError) as e:
         raise errors.ConversionError(

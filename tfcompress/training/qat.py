@@ -4,7 +4,12 @@ What this adds to ``tfmot.quantization.keras``: one call for the whole model or 
 (annotate, then apply), unsupported layers listed in one clear error that says how to leave
 them out, the collaborative scheme picked by name, and the input stripped of pruning and
 clustering wrappers first (the collaborative schemes work on the stripped model: that is how
-tfmot's collaborative optimization is meant to be chained).
+tfmot's collaborative optimization is meant to be chained), and QuantizeConfigs for the layers
+tfmot's 8-bit registry lacks (``qat_configs``: Conv1D, Embedding, LayerNormalization,
+MultiHeadAttention), so Transformer and 1-D models train quantize-aware end to end. Recurrent
+layers (LSTM, GRU, SimpleRNN, Bidirectional: tfmot has no QAT for them) stay float with one
+warning naming them; ``convert(qat_model, "int8", representative_data=...)`` then quantizes
+them post-training.
 """
 
 from typing import Optional
@@ -14,6 +19,7 @@ from absl import logging
 
 from tfcompress import errors, wrappers
 import tfcompress._compat.tfmot as _tfmot
+import tfcompress.training.qat_configs as qat_configs
 from tfcompress._compat.keras import keras
 from tfcompress.wrappers import is_quantize_aware  # noqa: F401  (re-exported)
 
@@ -40,12 +46,33 @@ def scheme(preserve: Optional[str] = None):
 _FOLDED = (keras.layers.BatchNormalization,)
 
 
+# Kept float by quantize_aware (one warning) and quantized post-training at conversion.
+_RECURRENT = (keras.layers.RNN, keras.layers.Bidirectional)
+
+
+def _covered(layer) -> bool:
+    return _tfmot.quantizable(layer) or qat_configs.config_for(layer) is not None
+
+
 def unsupported_layers(model, layers: wrappers.LayerSelector = None) -> dict:
-    """{name: class} of the selected layers the default 8-bit scheme cannot quantize."""
+    """{name: class} of the selected layers neither the 8-bit scheme nor ``qat_configs`` can
+    quantize (recurrent layers, which stay float, are not listed)."""
     match = wrappers.layer_matcher(layers)
     return {l.name: type(l).__name__ for l in model.layers
-            if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED)
-            and not _tfmot.quantizable(l)}
+            if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED + _RECURRENT)
+            and not _covered(l)}
+
+
+def float_layers(model, layers: wrappers.LayerSelector = None) -> list:
+    """Names of the selected layers QAT keeps float: recurrent layers (no QAT in tfmot)."""
+    match = wrappers.layer_matcher(layers)
+    return [l.name for l in model.layers if match(l) and isinstance(l, _RECURRENT)]
+
+
+def _annotate(layer):
+    if qat_configs.config_for(layer) is not None:
+        return qat_configs.wrap(layer)
+    return _q.quantize_annotate_layer(layer)
 
 
 def quantize_aware(
@@ -70,7 +97,8 @@ def quantize_aware(
             others stay float. Use it to leave out layers the scheme cannot handle.
 
     Returns:
-        A QAT model (compile and fit it).
+        A QAT model (compile and fit it). Recurrent layers stay float (one warning names
+        them); the int8 conversion quantizes them post-training from representative data.
 
     Raises:
         ConfigError: unknown ``preserve`` or a selection that matches nothing.
@@ -87,7 +115,7 @@ def quantize_aware(
                 f"the 8-bit quantization scheme cannot handle layers {bad}; leave them out "
                 f"with layers=, e.g. layers={ok!r} (the rest stays float), or give them a "
                 "tfmot QuantizeConfig with tfmot.quantization.keras.quantize_annotate_layer")
-        annotated = _q.quantize_annotate_model(wrappers.copy_model(model))
+        chosen = [l.name for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
     else:
         match = wrappers.layer_matcher(layers)
         chosen = [l.name for l in model.layers
@@ -101,11 +129,18 @@ def quantize_aware(
             raise errors.ModelError(
                 f"the 8-bit quantization scheme cannot handle the selected layers {bad}; "
                 "leave them out of layers=")
-        annotated = wrappers.wrap_layers(model, chosen, _q.quantize_annotate_layer)
+    kept = float_layers(model, chosen)
+    if kept:
+        logging.warning(
+            "quantize_aware keeps layers %s float (tfmot has no quantization-aware training for "
+            "recurrent layers); convert(model, 'int8', representative_data=...) quantizes them "
+            "post-training", kept)
+    annotated = wrappers.wrap_layers(model, [n for n in chosen if n not in kept], _annotate)
     try:
         # tfmot rebuilds the model from its config: make the model's own layer classes known.
         own = {type(l).__name__: type(l) for l in model.layers}
-        with _q.quantize_scope(), keras.utils.custom_object_scope(own):
+        with _q.quantize_scope(qat_configs.CUSTOM_OBJECTS), \
+                keras.utils.custom_object_scope(own):
             qat = _q.quantize_apply(annotated, quant_scheme)
     except (ValueError, RuntimeError) as e:
         raise errors.ModelError(f"tfmot cannot quantize model {model.name!r}: {e}") from e

@@ -1,0 +1,221 @@
+"""QuantizeConfigs for the layers tfmot's default 8-bit scheme leaves out of QAT.
+
+tfmot's default 8-bit registry has Conv1D, Embedding and the recurrent cells commented out and
+nothing for LayerNormalization or attention, so no Transformer or 1-D model could be trained
+quantize-aware. These configs use only tfmot's public API (``QuantizeConfig``, the
+``quantizers``, ``QuantizeWrapperV2``) with the quantizers and settings of its own default
+8-bit configs (weights: symmetric, narrow range, last value; activations: asymmetric, moving
+average), so the TFLite converter reads their ranges as it reads tfmot's:
+
+- ``Conv1D``: the kernel with one scale, its activation after the op (per output channel, as
+  tfmot's Conv2D, fails twice: tfmot learns per-channel ranges of rank-2 and rank-4 tensors
+  only, and the TFLite converter refuses a per-channel fake quant before the ExpandDims that
+  makes a Conv1D a CONV_2D);
+- ``Embedding``: the table, one scale (the int8 ``GATHER`` keeps its table's scale);
+- ``LayerNormalization``: its output;
+- ``MultiHeadAttention``: the four projections' kernels (one scale each) and outputs, and the
+  attention softmax before and after (as tfmot quantizes a softmax activation). The layer is
+  called with several inputs (query, value, ...), which tfmot's wrapper cannot pass on, so
+  it is wrapped by ``AttentionQuantizeWrapper`` (a ``QuantizeWrapperV2`` that passes them).
+
+Every class is registered as a Keras serializable (package ``tfcompress``), so a QAT model
+saves and loads back (``tfcompress.models.load_model``, ``custom_objects_scope``).
+"""
+
+from typing import Optional
+
+import tensorflow_model_optimization as tfmot
+
+import tfcompress._compat.attention as _attention
+from tfcompress._compat.keras import keras
+
+_q = tfmot.quantization.keras
+_register = keras.utils.register_keras_serializable(package="tfcompress")
+
+
+class _Prefixed:
+    """A quantizer whose range variables' names start with ``prefix`` (a layer with several
+    kernels or activations would otherwise hold several ``kernel_min``: an .h5 file refuses
+    two weights of one name in a layer)."""
+
+    def __init__(self, prefix: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.prefix = prefix
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, f"{self.prefix}_{name}" if self.prefix else name,
+                             layer)
+
+
+class _LastValue(_Prefixed, _q.quantizers.LastValueQuantizer):
+    pass
+
+
+class _MovingAverage(_Prefixed, _q.quantizers.MovingAverageQuantizer):
+    pass
+
+
+def _weights(prefix: str = ""):
+    return _LastValue(prefix, num_bits=8, per_axis=False, symmetric=True, narrow_range=True)
+
+
+def _activations(prefix: str = ""):
+    return _MovingAverage(prefix, num_bits=8, per_axis=False, symmetric=False,
+                          narrow_range=False)
+
+
+class _Stateless(_q.QuantizeConfig):
+    """A config with no settings: ``get_config`` is ``{}``; equal configs are equal."""
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def get_output_quantizers(self, layer) -> list:
+        return []
+
+
+@_register
+class Conv1DQuantizeConfig(_Stateless):
+    """Conv1D: the kernel (one scale), the activation after the convolution."""
+
+    def get_weights_and_quantizers(self, layer) -> list:
+        return [(layer.kernel, _weights())]
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        return [(layer.activation, _activations())]
+
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        layer.kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        layer.activation = quantize_activations[0]
+
+
+@_register
+class EmbeddingQuantizeConfig(_Stateless):
+    """Embedding: the table with one scale (its lookups are table rows: no output range)."""
+
+    def get_weights_and_quantizers(self, layer) -> list:
+        return [(layer.embeddings, _weights())]
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        layer.embeddings = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        pass
+
+
+@_register
+class LayerNormalizationQuantizeConfig(_Stateless):
+    """LayerNormalization: its output (the converter decomposes it into float-free ops)."""
+
+    def get_weights_and_quantizers(self, layer) -> list:
+        return []
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        pass
+
+    def get_output_quantizers(self, layer) -> list:
+        return [_activations()]
+
+
+@_register
+class AttentionQuantizeConfig(_Stateless):
+    """MultiHeadAttention: the four projections (kernels, outputs) and the attention softmax."""
+
+    def get_weights_and_quantizers(self, layer) -> list:
+        _attention.build_projections(layer)
+        return [(dense.kernel, _weights(dense.name)) for dense in _attention.projections(layer)]
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        original = _attention.softmax(layer)
+
+        def softmax(scores, mask=None):  # named so tfmot quantizes before and after it
+            return original(scores, mask)
+
+        return ([(dense.activation, _activations(dense.name))
+                 for dense in _attention.projections(layer)] + [(softmax, _activations("softmax"))])
+
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        for dense, weight in zip(_attention.projections(layer), quantize_weights):
+            dense.kernel = weight
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        *projected, softmax = quantize_activations
+        for dense, activation in zip(_attention.projections(layer), projected):
+            dense.activation = activation
+        _attention.set_softmax(layer, softmax)
+
+
+@_register
+class AttentionQuantizeWrapper(_q.QuantizeWrapperV2):
+    """A ``QuantizeWrapperV2`` for ``MultiHeadAttention``: passes value, key and the mask on.
+
+    tfmot's wrapper calls ``layer.call(inputs, training=..., **kwargs)``, so a second positional
+    input (``attention(x, x)``) would arrive as ``training``.
+    """
+
+    def build(self, input_shape):
+        # Before tfmot's build lists the layer's weights: the same order as the float layer's.
+        _attention.build_projections(self.layer)
+        super().build(input_shape)
+
+    def call(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
+             training=None, use_causal_mask=False):
+        return super().call(query, training=training, value=value, key=key,
+                            attention_mask=attention_mask,
+                            return_attention_scores=return_attention_scores,
+                            use_causal_mask=use_causal_mask)
+
+
+CONFIGS = {
+    keras.layers.Conv1D: Conv1DQuantizeConfig,
+    keras.layers.Embedding: EmbeddingQuantizeConfig,
+    keras.layers.LayerNormalization: LayerNormalizationQuantizeConfig,
+    keras.layers.MultiHeadAttention: AttentionQuantizeConfig,
+}
+"""Layer class (exactly: a subclass may hold other weights) -> its QuantizeConfig class."""
+
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
+    *CONFIGS.values(), AttentionQuantizeWrapper)}
+"""The classes here by name, for ``custom_object_scope`` (also registered as serializables)."""
+
+
+def config_for(layer) -> Optional[_q.QuantizeConfig]:
+    """A new QuantizeConfig of this module for ``layer``, or None."""
+    config = CONFIGS.get(type(layer))
+    return config() if config is not None else None
+
+
+def wrap(layer):
+    """``layer`` annotated for ``quantize_apply`` with its config, or already wrapped (which
+    ``quantize_apply`` keeps as it is): attention by ``AttentionQuantizeWrapper``; an Embedding
+    by ``QuantizeWrapperV2``, since an annotated first layer makes tfmot fake-quantize the
+    model's input, here integer token ids."""
+    config = config_for(layer)
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        if not _attention.built(layer):
+            raise ValueError(f"attention layer {layer.name!r} has no weights yet (call it once)")
+        return AttentionQuantizeWrapper(layer, config)
+    if isinstance(layer, keras.layers.Embedding):
+        return _q.QuantizeWrapperV2(layer, config)
+    return _q.quantize_annotate_layer(layer, config)
