@@ -120,3 +120,38 @@ def test_export_android_keeps_the_users_files(trained_cnn, tmp_path):
     export_android(fb, str(ours), labels=[f"d{i}" for i in range(10)])  # a rerun: our bundle
     assert (ours / "labels.txt").read_text().split()[0] == "d0"
     assert (ours / "model.json").read_text() == before
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_bundle_runs_on_compiled_model_and_lists_each_ops_accelerators(trained_cnn, digits,
+                                                                         tmp_path, mode):
+    """Issue 29: README/Kotlin on CompiledModel with a CPU/GPU choice, the Interpreter kept as
+    the fallback; model.json names each op's accelerators as our checks measured them."""
+    import tfcompress._compat.litert as _litert
+    from tfcompress.export import validation
+
+    (x, _), _ = digits
+    fb = tfcompress.convert(trained_cnn, mode, representative_data=x[:50])
+    out = str(tmp_path / mode)
+    export_android(fb, out)
+    on_disk = json.load(open(os.path.join(out, "model.json")))
+    ops = on_disk["ops"]
+    interp = interpreter(fb, allocate=False)
+    assert [o["op"] for o in ops] == [op["op_name"] for op in _litert.ops(interp)]
+    coverage = validation.xnnpack_coverage(fb)
+    fell = [o["op"] for o in ops if "CPU/XNNPACK" not in o["accelerators"]]
+    assert {op: fell.count(op) for op in set(fell)} == coverage["fallback_ops"]
+    assert all(o["accelerators"][0] == "CPU" for o in ops)
+    gpu = validation.gpu_compatibility(fb)
+    assert all(("GPU" in o["accelerators"]) == gpu["compatible"] for o in ops)
+    assert on_disk["accelerators"]["xnnpack_ops"] == coverage["delegated"]
+    if mode == "int8":
+        assert "SOFTMAX" in fell  # int8 SOFTMAX stays on the builtin CPU kernel
+    readme = open(os.path.join(out, "README.md")).read()
+    compiled, _, fallback = readme.partition("## Fallback: the Interpreter API")
+    assert "CompiledModel.create(context.assets, \"model.tflite\", " in compiled
+    assert "load(Accelerator.GPU)" in compiled and "load(Accelerator.CPU)" in compiled
+    assert "model.run(inputBuffers, outputBuffers)" in compiled
+    write = {"float32": "writeFloat(FloatArray(64)", "int8": "writeInt8(ByteArray(64)"}[mode]
+    assert write in compiled and "litert:2.3.0" in compiled
+    assert "interpreter.run(input, output)" in fallback

@@ -1,9 +1,12 @@
 """Android export: a folder a mobile developer drops into an app's ``assets/``.
 
 ``model.tflite``, ``labels.txt``, ``model.json`` (input/output names, shapes, dtypes,
-quantization parameters and the input normalization) and a ``README.md`` with the Kotlin lines
-that load the model with the LiteRT ``Interpreter`` and feed one input, written for this
-model's own input and output types.
+quantization parameters, the input normalization, and each op's accelerators: CPU always, CPU
+XNNPACK where our delegate check saw XNNPACK take it, GPU where the GPU-compatibility analyzer
+finds nothing against it) and a ``README.md`` with the Kotlin lines that run the model on
+LiteRT's ``CompiledModel`` API (``com.google.ai.edge.litert:litert:2.3.0``) with a CPU or GPU
+accelerator choice, written for this model's own input and output types; the legacy
+``Interpreter`` lines are kept as the fallback for older apps.
 """
 
 import json
@@ -12,6 +15,8 @@ from typing import Optional, Sequence, Union
 
 from tfcompress import _io
 from tfcompress import errors
+import tfcompress._compat.litert as _litert
+import tfcompress.export.validation as validation
 from tfcompress._compat.litert import interpreter, io_details, load_flatbuffer
 
 _KOTLIN_TYPES = {  # dtype -> (bytes per value, ByteBuffer put call, output array, value range)
@@ -86,6 +91,7 @@ def export_android(
         },
         "bytes": len(content),
     }
+    sidecar["ops"], sidecar["accelerators"] = op_accelerators(content)
     if conversion:
         sidecar["conversion"] = conversion
     os.makedirs(directory, exist_ok=True)
@@ -94,6 +100,45 @@ def export_android(
     _io.write_text(os.path.join(directory, "model.json"), json.dumps(sidecar, indent=2) + "\n")
     _io.write_text(os.path.join(directory, "README.md"), readme(sidecar))
     return sidecar
+
+
+def op_accelerators(content: bytes) -> tuple:
+    """([{"index", "op", "accelerators"}] per op, a summary) for ``model.json``.
+
+    Every op runs on the CPU's builtin kernels; "CPU/XNNPACK" where the XNNPACK delegate took
+    the node (``validation.xnnpack_coverage``); "GPU" where ``tf.lite.experimental.Analyzer``
+    reports no GPU incompatibility for it (a hint, not a run: the analyzer calls some ops
+    compatible that the GPU delegate refuses). A check that cannot run is named in the summary.
+    """
+    interp = interpreter(content, delegates=False, allocate=False)
+    ops = [op for op in _litert.ops(interp) if op["op_name"] != "DELEGATE"]
+    summary = {"sources": {"CPU/XNNPACK": "XNNPACK delegate partitions (LiteRT Interpreter)",
+                           "GPU": "tf.lite.experimental.Analyzer(gpu_compatibility=True), a hint"}}
+    try:
+        xnnpack = set(validation.xnnpack_coverage(content)["delegated_nodes"])
+    except (errors.TfcompressError, ValueError, RuntimeError) as e:
+        xnnpack, summary["xnnpack_error"] = set(), " ".join(str(e).split())
+    try:
+        gpu = validation.gpu_compatibility(content)
+        bad = {o["node"] for o in gpu["incompatible_ops"]}
+        gpu_known = gpu["compatible"] or bool(bad)  # warnings without nodes: unknown per op
+        if not gpu_known:
+            summary["gpu_unknown"] = "; ".join(gpu["warnings"][:3])
+    except (errors.TfcompressError, ValueError, RuntimeError) as e:
+        bad, gpu_known, summary["gpu_unknown"] = set(), False, " ".join(str(e).split())
+    rows = []
+    for op in ops:
+        accelerators = ["CPU"] + (["CPU/XNNPACK"] if op["index"] in xnnpack else []) + (
+            ["GPU"] if gpu_known and op["index"] not in bad else [])
+        rows.append({"index": int(op["index"]), "op": op["op_name"],
+                     "accelerators": accelerators})
+    summary.update({
+        "ops": len(rows),
+        "xnnpack_ops": sum("CPU/XNNPACK" in r["accelerators"] for r in rows),
+        "gpu_ops": sum("GPU" in r["accelerators"] for r in rows),
+    })
+    summary["gpu_whole_model"] = bool(rows) and summary["gpu_ops"] == len(rows)
+    return rows, summary
 
 
 BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json", "README.md")
@@ -127,8 +172,63 @@ def _ours(directory: str) -> bool:
         sidecar.get("labels_file") == "labels.txt" and "input_normalization" in sidecar)
 
 
+# CompiledModel's TensorBuffer calls by dtype (LiteRT 2.3 Kotlin: writeFloat/readFloat,
+# writeInt8/readInt8); other dtypes use the Interpreter lines.
+_BUFFER_CALLS = {"float32": ("writeFloat", "readFloat", "FloatArray"),
+                 "int8": ("writeInt8", "readInt8", "ByteArray")}
+
+
 def kotlin(sidecar: dict) -> str:
-    """Kotlin lines that load ``model.tflite`` from assets and classify one image."""
+    """Kotlin lines that run ``model.tflite`` on LiteRT's ``CompiledModel`` (GPU where asked
+    and available, else CPU) and classify one input; "" where the input or output dtype has no
+    TensorBuffer call here (the ``Interpreter`` lines then serve)."""
+    inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+    if inp["dtype"] not in _BUFFER_CALLS or out["dtype"] not in _BUFFER_CALLS:
+        return ""
+    size = 1
+    for d in inp["shape"][1:]:
+        size *= int(d)
+    write, _, in_array = _BUFFER_CALLS[inp["dtype"]]
+    _, read, _ = _BUFFER_CALLS[out["dtype"]]
+    n_out = int(out["shape"][-1])
+    norm = sidecar["input_normalization"]
+    x = f"(pixels[i] - {norm['mean']}f) / {norm['std']}f"
+    value = x if inp["dtype"] == "float32" else (
+        f"(({x}) / {inp['scale']}f{_plus(inp['zero_point'])}).roundToInt()"
+        ".coerceIn(-128, 127).toByte()")
+    score = "raw[i]" if out["dtype"] == "float32" else (
+        f"(raw[i].toInt(){_plus(-out['zero_point'])}) * {out['scale']}f")
+    acc = sidecar.get("accelerators") or {}
+    gpu_note = ("the GPU analyzer finds every op GPU-compatible" if acc.get("gpu_whole_model")
+                else f"{acc.get('gpu_ops', 0)} of {acc.get('ops', '?')} ops GPU-compatible "
+                     "(model.json): the CPU is the safer choice")
+    return "\n".join([
+        "import com.google.ai.edge.litert.Accelerator",
+        "import com.google.ai.edge.litert.CompiledModel",
+        "import kotlin.math.roundToInt",
+        "",
+        f"// Accelerator: Accelerator.GPU or Accelerator.CPU (XNNPACK); {gpu_note}.",
+        "fun load(accelerator: Accelerator): CompiledModel =",
+        "    CompiledModel.create(context.assets, \"model.tflite\", CompiledModel.Options(accelerator))",
+        "val model = try { load(Accelerator.GPU) } catch (e: Exception) { load(Accelerator.CPU) }",
+        "val inputBuffers = model.createInputBuffers()",
+        "val outputBuffers = model.createOutputBuffers()",
+        "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
+        "",
+        f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
+        f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}.",
+        f"inputBuffers[0].{write}({in_array}({size}) {{ i -> {value} }})",
+        "model.run(inputBuffers, outputBuffers)",
+        f"val raw = outputBuffers[0].{read}()",
+        f"val scores = FloatArray({n_out}) {{ i -> {score} }}",
+        "val best = scores.indices.maxByOrNull { scores[it] }!!",
+        "println(\"${labels[best]}: ${scores[best]}\")",
+    ])
+
+
+def kotlin_interpreter(sidecar: dict) -> str:
+    """Kotlin lines that load ``model.tflite`` with the legacy ``Interpreter`` (for apps on
+    the older TensorFlow Lite API) and classify one image."""
     inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
     size = 1
     for d in inp["shape"][1:]:
@@ -185,6 +285,7 @@ def _plus(value: int) -> str:
 def readme(sidecar: dict) -> str:
     """The exported folder's README.md."""
     inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+    compiled = kotlin(sidecar)
     return "\n".join([
         "# Android bundle (LiteRT)",
         "",
@@ -192,7 +293,10 @@ def readme(sidecar: dict) -> str:
         "runtime to `app/build.gradle.kts`:",
         "",
         "```kotlin",
-        "dependencies { implementation(\"com.google.ai.edge.litert:litert:1.4.0\") }",
+        "dependencies {",
+        "    implementation(\"com.google.ai.edge.litert:litert:2.3.0\")",
+        "    implementation(\"com.google.ai.edge.litert:litert-gpu:2.3.0\")  // for Accelerator.GPU",
+        "}",
         "```",
         "",
         f"Input `{inp['name']}`: shape {inp['shape']}, {inp['dtype']} (scale {inp['scale']}, "
@@ -202,8 +306,20 @@ def readme(sidecar: dict) -> str:
         f"{sidecar['input_normalization']['mean']} and std "
         f"{sidecar['input_normalization']['std']}. Everything is also in `model.json`.",
         "",
+        *(["## Run it with CompiledModel (LiteRT 2.x)", "", "```kotlin", compiled, "```", "",
+            f"Accelerators per op are in `model.json` (`ops`): {_accelerator_line(sidecar)}.",
+            ""] if compiled else []),
+        "## Fallback: the Interpreter API (older apps, "
+        "`org.tensorflow.lite.Interpreter`)" if compiled else "## Run it with the Interpreter",
+        "",
         "```kotlin",
-        kotlin(sidecar),
+        kotlin_interpreter(sidecar),
         "```",
         "",
     ])
+
+
+def _accelerator_line(sidecar: dict) -> str:
+    acc = sidecar.get("accelerators") or {}
+    return (f"{acc.get('ops', 0)} ops, {acc.get('xnnpack_ops', 0)} taken by XNNPACK on the CPU, "
+            f"{acc.get('gpu_ops', 0)} GPU-compatible by the analyzer")

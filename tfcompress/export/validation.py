@@ -238,7 +238,8 @@ def xnnpack_coverage(tflite: Union[bytes, str], shape: Optional[Sequence[int]] =
             model with dynamic sample dimensions needs the caller's).
 
     Returns:
-        {"nodes", "delegated", "partitions", "all_delegated", "fallback_ops": {op: count}}.
+        {"nodes", "delegated", "partitions", "all_delegated", "fallback_ops": {op: count},
+        "delegated_nodes": [indices of the nodes XNNPACK took]}.
     """
     interp = interpreter(tflite, allocate=shape is None)
     if shape is not None:
@@ -263,7 +264,8 @@ def xnnpack_coverage(tflite: Union[bytes, str], shape: Optional[Sequence[int]] =
         if op["index"] not in taken:
             fallback[op["op_name"]] = fallback.get(op["op_name"], 0) + 1
     return {"nodes": len(originals), "delegated": len(taken), "partitions": len(partitions),
-            "all_delegated": len(taken) == len(originals), "fallback_ops": fallback}
+            "all_delegated": len(taken) == len(originals), "fallback_ops": fallback,
+            "delegated_nodes": sorted(taken)}
 
 
 _OP_LINE = re.compile(r"^\s*Op#(\d+)\s+(\w+)\(")
