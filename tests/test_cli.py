@@ -104,6 +104,9 @@ def test_validate_and_android(files, tmp_path):
     expected = validation.validate(str(files / "int8.tflite"), xt, yt, latency_runs=0)
     assert got["accuracy"] == pytest.approx(expected.accuracy) and got["num_samples"] == len(yt)
     assert 0.9 <= got["agreement"] <= 1.0
+    runs = got["compiled_model"]["runs"]  # issue 29: CompiledModel against the Interpreter
+    assert [r["kernel_mode"] for r in runs] == ["xnnpack"] and runs[0]["error"] is None
+    assert got["compiled_model"]["max_abs_diff"] == runs[0]["max_abs_diff"] <= 2 / 256
     result = _tfcompress("android", str(files / "int8.tflite"), f"--out={tmp_path / 'a'}")
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path / "a")) == ["README.md", "labels.txt", "model.json",

@@ -141,6 +141,14 @@ def _define(command: str) -> dict:
         f["reference"] = flags.DEFINE_string(
             "reference", None, "A Keras model (.keras/.h5/SavedModel) to compare outputs with.")
         f["latency_runs"] = flags.DEFINE_integer("latency_runs", 50, "Timed invokes (0: none).")
+        f["compiled_model"] = flags.DEFINE_list(
+            "compiled_model", ["xnnpack"], "CPU kernel modes to run on LiteRT's CompiledModel "
+            "and compare with the Interpreter (xnnpack, reference, builtin; empty: none).")
+        f["ynnpack"] = flags.DEFINE_bool("ynnpack", False, "Also run each kernel mode with "
+                                         "YNNPACK enabled.")
+        f["litert_benchmark"] = flags.DEFINE_bool(
+            "litert_benchmark", True, "Also time the file with LiteRT's own "
+            "benchmark_litert_model (its median beside ours).")
     if command == "android":
         f["out"] = flags.DEFINE_string("out", None, "Folder of the bundle (new or empty).")
         f["overwrite"] = flags.DEFINE_bool(
@@ -335,8 +343,10 @@ def _validate(f: dict, path: str) -> None:
         fail(f"{PROG} validate needs --data=FILE.npz (arrays x_test, y_test)")
     _, (x_test, y_test) = data.load_npz(f["data"].value)
     reference = models.load_model(f["reference"].value) if f["reference"].value else None
-    result = validation.validate(path, x_test, y_test, reference=reference,
-                                 latency_runs=f["latency_runs"].value).to_dict()
+    result = validation.validate(
+        path, x_test, y_test, reference=reference, latency_runs=f["latency_runs"].value,
+        compiled_model=tuple(f["compiled_model"].value or ()), ynnpack=f["ynnpack"].value,
+        litert_benchmark=f["litert_benchmark"].value and f["latency_runs"].value > 0).to_dict()
     if f["json"].value:
         print(json.dumps(result, indent=2, default=str))
         return

@@ -17,6 +17,8 @@ done/total, the elapsed time and the time left at the pace so far; ``line()`` cl
 and a finished bar is erased (the step's own line says what it did). No absl, no Keras here.
 """
 
+import contextlib
+import io
 import logging
 import sys
 import time
@@ -162,6 +164,18 @@ def enable(verbose: bool = False, stream: Optional[TextIO] = None) -> Console:
     """Turns the console on for this process (``verbose``: ``--verbosity`` >= 1); returns it."""
     _CURRENT[0] = Console(stream=stream, enabled=True, verbose=verbose)
     return _CURRENT[0]
+
+
+@contextlib.contextmanager
+def muted():
+    """Inside, the console writes nothing but stays "for people" (so Keras stays quiet too):
+    a search runs whole recipes per trial and shows one line per trial instead."""
+    before = _CURRENT[0]
+    _CURRENT[0] = Console(stream=io.StringIO(), enabled=before.enabled, verbose=before.verbose)
+    try:
+        yield
+    finally:
+        _CURRENT[0] = before
 
 
 def disable() -> None:

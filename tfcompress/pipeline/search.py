@@ -61,7 +61,7 @@ import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
-from tfcompress import _io, errors
+from tfcompress import _io, console, errors
 import tfcompress.pipeline.preflight as preflight
 import tfcompress.pipeline.recipe as recipe
 import tfcompress.pipeline.shared_storage as shared_study
@@ -321,6 +321,7 @@ class _Search:
         self.space = space(config)
         self.floor = baseline["accuracy"] - config.max_drop / 100.0
         self.started = time.time()
+        self.bar = None  # the console's trial progress bar (search() draws it)
 
     def objective(self, trial) -> tuple:
         import optuna  # loaded when a search runs, not on import
@@ -397,7 +398,8 @@ class _Search:
 
     def _run(self, trial, cfg: ConfigDict, wd: Workdir, after_stage=None):
         """One recipe run of a trial into ``wd``, with its recipe.py beside its outputs."""
-        result = recipe.run(cfg, wd.root, after_stage=after_stage)
+        with console.muted():  # the console shows one line per trial (after_trial)
+            result = recipe.run(cfg, wd.root, after_stage=after_stage)
         row = result.row(cfg.convert.modes[0])
         value = _objective_value(result, row, self.config.objective)
         _io.write_text(wd.recipe_file, recipe_source(
@@ -428,6 +430,10 @@ class _Search:
         logging.info("search %d/%d [%.0f s] trial %d %s | best within budget: %s", done,
                      self.config.n_trials, time.time() - self.started, trial.number, what,
                      best_text)
+        console.current().line(f"trial {trial.number}: {trial.params.get('mode', '')} "
+                               f"{what}; best within budget: {best_text}")
+        if self.bar is not None:
+            self.bar.update()
         if self.counted() >= self.config.n_trials:
             study.stop()
 
@@ -539,11 +545,12 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
             params = parse_params(seed)
             study.enqueue_trial({d: params.get(d, off[d]) for d in dims}, skip_if_exists=True)
         shared_study.fail_stale(study, storage, 2 * config.heartbeat_interval)
-    shared_study.run_share(
-        study, storage, run.objective, n_trials=config.n_trials, counted=run.counted,
-        callbacks=[run.after_trial], timeout=config.timeout,
-        heartbeat_interval=config.heartbeat_interval,
-        catch=(errors.TfcompressError, ValueError, RuntimeError))
+    with console.current().progress("search", config.n_trials, unit="trial") as run.bar:
+        shared_study.run_share(
+            study, storage, run.objective, n_trials=config.n_trials, counted=run.counted,
+            callbacks=[run.after_trial], timeout=config.timeout,
+            heartbeat_interval=config.heartbeat_interval,
+            catch=(errors.TfcompressError, ValueError, RuntimeError))
     return finish(config, workdir, baseline, study)
 
 
