@@ -163,3 +163,20 @@ def test_default_job_console_fits_one_screen(tmp_path):
     md = open(tmp_path / "out" / "report.md").read()
     assert "| pruned+clustered dynamic_wi4 |" in md and "| baseline int8 |" in md
     assert any(line.startswith("pruned+clustered int8 ") for line in lines)
+
+
+def test_python_warnings_lose_their_source_line():
+    import warnings
+
+    buf = io.StringIO()
+    handler = console.LogHandler(console.Console(stream=buf))
+    logger = logging.getLogger("py.warnings")
+    logger.addHandler(handler)
+    logging.captureWarnings(True)
+    try:
+        warnings.warn_explicit("kernels have no gradients", UserWarning, "/x/optimizer.py", 7)
+    finally:
+        logging.captureWarnings(False)
+        logger.removeHandler(handler)
+    assert buf.getvalue() == ("warning: kernels have no gradients (UserWarning from "
+                              "/x/optimizer.py)\n")

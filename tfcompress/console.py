@@ -20,6 +20,7 @@ and a finished bar is erased (the step's own line says what it did). No absl, no
 import contextlib
 import io
 import logging
+import re
 import sys
 import time
 from typing import Optional, TextIO
@@ -183,6 +184,9 @@ def disable() -> None:
     _CURRENT[0] = Console(enabled=False)
 
 
+_PY_WARNING = re.compile(r"^[^\n]*?:\d+: (\w+): ([^\n]*)")
+
+
 def _plain(value):
     """A ``{name: reason}`` argument as words: ``conv1, logits (first or last layer kept
     dense)``; anything else as it is."""
@@ -211,6 +215,10 @@ class LogHandler(logging.Handler):
             text = str(record.msg) % args if args else str(record.msg)
         except (TypeError, ValueError):  # a library's bad format string: show it as it is
             text = str(record.msg)
+        if record.name == "py.warnings":  # "path.py:12: UserWarning: text\n  source line"
+            found = _PY_WARNING.match(text)
+            if found:
+                text = f"{found.group(2)} ({found.group(1)} from {found.group(0).split(':')[0]})"
         out = self.out or current()
         if record.levelno >= logging.ERROR:
             out.line("error: " + " ".join(text.split()))
