@@ -65,15 +65,19 @@ def test_int_modes_quantize_the_table(bow2, bow2_f32, mode, bits, block, max_rat
     assert table.weight_bytes == 2000 * 32 * bits // 8 + scales
     assert len(fb) / len(bow2_f32) <= max_ratio, len(fb) / len(bow2_f32)
     assert _agreement(fb, bow2_f32, xt) >= 0.95
-    rows = {row["layer"]: row for row in conversion_info(fb)["layers"]}
+    info = conversion_info(fb)
+    rows = {row["layer"]: row for row in info["layers"]}
     assert rows["embedding"]["bits"] == bits and rows["embedding"]["op"] == "EMBEDDING_LOOKUP"
+    assert not info.get("left_alone")  # the table (97% of the weights) is not left in float32
 
 
-def test_override_sets_the_table_width_alone(bow2_f32):
+def test_override_sets_the_table_width_alone(bow2, bow2_f32):
     fb = lowbit.quantize(bow2_f32, "dynamic_wi4", overrides={"embedding": 8})
     assert lowbit.layer_bits(fb) == {"embedding": 8, "dense": 4, "logits": 4}
-    fb = lowbit.quantize(bow2_f32, "dynamic_wi4", overrides={"EMBEDDING_LOOKUP": 32})
+    fb = convert(bow2[0], "dynamic_wi4", options={"overrides": {"EMBEDDING_LOOKUP": 32}})
     assert lowbit.layer_bits(fb) == {"embedding": 32, "dense": 4, "logits": 4}
+    (name, share), = conversion_info(fb)["left_alone"]  # a float table is named with its share
+    assert name == "embedding" and share > 0.95
 
 
 def test_static_mode_keeps_the_gather_at_int8(bow2, bow2_f32):
