@@ -4,9 +4,9 @@ Checked against tf_keras 2.21 (``tf_keras/src/layers/attention/multi_head_attent
 layer keeps its four ``EinsumDense`` projections in ``_query_dense``, ``_key_dense``,
 ``_value_dense`` and ``_output_dense`` (built by ``_build_from_signature``, which ``from_config``
 calls when the config holds the input shapes) and applies ``self._softmax(scores, mask)`` (a
-``Softmax`` layer) in ``_masked_softmax``; it has no public accessors for them (nor for the
-input shapes ``_query_shape``/``_key_shape``/``_value_shape``, ``_num_heads``, ``_value_dim``). Quantization-
-aware training reaches them only through the functions below.
+``Softmax`` layer) in ``_masked_softmax``; it has no public accessors for them, nor for the
+input shapes (``_query_shape``, ``_key_shape``, ``_value_shape``), ``_num_heads`` and
+``_value_dim``. Quantization-aware training reaches them only through the functions below.
 """
 
 from typing import Callable

@@ -19,18 +19,19 @@ module adds:
   int4/int2 take CONV_2D, FULLY_CONNECTED and EMBEDDING_LOOKUP, not DEPTHWISE_CONV_2D;
   blockwise takes FULLY_CONNECTED and EMBEDDING_LOOKUP only (a layer whose input width the
   block does not divide gets one scale per channel at the mode's width instead).
+  ``weight_layers`` reads back what each layer got. Not offered: int2 weight-only (not in the
+  quantizer's policy) and blockwise int2 (LiteRT's XNNPACK delegate refuses the flatbuffer:
+  "unsupported datatype (INT2)"). Beware ``dynamic_wi2``: LiteRT 2.3's int2 CONV_2D kernel
+  often gives non-finite outputs; ``sensitivity`` marks such layer widths unsupported, so
+  ``mixed`` never picks them.
 - embedding tables: the converter makes a Keras ``Embedding`` a ``GATHER``, which the quantizer
   quantizes only with int8 activations; the weight-only and dynamic modes (and recipes without
   activation quantization) first turn each table gather into an ``EMBEDDING_LOOKUP``
   (``embedding_lookups``), so the table is quantized like any other layer: one scale per row,
   or per block of a row, at the mode's or an override's width (``embedding=8``, or the op type
-  ``EMBEDDING_LOOKUP``). Per row, the schema stores a float32 scale and an int64 zero point per
-  row (12 bytes): on narrow tables (16 wide: 8 bytes of int4 data a row) that overhead
-  dominates, and block-wise scales (a float16 scale per block, no zero points) are smaller. ``weight_layers`` reads back what
-  each layer got. Not offered: int2 weight-only (not in the quantizer's policy) and blockwise
-  int2 (LiteRT's XNNPACK delegate refuses the flatbuffer: "unsupported datatype (INT2)").
-  Beware ``dynamic_wi2``: LiteRT 2.3's int2 CONV_2D kernel often gives non-finite outputs;
-  ``sensitivity`` marks such layer widths unsupported, so ``mixed`` never picks them.
+  ``EMBEDDING_LOOKUP``). Per row, the schema stores a float32 scale and an int64 zero point
+  (12 bytes): on narrow tables (16 wide: 8 bytes of int4 data a row) that overhead dominates;
+  block-wise scales (a float16 scale per block, no zero points) are smaller.
 - per-layer overrides by layer-name regex or op type (``{"FULLY_CONNECTED": 8, "conv1": 16}``,
   widths 2/4/8, 16 for float16 weights, 32 for float), checked against the model's layers
   and the quantizer's policy, with errors that name what is accepted;
