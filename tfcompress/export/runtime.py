@@ -11,6 +11,7 @@ RuntimeError on every file (this wheel's YNNPACK is not usable on this CPU), whi
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -75,9 +76,7 @@ def run_compiled(content: bytes, inputs: np.ndarray, output_shape, output_dtype,
             return {"outputs": None, "error": f"CompiledModel hung (over {timeout:g} s)",
                     "fully_accelerated": None}
         if done.returncode != 0:
-            lines = [l.strip() for l in done.stderr.splitlines()
-                     if "Error" in l or "ERROR" in l or "signal" in l]
-            why = lines[-1] if lines else f"exit status {done.returncode}"
+            why = _why(done.stderr, done.returncode)
             return {"outputs": None, "fully_accelerated": None,
                     "error": f"CompiledModel failed ({kernel_mode}, ynnpack={ynnpack}): "
                              f"{' '.join(why.split())[:300]}"}
@@ -85,6 +84,18 @@ def run_compiled(content: bytes, inputs: np.ndarray, output_shape, output_dtype,
     accelerated = "fully_accelerated 1" in done.stdout
     return {"outputs": outputs.reshape((len(inputs),) + tuple(output_shape)), "error": None,
             "fully_accelerated": accelerated}
+
+
+def _why(stderr: str, returncode: int) -> str:
+    """The child's failure in one line: the Python exception it raised (with LiteRT's own
+    ``ERROR: [...]`` line under it, if any), or the signal that killed it."""
+    if returncode < 0:
+        return f"the runtime crashed (signal {-returncode})"
+    lines = [l.strip(" \u2514") for l in stderr.splitlines() if l.strip()]
+    raised = [l for l in lines if re.match(r"^\w+(Error|Exception): ", l)]
+    native = [l for l in lines if l.startswith("ERROR: [")]
+    why = raised[-1] if raised else f"exit status {returncode}"
+    return why + (f" ({native[-1]})" if native and native[-1] not in why else "")
 
 
 def compare(content: bytes, inputs: np.ndarray, reference: np.ndarray, dequantize,
