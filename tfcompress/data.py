@@ -68,7 +68,8 @@ def _stratified(y: np.ndarray, fraction: float, rng) -> np.ndarray:
 
 
 def split_validation(train: Split, fraction: float = 0.15, seed: int = 0) -> tuple[Split, Split]:
-    """(train, validation): a stratified ``fraction`` of the training split, fixed by ``seed``.
+    """(train, validation): a stratified ``fraction`` of the training split, fixed by ``seed``
+    (float regression targets: a random ``fraction``).
 
     Raises:
         DataError: ``fraction`` outside (0, 1), or a training split too small to split.
@@ -81,7 +82,12 @@ def split_validation(train: Split, fraction: float = 0.15, seed: int = 0) -> tup
     if len(y) < 2:
         raise errors.DataError(
             f"the training split has {len(y)} samples; a validation split needs at least 2")
-    val = _stratified(np.asarray(y), fraction, np.random.default_rng(seed + 7919))
+    rng = np.random.default_rng(seed + 7919)
+    if np.asarray(y).dtype.kind == "f":  # regression targets: a plain random share
+        val = np.zeros(len(y), dtype=bool)
+        val[rng.permutation(len(y))[: max(int(round(len(y) * fraction)), 1)]] = True
+    else:
+        val = _stratified(np.asarray(y), fraction, rng)
     keep = np.flatnonzero(~val)
     return (x[keep], y[keep]), (x[val], y[val])
 
@@ -112,19 +118,27 @@ def _npz_arrays(path: str, names: Sequence[str], required: bool = True) -> Optio
             "accepted: numeric arrays saved by numpy.savez (object arrays are refused)") from e
 
 
-def load_npz(path: str) -> Splits:
+def load_npz(path: str, task: str = "classification") -> Splits:
     """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
+
+    Integer inputs (token ids) stay integers (int32 where they fit), float inputs are float32.
+    ``task`` "regression" takes float targets (``targets``); any other task class labels.
 
     Raises:
         DataError: a missing file, a file that is not an ``.npz``, missing or object arrays,
             non-numeric images, labels that are not class indices (see ``check_data``).
     """
     arrays = _npz_arrays(path, ("x_train", "y_train", "x_test", "y_test"))
-    return tuple(_pair(arrays[f"x_{split}"], arrays[f"y_{split}"], f"{path!r}: {split}")
+    return tuple(_pair(arrays[f"x_{split}"], arrays[f"y_{split}"], f"{path!r}: {split}", task)
                  for split in ("train", "test"))
 
 
-def npz_validation(path: str) -> Optional[Split]:
+def npz_targets(path: str) -> np.ndarray:
+    """The raw ``y_train`` of a user's ``.npz`` (unchecked), for inferring its task."""
+    return _npz_arrays(path, ("y_train",))["y_train"]
+
+
+def npz_validation(path: str, task: str = "classification") -> Optional[Split]:
     """The ``x_val``/``y_val`` pair a user's ``.npz`` brings, if it has both (else None).
 
     Raises:
@@ -139,16 +153,53 @@ def npz_validation(path: str) -> Optional[Split]:
                 f"{path!r} holds {half[0]} without {other}; accepted: both x_val and y_val "
                 "(a validation split of its own) or neither (carved from the training split)")
         return None
-    return _pair(arrays["x_val"], arrays["y_val"], f"{path!r}: validation")
+    return _pair(arrays["x_val"], arrays["y_val"], f"{path!r}: validation", task)
 
 
-def _pair(x, y, what: str) -> Split:
-    """(float32 images, int32 labels) after the checks of ``check_images``/``labels``."""
+def _pair(x, y, what: str, task: str = "classification") -> Split:
+    """(inputs, int32 labels or float32 targets) after the checks of ``check_images`` and
+    ``labels``/``targets``; float inputs become float32, integer inputs stay integers."""
     x = check_images(x, f"{what} images")
-    y = labels(y, f"{what} labels")
+    y = (targets if task == "regression" else labels)(y, f"{what} labels")
     if len(x) != len(y):
         raise errors.DataError(f"{what} has {len(x)} images but {len(y)} labels")
-    return x.astype(np.float32), y
+    return _inputs(x), y
+
+
+def _inputs(x: np.ndarray) -> np.ndarray:
+    """Float inputs as float32; integer inputs (token ids) as int32 where every value fits
+    (else kept as they are); bool inputs kept."""
+    if x.dtype.kind == "f":
+        return x.astype(np.float32)
+    if x.dtype.kind in "iu" and x.dtype != np.int32:
+        info = np.iinfo(np.int32)
+        if not x.size or (x.min() >= info.min and x.max() <= info.max):
+            return x.astype(np.int32)
+    return x
+
+
+def targets(y, what: str = "targets") -> np.ndarray:
+    """Regression targets as float32, (N,) or (N, K), checked finite.
+
+    Raises:
+        DataError: non-numeric targets, NaN/Inf (also beyond float32's range), more than two
+            dimensions.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise errors.DataError(
+            f"{what}: targets have dtype {y.dtype}; accepted: numbers (regression targets)")
+    if y.ndim > 2:
+        raise errors.DataError(
+            f"{what}: targets have shape {y.shape}; accepted: (N,) or (N, outputs)")
+    with np.errstate(over="ignore"):
+        out = y.astype(np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise errors.DataError(
+            f"{what}: {int(bad.sum())} targets are NaN, Inf or beyond float32's range (e.g. "
+            f"{y[bad].reshape(-1)[0]!r}); accepted: finite float32 numbers")
+    return out
 
 
 def load_image_folder(
@@ -385,32 +436,44 @@ def check_images(x, what: str = "data") -> np.ndarray:
 
 def check_data(splits, num_classes: Optional[int] = None,
                input_shape: Optional[Sequence[Optional[int]]] = None,
-               names: Sequence[str] = ("train", "validation", "test")):
+               names: Sequence[str] = ("train", "validation", "test"),
+               task: str = "classification"):
     """Checks labelled splits before any training or native code sees them; returns them.
 
     Each split must hold finite numeric images (batch first, at least one), as many integer
     labels in [0, ``num_classes``) (or in [0, max+1) when not given), with the same sample
     shape in every split and, with ``input_shape``, the model's input shape. The training
     and validation splits need two classes at least (every decision is taken on the latter).
-    Images whose values span 0..255 get a warning (the model gets them as they are; nothing
-    is rescaled).
+    For ``task`` "regression" the labels are float targets instead (``targets``: finite, the
+    same number of columns in every split) and no class rule applies. Float images become
+    float32; integer inputs (token ids) stay integers (int32 where they fit). Float (or
+    uint8) images whose values span 0..255 get a warning (the model gets them as they are;
+    nothing is rescaled).
 
     Args:
         splits: ``DataSplits`` or any sequence of (x, y) pairs named by ``names``.
         num_classes: classes the model has (its output width), if known.
         input_shape: the model input shape (batch first), if known.
+        task: "classification" (and "binary": 0/1 class labels) or "regression".
 
     Raises:
         DataError: naming the split and the bad value.
     """
-    shape = None
+    regression = task == "regression"
+    shape = columns = None
     checked = []
     for name, (x, y) in zip(names, splits):
         x = check_images(x, f"{name} images")
-        y = labels(y, f"{name} labels")
+        y = targets(y, f"{name} targets") if regression else labels(y, f"{name} labels")
         if len(y) != len(x):
             raise errors.DataError(f"the {name} split has {len(x)} images but {len(y)} labels")
-        if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
+        if regression:
+            width = y.shape[1] if y.ndim == 2 else 1
+            if columns is not None and width != columns:
+                raise errors.DataError(
+                    f"the {name} split has {width} target columns but {names[0]} has {columns}")
+            columns = width
+        elif y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
             top = f"{num_classes - 1}" if num_classes is not None else "N-1"
             bad = y.min() if y.min() < 0 else y.max()
             raise errors.DataError(
@@ -422,19 +485,22 @@ def check_data(splits, num_classes: Optional[int] = None,
         shape = x.shape[1:]
         if input_shape is not None:
             check_fits(x, input_shape, f"the {name} split")
-        checked.append((x.astype(np.float32), y))
-    if checked and len(np.unique(checked[0][1])) < 2:
+        checked.append((_inputs(x), y))
+    if regression:
+        pass
+    elif checked and len(np.unique(checked[0][1])) < 2:
         raise errors.DataError(
             f"the {names[0]} labels hold one class ({int(checked[0][1][0])}); accepted: at "
             "least 2 classes")
     for name, (_, y) in zip(names, checked):
-        if name == "validation" and len(np.unique(y)) < 2:  # every decision is taken on it
+        if not regression and name == "validation" and len(np.unique(y)) < 2:  # every decision is taken on it
             raise errors.DataError(
                 f"the validation labels hold one class ({int(y[0])}) in {len(y)} samples, and "
                 "every decision is taken on them; accepted: at least 2 classes (a larger "
                 "validation_fraction, more data, or an x_val/y_val of several classes)")
-    top = max(float(x.max()) for x, _ in checked) if checked else 0.0
-    if 2.0 < top <= 255.0 and all(float(x.min()) >= 0 for x, _ in checked):
+    images = [x for x, _ in checked if x.dtype.kind == "f" or x.dtype == np.uint8]
+    top = max(float(x.max()) for x in images) if images else 0.0
+    if 2.0 < top <= 255.0 and all(float(x.min()) >= 0 for x in images):
         warnings.warn(f"images range 0..{top:g} (pixels?), not [0, 1]; they are used as they "
                       "are: scale them (e.g. x / 255) if the model expects [0, 1]",
                       UserWarning, stacklevel=2)

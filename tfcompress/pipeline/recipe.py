@@ -16,6 +16,7 @@ import os
 import time
 from typing import Callable, Optional
 
+import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
@@ -51,6 +52,7 @@ def default_config() -> ConfigDict:
         resize=False,  # digits/npz: resize to image_size and color_mode (e.g. for MobileNetV2)
         limit=0,  # use at most this many train and test samples (0: all)
         validation_fraction=0.15,  # of the training split, for every decision (npz: x_val)
+        task="",  # classification | regression ("": inferred from the targets and the model)
     ))
     c.model = ConfigDict(dict(
         name="digits_cnn",  # a models.MODEL_NAMES builder, trained by the recipe
@@ -115,13 +117,68 @@ def check_config(config) -> ConfigDict:
             raise errors.ConfigError(f"convert section for mode {mode!r}: {e}") from e
     if merged.data.name not in DATA_NAMES:
         raise errors.ConfigError(errors.unknown("data.name", merged.data.name, DATA_NAMES))
+    if merged.data.task:
+        _check_task(merged, merged.data.task, "data.task")
     preflight.check_values(merged, merged.stages)
     return merged
 
 
-def load_data(config: ConfigDict) -> data_lib.DataSplits:
-    """The recipe's train, validation and test splits (see the module docstring)."""
+# The tasks a recipe runs (tfcompress.tasks): fine-tuning loss, score and report follow it.
+RECIPE_TASKS = ("classification", "regression")
+
+
+def _check_task(config, task: str, where: str) -> str:
+    """``task`` if a recipe can run it with this config.
+
+    Raises:
+        ConfigError: an unknown task, ``binary``, or regression with a model the recipe would
+            build (the builders are classifiers) or a ``distill`` stage (its student too).
+    """
+    if task not in RECIPE_TASKS:
+        raise errors.ConfigError(errors.unknown(where, task, RECIPE_TASKS))
+    if task == "regression" and not config.model.path:
+        raise errors.ConfigError(
+            f"{where} is 'regression' but model.path is empty: the recipe's model builders are "
+            "classifiers; accepted: model.path naming your trained regression model")
+    if task == "regression" and "distill" in config.stages:
+        raise errors.ConfigError(
+            f"{where} is 'regression' and stages hold 'distill', whose student is a classifier; "
+            "accepted: the other stages")
+    return task
+
+
+def resolve_task(config: ConfigDict, model=None) -> str:
+    """The recipe's task: ``data.task`` when set, else ``tasks.infer`` from the training
+    targets (the bundled data: classification) and, with ``model``, its outputs on them.
+
+    Raises:
+        ConfigError: a task the recipe cannot run with this config (``_check_task``).
+    """
     d = config.data
+    if d.task:
+        return _check_task(config, d.task, "data.task")
+    if d.name != "npz":
+        return "classification"
+    y = np.asarray(data_lib.npz_targets(d.path))[:256]
+    outputs = None
+    if model is not None and len(model.outputs) == 1:
+        x = data_lib._npz_arrays(d.path, ("x_train",))["x_train"][: len(y)]
+        dtype = getattr(model.inputs[0], "dtype", None) if len(model.inputs) == 1 else None
+        try:
+            x = data_lib.as_input_dtype(x, getattr(dtype, "name", dtype), "x_train")
+            outputs = np.asarray(model.predict(x, verbose=0))
+        except (errors.TfcompressError, ValueError, TypeError):
+            outputs = None  # the data checks say what is wrong with x
+    task = tasks.infer(y, outputs)
+    return _check_task(config, task, f"the inferred task (from {d.path!r}; set data.task)")
+
+
+def load_data(config: ConfigDict, task: Optional[str] = None) -> data_lib.DataSplits:
+    """The recipe's train, validation and test splits (see the module docstring), checked
+    for ``task`` (default ``resolve_task``): class labels, or float targets for regression.
+    Float inputs are float32; integer inputs (token ids) stay integers."""
+    d = config.data
+    task = task or resolve_task(config)
     validation = None
     if d.name == "digits":
         train, test = data_lib.load_digits(seed=config.seed)
@@ -129,8 +186,8 @@ def load_data(config: ConfigDict) -> data_lib.DataSplits:
         load = data_lib.load_text if d.name == "text" else data_lib.load_keywords
         train, test = load(seed=config.seed)
     elif d.name == "npz":
-        train, test = data_lib.load_npz(d.path)
-        validation = data_lib.npz_validation(d.path)
+        train, test = data_lib.load_npz(d.path, task)
+        validation = data_lib.npz_validation(d.path, task)
     else:
         (train, test), _ = data_lib.load_image_folder(
             d.path, d.image_size, color_mode=d.color_mode, seed=config.seed)
@@ -138,7 +195,7 @@ def load_data(config: ConfigDict) -> data_lib.DataSplits:
         train, test = ((x[: d.limit], y[: d.limit]) for x, y in (train, test))
     if validation is None:
         train, validation = data_lib.split_validation(train, d.validation_fraction, config.seed)
-    splits = data_lib.check_data(data_lib.DataSplits(train, validation, test))
+    splits = data_lib.check_data(data_lib.DataSplits(train, validation, test), task=task)
     if d.resize and d.name != "image_folder":
         splits = data_lib.DataSplits(*((data_lib.resize_images(x, d.image_size, d.color_mode), y)
                                        for x, y in splits))
@@ -157,7 +214,7 @@ def _baseline_line(config, ctx: Context, model, seconds: float, resumed: bool) -
             f"{config.model.name} trained {config.train.epochs} "
             f"epoch{'s' if config.train.epochs != 1 else ''}")
     took = "resumed from the workdir" if resumed else f"{seconds:.0f}s"
-    return (f"baseline: {what}, {model.count_params():,} parameters; validation accuracy "
+    return (f"baseline: {what}, {model.count_params():,} parameters; validation {ctx.metric} "
             f"{ctx.accuracy(model):.4f}; {took}")
 
 
@@ -221,13 +278,18 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
     preflight.check_workdir(workdir)
     _io.remove_stale(workdir)  # what a killed run left half-written
     keras.utils.set_random_seed(config.seed)
-    splits = load_data(config)
     user_model = None
     if config.model.path:  # loads (safe mode) and fits the data, before anything trains
         user_model = models.load_model(config.model.path, safe_mode=not config.model.unsafe)
-        splits = data_lib.check_data(splits, _num_classes(user_model), user_model.input_shape)
+    task = resolve_task(config, user_model)
+    splits = load_data(config, task)
+    if user_model is not None:
+        splits = data_lib.check_data(
+            splits, _num_classes(user_model) if task == "classification" else None,
+            user_model.input_shape, task=task)
+        splits = _as_model_inputs(splits, user_model)
     wd = Workdir(workdir)
-    ctx = Context(config, splits, workdir)
+    ctx = Context(config, splits, workdir, task=task)
     out = console.current()
     started, resumed = time.monotonic(), _is_cached(wd.baseline, _baseline_fingerprint(config))
     ctx.step = "baseline"
@@ -250,27 +312,29 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
         elif os.path.exists(wd.stats(path)):
             with open(wd.stats(path)) as f:
                 ctx.stats[name] = json.load(f)
-        accuracy = ctx.accuracy(model)
-        logging.info("stage %s: validation accuracy %.4f", name, accuracy)
-        out.line(report_lib.stage_line(i, len(config.stages), name, ctx.stats.get(name),
-                                       accuracy, time.monotonic() - started, resumed))
-        done.append(results.StageResult(name, i, path, ctx.stats.get(name),
-                                        {"accuracy": accuracy}))
+        accuracy = ctx.accuracy(model)  # the task's score: accuracy, or R^2 for regression
+        figures = _task_figures(ctx.stats.get(name), ctx.metric)
+        logging.info("stage %s: validation %s %.4f", name, ctx.metric, accuracy)
+        out.line(report_lib.stage_line(i, len(config.stages), name, figures,
+                                       accuracy, time.monotonic() - started, resumed,
+                                       metric=ctx.metric))
+        done.append(results.StageResult(name, i, path, figures, {ctx.metric: accuracy}))
         if after_stage is not None:
             after_stage(name, model, accuracy)
 
     started = time.monotonic()
-    formats = _formats(config, wd, splits, baseline, model)
+    formats = _formats(config, wd, splits, baseline, model, task)
     out.line(f"converted to {', '.join(config.convert.modes)} and measured {len(formats)} "
              f"models on LiteRT (test split, XNNPACK); {time.monotonic() - started:.0f}s")
     result = results.RunResult(
         config=_shareable_paths(config.to_dict(), workdir),
         splits={"train": len(splits.train[1]), "validation": len(splits.validation[1]),
                 "test": len(splits.test[1]),
-                "figures": "format rows: accuracy, agreement, vs_baseline on test (measured "
-                           "once per exported model); validation.*, keras_accuracy and "
-                           "stage figures on validation"},
+                "figures": (f"format rows: {', '.join(_ROW_METRICS[task])}, vs_baseline on "
+                            "test (measured once per exported model); validation.*, "
+                            f"keras_{ctx.metric} and stage figures on validation")},
         keras_metrics={"baseline": ctx.accuracy(baseline), "final": ctx.accuracy(model)},
+        task=task,
         stages=tuple(done),
         formats=tuple(formats),
         profile={"baseline": _profile(baseline), "final": _profile(model)},
@@ -278,6 +342,25 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
         android=(_export_android(config, wd, android_dir, android_mode) if android_dir
                  else None))
     return report_lib.write(result)
+
+
+def _task_figures(figures, metric: str):
+    """A stage's figures with their ``accuracy`` keys named by the task's score (``r2`` for
+    regression: ``accuracy_before`` -> ``r2_before``); classification's are unchanged."""
+    if metric == "accuracy" or not isinstance(figures, dict):
+        return figures
+    return {k.replace("accuracy", metric): v for k, v in figures.items()}
+
+
+def _as_model_inputs(splits, model):
+    """The splits' inputs in the dtype of the model's single input (uint8 images for a float
+    model become float32; token ids stay integers); other models' unchanged."""
+    if len(model.inputs) != 1:
+        return splits
+    dtype = model.inputs[0].dtype
+    dtype = getattr(dtype, "name", dtype)
+    return data_lib.DataSplits(*((data_lib.as_input_dtype(x, dtype, f"the {name} split"), y)
+                                 for name, (x, y) in zip(data_lib.DataSplits._fields, splits)))
 
 
 def _shareable_paths(config: dict, workdir: str) -> dict:
@@ -324,15 +407,28 @@ def _baseline(config, ctx: Context, wd: Workdir, user_model=None) -> keras.Model
     return model
 
 
-def _formats(config, wd: Workdir, splits, baseline, model) -> list:
+# The metrics each task's format rows hold (the rest of ``validate``'s report is the same).
+_ROW_METRICS = {"classification": ("accuracy", "agreement"),
+                "regression": ("r2", "mse", "mae", "r2_drop")}
+
+
+def _paired(task: str, base_outputs, outputs, y) -> dict:
+    """The paired difference to the baseline on the same samples, in the task's metric:
+    accuracy points (classification) or R^2 points from per-sample squared errors
+    (regression), each with its 95% interval."""
+    if task == "regression":
+        return stats_lib.paired_regression_difference(base_outputs, outputs, y)
+    return stats_lib.paired_difference(tasks.correct(base_outputs, y), tasks.correct(outputs, y))
+
+
+def _formats(config, wd: Workdir, splits, baseline, model, task: str = "classification") -> list:
     """Converts, writes and measures every mode (and the baseline float32 after stages); one
-    ``results.FormatRow`` each."""
+    ``results.FormatRow`` each, with the task's metrics."""
     baseline_fb = convert(baseline, "float32")  # ratios are to the baseline's float32 bytes
     reference = profiling.tflite_sizes(baseline_fb)
     x_test, y_test = splits.test
     x_val, y_val = splits.validation
-    base_correct = tasks.correct(predict(baseline_fb, x_test), y_test)
-    base_val_correct = tasks.correct(predict(baseline_fb, x_val), y_val)
+    base_test, base_val = predict(baseline_fb, x_test), predict(baseline_fb, x_val)
     made = [("baseline float32", baseline_fb, baseline, None)] if config.stages else []
     for mode in config.convert.baseline_modes if config.stages else ():  # e.g. the plain int8
         made.append((f"baseline {mode}", convert(
@@ -357,17 +453,16 @@ def _formats(config, wd: Workdir, splits, baseline, model) -> list:
     for name, flatbuffer, keras_model, path in made:
         bar.note = name
         bar.draw(force=True)
-        test, validation = _measure(flatbuffer, keras_model, config, splits)
+        test, validation = _measure(flatbuffer, keras_model, config, splits, task)
         conversion = conversion_info(flatbuffer)
         recipe = conversion["facts"].get("recipe")
         if recipe is not None and name in config.convert.modes:  # the quantizer's own JSON
             _io.write_text(wd.quantizer_recipe(name), json.dumps(recipe, indent=2))
-        correct = tasks.correct(predict(flatbuffer, x_test), y_test)
-        val_correct = tasks.correct(predict(flatbuffer, x_val), y_val)  # for decisions
         rows.append(results.FormatRow(
             format=name, test=test, validation=validation,
-            vs_baseline=stats_lib.paired_difference(base_correct, correct),
-            validation_vs_baseline=stats_lib.paired_difference(base_val_correct, val_correct),
+            vs_baseline=_paired(task, base_test, predict(flatbuffer, x_test), y_test),
+            validation_vs_baseline=_paired(  # for decisions
+                task, base_val, predict(flatbuffer, x_val), y_val),
             conversion=conversion, ratio=test["bytes"] / reference["bytes"],
             gzip_ratio=test["gzip_bytes"] / reference["gzip_bytes"], path=path,
             label=report_lib.row_label(name, config.stages)))
@@ -398,17 +493,18 @@ def _profile(model) -> Optional[dict]:
     return {"params": p["params"], "macs": p["macs"]}
 
 
-def _measure(flatbuffer, model, config, splits) -> tuple:
+def _measure(flatbuffer, model, config, splits, task: str = "classification") -> tuple:
     """Test figures (the full validation report, less the ratios the runner computes against
-    the baseline) and validation accuracy/agreement."""
+    the baseline) and the task's validation metrics (accuracy/agreement; regression: r2, mse,
+    mae, r2_drop)."""
     x_test, y_test = splits.test
     result = validate(
-        flatbuffer, x_test, y_test, reference=model,
+        flatbuffer, x_test, y_test, reference=model, task=task,
         latency_runs=config.validate.latency_runs, num_threads=config.validate.num_threads,
         compiled_model=tuple(config.validate.compiled_model),
         litert_benchmark=bool(config.validate.litert_benchmark and config.validate.latency_runs))
     x_val, y_val = splits.validation
     val = validate(flatbuffer, x_val, y_val, reference=model, latency_runs=0,
-                   delegate_checks=False)
+                   delegate_checks=False, task=task).to_dict()
     test = {k: v for k, v in result.to_dict().items() if k not in ("ratio", "gzip_ratio")}
-    return test, {"accuracy": val.accuracy, "agreement": val.agreement}
+    return test, {k: val.get(k) for k in _ROW_METRICS[task]}

@@ -26,6 +26,23 @@ COLUMNS = (
     ("latency_ms", "latency ms", "{:.3f}"),
     ("litert_benchmark.latency.median_ms", "LiteRT benchmark ms", "{:.3f}"),
 )
+# A regression model's rows: its R^2 and errors, never accuracy or agreement.
+REGRESSION_COLUMNS = (
+    COLUMNS[:5] + (
+        ("validation.r2", "validation R^2", "{:.4f}"),
+        ("r2", "test R^2", "{:.4f}"),
+        ("vs_baseline", "test vs baseline, R^2 points (95% interval)", None),
+        ("mse", "test MSE", "{:.4g}"),
+        ("mae", "test MAE", "{:.4g}"),
+        ("max_abs_diff", "max output difference", "{:.3g}"),
+    ) + COLUMNS[-2:])
+
+
+def _regression(rows) -> bool:
+    """Whether format rows are a regression model's (R^2 and no accuracy)."""
+    rows = list(rows)
+    return bool(rows) and all(r.get("r2") is not None or r.get("accuracy") is None for r in rows) \
+        and any(r.get("r2") is not None for r in rows)
 
 
 # What each stage did to the model, in the words a row label uses ("pruned+clustered int8").
@@ -74,23 +91,25 @@ def stage_summary(name: str, figures: dict) -> str:
 
 
 def stage_line(index: int, count: int, name: str, figures: dict, accuracy: float,
-               seconds: float, resumed: bool = False) -> str:
-    """The console's line for a finished stage: what it did, its validation accuracy."""
-    before = (figures or {}).get("accuracy_before")
+               seconds: float, resumed: bool = False, metric: str = "accuracy") -> str:
+    """The console's line for a finished stage: what it did, its validation score
+    (``metric``: accuracy, or r2 for regression)."""
+    before = (figures or {}).get(f"{metric}_before")
     was = f" (before {before:.4f})" if isinstance(before, float) else ""
     took = "resumed from the workdir" if resumed else f"{seconds:.0f}s"
-    return (f"[{index + 1}/{count}] {name}: {stage_summary(name, figures)}; validation accuracy "
-            f"{accuracy:.4f}{was}; {took}")
+    return (f"[{index + 1}/{count}] {name}: {stage_summary(name, figures)}; validation "
+            f"{'R^2' if metric == 'r2' else metric} {accuracy:.4f}{was}; {took}")
 
 
 def summary_table(rows) -> str:
     """A compact plain-text table of format rows for the console (report.md has them all)."""
-    head = ("model", "KB", "gzip KB", "gzip ratio", "test acc", "vs baseline (95%)", "ms",
-            "LiteRT ms")
+    metric = "r2" if _regression(rows) else "accuracy"
+    head = ("model", "KB", "gzip KB", "gzip ratio", "test R^2" if metric == "r2" else "test acc",
+            "vs baseline (95%)", "ms", "LiteRT ms")
     body = []
     for r in rows:
         vs = r.get("vs_baseline") or {}
-        acc = r.get("accuracy")
+        acc = r.get(metric)
         body.append((
             r.get("label") or r["format"], f"{r['bytes'] / 1000:,.0f}",
             f"{r['gzip_bytes'] / 1000:,.0f}", f"{r['gzip_ratio']:.3f}",
@@ -120,11 +139,13 @@ def _cell(row: dict, key: str, fmt) -> str:
 
 
 def table(rows) -> str:
-    """A Markdown table of format rows (missing figures shown as '-')."""
-    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
+    """A Markdown table of format rows (missing figures shown as '-'); a regression model's
+    rows show R^2, MSE, MAE and the output difference instead of accuracy and agreement."""
+    columns = REGRESSION_COLUMNS if _regression(rows) else COLUMNS
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |",
+             "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row, key, fmt) for key, _, fmt in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row, key, fmt) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
 
 
@@ -150,11 +171,16 @@ def markdown(report: Union[dict, results.RunResult]) -> str:
                      "calibration and width choices) uses validation; each exported model is "
                      "measured on test once, paired with the float32 baseline on the same images.")
         parts.append("")
-    acc = report.get("keras_accuracy", {})
+    acc = report.get("keras_accuracy") or report.get("keras_r2") or {}
     if acc:
-        parts.append("Keras validation accuracy: "
+        parts.append(f"Keras validation {'R^2' if 'keras_r2' in report else 'accuracy'}: "
                      + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
         parts.append("")
+    if report.get("task") == "regression":
+        parts += ["Task: regression (float targets; fine-tuned with mean squared error). Rows "
+                  "show R^2, MSE and MAE; the difference to the baseline is in R^2 points "
+                  "(100 x R^2) from per-sample squared errors, with its paired 95% interval.",
+                  ""]
     for name, stats in report.get("stages", {}).items():
         figures = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in stats.items() if not isinstance(v, (dict, list)))
@@ -180,7 +206,8 @@ def markdown(report: Union[dict, results.RunResult]) -> str:
     if notes:
         parts += ["", notes]
     if report.get("plot"):
-        parts += ["", f"![test accuracy against gzip bytes]({report['plot']})"]
+        what = "R^2" if report.get("task") == "regression" else "accuracy"
+        parts += ["", f"![test {what} against gzip bytes]({report['plot']})"]
     return "\n".join(parts) + "\n"
 
 
@@ -245,9 +272,10 @@ def format_notes(rows) -> str:
 PLOT = Workdir.PLOT
 
 
-def plot_size_accuracy(rows, path: str) -> str:
-    """A PNG of each format's test accuracy against its gzip bytes (log scale), written
-    atomically; returns the path. Rows without both figures are left out."""
+def plot_size_accuracy(rows, path: str, metric: str = "accuracy") -> str:
+    """A PNG of each format's test accuracy (``metric``: or R^2, "r2") against its gzip bytes
+    (log scale), written atomically; returns the path. Rows without both figures are left
+    out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,8 +283,8 @@ def plot_size_accuracy(rows, path: str) -> str:
 
     from matplotlib import ticker
 
-    points = [(r["gzip_bytes"], r["accuracy"], r.get("label") or r["format"]) for r in rows
-              if r.get("gzip_bytes") and r.get("accuracy") is not None]
+    points = [(r["gzip_bytes"], r[metric], r.get("label") or r["format"]) for r in rows
+              if r.get("gzip_bytes") and r.get(metric) is not None]
     staged = any(name.startswith("baseline") for _, _, name in points)
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for size, accuracy, name in points:
@@ -268,7 +296,7 @@ def plot_size_accuracy(rows, path: str) -> str:
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("gzip bytes of the .tflite (log scale)")
-    ax.set_ylabel("test accuracy (LiteRT)")
+    ax.set_ylabel(f"test {'R^2' if metric == 'r2' else metric} (LiteRT)")
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title("size against accuracy (grey: baseline)")
     fig.tight_layout()
@@ -331,9 +359,10 @@ def write(result: results.RunResult) -> results.RunResult:
     formats, the size against accuracy plot (``size_accuracy.png``, embedded in report.md) into
     the result's workdir, each atomically; returns the result with its ``plot`` named."""
     wd = Workdir(result.workdir)
-    measured = [r.to_dict() for r in result.formats if r.test_accuracy is not None]
+    metric = "r2" if result.task == "regression" else "accuracy"
+    measured = [r.to_dict() for r in result.formats if r.metric(metric, "test") is not None]
     if len(measured) >= 2:
-        plot_size_accuracy(measured, wd.plot)
+        plot_size_accuracy(measured, wd.plot, metric)
         result = dataclasses.replace(result, plot=PLOT)
     report = result.to_dict()
     _io.write_text(wd.report_json, json.dumps(report, indent=2, sort_keys=True, default=str))
@@ -353,24 +382,27 @@ def pareto_plot(summary: dict, records: list, path: str) -> str:
     done = [r for r in records if r["state"] == "COMPLETE"]
     front = {r["number"] for r in summary["front"]}
     base = summary["baseline"]
+    metric = summary.get("metric", "accuracy")  # accuracy, or r2 for a regression model
+    score = lambda r: r.get("score", r.get(metric))  # noqa: E731
+    what = "R^2" if metric == "r2" else metric
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "gzip_bytes", "gzip bytes of the .tflite"),
                            (axes[1], "latency_ms", "XNNPACK latency (ms, 1 sample)")):
-        pts = [(r[key], r["accuracy"], r["number"] in front) for r in done
+        pts = [(r[key], score(r), r["number"] in front) for r in done
                if r.get(key) is not None]
         if pts:
             xs, ys, on = map(np.array, zip(*pts))
             ax.scatter(xs[~on], ys[~on], c="0.6", s=18, label="trial")
-            ax.scatter(xs[on], ys[on], c="C0", s=30, label="Pareto front (accuracy vs "
+            ax.scatter(xs[on], ys[on], c="C0", s=30, label=f"Pareto front ({what} vs "
                        f"{summary['objective']})")
         if base.get(key) is not None:  # latency: measured only with latency runs
-            ax.scatter([base[key]], [base["accuracy"]], marker="*", s=160, c="C3",
+            ax.scatter([base[key]], [score(base)], marker="*", s=160, c="C3",
                        label="baseline float32")
-        ax.axhline(summary["accuracy_floor"], ls="--", c="C3", lw=1,
+        ax.axhline(summary[f"{metric}_floor"], ls="--", c="C3", lw=1,
                    label=f"budget (-{summary['max_drop_points']:g} points)")
         ax.set_xscale("log" if key == "gzip_bytes" else "linear")
         ax.set_xlabel(label)
-        ax.set_ylabel("validation accuracy (LiteRT)")
+        ax.set_ylabel(f"validation {what} (LiteRT)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -383,12 +415,15 @@ def pareto_plot(summary: dict, records: list, path: str) -> str:
 def search_markdown(summary: dict) -> str:
     """A search's report.md: baseline, budget, best candidate, the front, pareto.png."""
     base, best = summary["baseline"], summary["best"]
+    m = summary.get("metric", "accuracy")  # accuracy, or r2 for a regression model
+    what = "R^2" if m == "r2" else m
     lines = ["# tfcompress search", "",
              "Every choice (the budget, the front, the best) is made on the validation split; "
              "test figures are held out: measured once per exported model, never chosen on.", "",
-             f"Baseline float32: validation accuracy {base['accuracy']:.4f}, test accuracy "
-             f"{base['test_accuracy']:.4f}, {base['gzip_bytes']:,} gzip bytes, "
-             f"{_ms(base['latency_ms'])} ms. Budget: at most {summary['max_drop_points']:g} points "
+             f"Baseline float32: validation {what} {base[m]:.4f}, test {what} "
+             f"{base[f'test_{m}']:.4f}, {base['gzip_bytes']:,} gzip bytes, "
+             f"{_ms(base['latency_ms'])} ms. Budget: at most {summary['max_drop_points']:g} "
+             f"{'R^2 points (1 point = 0.01 R^2)' if m == 'r2' else 'points'} "
              f"lower on validation (the one-sided {summary.get('budget_confidence', 0.5):.0%} upper "
              f"bound of the paired drop); objective: "
              f"{summary['objective']}. Trials: "
@@ -397,27 +432,27 @@ def search_markdown(summary: dict) -> str:
     if best:
         held = best["held_out"]
         lines += [f"Best within the budget: trial {best['number']} ({', '.join(best['stages']) or 'PTQ only'}"
-                  f" -> {best['params']['mode']}): validation accuracy {best['accuracy']:.4f}; "
-                  f"held-out test accuracy {held['accuracy']:.4f} ({-best['test_drop_points']:+.2f}"
+                  f" -> {best['params']['mode']}): validation {what} {best[m]:.4f}; "
+                  f"held-out test {what} {held[m]:.4f} ({-best['test_drop_points']:+.2f}"
                   f" points against the baseline{_interval(best)}), {held['gzip_bytes']:,} gzip "
                   f"bytes ({held['gzip_ratio']:.3f}x the float32 baseline), latency "
                   f"{_ms(held['latency_ms'])} ms: `best/model.tflite`, recipe `best/recipe.py`.", ""]
     else:
         lines += ["No candidate met the budget.", ""]
     lines += ["## Pareto front", "",
-              "| trial | stages | mode | validation accuracy | test accuracy | test vs baseline "
-              "(95% interval) | gzip bytes | gzip ratio | latency ms | MACs | within budget "
+              f"| trial | stages | mode | validation {what} | test {what} | test vs baseline "
+              f"({'R^2 points, ' if m == 'r2' else ''}95% interval) | gzip bytes | gzip ratio | latency ms | MACs | within budget "
               "(validation) | test within budget | recipe |", "|" + "---|" * 13]
     for r in summary["front"]:
         lines.append(
             f"| {r['number']} | {', '.join(r['stages']) or '-'} | {r['params']['mode']} | "
-            f"{r['accuracy']:.4f} | {r['test_accuracy']:.4f} | {_interval(r, brackets=False)} | "
+            f"{r[m]:.4f} | {r[f'test_{m}']:.4f} | {_interval(r, brackets=False)} | "
             f"{r['gzip_bytes']:,} | {r['gzip_ratio']:.3f} | "
             f"{_ms(r['latency_ms'])} | {r['macs'] if r['macs'] is not None else '-'} | "
             f"{'yes' if r['feasible'] else 'no'} | "
             f"{'yes' if r['test_within_budget'] else '**no: beyond the budget on test**'} | "
             f"`front/trial_{r['number']}.py` |")
-    lines += ["", "![accuracy against size and latency](pareto.png)", "",
+    lines += ["", f"![{what} against size and latency](pareto.png)", "",
               "Run a front point: `python scripts/compress.py --config=front/trial_N.py "
               "--workdir=workdir/trial_N`.", ""]
     return "\n".join(lines)

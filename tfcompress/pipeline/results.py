@@ -104,6 +104,7 @@ class RunResult:
     workdir: str = ""
     android: Optional[Mapping[str, Any]] = None
     plot: Optional[str] = None  # the size/accuracy plot's file name, once written
+    task: str = "classification"  # or "regression": the rows hold that task's metrics
 
     def row(self, fmt: str) -> FormatRow:
         """The row of a format (a mode, or "baseline <mode>")."""
@@ -122,10 +123,14 @@ class RunResult:
     def to_dict(self) -> dict:
         """The report (``report.json``): the same keys the runner has always written."""
         out = {"config": _plain(self.config), "splits": _plain(self.splits),
-               "keras_accuracy": dict(self.keras_metrics),
+               # Keras validation score: keras_accuracy, or keras_r2 for regression
+               f"keras_{'r2' if self.task == 'regression' else 'accuracy'}":
+                   dict(self.keras_metrics),
                "stages": {s.name: _plain(s.to_dict()) for s in self.stages},
                "formats": [r.to_dict() for r in self.formats],
                "profile": _plain(self.profile)}
+        if self.task != "classification":  # classification's report keeps its keys
+            out["task"] = self.task
         if self.android is not None:
             out["android"] = _plain(self.android)
         if self.plot is not None:

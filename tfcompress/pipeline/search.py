@@ -10,6 +10,11 @@ report flags front points whose test drop is beyond the budget. The study is an 
 multi-objective study (maximize accuracy, minimize the objective) with a TPE sampler that knows
 the accuracy budget as a trial constraint.
 
+The budget is in the task's metric (``recipe.data.task``, inferred when empty): accuracy
+points for classification, R^2 points (1 point = 0.01 R^2) for a regression model, whose
+paired drop comes from per-sample squared errors (``stats.paired_regression_difference``);
+records, search.json and report.md then hold ``r2``/``test_r2``, never accuracy.
+
 What we add over a plain ``study.optimize``:
 
 - The search space holds only the stages in ``stages.STAGES``
@@ -68,6 +73,7 @@ import tfcompress.pipeline.shared_storage as shared_study
 import tfcompress.export.modes as modes
 import tfcompress.pipeline.stats as stats_lib
 import tfcompress.pipeline.report as report_lib
+import tfcompress.tasks as tasks
 from tfcompress._compat.litert import load_flatbuffer
 from tfcompress.export.conversion import available_modes
 from tfcompress.pipeline.stages import STAGES
@@ -93,7 +99,8 @@ def default_config() -> ConfigDict:
     c = ConfigDict()
     c.recipe = recipe.default_config()  # data, model, training and stage sections of trials
     c.objective = "size"  # size (gzip bytes) | latency (XNNPACK ms) | macs
-    c.max_drop = 1.0  # accuracy budget: at most this many points below the float32 baseline
+    c.max_drop = 1.0  # budget: at most this many points (of accuracy; regression: of R^2,
+    #                   1 point = 0.01 R^2) below the float32 baseline
     # A candidate meets the budget when the one-sided upper confidence bound of its paired
     # validation drop (stats.drop_upper_bound) is within max_drop: best-of-N picks on a few
     # hundred images are optimistic (0.5: the observed drop alone).
@@ -246,21 +253,22 @@ def recipe_source(config: ConfigDict, title: str) -> str:
 
 
 def pareto_front(records: list) -> list:
-    """The completed records no other dominates (higher accuracy, lower objective), by objective.
+    """The completed records no other dominates (higher score: accuracy or R^2, lower
+    objective), by objective.
 
     Equal points keep the lowest trial number.
     """
     done = [r for r in records if r["state"] == "COMPLETE"]
     front = []
     for r in done:
-        a, o = r["accuracy"], r["objective"]
+        a, o = _score(r), r["objective"]
         dominated = any(
-            (s["accuracy"] >= a and s["objective"] <= o
-             and (s["accuracy"] > a or s["objective"] < o or s["number"] < r["number"]))
+            (_score(s) >= a and s["objective"] <= o
+             and (_score(s) > a or s["objective"] < o or s["number"] < r["number"]))
             for s in done if s is not r)
         if not dominated:
             front.append(r)
-    return sorted(front, key=lambda r: (r["objective"], -r["accuracy"]))
+    return sorted(front, key=lambda r: (r["objective"], -_score(r)))
 
 
 def _params_key(params: dict) -> str:
@@ -300,13 +308,17 @@ def _baseline(config: ConfigDict, workdir: str) -> dict:
         if os.path.exists(cache):
             with open(cache) as f:
                 info = json.load(f)
-            if info.get("fingerprint") == key:
+            if info.get("fingerprint") == key and "score" in info:
                 return info
         result = recipe.run(base, folder)
         row = result.row("float32")
+        metric = tasks.PRIMARY[result.task]  # the budget's metric: accuracy, or R^2
         model_path = os.path.abspath(config.recipe.model.path or Workdir(folder).baseline)
-        info = {"fingerprint": key, "accuracy": row.validation_accuracy,
-                "test_accuracy": row.test_accuracy, "bytes": row.bytes,
+        info = {"fingerprint": key, "task": result.task, "metric": metric,
+                "score": row.metric(metric, "validation"),
+                "test_score": row.metric(metric, "test"),
+                metric: row.metric(metric, "validation"), f"test_{metric}": row.metric(metric, "test"),
+                "bytes": row.bytes,
                 "gzip_bytes": row.gzip_bytes, "latency_ms": row.latency_ms,
                 "macs": result.final_macs, "model_path": model_path, "tflite": row.path}
         _io.write_text(cache, json.dumps(info, indent=2))
@@ -318,8 +330,11 @@ class _Search:
 
     def __init__(self, config: ConfigDict, workdir: str, baseline: dict, study):
         self.config, self.workdir, self.baseline, self.study = config, workdir, baseline, study
+        self.metric = baseline.get("metric", "accuracy")  # the task's: accuracy, or r2
         self.space = space(config)
-        self.floor = baseline["accuracy"] - config.max_drop / 100.0
+        if baseline.get("task") == "regression":  # distill's student is a classifier
+            self.space.pop("distill_width", None)
+        self.floor = _baseline_score(baseline) - config.max_drop / 100.0
         self.started = time.time()
         self.bar = None  # the console's trial progress bar (search() draws it)
 
@@ -352,18 +367,19 @@ class _Search:
             del model
             if accuracy < stop:
                 trial.set_user_attr("stopped_after", name)
-                trial.set_user_attr("stage_accuracy", accuracy)
+                trial.set_user_attr(f"stage_{self.metric}", accuracy)
                 raise optuna.TrialPruned(
-                    f"Keras accuracy {accuracy:.4f} after {name} is below {stop:.4f}")
+                    f"Keras {self.metric} {accuracy:.4f} after {name} is below {stop:.4f}")
 
         path = self.baseline["model_path"]
         # PTQ and QAT run into sibling folders (ptq/, qat/), each a whole recipe run whose
         # report describes the flatbuffer beside it; the trial takes the better by value.
         cfg = trial_recipe(self.config, params, path)
+        m = self.metric
         result = self._run(trial, cfg, Workdir(os.path.join(folder, "ptq")), after_stage)
         row = result.row(params["mode"])
-        trial.set_user_attr("ptq_accuracy", row.validation_accuracy)
-        miss = self.floor - row.validation_accuracy
+        trial.set_user_attr(f"ptq_{m}", row.metric(m))
+        miss = self.floor - row.metric(m)
         if (params["mode"] == "int8" and "qat" in STAGES and 0 < miss
                 and miss <= self.config.qat_recover / 100.0):
             qat_cfg = trial_recipe(self.config, params, path, qat=True)
@@ -371,15 +387,16 @@ class _Search:
             _share_stages(Workdir(result.workdir), qat_dir, cfg.stages, qat_cfg.stages)
             qat = self._run(trial, qat_cfg, qat_dir)
             qat_row = qat.row("int8")
-            trial.set_user_attr("qat_accuracy", qat_row.validation_accuracy)
-            if qat_row.validation_accuracy > row.validation_accuracy:
+            trial.set_user_attr(f"qat_{m}", qat_row.metric(m))
+            if qat_row.metric(m) > row.metric(m):
                 cfg, result, row = qat_cfg, qat, qat_row
         trial.set_user_attr("chosen", os.path.basename(result.workdir))  # "ptq" or "qat"
         value = _objective_value(result, row, self.config.objective)
-        accuracy = row.validation_accuracy
+        accuracy = row.metric(m)  # the task's score on validation: accuracy, or R^2
         trial.set_user_attr("stages", list(cfg.stages))
-        trial.set_user_attr("accuracy", accuracy)
-        trial.set_user_attr("test_accuracy", row.test_accuracy)
+        trial.set_user_attr("metric", m)
+        trial.set_user_attr(m, accuracy)
+        trial.set_user_attr(f"test_{m}", row.metric(m, "test"))
         trial.set_user_attr("test_vs_baseline", dict(row.vs_baseline))
         trial.set_user_attr("gzip_bytes", row.gzip_bytes)
         trial.set_user_attr("bytes", row.bytes)
@@ -391,7 +408,7 @@ class _Search:
         trial.set_user_attr("validation_drop_bound", drop_bound)
         constraint = (drop_bound - self.config.max_drop) / 100.0  # <= 0: within the budget
         trial.set_user_attr("constraint", constraint)
-        trial.set_constraint("accuracy_budget", constraint)  # for the sampler
+        trial.set_constraint("accuracy_budget", constraint)  # for the sampler (any metric)
         trial.set_user_attr("tflite", row.path)
         trial.set_user_attr("recipe", Workdir(result.workdir).recipe_file)
         return accuracy, value
@@ -404,7 +421,8 @@ class _Search:
         value = _objective_value(result, row, self.config.objective)
         _io.write_text(wd.recipe_file, recipe_source(
             cfg, f"Search trial {trial.number}: {', '.join(cfg.stages) or 'PTQ only'} -> "
-                 f"{cfg.convert.modes[0]}; validation accuracy {row.validation_accuracy:.4f}, "
+                 f"{cfg.convert.modes[0]}; validation {_label(self.metric)} "
+                 f"{row.metric(self.metric):.4f}, "
                  f"{self.config.objective} {value:.6g}."))
         return result
 
@@ -422,9 +440,10 @@ class _Search:
         feasible = [r for r in records if r["state"] == "COMPLETE" and r["feasible"]]
         best = min(feasible, key=lambda r: r["objective"], default=None)
         done = sum(r["state"] in ("COMPLETE", "PRUNED") and "same_as" not in r for r in records)
-        what = (f"acc {trial.values[0]:.4f} {self.config.objective} {trial.values[1]:.6g}"
+        short = "acc" if self.metric == "accuracy" else _label(self.metric)
+        what = (f"{short} {trial.values[0]:.4f} {self.config.objective} {trial.values[1]:.6g}"
                 if trial.values else trial.state.name.lower())
-        best_text = (f"trial {best['number']}: acc {best['accuracy']:.4f}, gzip "
+        best_text = (f"trial {best['number']}: {short} {best['score']:.4f}, gzip "
                      f"{best['gzip_ratio']:.3f}x, {self.config.objective} {best['objective']:.6g}"
                      if best else "none yet")
         logging.info("search %d/%d [%.0f s] trial %d %s | best within budget: %s", done,
@@ -454,10 +473,27 @@ def _share_stages(src: Workdir, dst: Workdir, src_stages, dst_stages) -> None:
                 shutil.copyfile(path, target)
 
 
+def _label(metric: str) -> str:
+    """A metric's name in words: ``r2`` -> ``R^2``."""
+    return "R^2" if metric == "r2" else metric
+
+
+def _baseline_score(baseline: dict, split: str = ""):
+    """The baseline's validation (``split`` "") or test ("test_") score in its task's metric."""
+    return baseline.get(f"{split}score", baseline.get(f"{split}{baseline.get('metric', 'accuracy')}"))
+
+
+def _score(record: dict):
+    """A record's validation score (its task's metric; records before tasks: accuracy)."""
+    return record["score"] if "score" in record else record["accuracy"]
+
+
 def _record(trial, baseline_floor: Optional[float] = None) -> dict:
     attrs = dict(trial.user_attrs)
+    metric = attrs.get("metric", "accuracy")
     rec = {"number": trial.number, "state": trial.state.name, "params": trial.params,
-           "accuracy": trial.values[0] if trial.values else None,
+           "score": trial.values[0] if trial.values else None,
+           metric: trial.values[0] if trial.values else None,
            "objective": trial.values[1] if trial.values else None,
            "feasible": trial.values is not None and attrs.get("constraint", 1.0) <= 0,
            "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
@@ -558,7 +594,8 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
     """Writes trials.jsonl, the front's recipes, the best model, pareto.png and report.md."""
     records = export_trials(study, os.path.join(workdir, "trials.jsonl"))
     front = pareto_front(records)
-    test_floor = baseline["test_accuracy"] - config.max_drop / 100.0
+    metric = baseline.get("metric", "accuracy")  # the task's: accuracy, or r2 (regression)
+    test_floor = _baseline_score(baseline, "test_") - config.max_drop / 100.0
     front_dir = os.path.join(workdir, "front")
     with _locked(os.path.join(workdir, ".front.lock")):  # processes sharing the workdir
         if os.path.isdir(front_dir):  # a resumed search rewrites the front: no stale point
@@ -568,18 +605,21 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
             r["config_file"] = os.path.join(front_dir, f"trial_{r['number']}.py")
             shutil.copyfile(r["recipe"], r["config_file"])
     for r in front:  # chosen on validation; a test drop beyond the budget is the warning
-        r["test_within_budget"] = r["test_accuracy"] >= test_floor
+        r["test_within_budget"] = r[f"test_{metric}"] >= test_floor
     feasible = [r for r in records if r["state"] == "COMPLETE" and r["feasible"]]
-    best = min(feasible, key=lambda r: (r["objective"], -r["accuracy"], r["number"]),
+    best = min(feasible, key=lambda r: (r["objective"], -_score(r), r["number"]),
                default=None)
     summary = {
         "baseline": {k: v for k, v in baseline.items() if k != "fingerprint"},
         "objective": config.objective, "max_drop_points": config.max_drop,
-        "accuracy_floor": baseline["accuracy"] - config.max_drop / 100.0,
-        "test_accuracy_floor": test_floor,
+        "task": baseline.get("task", "classification"), "metric": metric,
+        "budget": (f"at most {config.max_drop:g} {_label(metric)} points (1 point = 0.01 "
+                   f"{_label(metric)}) below the float32 baseline on validation"),
+        f"{metric}_floor": _baseline_score(baseline) - config.max_drop / 100.0,
+        f"test_{metric}_floor": test_floor,
         "budget_confidence": config.budget_confidence,
-        "splits": "accuracy, accuracy_floor, the constraint, the front and best: validation; "
-                  "test_accuracy, test_vs_baseline, best.held_out: test (held out, measured "
+        "splits": f"{metric}, {metric}_floor, the constraint, the front and best: validation; "
+                  f"test_{metric}, test_vs_baseline, best.held_out: test (held out, measured "
                   "once per exported model)",
         "space": {k: list(v) for k, v in space(config).items()},
         "states": {s: sum(r["state"] == s for r in records)
@@ -599,14 +639,17 @@ def _export_best(config: ConfigDict, workdir: str, baseline: dict, best: dict) -
     flatbuffer = load_flatbuffer(best["tflite"])
     _io.write_bytes(os.path.join(folder, "model.tflite"), flatbuffer)
     shutil.copyfile(best["recipe"], os.path.join(folder, "recipe.py"))
-    x, y = recipe.load_data(config.recipe).test  # held out: measured, never chosen on
+    task = baseline.get("task", "classification")
+    metric = tasks.PRIMARY[task]
+    # held out: measured, never chosen on
+    x, y = recipe.load_data(config.recipe, task).test
     result = validate(flatbuffer, x, y, latency_runs=config.recipe.validate.latency_runs,
-                      num_threads=config.recipe.validate.num_threads,
+                      num_threads=config.recipe.validate.num_threads, task=task,
                       baseline=load_flatbuffer(baseline["tflite"])).to_dict()
     _io.write_text(os.path.join(folder, "validation.json"),
                    json.dumps(result, indent=2, default=str))
     return {**best, "model": os.path.join(folder, "model.tflite"),
             "config_file": os.path.join(folder, "recipe.py"),
-            "test_drop_points": (baseline["test_accuracy"] - result["accuracy"]) * 100.0,
-            "held_out": {k: result[k] for k in ("accuracy", "bytes", "gzip_bytes", "ratio",
+            "test_drop_points": (_baseline_score(baseline, "test_") - result[metric]) * 100.0,
+            "held_out": {k: result[k] for k in (metric, "bytes", "gzip_bytes", "ratio",
                                                 "gzip_ratio", "latency_ms")}}

@@ -44,6 +44,12 @@ class Context:
     workdir: str
     stats: dict = dataclasses.field(default_factory=dict)  # stage name -> measured figures
     step: str = ""  # the stage running now (the runner sets it; names its progress bar)
+    task: str = "classification"  # or "regression" (tfcompress.tasks): loss and score
+
+    @property
+    def metric(self) -> str:
+        """The name of the task's score: ``accuracy``, or ``r2`` for regression."""
+        return tasks.PRIMARY[self.task]
 
     @property
     def train(self) -> data.Split:
@@ -64,12 +70,16 @@ class Context:
     def fit(self, model, epochs: int, *, learning_rate: Optional[float] = None,
             callbacks=(), loss=None):
         """Compiles ``model`` and fits it on the training split for ``epochs`` (the validation
-        split is passed as ``validation_data``, so callbacks decide on it)."""
+        split is passed as ``validation_data``, so callbacks decide on it). The loss follows
+        the task: sparse cross-entropy for classification, mean squared error for regression."""
         train = self.config.train
+        regression = self.task == "regression"
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate or train.learning_rate),
-            loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=train.from_logits),
-            metrics=["accuracy"],
+            loss=loss or (keras.losses.MeanSquaredError() if regression else
+                          keras.losses.SparseCategoricalCrossentropy(
+                              from_logits=train.from_logits)),
+            metrics=["mae"] if regression else ["accuracy"],
         )
         if epochs:
             (x, y), val = self.train, self.validation
@@ -82,9 +92,10 @@ class Context:
         return model
 
     def accuracy(self, model) -> float:
-        """Keras accuracy on the validation split (the split decisions are taken on)."""
+        """The task's score of the Keras model on the validation split (the split decisions
+        are taken on): accuracy, or R^2 for regression (``metric`` names it)."""
         x, y = self.validation
-        return tasks.top1(model.predict(x, verbose=0), y)
+        return tasks.score(model.predict(x, verbose=0), y, self.task)
 
 
 @dataclasses.dataclass(frozen=True)

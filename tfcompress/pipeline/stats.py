@@ -54,10 +54,65 @@ def paired_difference(correct_a, correct_b, *, confidence: float = 0.95,
             "mcnemar_p": p, "significant": bool(low > 0 or high < 0)}
 
 
+def paired_regression_difference(outputs_a, outputs_b, targets, *, confidence: float = 0.95,
+                                 resamples: int = 2000, seed: int = 0) -> dict:
+    """R^2 of b minus R^2 of a, in points (100 x R^2), on the same samples, with its interval.
+
+    R^2 is linear in the per-sample squared errors (1 - MSE / variance of the targets), so the
+    difference is the mean of ``(se_a - se_b) / variance`` over samples, and its 95% interval
+    is scipy's bootstrap of that mean (paired: the same samples for both).
+
+    Args:
+        outputs_a, outputs_b: the two models' outputs (a: the reference), (N,) or (N, K).
+        targets: the float targets of the same samples.
+        confidence, resamples, seed: as for ``paired_difference``.
+
+    Returns:
+        {"metric": "r2", "difference_points", "low_points", "high_points", "confidence", "n",
+        "std_points" (of the per-sample differences), "mse_difference" (b's MSE minus a's),
+        "mse_low", "mse_high", "significant"}.
+
+    Raises:
+        DataError: arrays of different lengths, empty, or targets without variance.
+    """
+    t = np.asarray(targets, np.float64)
+    n = len(t)
+    a = np.asarray(outputs_a, np.float64).reshape(len(outputs_a), -1)
+    b = np.asarray(outputs_b, np.float64).reshape(len(outputs_b), -1)
+    if not n or len(a) != n or len(b) != n:
+        raise errors.DataError(
+            f"paired comparison needs equal, non-empty per-sample arrays; got {len(a)}, "
+            f"{len(b)} outputs and {n} targets")
+    t = t.reshape(n, -1)
+    variance = float(np.mean(np.square(t - t.mean(0))))
+    if variance <= 0:
+        raise errors.DataError("the targets have no variance; accepted: targets that vary "
+                               "(R^2 is undefined otherwise)")
+    se_a, se_b = np.square(a - t).mean(1), np.square(b - t).mean(1)
+    d = (se_a - se_b) / variance * 100.0
+    diff = float(d.mean())
+    if np.allclose(d, d[0]):  # no spread to resample
+        low = high = diff
+    else:
+        from scipy import stats as scipy_stats  # loaded when a statistic runs, not on import
+
+        res = scipy_stats.bootstrap(
+            (d,), lambda x, axis=-1: x.mean(axis=axis), vectorized=True,
+            confidence_level=confidence, n_resamples=resamples, method="percentile",
+            random_state=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"metric": "r2", "difference_points": diff, "low_points": low, "high_points": high,
+            "confidence": confidence, "n": int(n),
+            "std_points": float(d.std(ddof=1)) if n > 1 else 0.0,
+            "mse_difference": float(np.mean(se_b - se_a)),
+            "mse_low": -high * variance / 100.0, "mse_high": -low * variance / 100.0,
+            "significant": bool(low > 0 or high < 0)}
+
+
 def drop_upper_bound(difference: dict, confidence: float) -> float:
-    """A one-sided upper confidence bound, in points, of the accuracy LOST in a paired
-    difference (``paired_difference``'s result), by the normal approximation of McNemar's
-    statistic: the observed drop plus z(confidence) standard errors. ``confidence`` 0.5 gives
+    """A one-sided upper confidence bound, in points, of the accuracy (or R^2) LOST in a paired
+    difference (``paired_difference``'s result: the normal approximation of McNemar's
+    statistic; ``paired_regression_difference``'s: of the mean per-sample difference): the observed drop plus z(confidence) standard errors. ``confidence`` 0.5 gives
     the observed drop; a candidate chosen among many on the same images needs more: its
     discordant images say how far luck alone may have carried it.
 
@@ -68,7 +123,10 @@ def drop_upper_bound(difference: dict, confidence: float) -> float:
         raise errors.ConfigError(f"confidence={confidence!r}; accepted: a number in [0.5, 1)")
     from scipy import stats as scipy_stats  # loaded when a statistic runs, not on import
 
+    z = float(scipy_stats.norm.ppf(confidence))
+    if "std_points" in difference:  # a mean of per-sample differences (regression: R^2)
+        return (-difference["difference_points"]
+                + z * difference["std_points"] / np.sqrt(difference["n"]))
     n, a, b = difference["n"], difference["only_a"], difference["only_b"]
     variance = max(a + b - (b - a) ** 2 / n, 0.0)
-    z = float(scipy_stats.norm.ppf(confidence))
     return -difference["difference_points"] + z * np.sqrt(variance) / n * 100.0
