@@ -280,3 +280,14 @@ def test_transformer_qat_saves_and_loads_as_h5(tmp_path):
     assert isinstance(loaded.get_layer("quant_attention"), qat_configs.AttentionQuantizeWrapper)
     np.testing.assert_allclose(loaded.predict(xt[:16], verbose=0),
                                qat.predict(xt[:16], verbose=0), atol=1e-6)
+
+
+def test_gru_kept_float_is_refused_in_full_int8_in_one_line():
+    """The converter crashes calibrating a GRU (a WHILE loop): the int8 conversion of its QAT
+    model is refused with one line naming it."""
+    model, (x, _), _ = model_kinds.trained("gru")
+    qat = tfcompress.quantize_aware(model)
+    assert type(qat.get_layer("gru")) is keras.layers.GRU
+    with pytest.raises(errors.ConversionError, match=r"^mode 'int8' cannot convert .*gru") as e:
+        convert(qat, "int8", representative_data=x, representative_samples=16)
+    assert "\n" not in str(e.value)
