@@ -25,6 +25,10 @@ _KOTLIN_TYPES = {  # dtype -> (bytes per value, ByteBuffer put call, output arra
     "uint8": (1, "put", "ByteArray", (0, 255)),
     "int16": (2, "putShort", "ShortArray", (-32768, 32767)),
 }
+# Integer inputs (token ids, indices) are fed as they are: dtype -> (bytes, ByteBuffer put
+# call, Kotlin array, its conversion from an IntArray element).
+_INTEGER_INPUTS = {"int32": (4, "putInt", "IntArray", ""),
+                   "int64": (8, "putLong", "LongArray", ".toLong()")}
 
 
 def export_android(
@@ -75,10 +79,16 @@ def export_android(
     if set(normalization) - {"mean", "std", "note"} or float(normalization.get("std", 0)) == 0:
         raise errors.DataError(
             f"normalization {normalization!r}; accepted: {{'mean': number, 'std': nonzero number}}")
-    unsupported = [d["dtype"] for d in inputs[:1] + outputs[:1] if d["dtype"] not in _KOTLIN_TYPES]
+    unsupported = [d["dtype"] for d in inputs[:1] if d["dtype"] not in {
+        **_KOTLIN_TYPES, **_INTEGER_INPUTS}]
     if unsupported:
-        raise errors.DataError(errors.unknown("input/output dtype", unsupported[0],
+        raise errors.DataError(errors.unknown("input dtype", unsupported[0],
+                                              sorted({**_KOTLIN_TYPES, **_INTEGER_INPUTS})))
+    unsupported = [d["dtype"] for d in outputs[:1] if d["dtype"] not in _KOTLIN_TYPES]
+    if unsupported:
+        raise errors.DataError(errors.unknown("output dtype", unsupported[0],
                                               sorted(_KOTLIN_TYPES)))
+    integer_input = inputs[0]["dtype"] in _INTEGER_INPUTS
     sidecar = {
         "model_file": "model.tflite",
         "labels_file": "labels.txt",
@@ -86,8 +96,10 @@ def export_android(
         "outputs": outputs,
         "input_normalization": {
             "mean": float(normalization["mean"]), "std": float(normalization["std"]),
-            "formula": "x = (pixel - mean) / std; quantized inputs: q = round(x / scale) + "
-                       "zero_point",
+            "formula": ("integer input (token ids): fed as they are, not normalized"
+                        if integer_input else
+                        "x = (pixel - mean) / std; quantized inputs: q = round(x / scale) + "
+                        "zero_point"),
         },
         "bytes": len(content),
     }
@@ -183,12 +195,13 @@ def kotlin(sidecar: dict) -> str:
     and available, else CPU) and classify one input; "" where the input or output dtype has no
     TensorBuffer call here (the ``Interpreter`` lines then serve)."""
     inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
-    if inp["dtype"] not in _BUFFER_CALLS or out["dtype"] not in _BUFFER_CALLS:
+    ids = inp["dtype"] == "int32"  # token ids: TensorBuffer.writeInt (no writeLong for int64)
+    if (inp["dtype"] not in _BUFFER_CALLS and not ids) or out["dtype"] not in _BUFFER_CALLS:
         return ""
     size = 1
     for d in inp["shape"][1:]:
         size *= int(d)
-    write, _, in_array = _BUFFER_CALLS[inp["dtype"]]
+    write, _, in_array = _BUFFER_CALLS[inp["dtype"]] if not ids else ("writeInt", "", "IntArray")
     _, read, _ = _BUFFER_CALLS[out["dtype"]]
     n_out = int(out["shape"][-1])
     norm = sidecar["input_normalization"]
@@ -215,9 +228,12 @@ def kotlin(sidecar: dict) -> str:
         "val outputBuffers = model.createOutputBuffers()",
         "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
         "",
-        f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
-        f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}.",
-        f"inputBuffers[0].{write}({in_array}({size}) {{ i -> {value} }})",
+        *([f"// One input: tokens, an IntArray of {size} token ids (shape {inp['shape'][1:]}), "
+           "fed as int32 as they are.",
+           "inputBuffers[0].writeInt(tokens)"] if ids else [
+            f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
+            f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}.",
+            f"inputBuffers[0].{write}({in_array}({size}) {{ i -> {value} }})"]),
         "model.run(inputBuffers, outputBuffers)",
         f"val raw = outputBuffers[0].{read}()",
         f"val scores = FloatArray({n_out}) {{ i -> {score} }}",
@@ -233,12 +249,16 @@ def kotlin_interpreter(sidecar: dict) -> str:
     size = 1
     for d in inp["shape"][1:]:
         size *= int(d)
-    in_bytes, put, _, in_range = _KOTLIN_TYPES[inp["dtype"]]
+    ids = inp["dtype"] in _INTEGER_INPUTS
+    in_bytes, put, _, in_range = (_KOTLIN_TYPES[inp["dtype"]] if not ids else
+                                  _INTEGER_INPUTS[inp["dtype"]])
     n_out = int(out["shape"][-1])
     _, _, out_array, _ = _KOTLIN_TYPES[out["dtype"]]
     norm = sidecar["input_normalization"]
     x = f"(pixels[i] - {norm['mean']}f) / {norm['std']}f"
-    if in_range is None:
+    if ids:
+        value = f"tokens[i]{in_range}"  # in_range: the IntArray element's conversion
+    elif in_range is None:
         value = f"{x}"
     else:
         cast = {"put": "toByte()", "putShort": "toShort()"}[put]
@@ -264,8 +284,10 @@ def kotlin_interpreter(sidecar: dict) -> str:
         "val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2))",
         "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
         "",
-        f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
-        f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}.",
+        (f"// One input: tokens, an IntArray of {size} token ids (shape {inp['shape'][1:]}), "
+         f"fed as {inp['dtype']} as they are." if ids else
+         f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
+         f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}."),
         f"val input = ByteBuffer.allocateDirect({size * in_bytes}).order(ByteOrder.nativeOrder())",
         f"for (i in 0 until {size}) input.{put}({value})",
         "input.rewind()",
