@@ -198,7 +198,8 @@ def test_custom_quantize_configs_round_trip(config):
     assert type(again) is config and again == made
 
 
-@pytest.mark.parametrize("preserve", [None, "sparsity_and_clusters"])
+@pytest.mark.parametrize("preserve", [
+    None, pytest.param("sparsity_and_clusters", marks=pytest.mark.slow)])
 def test_transformer_trains_quantize_aware_and_converts_to_full_int8(preserve):
     model, (x, y), (xt, yt) = model_kinds.trained("transformer")
     qat = tfcompress.quantize_aware(model, preserve=preserve)
