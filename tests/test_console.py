@@ -180,3 +180,12 @@ def test_python_warnings_lose_their_source_line():
         logger.removeHandler(handler)
     assert buf.getvalue() == ("warning: kernels have no gradients (UserWarning from "
                               "/x/optimizer.py)\n")
+
+
+def test_verbose_console_prints_lines_but_no_bar():
+    buf = io.StringIO()
+    out = console.Console(stream=buf, verbose=True)
+    with out.progress("fit", 3, unit="epoch") as bar:
+        bar.update(3)
+    out.line("[1/1] prune: done")
+    assert buf.getvalue() == "[1/1] prune: done\n" and not out.for_people

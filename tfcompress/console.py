@@ -147,8 +147,9 @@ class Console:
         self.line("warning: " + " ".join(str(text).split()))
 
     def progress(self, label: str, total: int, unit: str = "") -> Progress:
-        """A progress bar of ``total`` units (``unit``: e.g. "epoch", "layer", "trial")."""
-        bar = (Progress if self.enabled else _Silent)(self, label, total, unit)
+        """A progress bar of ``total`` units (``unit``: e.g. "epoch", "layer", "trial"); drawn
+        only for people (a verbose console's log lines would cut through it)."""
+        bar = (Progress if self.for_people else _Silent)(self, label, total, unit)
         self.active = bar
         return bar
 
