@@ -1,9 +1,11 @@
 """Datasets: the bundled digits, a user's .npz, an image folder or a tf.data.Dataset.
 
 Every loader returns ``((x_train, y_train), (x_test, y_test))`` as numpy arrays: float32 images
-(N, H, W, C) and integer labels (N,). ``split_validation`` carves the validation split that every
-decision uses from the training split (``DataSplits``: train, validation, test), so the test split
-is only measured, once per exported model. ``representative_dataset`` turns images into the
+(N, H, W, C) and integer labels (N,); integer inputs (token ids) stay integers (int32), and a
+regression task's targets are float32 (``targets``; ``check_data(..., task="regression")``).
+``split_validation`` carves the validation split that every decision uses from the training
+split (``DataSplits``: train, validation, test), so the test split is only measured, once per
+exported model. ``representative_dataset`` turns images into the
 generator the TFLite converter wants for full-integer quantization.
 """
 
@@ -493,7 +495,8 @@ def check_data(splits, num_classes: Optional[int] = None,
             f"the {names[0]} labels hold one class ({int(checked[0][1][0])}); accepted: at "
             "least 2 classes")
     for name, (_, y) in zip(names, checked):
-        if not regression and name == "validation" and len(np.unique(y)) < 2:  # every decision is taken on it
+        # every decision is taken on the validation split
+        if not regression and name == "validation" and len(np.unique(y)) < 2:
             raise errors.DataError(
                 f"the validation labels hold one class ({int(y[0])}) in {len(y)} samples, and "
                 "every decision is taken on them; accepted: at least 2 classes (a larger "

@@ -9,6 +9,14 @@ the ``x_val``/``y_val`` of a user's ``.npz``). Fitting sees train; stages and ca
 validation (``after_stage`` gets validation accuracy); each exported flatbuffer is measured on
 test once, for the report, with its paired difference to the float32 baseline on the same
 images. ``report.json``/``report.md`` name the split of every figure.
+
+Tasks: ``data.task`` is ``classification`` or ``regression`` ("" infers it with
+``tasks.infer`` from the training targets and, with ``model.path``, the model's outputs).
+Regression takes float targets (a user's ``.npz`` with ``model.path``), fine-tunes with mean
+squared error, scores R^2 wherever classification scores accuracy (stage figures ``r2_*``,
+``keras_r2``), and its format rows hold ``r2``/``mse``/``mae``/``r2_drop`` with ``vs_baseline``
+in R^2 points from per-sample squared errors; never accuracy or agreement. Integer inputs
+(token ids) stay int32 from loading to calibration.
 """
 
 import json
@@ -258,8 +266,9 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
     Returns:
         The run's typed result (``to_dict()`` is report.json): each format row
         (``results.FormatRow``) holds its test figures (``accuracy``, ``agreement``, sizes,
-        latency), its ``validation`` figures, and ``vs_baseline``: the paired test-accuracy
-        difference to the float32 baseline with its 95% interval; ``splits`` names the split
+        latency; regression: ``r2``, ``mse``, ``mae``, ``r2_drop``), its ``validation``
+        figures, and ``vs_baseline``: the paired test difference to the float32 baseline in
+        the task's points (accuracy, or R^2) with its 95% interval; ``splits`` names the split
         of each figure.
 
     Raises:

@@ -317,7 +317,8 @@ def _baseline(config: ConfigDict, workdir: str) -> dict:
         info = {"fingerprint": key, "task": result.task, "metric": metric,
                 "score": row.metric(metric, "validation"),
                 "test_score": row.metric(metric, "test"),
-                metric: row.metric(metric, "validation"), f"test_{metric}": row.metric(metric, "test"),
+                metric: row.metric(metric, "validation"),
+                f"test_{metric}": row.metric(metric, "test"),
                 "bytes": row.bytes,
                 "gzip_bytes": row.gzip_bytes, "latency_ms": row.latency_ms,
                 "macs": result.final_macs, "model_path": model_path, "tflite": row.path}
@@ -480,7 +481,8 @@ def _label(metric: str) -> str:
 
 def _baseline_score(baseline: dict, split: str = ""):
     """The baseline's validation (``split`` "") or test ("test_") score in its task's metric."""
-    return baseline.get(f"{split}score", baseline.get(f"{split}{baseline.get('metric', 'accuracy')}"))
+    metric = baseline.get("metric", "accuracy")
+    return baseline.get(f"{split}score", baseline.get(f"{split}{metric}"))
 
 
 def _score(record: dict):
