@@ -81,6 +81,15 @@ def test_task_is_inferred_and_checked(regression_files):
     config.data.task = "classification"  # float targets as class labels: refused
     with pytest.raises(errors.DataError, match="not whole numbers"):
         recipe.load_data(config)
+    # Whole-number targets of a one-output model: regression, also without data.task.
+    whole = os.path.join(os.path.dirname(npz), "whole.npz")
+    with np.load(npz) as f:
+        np.savez(whole, **{k: (np.round(f[k] * 4) if k.startswith("y") else f[k]) for k in f})
+    config.data.path, config.data.task = whole, ""
+    assert recipe.resolve_task(config) == "classification"  # labels alone: class indices
+    assert recipe.resolve_task(config, models.load_model(path)) == "regression"
+    _, y = recipe.load_data(config, "regression").train
+    assert y.dtype == np.float32 and len(np.unique(y)) > 2
     bad = _recipe("", npz)
     bad.data.task = "regression"
     with pytest.raises(errors.ConfigError, match="model.path is empty"):

@@ -260,8 +260,9 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
     flatbuffer carries a quantizer recipe, ``<mode>.recipe.json``), ``report.json`` and
     ``report.md``. With ``android_dir``, also an Android bundle (``android.export_android``) of
     the ``android_mode`` flatbuffer (default: the last of ``convert.modes``).
-    ``after_stage(name, model, keras_validation_accuracy)`` is called after each stage;
-    whatever it raises ends the run there (tfcompress.search stops hopeless candidates so).
+    ``after_stage(name, model, keras_validation_score)`` (accuracy, or R^2 for regression) is
+    called after each stage; whatever it raises ends the run there (tfcompress.search stops
+    hopeless candidates so).
 
     Returns:
         The run's typed result (``to_dict()`` is report.json): each format row
