@@ -481,8 +481,8 @@ def _label(metric: str) -> str:
 
 def _baseline_score(baseline: dict, split: str = ""):
     """The baseline's validation (``split`` "") or test ("test_") score in its task's metric."""
-    metric = baseline.get("metric", "accuracy")
-    return baseline.get(f"{split}score", baseline.get(f"{split}{metric}"))
+    metric = baseline.get("metric", "accuracy")  # the metric's own key first, then "score"
+    return baseline.get(f"{split}{metric}", baseline.get(f"{split}score"))
 
 
 def _score(record: dict):
