@@ -77,6 +77,26 @@ def test_cluster_stage_on_a_batchnorm_model(ctx, bn_model):
     assert stats["max_unique_weights"] == max(stats["unique_weights"].values())
 
 
+def test_prune_and_cluster_stages_record_what_they_left_alone(ctx, bn_model):
+    """keep_first_last keeps logits (90 of 802 parameters, 11.2%) dense: the stage stats name it
+    with its share, and the recipe report's Markdown shows it (issue 25)."""
+    from tfcompress import wrappers
+    from tfcompress.pipeline import report
+    share = wrappers.weight_shares(bn_model)["logits"]
+    assert share > wrappers.LEFT_ALONE_SHARE
+    for name in ("prune", "cluster"):
+        section = getattr(ctx.config, name).copy_and_resolve_references()
+        section.epochs, section.keep_first_last = 1, True
+        if name == "cluster":
+            section.number_of_clusters, section.preserve_sparsity = 4, False
+        stages.STAGES[name].fn(bn_model, section, ctx)
+        left = dict(ctx.stats[name]["left_alone"])
+        assert left["logits"] == pytest.approx(share, abs=1e-4)
+        assert "conv0" not in left  # 72 parameters, 9.0%: under the threshold
+        text = report.markdown({"stages": {name: ctx.stats[name]}, "formats": []})
+        assert f"left alone: logits ({share:.1%} of the weights)" in text
+
+
 def test_recipe_runs_the_prune_stage_on_a_batchnorm_model(tmp_path, ctx, bn_model):
     """The recipe on a user's BatchNormalization model (the KeyError 'bn0' of issue 25)."""
     path = str(tmp_path / "bn.keras")

@@ -185,6 +185,10 @@ def markdown(report: Union[dict, results.RunResult]) -> str:
         figures = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in stats.items() if not isinstance(v, (dict, list)))
         parts.append(f"- stage `{name}`: {figures}")
+        left = stats.get("left_alone") or []
+        if left:  # the layers the stage left alone that hold a sizeable share of the weights
+            parts.append("  - left alone: " + ", ".join(f"{n} ({share:.1%} of the weights)"
+                                                         for n, share in left))
         rows = stats.get("models")
         if isinstance(rows, list) and rows and isinstance(rows[0], dict):
             parts += ["", models_table(rows), ""]  # models side by side

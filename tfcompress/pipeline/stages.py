@@ -131,6 +131,8 @@ def _prune(model, section, ctx):
         "end_step": info["schedule"]["end_step"],
         "sparsity": {k: v for k, v in report["layers"].items() if k in wrapped},
         "skipped": info["skipped"],
+        # the skipped layers holding more than wrappers.LEFT_ALONE_SHARE each: [name, share]
+        "left_alone": [list(item) for item in info["left_alone"]],
     }
     return stripped
 
@@ -142,7 +144,8 @@ def _cluster(model, section, ctx):
         model, section.number_of_clusters, init=section.init,
         preserve_sparsity=section.preserve_sparsity, layers=section.layers or None,
         keep_first_last=section.keep_first_last)
-    names = set(clustering.clustering_info(clustered).get("clustered", {}))
+    info = clustering.clustering_info(clustered)
+    names = set(info.get("clustered", {}))
     ctx.fit(clustered, section.epochs, learning_rate=section.learning_rate or None)
     stripped = wrappers.strip(clustered)
     uniques = clustering.unique_weights_report(stripped)
@@ -157,6 +160,7 @@ def _cluster(model, section, ctx):
         "accuracy_after": ctx.accuracy(stripped),
         "unique_weights": unique_weights,
         "sparsity": {n: v for n, v in sparsity["layers"].items() if n in names},
+        "left_alone": [list(item) for item in info.get("left_alone", [])],
     }
     return stripped
 
