@@ -130,6 +130,42 @@ def test_two_outputs_are_reported_per_output():
         1 - np.mean((keras_value - y_test[1]) ** 2) / np.var(y_test[1]), abs=1e-4)
 
 
+def test_two_output_recovery_is_judged_per_output():
+    """convert(..., recovery=True) on a class head and a value head: each output judged by its
+    task (agreement, R^2 against the float model), the kept flatbuffer the closer on average."""
+    model, (x, _), (x_test, y_test) = model_kinds.trained("two_output")
+    flatbuffer = tfcompress.convert(model, "int8", representative_data=x[:64], recovery=True,
+                                    validation_data=(x_test[:60], [v[:60] for v in y_test]))
+    check = conversion.conversion_info(flatbuffer)["facts"]["recovery_check"]
+    assert check["task"] == "multi-output"
+    scores = check["validation"]
+    kept = scores[check["kept"]]
+    other = scores["min_max" if check["kept"] == "recovered" else "recovered"]
+    assert kept["closeness"] >= other["closeness"]
+    outputs = kept["outputs"]
+    assert (outputs["class"]["task"], outputs["value"]["task"]) == ("classification",
+                                                                     "regression")
+    assert kept["closeness"] == pytest.approx(
+        (outputs["class"]["closeness"] + outputs["value"]["closeness"]) / 2)
+    report = tfcompress.validate(flatbuffer, x_test[:60], reference=model, **QUICK).to_dict()
+    by_name = {o["name"]: o for o in report["outputs"]}
+    assert outputs["class"]["closeness"] == pytest.approx(by_name["class"]["agreement"])
+    assert outputs["class"]["closeness"] >= 0.97 and outputs["value"]["closeness"] >= 0.8
+
+
+def test_two_output_mixed_precision_and_distillation_refuse_in_one_line():
+    model, (x, y), (x_test, y_test) = model_kinds.trained("two_output")
+    with pytest.raises(errors.ModelError) as mixed:
+        tfcompress.mixed_precision(model, x_test[:60], [v[:60] for v in y_test], size_budget=0.9)
+    assert "judges one output and the model has 2" in str(mixed.value)
+    student = model_kinds.KINDS["two_output"](seed=1)[0]
+    with pytest.raises(errors.ModelError) as distill:
+        tfcompress.Distiller(student, model)
+    assert "has 2 outputs (class, value); accepted: a model with one output" in str(
+        distill.value)
+    assert "\n" not in str(mixed.value) + str(distill.value)
+
+
 def test_a_model_with_a_3d_output_validates_per_position():
     """Sequence tagging: (N, T, C) softmax per position, one label per position."""
     keras.utils.set_random_seed(0)

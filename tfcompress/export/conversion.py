@@ -36,7 +36,7 @@ from tfcompress import data as data_lib
 from tfcompress._compat.keras import keras
 from tfcompress._compat.litert import tensor_types  # noqa: F401  (re-exported)
 from tfcompress.keras3 import ensure_keras2
-from tfcompress.export.validation import predict
+from tfcompress.export.validation import predict, predict_by_name
 
 MODES = tuple(m.name for m in modes.modes("converter"))  # the TFLite converter's modes
 
@@ -224,7 +224,10 @@ def convert(
             deployed ones, calibrated on ``representative_data``. With ``validation_data`` the
             recovered flatbuffer is kept only where it agrees with the float model on the
             validation images at least as well as plain min-max (then by the lower mean squared
-            output difference); ``facts["recovery_check"]`` holds both figures. The
+            output difference; a model with several outputs: the mean over its outputs of
+            agreement, or R^2 against the float model's outputs for a regression output, with
+            ``y`` one label array per output, a list or a dict by name);
+            ``facts["recovery_check"]`` holds both figures. The
             flatbuffer's facts (``conversion_info(...)["facts"]["recovery"]``) name the steps
             in its weights.
 
@@ -318,6 +321,8 @@ def _recovery_check(model: keras.Model, recovered: bytes, plain: bytes, x, y=Non
     """Which of the two flatbuffers is closer to the float model on validation samples, by the
     task's fidelity (``tasks.fidelity``): classification agreement of the top class first, then
     the lower mean squared output difference; regression the mean squared difference alone."""
+    if len(model.outputs) > 1:
+        return _recovery_check_outputs(model, recovered, plain, x, y)
     reference = model.predict(x, verbose=0)
     task = tasks_lib.infer(y, reference)
     scores, keys = {}, {}
@@ -329,6 +334,46 @@ def _recovery_check(model: keras.Model, recovered: bytes, plain: bytes, x, y=Non
             scores[name]["agreement"] = tasks_lib.agreement(out, reference, task)
     kept = max(scores, key=lambda k: keys[k])
     return {"validation": scores, "kept": kept, "task": task}
+
+
+def _closeness(out: np.ndarray, reference: np.ndarray, task: str) -> float:
+    """One output's closeness to the reference's, higher is closer, about [0, 1] for every task:
+    agreement (classification/binary) or R^2 of the outputs against the reference's
+    (regression)."""
+    if task == "regression":
+        return float(np.nan_to_num(tasks_lib.regression(out, reference)["r2"], nan=0.0))
+    return tasks_lib.agreement(out, reference, task)
+
+
+def _recovery_check_outputs(model: keras.Model, recovered: bytes, plain: bytes, x,
+                            y=None) -> dict:
+    """``_recovery_check`` for a model with several outputs: each output's task (from its labels,
+    a list in the model's output order or a dict by name, and its outputs) and closeness
+    (``_closeness``); the flatbuffer with the higher mean closeness over the outputs is kept
+    (then the lower mean squared output difference)."""
+    names = list(model.output_names)
+    references = [np.asarray(r) for r in model.predict(x, verbose=0)]
+    labels = ([y.get(n) for n in names] if isinstance(y, dict)
+              else list(y) if isinstance(y, (list, tuple)) else [None] * len(names))
+    if len(labels) != len(names):
+        raise errors.DataError(
+            f"validation_data has {len(labels)} label arrays for {len(names)} outputs "
+            f"({', '.join(names)}); accepted: one per output, a list or a dict by name")
+    task_of = [tasks_lib.infer(l, r) for l, r in zip(labels, references)]
+    scores, keys = {}, {}
+    for kind, flatbuffer in (("recovered", recovered), ("min_max", plain)):
+        named = predict_by_name(flatbuffer, x)
+        outs = ([named[n] for n in names] if sorted(named) == sorted(names)
+                else list(named.values()))  # the flatbuffer's order where names differ
+        outs = [np.asarray(o).reshape(r.shape) for o, r in zip(outs, references)]
+        closeness = [_closeness(o, r, t) for o, r, t in zip(outs, references, task_of)]
+        errors_ = [float(np.mean(np.square(o - r))) for o, r in zip(outs, references)]
+        keys[kind] = (float(np.mean(closeness)), -float(np.mean(errors_)))
+        scores[kind] = {"closeness": keys[kind][0], "output_error": -keys[kind][1],
+                        "outputs": {n: {"task": t, "closeness": c, "output_error": e}
+                                    for n, t, c, e in zip(names, task_of, closeness, errors_)}}
+    kept = max(scores, key=lambda k: keys[k])
+    return {"validation": scores, "kept": kept, "task": "multi-output"}
 
 
 def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data) -> tuple:
@@ -403,9 +448,18 @@ def _validation_pair(validation_data, dtype=None) -> Optional[tuple]:
             "validation_data must be a pair (x, y) of images and labels; got "
             f"{type(validation_data).__name__}") from None
     x = data_lib.as_input_dtype(x, dtype, "validation_data")
-    y = None if y is None else np.asarray(y)
-    if y is not None and len(x) != len(y):
-        raise errors.DataError(f"validation_data has {len(x)} images but {len(y)} labels")
+    if isinstance(y, dict) or (isinstance(y, (list, tuple)) and y
+                               and all(isinstance(v, np.ndarray) for v in y)):
+        per_output = y.items() if isinstance(y, dict) else enumerate(y)  # one per output
+        y = {k: np.asarray(v) for k, v in per_output} if isinstance(y, dict) else [
+            np.asarray(v) for _, v in per_output]
+        sizes = [len(v) for v in (y.values() if isinstance(y, dict) else y)]
+    else:
+        y = None if y is None else np.asarray(y)
+        sizes = [] if y is None else [len(y)]
+    if any(n != len(x) for n in sizes):
+        raise errors.DataError(f"validation_data has {len(x)} images but labels of lengths "
+                               f"{sizes}; accepted: one label per image (per output)")
     return x, y
 
 

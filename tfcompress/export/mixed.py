@@ -32,7 +32,7 @@ import tfcompress.export.modes as modes
 import tfcompress.tasks as tasks_lib
 from tfcompress._compat.litert import load_flatbuffer
 from tfcompress.export.conversion import convert, float32_flatbuffer
-from tfcompress.export.validation import predict
+from tfcompress.export.validation import predict, predict_outputs
 
 # Executions a mixed model's integer layers may use: those of the registry's quantizer modes
 # with float activations (``dynamic``, ``weight_only``; static ones need calibrated activations).
@@ -157,10 +157,16 @@ def sensitivity(
     Raises:
         ConversionError: an unknown width, execution or algorithm.
         DataError: ``x`` does not fit the model.
+        ModelError: a model with several outputs.
     """
     _check(widths, execution, algorithms)
     f32 = _float32(model_or_flatbuffer)
-    reference = predict(f32, x)
+    outputs = predict_outputs(f32, x)
+    if len(outputs) > 1:  # widths are judged on one output's figure
+        raise errors.ModelError(
+            f"mixed precision judges one output and the model has {len(outputs)}; accepted: a "
+            "model with one output (for several, a single mode: convert(model, 'dynamic'))")
+    reference = outputs[0]
     task = tasks_lib.infer(y, reference, task)
     float_row = _metrics(f32, x, reference, y, task)
     float_accuracy = float_row.get(_FIGURES[task][0])  # the float model's score on the labels
@@ -378,6 +384,7 @@ def mixed_precision(
         ConversionError: a budget no choice of widths reaches (the message gives the smallest
             reachable size), or an unknown width, execution or algorithm.
         DataError: ``x`` does not fit the model.
+        ModelError: a model with several outputs.
     """
     _check(widths, execution, algorithms)
     f32 = _float32(model_or_flatbuffer)

@@ -195,6 +195,14 @@ def predict_outputs(tflite: Union[bytes, str, Interpreter], x: np.ndarray,
     return _run(interp, x, batch_size)
 
 
+def predict_by_name(tflite: Union[bytes, str, Interpreter], x: np.ndarray,
+                    batch_size: int = 256) -> dict:
+    """{output name (``output_names``): its float outputs} for every output of the flatbuffer,
+    as ``predict`` computes the first."""
+    interp, x = _prepared(tflite, x, batch_size)
+    return dict(zip(output_names(interp), _run(interp, x, batch_size)))
+
+
 def latency(tflite: Union[bytes, str], sample: np.ndarray, runs: int = 50, num_threads: int = 1,
             *, delegates: bool = True) -> dict:
     """{'median_ms', 'p90_ms'} of single-sample invokes, after two warm-up runs (the

@@ -72,6 +72,11 @@ def _check_graph(model: keras.Model, role: str) -> keras.Model:
         raise errors.ModelError(
             f"{role} {model.name!r} is a subclassed or unbuilt model; accepted: a functional or "
             "Sequential model built on keras.Input (its layers must be reachable)")
+    if len(model.outputs) > 1:
+        raise errors.ModelError(
+            f"{role} {model.name!r} has {len(model.outputs)} outputs "
+            f"({', '.join(model.output_names)}); accepted: a model with one output (distill "
+            "one head: keras.Model(model.input, model.get_layer(NAME).output))")
     return model
 
 
