@@ -1,10 +1,12 @@
 """tfcompress: Keras model -> small, fast, validated TFLite (LiteRT) flatbuffer.
 
 Importing tfcompress selects Keras 2 (tf_keras) for tfmot; ``tfcompress.keras`` is that module.
-Modules are nouns and imported with the package (``tfcompress.export.conversion``,
-``tfcompress.export.validation``, ``tfcompress.pipeline.search``, ``tfcompress.profiling``, ...); the verbs at the
-top level are their functions (``tfcompress.convert``, ``tfcompress.validate``,
-``tfcompress.search``, ``tfcompress.profile``, ...).
+The folders follow the flow: core modules here (errors, data, models, keras3, profiling, wrappers,
+graph, tasks), ``training`` (tfmot techniques), ``surgery`` (structural), ``ptq`` (post-training
+recovery), ``export`` (conversion, validation, Android), ``pipeline`` (recipes, search, report);
+private APIs of other packages only in ``_compat``. Every module imports with the package; the
+verbs here are their functions (``tfcompress.convert`` is ``tfcompress.export.conversion.convert``,
+``tfcompress.search`` is ``tfcompress.pipeline.search.search``, ...).
 """
 
 from tfcompress import _native  # noqa: I001  (first: the command hides native log lines)

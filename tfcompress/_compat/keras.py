@@ -15,7 +15,38 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tf_keras as keras  # noqa: E402  (must follow the environment set-up)
+import contextlib  # noqa: E402
+import sys  # noqa: E402
+
+
+@contextlib.contextmanager
+def _hidden(*names: str):
+    """Makes ``import NAME`` raise ImportError inside the block, for the names this process has
+    not imported yet; they import normally afterwards.
+
+    Used once, below, so that ``import tfcompress`` loads neither Keras 3 nor scipy nor
+    matplotlib (about 2 s): TensorFlow 2.21's legacy ``tensorflow.python.keras`` (loaded by
+    ``import tensorflow``) tries ``from scipy.sparse import issparse`` for TF1 training loops with
+    sparse inputs, and tfmot 0.8.1's ``prune_registry`` tries ``from keras.src.engine import
+    base_layer``, which loads all of Keras 3 (``matplotlib.pyplot`` with it) only to fail, since
+    Keras 3 has no ``keras.src.engine``. Both sit in ``try``/``except ImportError`` and take their
+    fallback (``issparse = None``; ``tf._keras_internal``'s base layer) at once. Checked against
+    TF 2.21, tf_keras 2.21 and tfmot 0.8.1.
+    """
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # an import of it raises ImportError
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+with _hidden("keras", "scipy"):
+    import tf_keras as keras  # noqa: E402  (must follow the environment set-up)
+    import tensorflow_model_optimization  # noqa: E402, F401
 
 
 def is_keras3_model(model) -> bool:

@@ -9,27 +9,42 @@ op (``recipe_manager.RecipeManager``, ``qtyping.QuantGranularity``/``TFLOperatio
 build whole-model recipes only. Only the functions below reach them.
 """
 
+import functools
 import json
-
-from litert_quantizer import Quantizer  # noqa: F401  (the public API, re-exported)
-from litert_quantizer import algorithm_manager as _algorithm_manager
-from litert_quantizer import qtyping as _qtyping
-from litert_quantizer import recipe_manager as _recipe_manager
-from litert_quantizer.utils import tfl_flatbuffer_utils as _tfl_utils
+import types
 
 import tfcompress._compat.schema as _schema
 
-_NAMES = _algorithm_manager.AlgorithmName
 # Algorithms offered: min-max scales (the quantizer's default) and OCTAV (clipping chosen for
 # the least squared error; much better than min-max at 2 bits).
-_ALGORITHMS = {"min_max": _NAMES.MIN_MAX_UNIFORM_QUANT, "octav": _NAMES.OCTAV}
-ALGORITHMS = tuple(_ALGORITHMS)
+ALGORITHMS = ("min_max", "octav")
 
 
+@functools.lru_cache(maxsize=None)
+def _lq() -> types.SimpleNamespace:
+    """The quantizer's modules, imported on first use: ``litert_quantizer`` imports scipy (its
+    GPTQ), which ``import tfcompress`` does not load."""
+    from litert_quantizer import Quantizer as quantizer
+    from litert_quantizer import algorithm_manager, qtyping, recipe_manager
+    from litert_quantizer.utils import tfl_flatbuffer_utils
+
+    names = algorithm_manager.AlgorithmName
+    return types.SimpleNamespace(
+        Quantizer=quantizer, qtyping=qtyping, recipe_manager=recipe_manager,
+        tfl_utils=tfl_flatbuffer_utils, names=names,
+        algorithms={"min_max": names.MIN_MAX_UNIFORM_QUANT, "octav": names.OCTAV})
+
+
+def Quantizer(*args, **kwargs):  # noqa: N802  (the public class's name)
+    """``litert_quantizer.Quantizer(*args, **kwargs)`` (the public API)."""
+    return _lq().Quantizer(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
 def op_types() -> tuple:
     """The op type names a recipe entry may name (``FULLY_CONNECTED``...), without the
     quantizer's wildcard and IO keys."""
-    return tuple(o.value for o in _qtyping.TFLOperationName
+    return tuple(o.value for o in _lq().qtyping.TFLOperationName
                  if o.value not in ("*", "INPUT", "OUTPUT"))
 
 
@@ -44,14 +59,14 @@ def recipe_entry(regex: str, operation: str, bits: int, *, execution: str, block
     Raises:
         ValueError: the quantizer's policy has no such config for ``operation``.
     """
-    rm = _recipe_manager.RecipeManager()
-    granularity = (_qtyping.QuantGranularity(f"BLOCKWISE_{block}") if block
-                   else _qtyping.QuantGranularity.CHANNELWISE)
-    key = _ALGORITHMS[algorithm]
+    rm = _lq().recipe_manager.RecipeManager()
+    granularity = (_lq().qtyping.QuantGranularity(f"BLOCKWISE_{block}") if block
+                   else _lq().qtyping.QuantGranularity.CHANNELWISE)
+    key = _lq().algorithms[algorithm]
     if bits == 32:
-        rm.add_quantization_config(regex, operation, None, _NAMES.NO_QUANTIZE)
+        rm.add_quantization_config(regex, operation, None, _lq().names.NO_QUANTIZE)
     elif bits == 16:
-        rm.add_weight_only_config(regex, operation, 16, algorithm_key=_NAMES.FLOAT_CASTING)
+        rm.add_weight_only_config(regex, operation, 16, algorithm_key=_lq().names.FLOAT_CASTING)
     elif execution == "dynamic":
         rm.add_dynamic_config(regex, operation, bits, granularity, key)
     elif execution == "weight_only":
@@ -64,7 +79,7 @@ def recipe_entry(regex: str, operation: str, bits: int, *, execution: str, block
 def read_model(content: bytes):
     """The flatbuffer unpacked as the quantizer reads it (the schema's object API ``ModelT``:
     ``subgraphs``, ``buffers``, ``operatorCodes``...)."""
-    return _tfl_utils.read_model(content)
+    return _lq().tfl_utils.read_model(content)
 
 
 def op_type(model, op) -> str:
@@ -72,15 +87,15 @@ def op_type(model, op) -> str:
     the quantizer names it, else the schema's name."""
     code = model.operatorCodes[op.opcodeIndex]
     code = max(code.builtinCode, code.deprecatedBuiltinCode)
-    name = _tfl_utils.TFL_OP_CODE_TO_NAME.get(code)
+    name = _lq().tfl_utils.TFL_OP_CODE_TO_NAME.get(code)
     return name.value if name is not None else _schema.op_name(code)
 
 
 def tensor_name(tensor) -> str:
     """A tensor's name as text."""
-    return _tfl_utils.get_tensor_name(tensor)
+    return _lq().tfl_utils.get_tensor_name(tensor)
 
 
 def op_scope(op, tensors) -> str:
     """The op's output tensor names as the quantizer matches recipe regexes against them."""
-    return _tfl_utils.get_op_scope(op, tensors)
+    return _lq().tfl_utils.get_op_scope(op, tensors)

@@ -72,7 +72,7 @@ ALGORITHMS = _quantizer.ALGORITHMS
 _WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE",
                "EMBEDDING_LOOKUP", "BATCH_MATMUL", "GATHER")
 # Op types an override may name (the quantizer's names, without its wildcard and IO keys).
-OP_TYPES = _quantizer.op_types()
+OP_TYPES = _quantizer.op_types  # a function: the quantizer loads on first use
 _BITS = {"float32": 32, "float16": 16, "int16": 16, "int8": 8, "uint8": 8, "int4": 4, "uint4": 4,
          "int2": 2}
 
@@ -299,7 +299,7 @@ def parse_overrides(overrides) -> list[tuple[str, int]]:
             raise errors.ConversionError(
                 f"override {key!r} has width {value}; accepted: "
                 + ", ".join(map(str, WIDTHS)) + " (16: float16 weights, 32: float)")
-        if key not in OP_TYPES:
+        if key not in OP_TYPES():
             try:
                 re.compile(key)
             except re.error as e:
@@ -361,13 +361,13 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
                    and spec.bits in supported_widths(layer.op, execution=spec.execution,
                                                      block=spec.block)]
     for key, bits in parsed:
-        if key in OP_TYPES:
+        if key in OP_TYPES():
             present = sorted({layer.op for layer in layers})
             if key not in present:
                 raise errors.ConversionError(errors.unknown("op type with weights", key, present))
             recipe.append(checked(key, bits, [l for l in layers if l.op == key], operation=key))
     for key, bits in parsed:
-        if key not in OP_TYPES:
+        if key not in OP_TYPES():
             targets = [layer for layer in layers
                        if re.search(key, layer.scope) or re.search(key, layer.tensor)]
             if not targets:
