@@ -11,6 +11,13 @@ Parts:
   mnv2_96    MobileNetV2 (weights=None, 96x96x3, 1000 classes), the same figures; agreement with
              Keras on random images (the model is untrained: parity, not accuracy).
   mnv2_224   MobileNetV2 (weights=None, 224x224x3, 1000 classes), the same.
+  kernels_digits  LiteRT's CompiledModel on each mode of the digits CNN with each CPU kernel
+             mode (CpuOptions kernel_mode XNNPACK, BUILTIN, REFERENCE; runtime.KERNEL_MODES) and
+             with enable_ynnpack=True: median run latency (ms, the calls after the first, pooled
+             over --kernel_rounds rounds that take the kernel modes in rotating order, each in
+             its own child process), max output difference and argmax agreement against the
+             Interpreter on the same 32 test inputs, or the one-line failure (YNNPACK fails here);
+             /proc/cpuinfo's SIMD flags.
   int8_digits  the two full-int8 paths side by side on the digits CNN over --seeds seeds: the
              TFLite converter's ``int8`` (int8 and float32 IO) against the LiteRT Quantizer's
              ``static_wi8_ai8`` (and ``static_wi8_ai16``) quantizing the float32 flatbuffer; bytes,
@@ -52,6 +59,7 @@ import tensorflow as tf  # noqa: E402
 import tfcompress  # noqa: E402
 from tfcompress import tasks  # noqa: E402
 from tfcompress import _io, errors, keras, models, profiling  # noqa: E402
+from tfcompress.export import runtime  # noqa: E402
 from tfcompress.export.conversion import MODES, conversion_info, convert  # noqa: E402
 from tfcompress.export.validation import predict, validate, verify  # noqa: E402
 
@@ -65,6 +73,7 @@ flags.DEFINE_integer("structural", 2000, "Extra structural mutants in part 'muta
 flags.DEFINE_integer("epochs", 15, "Digits CNN training epochs.")
 flags.DEFINE_integer("calibration", 100, "Representative samples.")
 flags.DEFINE_integer("seeds", 3, "Seeds of part int8_digits.")
+flags.DEFINE_integer("kernel_rounds", 3, "Interleaved rounds of part kernels_digits.")
 flags.DEFINE_integer("mnv2_size", 96, "Input size of part int8_mnv2.")
 flags.DEFINE_float("mnv2_alpha", 0.35, "MobileNetV2 width of part int8_mnv2.")
 flags.DEFINE_integer("mnv2_epochs", 6, "Training epochs of part int8_mnv2.")
@@ -139,13 +148,74 @@ def measure_model(label, model, x_cal, x_eval, y_eval, latency_runs):
             tasks.top1(keras_out, y_eval), "modes": rows}
 
 
-def part_digits():
+def trained_digits():
     (x, y), (xt, yt) = tfcompress.data.load_digits()
     keras.utils.set_random_seed(0)
     model = models.digits_cnn()
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
     model.fit(x, y, epochs=FLAGS.epochs, batch_size=32, verbose=0)
+    return model, x, xt, yt
+
+
+def part_digits():
+    model, x, xt, yt = trained_digits()
     return measure_model("digits", model, x[: FLAGS.calibration], xt, yt, latency_runs=200)
+
+
+def part_kernels_digits():
+    """Each mode on CompiledModel with each CPU kernel mode and with YNNPACK, against the
+    Interpreter (validate's compiled_model parity); latency pooled over interleaved rounds."""
+    model, x, xt, yt = trained_digits()
+    kernels = list(runtime.KERNEL_MODES)
+    rows = {}
+    for name in FLAGS.modes:
+        mode, options = VARIANTS.get(name, (name, {}))
+        fb = convert(model, mode, representative_data=x[: FLAGS.calibration],
+                     representative_samples=FLAGS.calibration, **options)
+        found, latencies = {}, {}
+        for r in range(FLAGS.kernel_rounds):
+            order = kernels[r % len(kernels):] + kernels[:r % len(kernels)]
+            report = validate(fb, xt, yt, latency_runs=0, delegate_checks=False,
+                              compiled_model=order, ynnpack=r == 0)  # YNNPACK fails: once
+            for run in report.compiled_model.get("runs", []):
+                key = run["kernel_mode"] + ("+ynnpack" if run["ynnpack"] else "")
+                found.setdefault(key, run)
+                if run.get("latency_ms") is not None:
+                    latencies.setdefault(key, []).append(run["latency_ms"])
+        rows[name] = {"bytes": len(fb), "kernels": {
+            key: {k: run.get(k) for k in ("error", "max_abs_diff", "argmax_agreement",
+                                          "fully_accelerated", "samples")}
+            | {"latency_ms": float(np.median(latencies[key])) if key in latencies else None,
+               "latency_ms_rounds": latencies.get(key, [])}
+            for key, run in found.items()}}
+        if "compared" in report.compiled_model and not report.compiled_model["compared"]:
+            rows[name]["not_compared"] = report.compiled_model["reason"]
+        logging.info("kernels %s: %s", name, rows[name])
+    return {"modes": rows, "rounds": FLAGS.kernel_rounds, "cpu_flags": _cpu_flags()}
+
+
+def _cpu_flags() -> list:
+    """The SIMD flags of /proc/cpuinfo (what XNNPACK and YNNPACK pick their kernels by)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next(line for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in line.split()[2:] if f.startswith(("avx", "amx", "fma", "sse4")))
+
+
+def kernels_table(part: dict) -> str:
+    """Part kernels_digits as Markdown: one row per mode and kernel."""
+    lines = ["| mode | kernel | median ms | max abs diff vs Interpreter | argmax agreement |",
+             "|---|---|---|---|---|"]
+    for name, row in part["modes"].items():
+        for key, k in row["kernels"].items():
+            if k["error"]:
+                lines.append(f"| {name} | {key} | failed: {k['error']} | | |")
+            else:
+                lines.append(f"| {name} | {key} | {k['latency_ms']:.3f} | "
+                             f"{k['max_abs_diff']:.3g} | {k['argmax_agreement']:.4f} |")
+    return "\n".join(lines)
 
 
 def part_mnv2(size, latency_runs):
@@ -310,7 +380,8 @@ def main(argv):
             results = {**json.load(f), **results}
     parts = {"digits": part_digits, "mnv2_96": lambda: part_mnv2(96, 50),
              "mnv2_224": lambda: part_mnv2(224, 20), "mutants": part_mutants,
-             "int8_digits": part_int8_digits, "int8_mnv2": part_int8_mnv2}
+             "int8_digits": part_int8_digits, "int8_mnv2": part_int8_mnv2,
+             "kernels_digits": part_kernels_digits}
     for part in FLAGS.parts:
         start = time.perf_counter()
         old_modes = (results.get(part) or {}).get("modes", {})
@@ -320,6 +391,8 @@ def main(argv):
             results[part]["modes"] = {**old_modes, **results[part]["modes"]}
         _io.write_text(FLAGS.out, json.dumps(results, indent=2, default=str))
     print(json.dumps(summary(results), indent=2))
+    if "kernels_digits" in FLAGS.parts:
+        print(kernels_table(results["kernels_digits"]))
     print(f"wrote {FLAGS.out}")
 
 

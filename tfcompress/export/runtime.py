@@ -27,6 +27,7 @@ KERNEL_MODES = {"xnnpack": "DELEGATE", "reference": "REFERENCE", "builtin": "BUI
 # interpreter takes it), runs each sample, writes outputs.npy (raw first output per sample).
 _CHILD = r"""
 import sys
+import time
 import numpy as np
 from ai_edge_litert import compiled_model as cm
 folder, mode, ynnpack, threads = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
@@ -37,12 +38,15 @@ options = cm.Options(cpu_options=cm.CpuOptions(
 model = cm.CompiledModel.from_file(folder + "/model.tflite", options=options)
 ins, outs = model.create_input_buffers(0), model.create_output_buffers(0)
 size = int(sys.argv[6])
-rows = []
+rows, seconds = [], []
 for sample in x:
     ins[0].write(np.ascontiguousarray(sample))
+    start = time.perf_counter()
     model.run_by_index(0, ins, outs)
+    seconds.append(time.perf_counter() - start)
     rows.append(outs[0].read(size, out_dtype))
 np.save(folder + "/outputs.npy", np.stack(rows))
+np.save(folder + "/seconds.npy", np.array(seconds))
 print("fully_accelerated", int(model.is_fully_accelerated()))
 """
 
@@ -55,7 +59,8 @@ def run_compiled(content: bytes, inputs: np.ndarray, output_shape, output_dtype,
 
     Returns:
         {"outputs": raw first outputs (len(inputs), *output_shape) or None, "error": None or
-        one line saying why the runtime failed, "fully_accelerated": bool or None}.
+        one line saying why the runtime failed, "fully_accelerated": bool or None,
+        "latency_ms": median ``run`` time over the calls after the first (warm-up), if it ran}.
 
     Raises:
         ConfigError: an unknown ``kernel_mode``.
@@ -81,9 +86,11 @@ def run_compiled(content: bytes, inputs: np.ndarray, output_shape, output_dtype,
                     "error": f"CompiledModel failed ({kernel_mode}, ynnpack={ynnpack}): "
                              f"{' '.join(why.split())[:300]}"}
         outputs = np.load(os.path.join(folder, "outputs.npy"))
+        seconds = np.load(os.path.join(folder, "seconds.npy"))
     accelerated = "fully_accelerated 1" in done.stdout
     return {"outputs": outputs.reshape((len(inputs),) + tuple(output_shape)), "error": None,
-            "fully_accelerated": accelerated}
+            "fully_accelerated": accelerated,
+            "latency_ms": float(np.median(seconds[1:] if len(seconds) > 1 else seconds)) * 1e3}
 
 
 def _why(stderr: str, returncode: int) -> str:
@@ -103,11 +110,13 @@ def compare(content: bytes, inputs: np.ndarray, reference: np.ndarray, dequantiz
             num_threads: int = 1) -> dict:
     """``CompiledModel`` against the Interpreter's outputs ``reference`` (dequantized, one row
     per input row) on the same raw ``inputs``: the largest and mean absolute difference and
-    the argmax agreement; a failure is reported in ``error``, not raised."""
+    the argmax agreement, the median ``run`` latency; a failure is reported in ``error``, not
+    raised."""
     run = run_compiled(content, inputs, output_shape, output_dtype, kernel_mode=kernel_mode,
                        ynnpack=ynnpack, num_threads=num_threads)
     found = {"kernel_mode": kernel_mode, "ynnpack": ynnpack, "samples": int(len(inputs)),
-             "error": run["error"], "fully_accelerated": run["fully_accelerated"]}
+             "error": run["error"], "fully_accelerated": run["fully_accelerated"],
+             "latency_ms": run.get("latency_ms")}
     if run["outputs"] is None:
         return found
     ours = dequantize(run["outputs"]).reshape(len(inputs), -1)
