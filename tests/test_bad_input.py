@@ -534,12 +534,14 @@ def test_ctrl_c_is_one_line(tmp_path):
     workdir = tmp_path / "w"
     process = subprocess.Popen(
         [sys.executable, "-m", "tfcompress", "compress", "--config=digits:smoke",
-         f"--workdir={workdir}"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+         "--config.train.epochs=500", f"--workdir={workdir}"],  # long enough to interrupt
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONPATH": ROOT})
     deadline = time.time() + 120
     while not workdir.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     time.sleep(1.0)
+    assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=120)[1]
     lines = [line for line in stderr.strip().splitlines() if not _native_log(line)]

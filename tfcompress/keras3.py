@@ -291,7 +291,7 @@ class _Rebuilder:
             return self.memo[id(layer)]
         where = self._where(layer)
         cls = type(layer)
-        builtin = cls.__module__.startswith("keras.src." if self.target == _TO2 else "tf_keras.")
+        builtin = _keras.is_builtin_layer_class(cls, keras3=self.target == _TO2)
         dst_cls = self.custom_objects.get(cls.__name__) or (
             getattr(self.dst.layers, cls.__name__, None) if builtin else None)
         if dst_cls is None:

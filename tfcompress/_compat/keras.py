@@ -55,6 +55,12 @@ def is_keras3_model(model) -> bool:
         cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__)
 
 
+def is_builtin_layer_class(cls, *, keras3: bool) -> bool:
+    """True for a layer class Keras itself defines: Keras 3 keeps them under ``keras.src``,
+    tf_keras under ``tf_keras`` (checked against Keras 3.15 and tf_keras 2.21)."""
+    return cls.__module__.startswith("keras.src." if keras3 else "tf_keras.")
+
+
 def unwrap(layer):
     """The layer inside any wrapper (tfmot's pruning, clustering and QAT wrappers are Keras
     ``Wrapper`` layers holding ``.layer``), or the layer itself. A Bidirectional layer is
