@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import tfcompress
 from tfcompress import errors, tasks
 
 RNG = np.random.default_rng(0)
@@ -113,3 +114,16 @@ def test_the_distiller_distills_a_regression_student_by_mse():
     r2 = tasks.regression(student.predict(x_test, verbose=0), y_test)["r2"]
     assert r2 > 0.8, r2
     assert tfcompress.Distiller.from_config(distiller.get_config()).task == "regression"
+
+
+def test_an_int8_softmax_without_labels_is_judged_as_classification(trained_cnn, digits):
+    """An int8 softmax's rows do not sum to 1 exactly: the task comes from the reference's float
+    outputs, so agreement is top-1 (not a per-class 0.5 threshold, as for binary outputs)."""
+    (x, _), (x_test, _) = digits
+    fb = tfcompress.convert(trained_cnn, "int8", representative_data=x[:200])
+    quantized = tfcompress.export.validation.predict(fb, x_test[:100])
+    assert not np.allclose(quantized.sum(-1), 1.0, atol=1e-3)  # the case this test is about
+    report = tfcompress.validate(fb, x_test[:100], reference=trained_cnn).to_dict()
+    assert report["task"] == "classification"
+    top1 = np.mean(quantized.argmax(-1) == trained_cnn.predict(x_test[:100], verbose=0).argmax(-1))
+    assert report["agreement"] == pytest.approx(top1)

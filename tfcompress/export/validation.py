@@ -427,8 +427,10 @@ def _as_list(value, names: list, what: str) -> list:
     return [value]
 
 
-def _checked_targets(y, out: np.ndarray, task: Optional[str], name: str):
-    """(targets, task) of one output: labels checked against the output's shape."""
+def _checked_targets(y, out: np.ndarray, task: Optional[str], name: str, ref=None):
+    """(targets, task) of one output: labels checked against the output's shape; the task is
+    inferred from the reference's float outputs when given (a quantized softmax's rows do not
+    sum to 1 exactly)."""
     if y is not None:
         y = np.asarray(y)
         if y.dtype.kind not in "biuf":
@@ -442,7 +444,7 @@ def _checked_targets(y, out: np.ndarray, task: Optional[str], name: str):
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise errors.DataError(f"labels of output {name!r} hold NaN or Inf; accepted: "
                                    "finite numbers")
-    task = tasks_lib.infer(y, out, task)
+    task = tasks_lib.infer(y, out if ref is None else ref, task)
     if y is None:
         return None, task
     per_row = y.size == out.size // max(1, out.shape[-1]) if out.ndim > 1 else y.size == out.size
@@ -548,7 +550,8 @@ def validate(
     refs = _reference_outputs(reference, x, outs, names)
     for i, (name, out, task_i) in enumerate(zip(names, outs, tasks_lib.per_output(task,
                                                                                   len(names)))):
-        target, task_i = _checked_targets(ys[i], out, task_i, name)
+        target, task_i = _checked_targets(ys[i], out, task_i, name,
+                                          None if refs is None else refs[i])
         found = tasks_lib.metrics(out, task_i, target, None if refs is None else refs[i])
         report.outputs.append({"name": name, "task": task_i, **found})
     if len(names) == 1:
