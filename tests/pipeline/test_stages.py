@@ -141,3 +141,73 @@ def test_search_smoke_prunes_a_batchnorm_model(tmp_path, bn_model):
         sparsity = json.load(f)["stages"]["prune"]["sparsity"]
     assert set(sparsity) == {"conv0", "conv1", "logits"}
     assert all(abs(v - 0.5) < 0.02 for v in sparsity.values())
+
+
+@pytest.fixture(scope="module")
+def text_ctx():
+    config = recipe.check_config({"data": {"name": "text", "limit": 300},
+                                  "train": {"epochs": 1, "learning_rate": 3e-3}})
+    return stages.Context(config, recipe.load_data(config), "/nonexistent")
+
+
+@pytest.fixture(scope="module")
+def text_transformer(text_ctx):
+    """The bundled text recipe's Transformer at half width: Embedding(2000, 16), attention of
+    2 heads of 8, feed-forward 32, one encoder block; fitted one epoch."""
+    from tfcompress import models
+    keras.utils.set_random_seed(0)
+    model = models.text_transformer((64,), text_ctx.num_classes, width=0.5)
+    return text_ctx.fit(model, 1)
+
+
+def _attention_params_per_head(layer) -> int:
+    """Weights one head holds: its query/key/value kernel columns and biases, its rows of the
+    output kernel."""
+    cfg, dim = layer.get_config(), layer.get_weights()[0].shape[0]
+    return 3 * (dim * cfg["key_dim"] + cfg["key_dim"]) + cfg["key_dim"] * dim
+
+
+def test_prune_channels_stage_removes_heads_ranked_on_calibration_data(text_ctx,
+                                                                       text_transformer):
+    """The stage passes training samples to prune_channels: heads are ranked by their output
+    (the report's note says so); heads_only removes one of the 2 heads and keeps every width."""
+    model = text_transformer
+    section = text_ctx.config.prune_channels.copy_and_resolve_references()
+    section.epochs, section.ratio, section.heads_only = 0, 0.5, True
+    out = stages.STAGES["prune_channels"].fn(model, section, text_ctx)
+    stats = text_ctx.stats["prune_channels"]
+    assert out.get_layer("attention").get_config()["num_heads"] == 1
+    assert stats["heads"] == {"attention": [2, 1]}
+    assert "heads ranked by their output on x" in out.surgery_report.notes
+    assert out.get_layer("embedding").output_dim == model.get_layer("embedding").output_dim
+    assert out.get_layer("ffn1").units == model.get_layer("ffn1").units
+    removed = _attention_params_per_head(model.get_layer("attention"))
+    assert stats["params_before"] - stats["params_after"] == removed
+    assert stats["params_after"] == out.count_params()
+    # Without heads_only, the same ratio also halves the embedding width and feed-forward units.
+    section.heads_only = False
+    both = stages.STAGES["prune_channels"].fn(model, section, text_ctx)
+    assert both.get_layer("attention").get_config()["num_heads"] == 1
+    assert both.get_layer("embedding").output_dim == 8 and both.get_layer("ffn1").units == 16
+    assert "heads ranked by their output on x" in both.surgery_report.notes
+    assert text_ctx.stats["prune_channels"]["params_after"] == both.count_params()
+
+
+def test_prune_blocks_stage_removes_a_whole_encoder_block(text_ctx, text_transformer):
+    """unit="encoder": attention, feed-forward and both LayerNormalizations go together (the
+    residual unit removes one sub-block); the model left is Embedding -> pooling -> logits."""
+    model = text_transformer
+    section = text_ctx.config.prune_blocks.copy_and_resolve_references()
+    section.epochs, section.n, section.unit = 0, 1, "encoder"
+    out = stages.STAGES["prune_blocks"].fn(model, section, text_ctx)
+    stats = text_ctx.stats["prune_blocks"]
+    assert stats["unit"] == "encoder" and stats["blocks_removed"] == ["norm2"]
+    names = {layer.name for layer in out.layers}
+    assert not names & {"attention", "add1", "norm1", "ffn1", "ffn2", "add2", "norm2"}
+    kept = sum(model.get_layer(n).count_params() for n in ("embedding", "logits"))
+    assert stats["params_after"] == out.count_params() == kept
+    section.unit = "residual"
+    one = stages.STAGES["prune_blocks"].fn(model, section, text_ctx)
+    left = {layer.name for layer in one.layers}
+    assert len(text_ctx.stats["prune_blocks"]["blocks_removed"]) == 1
+    assert ("attention" in left) != ("ffn1" in left)  # one sub-block of the two went

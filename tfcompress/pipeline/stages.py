@@ -265,19 +265,52 @@ def _surgery_stats(name, cut, before, acc_before, acc_cut, model, ctx, **extra) 
     }
 
 
+def _attention_layers(model) -> list:
+    return [layer.name for layer in model.layers
+            if isinstance(layer, keras.layers.MultiHeadAttention)]
+
+
 def _prune_channels(model, section, ctx):
-    """Prunes channels, fine-tunes, and records params, MACs and accuracy before and after."""
+    """Prunes channels, fine-tunes, and records params, MACs and accuracy before and after.
+
+    Attention heads are ranked by their output on ``samples`` training samples (the surgery's
+    data-driven importance; without attention no data is passed). ``heads_only``: only whole
+    heads go (``ratio`` of each MultiHeadAttention's heads, or of those named in ``layers``);
+    every width stays (``round_to`` above any width leaves every channel group whole).
+    """
     before, acc_before = _costs(model), ctx.accuracy(model)
+    layers, round_to = list(section.layers) or None, section.round_to
+    attention = _attention_layers(model)
+    if section.heads_only:
+        layers = [n for n in attention if layers is None or n in layers]
+        if not layers:
+            raise errors.ConfigError(
+                f"prune_channels.heads_only=True on model {model.name!r} without "
+                f"MultiHeadAttention{' among ' + repr(section.layers) if section.layers else ''}"
+                "; accepted: heads_only=False, or a model with attention layers")
+        round_to = _WHOLE
+    x = _calibration(ctx, section.samples) if attention else None
     pruned = _recalibrated(surgery.prune_channels(
-        model, section.ratio, criterion=section.criterion, layers=list(section.layers) or None,
-        round_to=section.round_to), section, ctx)
+        model, section.ratio, criterion=section.criterion, layers=layers,
+        round_to=round_to, x=x), section, ctx)
     report = pruned.surgery_report
     acc_cut = ctx.accuracy(pruned)
     ctx.fit(pruned, section.epochs, learning_rate=section.learning_rate)
     _surgery_stats("prune_channels", "pruned", before, acc_before, acc_cut, pruned, ctx,
                    ratio=section.ratio, round_to=section.round_to,
+                   heads_only=bool(section.heads_only), heads=_heads(report.changed),
                    not_followed=list(report.not_followed), changed=report.changed)
     return pruned
+
+
+# A round_to above any width: prune_channels leaves every channel group whole (heads only).
+_WHOLE = 2 ** 31 - 1
+
+
+def _heads(changed: dict) -> dict:
+    """{attention layer: [heads before, heads after]} of a prune_channels report."""
+    return {name: [c["heads_before"], c["heads_after"]] for name, c in changed.items()
+            if "heads_before" in c}
 
 
 def _factorize(model, section, ctx):
@@ -298,10 +331,11 @@ def _factorize(model, section, ctx):
 def _prune_blocks(model, section, ctx):
     """Removes the residual blocks whose absence raises the validation loss least (``n``
     blocks, or ``fraction`` of them when ``n`` is 0; ``max_macs_ratio`` > 0 bounds the MACs
-    left), fine-tunes, records the figures."""
+    left; ``unit``: ``"residual"`` blocks, or whole Transformer ``"encoder"`` blocks),
+    fine-tunes, records the figures."""
     before, acc_before = _costs(model), ctx.accuracy(model)
     new = _recalibrated(blocks.prune_blocks(model, section.n or section.fraction, *ctx.validation,
-                                            criterion=section.criterion,
+                                            criterion=section.criterion, unit=section.unit,
                                             max_macs_ratio=section.max_macs_ratio or None),
                         section, ctx)
     report = new.surgery_report
@@ -309,6 +343,7 @@ def _prune_blocks(model, section, ctx):
     ctx.fit(new, section.epochs, learning_rate=section.learning_rate)
     _surgery_stats("prune_blocks", "removed", before, acc_before, acc_cut, new, ctx,
                    n_or_fraction=section.n or section.fraction, criterion=section.criterion,
+                   unit=section.unit,
                    blocks_removed=list(report.changed), notes=list(report.notes))
     return new
 
@@ -383,11 +418,11 @@ STAGES: dict[str, Stage] = {
         student="digits_cnn", width=0.25, alpha=0.1, temperature=4.0, epochs=15,
         learning_rate=0.0, hints="", hint_weight=1.0, precompute=True, scratch=False)),
     "prune_blocks": Stage(_prune_blocks, dict(
-        fraction=0.25, n=0, criterion="loss", max_macs_ratio=0.0, recalibrate_bn=True, epochs=5,
-        learning_rate=5e-4)),
+        fraction=0.25, n=0, criterion="loss", max_macs_ratio=0.0, unit="residual",
+        recalibrate_bn=True, epochs=5, learning_rate=5e-4)),
     "prune_channels": Stage(_prune_channels, dict(
-        ratio=0.5, criterion="l1", layers=(), round_to=8, recalibrate_bn=True, epochs=5,
-        learning_rate=5e-4)),
+        ratio=0.5, criterion="l1", layers=(), round_to=8, heads_only=False, samples=512,
+        recalibrate_bn=True, epochs=5, learning_rate=5e-4)),
     "factorize": Stage(_factorize, dict(
         energy=0.9, rank=0, layers=(), conv="channel", recalibrate_bn=True, epochs=5,
         learning_rate=5e-4)),
