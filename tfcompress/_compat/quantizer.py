@@ -15,9 +15,15 @@ import types
 
 import tfcompress._compat.schema as _schema
 
-# Algorithms offered: min-max scales (the quantizer's default) and OCTAV (clipping chosen for
-# the least squared error; much better than min-max at 2 bits).
-ALGORITHMS = ("min_max", "octav")
+# Algorithms offered, by our name -> the quantizer's ``AlgorithmName`` value: min-max scales
+# (its default), OCTAV (clipping chosen for the least squared error), MSE (a clip set from the
+# weights' RMS), GPTQ (Hessian-guided rounding from calibration inputs), OSCAR (clipping
+# weighted by the inputs' second moments) and Hadamard rotation, the decomposed form (RESHAPE
+# and FULLY_CONNECTED builtins; the ``aeq.hadamard_rotation`` custom op corrupted the LiteRT
+# 2.3 interpreter's heap at batch > 1: "free(): invalid next size").
+ALGORITHMS = ("min_max", "octav", "mse", "gptq", "oscar", "hadamard")
+_KEYS = {"min_max": "MIN_MAX_UNIFORM_QUANT", "octav": "OCTAV", "mse": "MSE", "gptq": "GPTQ",
+         "oscar": "OSCAR", "hadamard": "DECOMPOSED_HADAMARD_ROTATION"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -31,8 +37,8 @@ def _lq() -> types.SimpleNamespace:
     names = algorithm_manager.AlgorithmName
     return types.SimpleNamespace(
         Quantizer=quantizer, qtyping=qtyping, recipe_manager=recipe_manager,
-        tfl_utils=tfl_flatbuffer_utils, names=names,
-        algorithms={"min_max": names.MIN_MAX_UNIFORM_QUANT, "octav": names.OCTAV})
+        tfl_utils=tfl_flatbuffer_utils, names=names, manager=algorithm_manager,
+        algorithms={ours: names[key] for ours, key in _KEYS.items()})
 
 
 def Quantizer(*args, **kwargs):  # noqa: N802  (the public class's name)
@@ -46,6 +52,57 @@ def op_types() -> tuple:
     quantizer's wildcard and IO keys."""
     return tuple(o.value for o in _lq().qtyping.TFLOperationName
                  if o.value not in ("*", "INPUT", "OUTPUT"))
+
+
+def algorithm_ops(algorithm: str) -> tuple:
+    """The op types the quantizer's algorithm ``algorithm`` (one of ``ALGORITHMS``) quantizes
+    (``algorithm_manager.get_supported_ops``), without its INPUT/OUTPUT keys."""
+    ops = _lq().manager.get_supported_ops(_lq().algorithms[algorithm])
+    return tuple(o.value for o in ops if o.value not in ("INPUT", "OUTPUT"))
+
+
+def algorithm_of(entry: dict) -> str:
+    """Our name of a recipe entry's algorithm (``algorithm_key``), or the key itself."""
+    key = str(entry.get("algorithm_key", ""))
+    return next((ours for ours, k in _KEYS.items() if k == key), key)
+
+
+def dynamic_batch_rotations(content: bytes) -> bytes:
+    """The quantizer's output with its decomposed Hadamard rotations taking any batch.
+
+    The decomposed rotation reshapes an FC input to ``(blocks, size)`` and back with shapes
+    fixed at the float model's batch (1): another batch fails in RESHAPE ("num_input_elements
+    != num_output_elements"). Their constant shape tensors (named ``*_prerotate_shape`` and
+    ``*_postrotate_shape`` by ``transformations/insert_decomposed_hadamard_rotation.py``) get
+    -1 as their first dimension. Other flatbuffers come back unchanged.
+    """
+    import flatbuffers
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(content, 0)
+    for buffer in model.buffers:  # data stored after the flatbuffer (offset, size): inline it
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(content, np.uint8, count=buffer.size,
+                                        offset=buffer.offset).copy()
+            buffer.offset = buffer.size = 0
+    changed = False
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            name = bytes(tensor.name or b"")
+            if not name.endswith((b"_prerotate_shape", b"_postrotate_shape")):
+                continue
+            buffer = model.buffers[tensor.buffer]
+            shape = np.frombuffer(bytes(buffer.data), np.int32).copy()
+            if len(shape) and shape[0] != -1:
+                shape[0] = -1
+                buffer.data = np.frombuffer(shape.tobytes(), np.uint8).copy()
+                changed = True
+    if not changed:
+        return content
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def recipe_entry(regex: str, operation: str, bits: int, *, execution: str, block: int,

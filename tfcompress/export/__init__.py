@@ -2,4 +2,5 @@
 mixed-precision modes (the LiteRT Quantizer), validation on the LiteRT runtime, the Model Explorer
 overlay and the Android bundle."""
 
-from tfcompress.export import validation, conversion, lowbit, mixed, explorer, android  # noqa: F401
+from tfcompress.export import (  # noqa: F401
+    validation, conversion, lowbit, mixed, mixed_activations, explorer, android)

@@ -413,11 +413,13 @@ def _quiet():
         yield
 
 
-def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None) -> bytes:
+def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None, *,
+                  qsvs: Optional[dict] = None) -> bytes:
     """Runs the quantizer on a recipe (calibrating when it needs to); returns the bytes.
 
     ``calibration`` is the quantizer's calibration data, ``{signature: [{input: batch}]}``, or
-    a function that makes it (called only when the recipe needs calibration).
+    a function that makes it (called only when the recipe needs calibration). ``qsvs``: the
+    statistics ``calibrate`` measured on the same float model, used instead of calibrating.
 
     Raises:
         ConversionError: the quantizer rejected the recipe, or it needs calibration data.
@@ -427,7 +429,9 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None) -> 
             qt = _quantizer.Quantizer(float32_flatbuffer)
             qt.load_quantization_recipe(recipe)
             result = None
-            if qt.need_calibration:
+            if qt.need_calibration and qsvs is not None:
+                result = qsvs
+            elif qt.need_calibration:
                 if calibration is None:
                     raise errors.ConversionError(
                         "this recipe quantizes activations (static) and needs representative_data "
@@ -443,6 +447,28 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None) -> 
         raise errors.ConversionError(
             f"the LiteRT Quantizer rejected the recipe: {type(e).__name__}: {e}") from e
     return bytes(out)
+
+
+def calibrate(float32_flatbuffer: bytes, recipe: list, representative_data,
+              num_samples: int = 200) -> dict:
+    """The quantizer's calibration statistics (``{tensor: min/max}``) of a static recipe.
+
+    Calibrating once and passing the result to ``run_quantizer(..., qsvs=...)`` serves every
+    recipe over the same float model that quantizes no more tensors: a tensor's range does not
+    depend on the width (int8 or int16) it is then quantized to.
+
+    Raises:
+        ConversionError: the quantizer rejected the recipe or the data.
+    """
+    data = _calibration(float32_flatbuffer, representative_data, num_samples)
+    try:
+        with _quiet():
+            qt = _quantizer.Quantizer(float32_flatbuffer)
+            qt.load_quantization_recipe(recipe)
+            return qt.calibrate(data, num_threads=os.cpu_count() or 1)
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise errors.ConversionError(
+            f"the LiteRT Quantizer could not calibrate: {type(e).__name__}: {e}") from e
 
 
 def _calibration(float32_flatbuffer: bytes, data, num_samples: int) -> dict:

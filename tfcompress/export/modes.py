@@ -167,6 +167,10 @@ BUILTIN = (
     *_quantizer_modes(),
     Mode("mixed", "mixed", needs_representative_data=True,
          options=("size_budget", "widths", "max_layers")),
+    # int8 activations, int16 on the fewest ops that keep the float model's decisions
+    # (tfcompress.export.mixed_activations)
+    Mode("mixed_a16w8", "mixed_activations", needs_representative_data=True,
+         options=("target", "tolerance", "max_ops", "algorithm", "ranges")),
 )
 
 _MODES: dict = {}

@@ -1,0 +1,91 @@
+"""int16 activations only where they pay (tfcompress.export.mixed_activations, mode mixed_a16w8):
+the activation types read back from the flatbuffer, agreement on held-out inputs, option errors."""
+
+import numpy as np
+import pytest
+
+from tfcompress import errors, keras
+import tfcompress.export.mixed_activations as ma
+from tfcompress.export.conversion import conversion_info, convert
+from tfcompress.export.validation import predict
+
+
+def _outlier_model() -> keras.Model:
+    """One channel of ``wide`` spans ~300x the others' range (and ``mid`` ignores it): at int8
+    its output tensor keeps ~1 level for the channels that decide; int16 keeps them."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,))
+    h = keras.layers.Dense(32, activation="relu", name="wide")(inp)
+    h = keras.layers.Dense(16, activation="relu", name="mid")(h)
+    out = keras.layers.Dense(10, activation="softmax", name="head")(h)
+    model = keras.Model(inp, out)
+    w, b = model.get_layer("wide").get_weights()
+    w[:, 0] *= 300.0
+    model.get_layer("wide").set_weights([w, b])
+    w, b = model.get_layer("mid").get_weights()
+    w[0, :] = 0.0
+    model.get_layer("mid").set_weights([w, b])
+    w, b = model.get_layer("head").get_weights()
+    model.get_layer("head").set_weights([w * 3.0, b])  # clearer decisions
+    return model
+
+
+@pytest.fixture(scope="module")
+def case():
+    model = _outlier_model()
+    x = np.random.default_rng(0).normal(size=(600, 16)).astype(np.float32)
+    return model, x[:200], x[200:400], x[400:]  # calibration, validation, held-out
+
+
+@pytest.fixture(scope="module")
+def result(case):
+    model, calibration, validation, _ = case
+    return ma.mixed_activations(model, validation, representative_data=calibration)
+
+
+def _agreement(flatbuffer, model, x) -> float:
+    return float(np.mean(predict(flatbuffer, x).argmax(-1) == model.predict(x, verbose=0)
+                         .argmax(-1)))
+
+
+def test_int16_exactly_on_the_chosen_ops_and_int8_elsewhere(result):
+    chosen = {op["scope"] for op in result.int16_ops}
+    assert chosen, result.to_dict()["measured"]
+    types = {row["scope"]: row["type"] for row in ma.activation_types(result.flatbuffer)}
+    assert {s for s, t in types.items() if t == "int16"} == chosen
+    assert {t for s, t in types.items() if s not in chosen} == {"int8"}
+    assert {op["name"] for op in result.int16_ops} <= {"wide", "mid", "head"}
+    assert result.meets_goal and len(chosen) < result.ops_total
+
+
+def test_the_mixed_file_agrees_at_least_as_well_as_int8_on_held_out_inputs(case, result):
+    model, calibration, _, held_out = case
+    int8 = convert(model, "static_wi8_ai8", representative_data=calibration)
+    mixed, plain = _agreement(result.flatbuffer, model, held_out), _agreement(int8, model, held_out)
+    assert mixed >= plain and mixed > 0.9, (mixed, plain)
+
+
+def test_the_mode_lists_its_int16_ops_in_the_facts_and_keeps_max_ops(case):
+    model, calibration, validation, _ = case
+    fb = convert(model, "mixed_a16w8", representative_data=calibration,
+                 validation_data=(validation, None), options={"max_ops": 1})
+    facts = conversion_info(fb)["facts"]
+    assert facts["mode"] == "mixed_a16w8"
+    listed = facts["mixed_activations"]["int16_ops"]
+    read_back = [f"{r['name']}:{r['op']}" for r in ma.activation_types(fb) if r["type"] == "int16"]
+    assert listed == read_back and len(read_back) <= 1
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"target": 1.5}, r"target=1\.5; accepted: .* in \(0, 1\]"),
+    ({"tolerance": -0.1}, r"tolerance=-0\.1; accepted: a number in \[0, 1\)"),
+    ({"max_ops": 0}, r"max_ops=0; accepted: a whole number >= 1"),
+    ({"algorithm": "nope"}, r"unknown quantizer algorithm 'nope'; accepted: min_max"),
+    ({"ranges": "ema"}, r"unknown activation ranges 'ema'; accepted: min_max, moving_average"),
+    ({"budget": 3}, r"option for mode 'mixed_a16w8' 'budget'; accepted: target, tolerance"),
+])
+def test_bad_options_are_one_line_errors(case, options, match):
+    model, calibration, _, _ = case
+    with pytest.raises(errors.ConversionError, match=match) as e:
+        convert(model, "mixed_a16w8", representative_data=calibration[:20], options=options)
+    assert "\n" not in str(e.value)
