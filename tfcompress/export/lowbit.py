@@ -66,8 +66,9 @@ from tfcompress.export.conversion import Request, float32_flatbuffer, representa
 
 WIDTHS = (2, 4, 8, 16, 32)  # per-layer widths: int2, int4, int8, float16, float32
 EXECUTIONS = ("dynamic", "weight_only", "static")
-# Algorithms of the quantizer offered here: min-max scales (its default) and OCTAV (clipping
-# chosen for the least squared error; much better than min-max at 2 bits).
+# Algorithms of the quantizer offered here (``algorithm=``; ``ALGORITHM_RULES`` says where each
+# applies): min-max scales (its default), OCTAV (clipping chosen for the least squared error;
+# much better than min-max at 2 bits), MSE, GPTQ, OSCAR and (decomposed) Hadamard rotation.
 ALGORITHMS = _quantizer.ALGORITHMS
 _WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE",
                "EMBEDDING_LOOKUP", "BATCH_MATMUL", "GATHER")
@@ -80,6 +81,90 @@ _BITS = {"float32": 32, "float16": 16, "int16": 16, "int8": 8, "uint8": 8, "int4
 # The low-bit modes (the registry's quantizer backend, in its order): name -> its settings
 # (``modes.Quantizer``: execution, weight bits, block size (0: per channel), activation bits).
 MODES: dict = {m.name: m.quantizer for m in modes.modes("quantizer")}
+
+
+# ---------------------------------------------------------------- algorithms
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmRule:
+    """Where a quantizer algorithm applies (checked here; the quantizer fails or misbehaves
+    elsewhere).
+
+    Attributes:
+        executions: the mode executions it takes (``dynamic``, ``weight_only``, ``static``).
+        blockwise: it takes the block-wise modes.
+        bits: the integer weight widths it takes.
+        needs_data: it needs representative data (its statistics come from calibration).
+        why: the reason for the limits, said in the error.
+    """
+
+    executions: tuple
+    blockwise: bool
+    bits: tuple
+    needs_data: bool = False
+    why: str = ""
+
+
+# The algorithms' ops are the quantizer's own (``algorithm_ops``): min-max and OCTAV every op
+# the policy quantizes; MSE FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, CONV_2D_TRANSPOSE and
+# EMBEDDING_LOOKUP; GPTQ and OSCAR FULLY_CONNECTED; Hadamard FULLY_CONNECTED and
+# EMBEDDING_LOOKUP. Other ops of the model get min-max scales at the mode's width.
+ALGORITHM_RULES = {
+    "min_max": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
+    "octav": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
+    "mse": AlgorithmRule(EXECUTIONS, False, (4, 8),
+                         why="its clip multipliers exist for 4 and 8 bits, one scale a channel"),
+    "gptq": AlgorithmRule(("dynamic", "weight_only"), True, (2, 4, 8), needs_data=True,
+                          why="in static modes its output error was 30x min-max's on a test "
+                              "model"),
+    "oscar": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
+    "hadamard": AlgorithmRule(("dynamic", "weight_only"), False, (2, 4, 8),
+                              why="the quantizer rotates float activations only, one scale a "
+                                  "channel"),
+}
+
+
+def algorithm_modes(algorithm: str) -> tuple:
+    """The low-bit modes (``MODES``) ``algorithm`` applies to (``ALGORITHM_RULES``)."""
+    rule = ALGORITHM_RULES[algorithm]
+    return tuple(name for name, spec in MODES.items() if spec.execution in rule.executions
+                 and (rule.blockwise or not spec.block) and spec.bits in rule.bits)
+
+
+def algorithm_ops(algorithm: str) -> tuple:
+    """The op types ``algorithm`` quantizes (the quantizer's registry)."""
+    return _quantizer.algorithm_ops(algorithm)
+
+
+def _check_algorithm(algorithm: str, mode: str, layers: list) -> None:
+    """Raises ConversionError where ``algorithm`` does not apply to ``mode`` or the model."""
+    if algorithm not in ALGORITHMS:
+        raise errors.ConversionError(errors.unknown("quantizer algorithm", algorithm, ALGORITHMS))
+    if mode not in algorithm_modes(algorithm):
+        why = ALGORITHM_RULES[algorithm].why
+        raise errors.ConversionError(
+            f"quantizer algorithm {algorithm!r} does not apply to mode {mode!r}"
+            + (f" ({why})" if why else "") + f"; accepted for {algorithm}: "
+            + ", ".join(algorithm_modes(algorithm)))
+    ops = algorithm_ops(algorithm)
+    present = sorted({layer.op for layer in layers})
+    if layers and not set(ops) & set(present):
+        fits = [a for a in ALGORITHMS if mode in algorithm_modes(a)
+                and set(algorithm_ops(a)) & set(present)]
+        raise errors.ConversionError(
+            f"quantizer algorithm {algorithm!r} quantizes {', '.join(ops)} layers and the model "
+            f"has none (its weight layers: {', '.join(present)}); accepted for this model in "
+            f"mode {mode!r}: " + ", ".join(fits))
+
+
+def _algorithm_for(algorithm: str, ops, bits: int) -> str:
+    """``algorithm`` where it covers every op of ``ops`` at ``bits``, else min-max (so that an
+    entry never falls through to another entry's width where the algorithm lacks an op)."""
+    rule = ALGORITHM_RULES[algorithm]
+    if bits not in rule.bits or not set(ops) <= set(algorithm_ops(algorithm)):
+        return "min_max"
+    return algorithm
 
 
 # ---------------------------------------------------------------- recipe entries
@@ -324,11 +409,14 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
         float32_flatbuffer: the float model the recipe is for (its layers check the overrides).
         mode: a ``MODES`` name.
         overrides: see ``parse_overrides``.
-        algorithm: ``min_max`` or ``octav`` (the quantizer's algorithms; see ``ALGORITHMS``).
+        algorithm: one of ``ALGORITHMS`` (the quantizer's algorithms), for the ops it covers
+            (``algorithm_ops``); the model's other weight ops get min-max scales.
 
     Raises:
-        ConversionError: unknown mode or algorithm; an override op type the model lacks, a regex
-            that selects no weight layer, or a width the quantizer has no config for.
+        ConversionError: unknown mode or algorithm, an algorithm that does not apply to the
+            mode or to any layer of the model (``ALGORITHM_RULES``); an override op type the
+            model lacks, a regex that selects no weight layer, or a width the quantizer has no
+            config for.
     """
     if mode not in MODES:
         raise errors.ConversionError(errors.unknown("low-bit mode", mode, MODES))
@@ -340,7 +428,12 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
     parsed = parse_overrides(overrides)
     if not spec.activation_bits:
         float32_flatbuffer = embedding_lookups(float32_flatbuffer)
-    layers = weight_layers(float32_flatbuffer) if parsed or spec.block else []
+    partial = set(algorithm_ops(algorithm)) != set(algorithm_ops("min_max"))
+    layers = weight_layers(float32_flatbuffer) if parsed or spec.block or partial else []
+    _check_algorithm(algorithm, mode, layers)
+
+    def using(ops, bits):  # the entry options for layers of ``ops`` at ``bits``
+        return {**options, "algorithm": _algorithm_for(algorithm, ops, bits)}
 
     def checked(key, bits, targets, operation="*"):
         for layer in targets:
@@ -351,12 +444,21 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
                     f"override {key!r}={bits}: layer {layer.name!r} ({layer.op}) cannot take "
                     f"{bits}-bit weights in mode {mode!r}; accepted for {layer.op}: "
                     + ", ".join(map(str, widths)))
-        return entry(".*" if operation != "*" else key, bits, operation=operation, **options)
+        return entry(".*" if operation != "*" else key, bits, operation=operation,
+                     **using({layer.op for layer in targets}, bits))
 
-    recipe = [entry(".*", spec.bits, **options)]
+    if not partial:
+        recipe = [entry(".*", spec.bits, **options)]
+    else:  # min-max for every op, then the algorithm for each op type of the model it covers
+        recipe = [entry(".*", spec.bits, **{**options, "algorithm": "min_max"})]
+        recipe += [entry(".*", spec.bits, operation=op, **options)
+                   for op in sorted({layer.op for layer in layers} & set(algorithm_ops(algorithm)))
+                   if spec.bits in supported_widths(op, execution=spec.execution,
+                                                    block=spec.block,
+                                                    activation_bits=spec.activation_bits or 8)]
     if spec.block:  # the quantizer refuses a block that does not divide the input width
-        per_channel = {**options, "block": 0}
-        recipe += [entry(layer.regex, spec.bits, **per_channel) for layer in layers
+        recipe += [entry(layer.regex, spec.bits, **{**using([layer.op], spec.bits), "block": 0})
+                   for layer in layers
                    if layer.bits == 32 and layer.shape[-1] % spec.block
                    and spec.bits in supported_widths(layer.op, execution=spec.execution,
                                                      block=spec.block)]
@@ -380,7 +482,7 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
                 recipe.append(made)
             else:  # the quantizer matches op output names only, and a model's last op is named
                 for layer in targets:  # after the signature output: select those by name
-                    recipe.append(entry(layer.regex, bits, **options))
+                    recipe.append(entry(layer.regex, bits, **using([layer.op], bits)))
     return recipe
 
 
@@ -434,8 +536,8 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None, *,
             elif qt.need_calibration:
                 if calibration is None:
                     raise errors.ConversionError(
-                        "this recipe quantizes activations (static) and needs representative_data "
-                        "(calibration images); accepted: a numpy array, a tf.data.Dataset or "
+                        "this recipe quantizes activations (static) or uses GPTQ, and needs "
+                        "representative_data (calibration images); accepted: a numpy array, a tf.data.Dataset or "
                         "the splits returned by tfcompress.data loaders")
                 data = calibration() if callable(calibration) else calibration
                 result = qt.calibrate(data, num_threads=os.cpu_count() or 1)
@@ -446,7 +548,7 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None, *,
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise errors.ConversionError(
             f"the LiteRT Quantizer rejected the recipe: {type(e).__name__}: {e}") from e
-    return bytes(out)
+    return _quantizer.dynamic_batch_rotations(bytes(out))
 
 
 def calibrate(float32_flatbuffer: bytes, recipe: list, representative_data,
@@ -495,8 +597,10 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
         recipe_or_mode: a ``MODES`` name, a recipe (list of entries) or a ``.json`` recipe
             file, e.g. the one ``save_recipe`` or ``MixedPrecisionResult.save`` wrote.
         overrides: per-layer widths for a mode (see ``parse_overrides``).
-        algorithm: ``min_max`` or ``octav``, for a mode.
-        representative_data: calibration images (static modes and recipes).
+        algorithm: the quantizer's algorithm for a mode, one of ``ALGORITHMS`` (where it applies:
+            ``ALGORITHM_RULES``, ``algorithm_modes``, ``algorithm_ops``).
+        representative_data: calibration images (static modes and recipes; ``gptq`` needs
+            them, ``oscar`` uses them where given).
         representative_samples: how many calibrate.
 
     Returns:
