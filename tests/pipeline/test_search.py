@@ -372,3 +372,111 @@ def test_a_trial_that_tries_qat_keeps_each_folder_self_consistent(tmp_path, trai
     assert attrs["chosen"] == chosen and attrs["accuracy"] == figures[chosen]
     assert attrs["tflite"] == os.path.join(folder, chosen, "int8.tflite")
     assert attrs["recipe"] == os.path.join(folder, chosen, "recipe.py")
+
+
+# ---------------------------------------------------------------- sequence models (issue 26)
+
+def _kind_layers(kind):
+    import model_kinds
+
+    from tfcompress.pipeline import sequence_space
+    return sequence_space.read(model_kinds.KINDS[kind]()[0])
+
+
+def test_sequence_dimensions_are_offered_where_the_model_has_the_layers():
+    """Read from the model: the Transformer gets units (its feed-forward), heads, its one
+    encoder block, an Embedding rank below its width 16, table widths and the int4 table
+    modes; the LSTM units, rank and widths (no heads, no blocks); the DS-CNN none of them."""
+    from tfcompress.pipeline import sequence_space
+    config = check_config(default_config())
+    config.space.embedding_rank = (0, 4, 16, 32)  # 16 and 32 are not below the tables' widths
+    seq = set(sequence_space.DIMENSIONS)
+    transformer = space(config, _kind_layers("transformer"))
+    assert transformer["unit_ratio"] == (0.0, 0.25, 0.5) and transformer["head_ratio"] == (0.0, 0.5)
+    assert transformer["encoder_blocks"] == (0, 1) and transformer["embedding_rank"] == (0, 4)
+    assert transformer["embedding_bits"] == (0, 8, 4)
+    assert transformer["mode"][-2:] == ("dynamic_wi4", "dynamic_wi4_block32")
+    lstm = space(config, _kind_layers("lstm"))
+    assert seq & set(lstm) == {"unit_ratio", "embedding_rank", "embedding_bits"}
+    cnn = space(config, _kind_layers("dscnn"))
+    assert not seq & set(cnn) and cnn["mode"] == tuple(config.space.mode)
+    assert cnn == space(config)  # no sequence layer: the space without the model
+    config.space.mode, config.space.embedding_modes = ("int8",), ()
+    assert "embedding_bits" not in space(config, _kind_layers("lstm"))  # no low-bit mode
+
+
+def test_sequence_trial_recipes_set_their_stage_sections():
+    config = check_config(default_config())
+    layers = _kind_layers("transformer")
+    r = trial_recipe(config, {"mode": "dynamic_wi8", "unit_ratio": 0.5, "embedding_rank": 4,
+                              "embedding_bits": 4}, "/m.keras", layers=layers)
+    assert r.stages == ("prune_channels", "factorize")
+    assert r.prune_channels.ratio == 0.5 and r.prune_channels.layers == ("ffn1",)
+    assert r.factorize.rank == 4 and r.factorize.layers == ("embedding",)
+    assert r.convert.overrides == ("EMBEDDING_LOOKUP=4",)
+    heads = trial_recipe(config, {"mode": "int8", "head_ratio": 0.5, "encoder_blocks": 0,
+                                  "embedding_bits": 8}, "/m.keras", layers=layers)
+    assert heads.stages == ("prune_channels",) and heads.prune_channels.heads_only
+    assert heads.convert.overrides == ()  # int8 (the converter): no table override
+    blocks = trial_recipe(config, {"mode": "float16", "encoder_blocks": 1, "head_ratio": 0.5},
+                          "/m.keras", layers=layers)
+    assert blocks.stages == ("prune_blocks",)  # blocks first: no heads pruned by name
+    assert blocks.prune_blocks.unit == "encoder" and blocks.prune_blocks.n == 1
+    # A general dimension of the same stage wins; the values that would not act are 0.
+    both = {"mode": "dynamic_wi4_block32", "channel_ratio": 0.25, "unit_ratio": 0.5,
+            "embedding_bits": 8}
+    assert _effective(both) == {**both, "unit_ratio": 0.0, "embedding_bits": 0}
+    r = trial_recipe(config, both, "/m.keras", layers=layers)
+    assert r.prune_channels.ratio == 0.25 and r.prune_channels.layers == ()
+    assert parse_params("mode=dynamic_wi4,encoder_blocks=1,unit_ratio=0.5") == {
+        "mode": "dynamic_wi4", "encoder_blocks": 1, "unit_ratio": 0.5}
+
+
+def _effective(params):
+    from tfcompress.pipeline import sequence_space
+    return sequence_space.effective(params)
+
+
+@pytest.mark.slow
+def test_search_smoke_on_a_transformer_text_model(tmp_path):
+    """Two trials on a tiny Transformer (int32 token ids): int4 weights with per-row tables,
+    then half its heads removed with int8 tables; both complete and the result is written."""
+    import numpy as np
+    import model_kinds
+
+    import tfcompress.export.lowbit as lowbit
+    model, (x, y), (xt, yt) = model_kinds.trained("transformer")
+    path = str(tmp_path / "transformer.keras")
+    tfcompress.models.save_model(model, path)
+    npz = str(tmp_path / "tokens.npz")
+    np.savez(npz, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    config = default_config()
+    config.recipe.model.path = path
+    config.recipe.data.name, config.recipe.data.path = "npz", npz
+    config.recipe.convert.representative_samples = 16
+    config.recipe.validate.latency_runs = 0
+    config.recipe.validate.litert_benchmark = False
+    config.recipe.validate.compiled_model = ()
+    config.recipe.prune_channels.epochs = 1
+    config.space.mode, config.space.embedding_modes = ("dynamic_wi4",), ()
+    for dim in ("distill_width", "channel_ratio", "factorize_energy", "sparsity"):
+        config.space[dim] = (0.0,)
+    config.space.clusters, config.space.recovery = (0,), (0,)
+    config.seeds = ("mode=dynamic_wi4,head_ratio=0.5,embedding_bits=8",)
+    config.n_trials = 2
+    workdir = str(tmp_path / "search")
+    summary = search(config, workdir, max_drop=100.0)
+    assert {"unit_ratio", "head_ratio", "encoder_blocks", "embedding_bits"} <= set(
+        summary["space"])
+    assert summary["states"] == {"COMPLETE": 2}
+    records = _records(workdir)
+    plain, heads = sorted(records, key=lambda r: r["number"])
+    assert plain["stages"] == [] and heads["stages"] == ["prune_channels"]
+    with open(os.path.join(os.path.dirname(heads["tflite"]), "report.json")) as f:
+        assert json.load(f)["stages"]["prune_channels"]["heads"] == {"attention": [2, 1]}
+    tables = {r["tflite"]: [l for l in lowbit.weight_layers(r["tflite"])
+                            if l.op == "EMBEDDING_LOOKUP"] for r in (plain, heads)}
+    assert [l.bits for l in tables[plain["tflite"]]] == [4]
+    assert [l.bits for l in tables[heads["tflite"]]] == [8]
+    with open(os.path.join(workdir, "search.json")) as f:
+        assert json.load(f)["best"]["number"] in (0, 1)

@@ -18,7 +18,10 @@ records, search.json and report.md then hold ``r2``/``test_r2``, never accuracy.
 What we add over a plain ``study.optimize``:
 
 - The search space holds only the stages in ``stages.STAGES``
-  (distill, prune_channels, factorize, prune, cluster; QAT), in that order.
+  (distill, prune_channels, factorize, prune, cluster; QAT), in that order. Sequence
+  dimensions (LSTM/GRU and feed-forward units, attention heads, encoder blocks, Embedding rank
+  and table width, int4 table modes) are offered where the baseline model has those layers
+  (``sequence_space``).
 - Cheap candidates first: PTQ-only trials (one per mode) are enqueued before anything that
   fine-tunes, then the config's ``seeds``. int8 candidates get QAT only when their PTQ result
   misses the budget by at most ``qat_recover`` points ("QAT when PTQ misses the budget").
@@ -73,6 +76,7 @@ import tfcompress.pipeline.shared_storage as shared_study
 import tfcompress.export.modes as modes
 import tfcompress.pipeline.stats as stats_lib
 import tfcompress.pipeline.report as report_lib
+import tfcompress.pipeline.sequence_space as sequence_space
 import tfcompress.tasks as tasks
 from tfcompress._compat.litert import load_flatbuffer
 from tfcompress.export.conversion import available_modes
@@ -91,6 +95,12 @@ DIMENSIONS = {
     "sparsity": ("prune", "target_sparsity"),
     "clusters": ("cluster", "number_of_clusters"),
     "recovery": ("recover", None),  # 1: PTQ recovery for the mode (int8, int16x8, 8/4-bit weights)
+    # Sequence models, offered where the model has the layers (sequence_space sets the fields):
+    "unit_ratio": ("prune_channels", None),  # LSTM/GRU and feed-forward units
+    "head_ratio": ("prune_channels", None),  # attention heads only
+    "encoder_blocks": ("prune_blocks", None),  # whole Transformer encoder blocks
+    "embedding_rank": ("factorize", None),  # low rank of the Embedding tables only
+    "embedding_bits": ("convert", None),  # int8/int4 tables in dynamic/weight-only modes
 }
 
 
@@ -124,6 +134,11 @@ def default_config() -> ConfigDict:
         sparsity=(0.0, 0.5, 0.75, 0.9, 0.95),
         clusters=(0, 32, 16, 8),
         recovery=(0, 1),
+        # Offered only where the model has the layers (sequence_space): LSTM/GRU units and
+        # attention heads, encoder blocks, Embedding rank and table width; and for a model
+        # with an Embedding these modes join ``mode`` (int4 tables per row and block-wise).
+        **sequence_space.DEFAULTS,
+        embedding_modes=sequence_space.EMBEDDING_MODES,
     ))
     c.seeds = ()  # extra candidates enqueued after PTQ, e.g. "mode=int8,sparsity=0.9,clusters=16"
     return c
@@ -161,7 +176,8 @@ def check_config(config) -> ConfigDict:
         shared_study.storage_url(merged.storage)
     if merged.n_trials < 1:
         raise errors.ConfigError(f"n_trials={merged.n_trials!r}; accepted: >= 1")
-    bad = [m for m in merged.space.mode if m not in available_modes()]
+    bad = [m for m in (*merged.space.mode, *merged.space.embedding_modes)
+           if m not in available_modes()]
     if bad or not merged.space.mode:
         raise errors.ConfigError(errors.unknown("space.mode", bad[0] if bad else (),
                                                 available_modes()))
@@ -174,17 +190,24 @@ def check_config(config) -> ConfigDict:
     return merged
 
 
-def space(config: ConfigDict) -> dict:
+def space(config: ConfigDict,
+          layers: Optional["sequence_space.SequenceLayers"] = None) -> dict:
     """The searched dimensions: ``mode`` and those with a choice that turns their stage on; a
-    dimension of how (strings: ``factorize_conv``) only where its stage is searched."""
+    dimension of how (strings: ``factorize_conv``) only where its stage is searched; with the
+    model's ``layers`` (``sequence_space.read``), the sequence dimensions it has layers for."""
     out = {"mode": tuple(config.space.mode)}
     searched = set()
     for dim, (stage, _) in DIMENSIONS.items():
+        if dim in sequence_space.DIMENSIONS:
+            continue
         choices = tuple(config.space[dim])
         how = all(isinstance(c, str) for c in choices)
         if stage in STAGES and any(choices) and (not how or stage in searched):
             out[dim] = tuple(sorted(set(choices), key=choices.index))
             searched.add(stage)
+    if layers is not None:
+        out["mode"] = sequence_space.modes_for(config.space, layers)
+        out.update(sequence_space.offer(config.space, layers, out["mode"]))
     return out
 
 
@@ -196,12 +219,17 @@ def parse_params(text: str) -> dict:
         if key != "mode" and key not in DIMENSIONS:
             raise errors.ConfigError(errors.unknown("seed field", key, ["mode", *DIMENSIONS]))
         params[key] = value if key in ("mode", "factorize_conv") else (
-            int(value) if key in ("clusters", "recovery") else float(value))
+            int(value) if key in ("clusters", "recovery", *sequence_space.INTEGER)
+            else float(value))
     return params
 
 
-def trial_recipe(config: ConfigDict, params: dict, model_path: str, qat: bool = False):
-    """The recipe of one candidate: stages in canonical order, sections set from ``params``."""
+def trial_recipe(config: ConfigDict, params: dict, model_path: str, qat: bool = False,
+                 layers: Optional["sequence_space.SequenceLayers"] = None):
+    """The recipe of one candidate: stages in canonical order, sections set from ``params``
+    (sequence dimensions: ``sequence_space.apply`` with the model's ``layers``, read from
+    ``model_path`` when not given)."""
+    params = sequence_space.effective(params)
     r = ConfigDict(config.recipe.to_dict())
     r.model.path = model_path
     r.convert.modes = (params["mode"],)
@@ -216,6 +244,10 @@ def trial_recipe(config: ConfigDict, params: dict, model_path: str, qat: bool = 
             continue
         stages.append(stage)
         r[stage][field] = type(r[stage][field])(value)
+    if any(params.get(dim) for dim in sequence_space.DIMENSIONS):
+        layers = layers if layers is not None else sequence_space.read(model_path)
+        stages += [s for s in sequence_space.apply(r, params, layers) if s not in stages]
+        stages.sort(key=list(STAGES).index)
     # PTQ recovery goes last (no fine-tuning after it), onto the grid of the trial's mode;
     # a QAT trial learns its own ranges instead.
     if params.get("recovery") and params["mode"] in modes.recoverable() and not qat:
@@ -326,13 +358,24 @@ def _baseline(config: ConfigDict, workdir: str) -> dict:
         return info
 
 
+def _sequence_layers(model_path: str) -> "sequence_space.SequenceLayers":
+    """The baseline model's sequence layers; none where safe mode does not load it."""
+    try:
+        return sequence_space.read(model_path)
+    except errors.TfcompressError as e:
+        logging.warning("search: no sequence dimensions (the model does not load in safe "
+                        "mode: %s)", e)
+        return sequence_space.SequenceLayers()
+
+
 class _Search:
     """One process' view of a study: runs trials, exports, reports progress."""
 
     def __init__(self, config: ConfigDict, workdir: str, baseline: dict, study):
         self.config, self.workdir, self.baseline, self.study = config, workdir, baseline, study
         self.metric = baseline.get("metric", "accuracy")  # the task's: accuracy, or r2
-        self.space = space(config)
+        self.layers = _sequence_layers(baseline["model_path"])
+        self.space = space(config, self.layers)
         if baseline.get("task") == "regression":  # distill's student is a classifier
             self.space.pop("distill_width", None)
         self.floor = _baseline_score(baseline) - config.max_drop / 100.0
@@ -344,11 +387,13 @@ class _Search:
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: kills
         trial.set_user_attr("pid", os.getpid())
-        params = {dim: trial.suggest_categorical(dim, list(choices))
-                  for dim, choices in self.space.items()}
+        # The values that act (sequence_space.effective): a candidate differing only in values
+        # that do not act is a repeat.
+        params = sequence_space.effective({dim: trial.suggest_categorical(dim, list(choices))
+                                           for dim, choices in self.space.items()})
         for other in self.study.get_trials(deepcopy=False, states=(
                 optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
-            if other.params != params:
+            if sequence_space.effective(other.params) != params:
                 continue
             if not other.values:  # the sampler repeated a candidate stopped early
                 trial.set_user_attr("same_as", other.number)
@@ -375,7 +420,7 @@ class _Search:
         path = self.baseline["model_path"]
         # PTQ and QAT run into sibling folders (ptq/, qat/), each a whole recipe run whose
         # report describes the flatbuffer beside it; the trial takes the better by value.
-        cfg = trial_recipe(self.config, params, path)
+        cfg = trial_recipe(self.config, params, path, layers=self.layers)
         m = self.metric
         result = self._run(trial, cfg, Workdir(os.path.join(folder, "ptq")), after_stage)
         row = result.row(params["mode"])
@@ -383,7 +428,7 @@ class _Search:
         miss = self.floor - row.metric(m)
         if (params["mode"] == "int8" and "qat" in STAGES and 0 < miss
                 and miss <= self.config.qat_recover / 100.0):
-            qat_cfg = trial_recipe(self.config, params, path, qat=True)
+            qat_cfg = trial_recipe(self.config, params, path, qat=True, layers=self.layers)
             qat_dir = Workdir(os.path.join(folder, "qat"))
             _share_stages(Workdir(result.workdir), qat_dir, cfg.stages, qat_cfg.stages)
             qat = self._run(trial, qat_cfg, qat_dir)
@@ -589,11 +634,13 @@ def search(config=None, workdir: str = "workdir/search", **overrides) -> dict:
             callbacks=[run.after_trial], timeout=config.timeout,
             heartbeat_interval=config.heartbeat_interval,
             catch=(errors.TfcompressError, ValueError, RuntimeError))
-    return finish(config, workdir, baseline, study)
+    return finish(config, workdir, baseline, study, dims=run.space)
 
 
-def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
-    """Writes trials.jsonl, the front's recipes, the best model, pareto.png and report.md."""
+def finish(config: ConfigDict, workdir: str, baseline: dict, study,
+           dims: Optional[dict] = None) -> dict:
+    """Writes trials.jsonl, the front's recipes, the best model, pareto.png and report.md
+    (``dims``: the searched space, default ``space(config)``)."""
     records = export_trials(study, os.path.join(workdir, "trials.jsonl"))
     front = pareto_front(records)
     metric = baseline.get("metric", "accuracy")  # the task's: accuracy, or r2 (regression)
@@ -623,7 +670,7 @@ def finish(config: ConfigDict, workdir: str, baseline: dict, study) -> dict:
         "splits": f"{metric}, {metric}_floor, the constraint, the front and best: validation; "
                   f"test_{metric}, test_vs_baseline, best.held_out: test (held out, measured "
                   "once per exported model)",
-        "space": {k: list(v) for k, v in space(config).items()},
+        "space": {k: list(v) for k, v in (dims or space(config)).items()},
         "states": {s: sum(r["state"] == s for r in records)
                    for s in sorted({r["state"] for r in records})},
         "repeats": sum("same_as" in r for r in records),  # a candidate sampled again
