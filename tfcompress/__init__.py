@@ -36,6 +36,7 @@ from tfcompress.surgery.recalibration import recalibrate_batchnorm  # noqa: F401
 from tfcompress.training.clustering import cluster, unique_weights_report  # noqa: F401
 from tfcompress.training.distillation import Distiller  # noqa: F401
 from tfcompress.training.pruning import prune, sparsity_report  # noqa: F401
+from tfcompress.training.finetune import finetune_quantized  # noqa: F401
 from tfcompress.training.qat import quantize_aware  # noqa: F401
 from tfcompress.wrappers import strip  # noqa: F401
 

@@ -51,3 +51,9 @@ def enough_weights_to_cluster(layer, number_of_clusters: int) -> bool:
 def quantizable(layer) -> bool:
     """Whether the default 8-bit QAT scheme has a config for ``layer``."""
     return default_8bit_quantize_registry.Default8BitQuantizeRegistry().supports(layer)
+
+
+# tfmot 0.8.1 ``quantizers.MovingAverageQuantizer.__call__`` passes ``ema_decay=0.999`` to
+# ``quant_ops.MovingAvgQuantize`` (hard-coded; no public setting): a training step moves an
+# activation range v to ``MOVING_AVERAGE_DECAY * v + (1 - MOVING_AVERAGE_DECAY) * batch range``.
+MOVING_AVERAGE_DECAY = 0.999

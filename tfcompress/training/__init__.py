@@ -3,3 +3,4 @@ training (``qat``) and knowledge distillation. Each returns a Keras model the ca
 fits."""
 
 from tfcompress.training import pruning, clustering, qat, distillation  # noqa: F401
+from tfcompress.training import qat_int4, finetune  # noqa: F401

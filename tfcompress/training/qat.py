@@ -45,6 +45,10 @@ def scheme(preserve: Optional[str] = None):
 # DepthwiseConv2D or Dense before them); tfmot itself reports a BatchNormalization it cannot fold.
 _FOLDED = (keras.layers.BatchNormalization,)
 
+# Not in tfmot's registry either, but split by its layout transforms into a DepthwiseConv2D and
+# a Conv2D, which it quantizes (what the converter makes of a SeparableConv2D too).
+_TRANSFORMED = (keras.layers.SeparableConv2D,)
+
 
 # Kept float by quantize_aware (one warning) and quantized post-training at conversion.
 _RECURRENT = (keras.layers.RNN, keras.layers.Bidirectional)
@@ -59,7 +63,8 @@ def unsupported_layers(model, layers: wrappers.LayerSelector = None) -> dict:
     quantize (recurrent layers, which stay float, are not listed)."""
     match = wrappers.layer_matcher(layers)
     return {l.name: type(l).__name__ for l in model.layers
-            if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED + _RECURRENT)
+            if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED + _TRANSFORMED
+                                           + _RECURRENT)
             and not _covered(l)}
 
 
