@@ -183,10 +183,13 @@ def check_config(config) -> ConfigDict:
                                                 available_modes()))
     for seed in merged.seeds:
         for dim, value in parse_params(seed).items():
-            if value not in merged.space[dim]:
+            # a mode of space.embedding_modes is searched where the model has an Embedding
+            allowed = tuple(merged.space[dim]) + (
+                tuple(merged.space.embedding_modes) if dim == "mode" else ())
+            if value not in allowed:
                 raise errors.ConfigError(
                     f"seed {seed!r}: {dim}={value!r} is not among space.{dim}; accepted: "
-                    + ", ".join(map(repr, merged.space[dim])))
+                    + ", ".join(map(repr, allowed)))
     return merged
 
 
