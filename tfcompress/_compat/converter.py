@@ -1,14 +1,27 @@
-"""The TFLite converter's failures, as one line.
+"""The TFLite converter's failures, as one line; its full-integer quantizer in two steps.
 
 Private API, isolated here: ``tensorflow.lite.python.convert_phase.ConverterError`` is the class
 the converter raises (not exported under ``tf.lite``); checked against TensorFlow 2.21. Its
 message is the MLIR diagnostics dump: ``one_line`` keeps the first ``error:`` line and adds a
 hint where the cause is known.
+
+``calibrated_model`` / ``quantize_calibrated`` split the converter's post-training integer
+quantization where its calibration ends (checked against TensorFlow 2.21's
+``TFLiteConverter._quantize``): the converter's ``_experimental_calibrate_only`` flag (the one
+``tf.lite.experimental.QuantizationDebugger`` sets) returns the float model with each tensor's
+calibrated ``min``/``max`` in its quantization table, and ``tensorflow.lite.python.convert.
+mlir_quantize`` is the call the converter then makes with them. ``tensor_ranges`` and
+``with_ranges`` read and set those tables (the LiteRT schema's object API, ai-edge-litert 2.3).
 """
 
 import contextlib
 import re
 
+import flatbuffers
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert import schema_py_generated as _schema
+from tensorflow.lite.python import convert as _convert  # TF 2.21
 from tensorflow.lite.python.convert_phase import ConverterError  # TF 2.21
 
 from tfcompress import errors
@@ -65,3 +78,54 @@ def one_line_errors(what: str = "the TFLite converter failed"):
         yield
     except (ConverterError, RuntimeError) as e:
         raise errors.ConversionError(f"{what}: {one_line(str(e))}") from None
+
+
+# ---------------------------------------------------------------- integer quantization in two steps
+
+def calibrated_model(converter) -> bytes:
+    """The float flatbuffer with calibrated ``min``/``max`` per tensor, from a converter set up
+    for post-training integer quantization (optimizations and representative data)."""
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # noqa: SLF001  (as QuantizationDebugger)
+    return converter.convert()
+
+
+def quantize_calibrated(calibrated: bytes, io_type: str = "float32") -> bytes:
+    """The full-integer flatbuffer the converter makes from a calibrated model (its
+    ``mlir_quantize`` call, per-channel weights), with ``io_type`` inputs and outputs."""
+    dtype = tf.as_dtype(io_type)
+    return _convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype)
+
+
+def _unpacked(content: bytes):
+    model = _schema.ModelT.InitFromPackedBuf(content, 0)
+    for buffer in model.buffers:  # data stored after the flatbuffer (offset, size): inline it
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(content, np.uint8, count=buffer.size,
+                                        offset=buffer.offset).copy()
+            buffer.offset = buffer.size = 0
+    return model
+
+
+def tensor_ranges(calibrated: bytes) -> dict:
+    """{tensor index: (min, max)} of the main graph's calibrated tensors (one range each)."""
+    graph = _unpacked(calibrated).subgraphs[0]
+    out = {}
+    for index, tensor in enumerate(graph.tensors):
+        q = tensor.quantization
+        if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
+            out[index] = (float(q.min[0]), float(q.max[0]))
+    return out
+
+
+def with_ranges(calibrated: bytes, ranges: dict) -> bytes:
+    """The calibrated model with ``{tensor index: (min, max)}`` as those tensors' ranges."""
+    model = _unpacked(calibrated)
+    graph = model.subgraphs[0]
+    for index, (low, high) in ranges.items():
+        q = graph.tensors[index].quantization
+        q.min = np.array([low], np.float32)
+        q.max = np.array([high], np.float32)
+    builder = flatbuffers.Builder(len(calibrated) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

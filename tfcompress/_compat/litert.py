@@ -234,13 +234,15 @@ def load_flatbuffer(tflite: Union[bytes, str]) -> bytes:
 
 
 def interpreter(tflite: Union[bytes, str], num_threads: int = 1, *, delegates: bool = True,
-                allocate: bool = True, experimental_delegates=None) -> Interpreter:
+                allocate: bool = True, experimental_delegates=None,
+                preserve_all_tensors: bool = False) -> Interpreter:
     """A LiteRT interpreter for a verified flatbuffer; a bad flatbuffer is a clear error.
 
     Args:
         delegates: apply the default delegate (XNNPACK); False runs the builtin kernels only.
         allocate: allocate tensors (and so apply the delegates) before returning.
         experimental_delegates: delegates from ``load_delegate`` to apply.
+        preserve_all_tensors: keep every intermediate tensor readable after ``invoke``.
 
     Raises:
         InvalidTFLiteError: the file is missing, corrupt, or crashes the interpreter.
@@ -250,7 +252,8 @@ def interpreter(tflite: Union[bytes, str], num_threads: int = 1, *, delegates: b
     try:
         interp = Interpreter(model_content=content, num_threads=num_threads,
                              experimental_op_resolver_type=kind,
-                             experimental_delegates=experimental_delegates)
+                             experimental_delegates=experimental_delegates,
+                             experimental_preserve_all_tensors=preserve_all_tensors)
         if allocate:
             interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:

@@ -32,6 +32,7 @@ import tfcompress.tasks as tasks_lib
 from tfcompress._compat.converter import one_line_errors
 import tfcompress.export.modes as modes
 import tfcompress.ptq.recovery as recovery_lib
+import tfcompress.ptq.activation_ranges as activation_ranges
 from tfcompress import data as data_lib
 from tfcompress._compat.keras import keras
 from tfcompress._compat.litert import tensor_types  # noqa: F401  (re-exported)
@@ -155,9 +156,18 @@ def _converter_mode(req: Request, mode: "modes.Mode") -> bytes:
     in ``int8`` uses its trained ranges (the check for int8-only ops would ask for calibration);
     given representative data too, the converter calibrates the tensors QAT left without a
     range (e.g. inside a LayerNormalization, a Dense on sequences, a recurrent layer kept float),
-    so every op comes out int8.
+    so every op comes out int8. ``options={"activation_ranges": "mse" | "percentile"}`` chooses
+    each activation's range by its quantization error (``tfcompress.ptq.activation_ranges``).
     """
     settings = mode.converter
+    ranges = req.options.get("activation_ranges", "min_max")
+    if ranges != "min_max":
+        activation_ranges.check_method(ranges)
+        if req.qat or req.keep_float_layers or req.keep_float_ops:
+            raise errors.ConversionError(
+                f"activation_ranges={ranges!r} chooses the ranges of a float model converted "
+                "whole; got " + ("a QAT model (its ranges are trained)" if req.qat else
+                                 "keep_float_layers/keep_float_ops") + "; accepted: 'min_max' here")
     if not settings.optimize:
         return float32_flatbuffer(req)
     if req.keep_float_layers or req.keep_float_ops:
@@ -173,6 +183,9 @@ def _converter_mode(req: Request, mode: "modes.Mode") -> bytes:
     if mode.io_types:
         io_type = req.io_type or mode.io_types[0]
         c.inference_input_type = c.inference_output_type = tf.as_dtype(io_type)
+    if ranges != "min_max":
+        return activation_ranges.quantize(c, req.representative, ranges,
+                                          req.io_type or mode.io_types[0])
     return c.convert()
 
 
@@ -210,8 +223,10 @@ def convert(
             quantization via the converter's quantization debugger; input/output stay float32).
         keep_float_ops: TFLite op types kept in float, e.g. ``["FULLY_CONNECTED"]``.
         options: options of a registered mode (``mode_options(mode)`` names them), e.g.
-            ``{"overrides": {"FULLY_CONNECTED": 8}}`` for the low-bit modes of
-            ``tfcompress.export.lowbit`` or ``{"size_budget": 0.1}`` for its ``mixed`` mode.
+            ``{"overrides": {"FULLY_CONNECTED": 8}}`` or ``{"algorithm": "gptq"}`` for the
+            low-bit modes of ``tfcompress.export.lowbit``, ``{"size_budget": 0.1}`` for its
+            ``mixed`` mode, ``{"activation_ranges": "mse"}`` (or ``"percentile"``) for ``int8``
+            (``tfcompress.ptq.activation_ranges``).
         validation_data: ``(x, y)`` held out from training, on which modes that choose
             (``mixed``: per-layer widths) and ``recovery`` decide; without it they judge on the
             representative data (recovery is then always kept). Plain conversion modes ignore

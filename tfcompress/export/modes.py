@@ -155,7 +155,11 @@ BUILTIN = (
     Mode("float32", "converter", converter=Converter()),
     Mode("float16", "converter", converter=Converter(optimize=True, supported_types=("float16",))),
     Mode("dynamic", "converter", converter=Converter(optimize=True), grid=Grid(8)),
+    # int8 option "activation_ranges": "min_max" (the converter's calibrated ranges, default),
+    # "mse" (each activation's range with the least int8 squared error on its calibration
+    # histogram) or "percentile" (its 99.99th percentile); tfcompress.ptq.activation_ranges.
     Mode("int8", "converter", needs_representative_data=True, io_types=("int8", "uint8", "float32"),
+         options=("activation_ranges",),
          converter=Converter(optimize=True, ops_set="TFLITE_BUILTINS_INT8", calibrate=True,
                              qat_skips_calibration=True),
          grid=Grid(8, activation_bits=8)),

@@ -2,4 +2,5 @@
 cross-layer equalization, learned rounding (AdaRound) with bias correction, and ``recovery``,
 which chains them for a conversion mode."""
 
-from tfcompress.ptq import grids, layerwise, equalization, rounding, recovery  # noqa: F401
+from tfcompress.ptq import (  # noqa: F401
+    grids, layerwise, equalization, rounding, recovery, activation_ranges)
