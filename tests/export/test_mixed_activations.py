@@ -89,3 +89,24 @@ def test_bad_options_are_one_line_errors(case, options, match):
     with pytest.raises(errors.ConversionError, match=match) as e:
         convert(model, "mixed_a16w8", representative_data=calibration[:20], options=options)
     assert "\n" not in str(e.value)
+
+
+def test_an_op_litert_cannot_run_in_int16_is_skipped_with_a_line(case, monkeypatch):
+    """A LiteRT without an int16 kernel for ``mid``'s FULLY_CONNECTED (simulated: every file
+    with ``mid`` in int16 is refused as LiteRT refuses it): ``mid`` stays int8, one line says so."""
+    model, calibration, validation, _ = case
+    measure = ma.mixed._metrics
+
+    def refusing(flatbuffer, *args, **kwargs):
+        if any(r["name"] == "mid" and r["type"] == "int16"
+               for r in ma.activation_types(flatbuffer)):
+            raise errors.InvalidTFLiteError("Node number 1 (FULLY_CONNECTED) failed to prepare")
+        return measure(flatbuffer, *args, **kwargs)
+
+    monkeypatch.setattr(ma.mixed, "_metrics", refusing)
+    got = ma.mixed_activations(model, validation, representative_data=calibration)
+    types = {r["name"]: r["type"] for r in ma.activation_types(got.flatbuffer)}
+    assert types["mid"] == "int8" and "mid" not in {o["name"] for o in got.int16_ops}
+    lines = [line for line in got.skipped if line.startswith("mid (FULLY_CONNECTED)")]
+    assert len(lines) == 1 and "LiteRT cannot run it with int16 activations" in lines[0]
+    assert "\n" not in lines[0]

@@ -13,10 +13,10 @@ makes it and every op that reads it run with int16 activations (where widths dif
 quantizer inserts a QUANTIZE op that rounds it to int8 again). So each tensor's unit is its
 producer and its consumers; lifting one unit alone (the rest int8) measures, on the LiteRT
 interpreter, how much output error that tensor's int8 rounding costs. Units are added by that
-gain, the largest first, each step quantized and measured for real, until the figure against
-the float model (agreement; R^2 for regression) reaches the goal: ``target``, or the file with
-every op that can take int16 activations in int16 less ``tolerance``; ``max_ops`` caps the
-ops lifted. Calibration runs once (a tensor's range does not depend on its width); activation
+gain per op each adds (the largest first), each step quantized and measured for real, until
+the figure against the float model (agreement; R^2 for regression) reaches the goal:
+``target``, or the file with every op that can take int16 activations in int16 less
+``tolerance``; ``max_ops`` caps the ops lifted. Calibration runs once (a tensor's range does not depend on its width); activation
 ranges are by default the extremes over all calibration samples, as the TFLite converter takes
 them (``ranges="moving_average"``: the quantizer's own average of each sample's extremes).
 
@@ -81,8 +81,9 @@ class Op:
 
 
 def _short_name(scope: str) -> str:
+    """The Keras layer an op's output comes from: ``model/layer/op...`` -> ``layer``."""
     comps = scope.split(";")[0].split("/")
-    return comps[-2] if len(comps) >= 2 else comps[0]
+    return comps[1] if len(comps) >= 3 else comps[-2] if len(comps) == 2 else comps[0]
 
 
 def _graph(flatbuffer: bytes):
@@ -151,7 +152,7 @@ def _quantizable(ops: list, algorithm: str) -> tuple[set, list]:
             ok.add(op.index)
         except ValueError:
             skipped.append(f"{op.name} ({op.op}): the LiteRT Quantizer has no int16-activation "
-                           f"config for {op.op}; it stays int8")
+                           f"config for {op.op}; it keeps the int8 recipe's type")
     return ok, skipped
 
 
@@ -315,7 +316,7 @@ def mixed_activations(
         return fb, recipe, {"figure": row[figure], "mse": row["mse"], "bytes": len(fb)}
 
     int8_fb, _, int8_row = measure(())
-    rows, runnable = _unit_gains(f32, units(f32), by_index, wide, measure, int8_row, skipped)
+    rows, runnable = _unit_gains(units(f32), by_index, wide, measure, int8_row, skipped)
     _, _, int16_row = measure(runnable) if runnable else (None, None, int8_row)
     goal = float(target) if target is not None else int16_row["figure"] - tolerance
     best, steps = (frozenset(), int8_fb, base, int8_row), []
@@ -366,14 +367,15 @@ def _float32(model_or_flatbuffer) -> bytes:
     return convert(model_or_flatbuffer, "float32")
 
 
-def _unit_gains(f32, unit_list, by_index, wide, measure, int8_row, skipped) -> tuple:
+def _unit_gains(unit_list, by_index, wide, measure, int8_row, skipped) -> tuple:
     """Each unit alone in int16: its gain in output mse over the int8 file, largest first; and
     the set of ops that LiteRT ran in int16 (lines in ``skipped`` for those it could not)."""
-    rows, runnable, refused = [], set(), set()
+    rows, runnable, refused, tried = [], set(), set(), set()
     for unit in unit_list:
         unit = tuple(i for i in unit if i in by_index and i in wide)
-        if not unit or any(i in refused for i in unit):
+        if not unit or unit in tried or any(i in refused for i in unit):
             continue
+        tried.add(unit)
         try:
             fb, _, row = measure(unit)
         except (errors.InvalidTFLiteError, errors.ConversionError):
@@ -401,18 +403,27 @@ def _unit_gains(f32, unit_list, by_index, wide, measure, int8_row, skipped) -> t
     return rows, runnable - refused
 
 
-def _greedy(rows, by_index, measure, goal, max_ops, best) -> tuple:
-    """Adds units by gain (positive gains only, within ``max_ops``), measuring each step; the
-    first step that reaches the goal, else the best step (or ``best``, the int8 file)."""
-    chosen, steps = frozenset(), []
-    candidates = []
+def _next_unit(rows: list, chosen: frozenset, max_ops: Optional[int]) -> Optional[dict]:
+    """The unit with the most gain per op it adds to ``chosen`` (positive gains only; units that
+    add nothing, or more than ``max_ops`` allows, left out), or None."""
+    best, best_rate = None, 0.0
     for row in rows:
-        if row["gain_mse"] <= 0:
-            break
-        grown = chosen | set(row["indices"])
-        if grown == chosen or (max_ops is not None and len(grown) > max_ops):
+        added = set(row["indices"]) - chosen
+        if row["gain_mse"] <= 0 or not added or (
+                max_ops is not None and len(chosen) + len(added) > max_ops):
             continue
-        chosen = frozenset(grown)
+        rate = row["gain_mse"] / len(added)
+        if rate > best_rate:
+            best, best_rate = row, rate
+    return best
+
+
+def _greedy(rows, by_index, measure, goal, max_ops, best) -> tuple:
+    """Adds units by gain per added op, measuring each step; the first step that reaches the
+    goal, else the best step (or ``best``, the int8 file)."""
+    chosen, steps, candidates = frozenset(), [], []
+    while (row := _next_unit(rows, chosen, max_ops)) is not None:
+        chosen = chosen | frozenset(row["indices"])
         fb, recipe, measured = measure(chosen)
         steps.append({"int16_ops": [by_index[i].name + ":" + by_index[i].op
                                     for i in sorted(chosen)], **measured})
