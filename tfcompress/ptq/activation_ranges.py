@@ -85,15 +85,18 @@ def choose(counts: np.ndarray, low: float, high: float, method: str,
         bottom = edges[np.searchsorted(cumulative, 1.0 - percentile / 100.0)]
         return (min(bottom, 0.0) if low < 0 else low), max(top, 0.0)
     centers = (edges[:-1] + edges[1:]) / 2
+    n = counts.astype(np.float64)
     lows = low * _SHRINK if low < 0 else np.zeros(1)
     highs = high * _SHRINK if high > 0 else np.zeros(1)
-    lo, hi = (a.ravel() for a in np.meshgrid(lows, highs, indexing="ij"))
-    step = np.maximum(hi - lo, 1e-12) / _LEVELS
-    clipped = np.clip(centers[None, :], lo[:, None], hi[:, None])
-    error = np.where(clipped == centers[None, :], (step ** 2 / 12)[:, None],
-                     (centers[None, :] - clipped) ** 2)
-    best = int(np.argmin(error @ counts.astype(np.float64)))
-    return float(lo[best]), float(hi[best])
+    # clipping error below each candidate min and above each candidate max (they add up)
+    below = (np.square(np.minimum(centers[None, :] - lows[:, None], 0.0)) * n).sum(1)
+    above = (np.square(np.maximum(centers[None, :] - highs[:, None], 0.0)) * n).sum(1)
+    outside = ((centers[None, :] < lows[:, None]) * n).sum(1)[:, None] + (
+        (centers[None, :] > highs[:, None]) * n).sum(1)[None, :]
+    step = np.maximum(highs[None, :] - lows[:, None], 1e-12) / _LEVELS
+    error = below[:, None] + above[None, :] + (total - outside) * step ** 2 / 12
+    a, b = np.unravel_index(int(np.argmin(error)), error.shape)
+    return float(lows[a]), float(highs[b])
 
 
 def chosen_ranges(calibrated: bytes, samples: Callable, method: str) -> dict:
