@@ -170,3 +170,60 @@ def test_android_bundle_of_a_token_id_model(tmp_path):
     assert "inputBuffers[0].writeInt(tokens)" in readme  # CompiledModel
     assert "input.putInt(tokens[i])" in readme  # the Interpreter fallback
     assert f"allocateDirect({model_kinds.SEQ_LEN * 4})" in readme
+
+
+def _binary_files(folder):
+    """(model path, npz path): a tiny Conv1D with one sigmoid unit, trained on 0/1 labels
+    (whether a sine's amplitude is above 0.6)."""
+    from tfcompress import keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    amp, freq = rng.uniform(0.2, 1.0, 600), rng.uniform(1.0, 3.0, 600)
+    t = np.linspace(0, 2 * np.pi, 16)
+    x = (amp[:, None] * np.sin(freq[:, None] * t))[..., None].astype(np.float32)
+    y = (amp > 0.6).astype(np.int32)
+    L = keras.layers
+    inputs = keras.Input((16, 1), name="signal")
+    h = L.Conv1D(8, 3, activation="relu", name="conv1d")(inputs)
+    h = L.GlobalAveragePooling1D(name="pool")(h)
+    model = keras.Model(inputs, L.Dense(1, activation="sigmoid", name="positive")(h))
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy", ["accuracy"])
+    model.fit(x[:450], y[:450], epochs=30, batch_size=32, verbose=0)
+    path, npz = os.path.join(folder, "binary.keras"), os.path.join(folder, "binary.npz")
+    models.save_model(model, path)
+    np.savez(npz, x_train=x[:450], y_train=y[:450], x_test=x[450:], y_test=y[450:])
+    return path, npz
+
+
+def test_binary_recipe_reports_accuracy_at_the_threshold(tmp_path):
+    path, npz = _binary_files(str(tmp_path))
+    config = _recipe(path, npz)
+    checked = recipe.check_config(config)
+    assert recipe.resolve_task(checked) == "classification"  # 0/1 labels alone
+    assert recipe.resolve_task(checked, models.load_model(path)) == "binary"  # + one sigmoid
+    result = recipe.run(config, str(tmp_path / "work"))
+    report = result.to_dict()
+    assert report["task"] == "binary" and report["keras_accuracy"]["baseline"] > 0.8
+    assert "accuracy_after" in report["stages"]["prune"]
+    with np.load(npz) as f:
+        x_test, y_test = f["x_test"], f["y_test"]
+    base = models.load_model(path).predict(x_test, verbose=0)[:, 0] > 0.5
+    for mode in ("float32", "int8"):  # the pruned model's flatbuffers
+        row = result.row(mode)
+        with open(row.path, "rb") as f:
+            out = tfcompress.export.validation.predict(f.read(), x_test)[:, 0]
+        # measured at the 0.5 threshold (an argmax of one column would call every sample 0)
+        assert row.test["accuracy"] == pytest.approx(np.mean((out > 0.5) == y_test)), mode
+        assert row.test["accuracy"] > 0.8 and row.test["agreement"] > 0.8, mode
+        assert row.vs_baseline["difference_points"] == pytest.approx(
+            (np.mean((out > 0.5) == y_test) - np.mean(base == y_test)) * 100, abs=1e-6)
+
+
+def test_recipe_refuses_a_two_output_model_in_one_line(regression_files, tmp_path):
+    model = model_kinds.two_output()[0]
+    path = str(tmp_path / "two.keras")
+    models.save_model(model, path)
+    with pytest.raises(errors.ConfigError, match="2 outputs .class, value.") as e:
+        recipe.run(_recipe(path, regression_files[1]), str(tmp_path / "work"))
+    assert len(str(e.value).splitlines()) == 1 and "task=" in str(e.value)

@@ -10,8 +10,10 @@ validation (``after_stage`` gets validation accuracy); each exported flatbuffer 
 test once, for the report, with its paired difference to the float32 baseline on the same
 images. ``report.json``/``report.md`` name the split of every figure.
 
-Tasks: ``data.task`` is ``classification`` or ``regression`` ("" infers it with
-``tasks.infer`` from the training targets and, with ``model.path``, the model's outputs).
+Tasks: ``data.task`` is ``classification``, ``binary`` (one sigmoid unit, 0/1 labels: binary
+cross-entropy, accuracy and agreement at 0.5) or ``regression`` ("" infers it with
+``tasks.infer`` from the training targets and, with ``model.path``, the model's outputs). A
+model with several outputs is refused in one line (``check_outputs``).
 Regression takes float targets (a user's ``.npz`` with ``model.path``), fine-tunes with mean
 squared error, scores R^2 wherever classification scores accuracy (stage figures ``r2_*``,
 ``keras_r2``), and its format rows hold ``r2``/``mse``/``mae``/``r2_drop`` with ``vs_baseline``
@@ -132,27 +134,44 @@ def check_config(config) -> ConfigDict:
 
 
 # The tasks a recipe runs (tfcompress.tasks): fine-tuning loss, score and report follow it.
-RECIPE_TASKS = ("classification", "regression")
+# ``binary``: one sigmoid unit per sample and 0/1 labels (binary cross-entropy, accuracy and
+# agreement at the 0.5 threshold).
+RECIPE_TASKS = ("classification", "binary", "regression")
 
 
 def _check_task(config, task: str, where: str) -> str:
     """``task`` if a recipe can run it with this config.
 
     Raises:
-        ConfigError: an unknown task, ``binary``, or regression with a model the recipe would
-            build (the builders are classifiers) or a ``distill`` stage (its student too).
+        ConfigError: an unknown task, or binary/regression with a model the recipe would
+            build (the builders are softmax classifiers) or a ``distill`` stage (its student
+            too).
     """
     if task not in RECIPE_TASKS:
         raise errors.ConfigError(errors.unknown(where, task, RECIPE_TASKS))
-    if task == "regression" and not config.model.path:
+    if task != "classification" and not config.model.path:
         raise errors.ConfigError(
-            f"{where} is 'regression' but model.path is empty: the recipe's model builders are "
-            "classifiers; accepted: model.path naming your trained regression model")
-    if task == "regression" and "distill" in config.stages:
+            f"{where} is {task!r} but model.path is empty: the recipe's model builders are "
+            f"softmax classifiers; accepted: model.path naming your trained {task} model")
+    if task != "classification" and "distill" in config.stages:
         raise errors.ConfigError(
-            f"{where} is 'regression' and stages hold 'distill', whose student is a classifier; "
-            "accepted: the other stages")
+            f"{where} is {task!r} and stages hold 'distill', whose student is a softmax "
+            "classifier; accepted: the other stages")
     return task
+
+
+def check_outputs(model) -> None:
+    """Refuses a model with several outputs: the recipe runs one output (its data holds one
+    target array per split).
+
+    Raises:
+        ConfigError: the model has more than one output, named.
+    """
+    if len(model.outputs) > 1:
+        raise errors.ConfigError(
+            f"model.path has {len(model.outputs)} outputs ({', '.join(model.output_names)}); "
+            "the recipe runs models with one output; accepted: a one-output model (several "
+            "outputs: tfcompress.convert, then tfcompress.validate(..., task=[one per output]))")
 
 
 def resolve_task(config: ConfigDict, model=None) -> str:
@@ -291,6 +310,7 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
     user_model = None
     if config.model.path:  # loads (safe mode) and fits the data, before anything trains
         user_model = models.load_model(config.model.path, safe_mode=not config.model.unsafe)
+        check_outputs(user_model)
     task = resolve_task(config, user_model)
     splits = load_data(config, task)
     if user_model is not None:
@@ -418,7 +438,7 @@ def _baseline(config, ctx: Context, wd: Workdir, user_model=None) -> keras.Model
 
 
 # The metrics each task's format rows hold (the rest of ``validate``'s report is the same).
-_ROW_METRICS = {"classification": ("accuracy", "agreement"),
+_ROW_METRICS = {"classification": ("accuracy", "agreement"), "binary": ("accuracy", "agreement"),
                 "regression": ("r2", "mse", "mae", "r2_drop")}
 
 
@@ -428,6 +448,10 @@ def _paired(task: str, base_outputs, outputs, y) -> dict:
     (regression), each with its 95% interval."""
     if task == "regression":
         return stats_lib.paired_regression_difference(base_outputs, outputs, y)
+    if task == "binary":  # per label at the 0.5 threshold (argmax of one column is always 0)
+        hit = lambda o: ((np.asarray(o).reshape(len(y), -1) > 0.5)  # noqa: E731
+                         == (np.asarray(y).reshape(len(y), -1) > 0.5)).reshape(-1)
+        return stats_lib.paired_difference(hit(base_outputs), hit(outputs))
     return stats_lib.paired_difference(tasks.correct(base_outputs, y), tasks.correct(outputs, y))
 
 

@@ -44,7 +44,7 @@ class Context:
     workdir: str
     stats: dict = dataclasses.field(default_factory=dict)  # stage name -> measured figures
     step: str = ""  # the stage running now (the runner sets it; names its progress bar)
-    task: str = "classification"  # or "regression" (tfcompress.tasks): loss and score
+    task: str = "classification"  # "binary", "regression" (tfcompress.tasks): loss and score
 
     @property
     def metric(self) -> str:
@@ -71,14 +71,17 @@ class Context:
             callbacks=(), loss=None):
         """Compiles ``model`` and fits it on the training split for ``epochs`` (the validation
         split is passed as ``validation_data``, so callbacks decide on it). The loss follows
-        the task: sparse cross-entropy for classification, mean squared error for regression."""
+        the task: sparse cross-entropy for classification, binary cross-entropy for binary,
+        mean squared error for regression."""
         train = self.config.train
         regression = self.task == "regression"
+        task_loss = (keras.losses.MeanSquaredError() if regression else
+                     keras.losses.BinaryCrossentropy(from_logits=train.from_logits)
+                     if self.task == "binary" else
+                     keras.losses.SparseCategoricalCrossentropy(from_logits=train.from_logits))
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate or train.learning_rate),
-            loss=loss or (keras.losses.MeanSquaredError() if regression else
-                          keras.losses.SparseCategoricalCrossentropy(
-                              from_logits=train.from_logits)),
+            loss=loss or task_loss,
             metrics=["mae"] if regression else ["accuracy"],
         )
         if epochs:
