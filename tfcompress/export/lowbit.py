@@ -61,6 +61,7 @@ import tfcompress._compat.litert as _litert
 import tfcompress._compat.quantizer as _quantizer
 import tfcompress._compat.schema as _schema
 import tfcompress.export.modes as modes
+import tfcompress.ptq.activation_ranges as activation_ranges_lib
 from tfcompress._compat.litert import load_flatbuffer, verify
 from tfcompress.export.conversion import Request, float32_flatbuffer, representative
 
@@ -537,10 +538,10 @@ def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None, *,
                 if calibration is None:
                     raise errors.ConversionError(
                         "this recipe quantizes activations (static) or uses GPTQ, and needs "
-                        "representative_data (calibration images); accepted: a numpy array, a tf.data.Dataset or "
-                        "the splits returned by tfcompress.data loaders")
+                        "representative_data (calibration images); accepted: a numpy array, "
+                        "a tf.data.Dataset or the splits returned by tfcompress.data loaders")
                 data = calibration() if callable(calibration) else calibration
-                result = qt.calibrate(data, num_threads=os.cpu_count() or 1)
+                result = _quantizer.calibrate(qt, data, num_threads=os.cpu_count() or 1)
             out = qt.quantize(result, enable_progress_bar=False,
                               enable_progress_report=False).quantized_model
     except errors.TfcompressError:
@@ -567,7 +568,7 @@ def calibrate(float32_flatbuffer: bytes, recipe: list, representative_data,
         with _quiet():
             qt = _quantizer.Quantizer(float32_flatbuffer)
             qt.load_quantization_recipe(recipe)
-            return qt.calibrate(data, num_threads=os.cpu_count() or 1)
+            return _quantizer.calibrate(qt, data, num_threads=os.cpu_count() or 1)
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise errors.ConversionError(
             f"the LiteRT Quantizer could not calibrate: {type(e).__name__}: {e}") from e
@@ -589,7 +590,7 @@ def _calibration(float32_flatbuffer: bytes, data, num_samples: int) -> dict:
 
 def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, list], *,
              overrides=None, algorithm: str = "min_max", representative_data=None,
-             representative_samples: int = 200) -> bytes:
+             representative_samples: int = 200, activation_ranges: str = "min_max") -> bytes:
     """Quantizes a float32 flatbuffer by a low-bit mode or a quantizer recipe.
 
     Args:
@@ -602,6 +603,10 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
         representative_data: calibration images (static modes and recipes; ``gptq`` needs
             them, ``oscar`` uses them where given).
         representative_samples: how many calibrate.
+        activation_ranges: for int8 activations (the ``static_*_ai8`` modes): ``min_max`` (the
+            calibrated ranges), ``mse`` or ``percentile``: each activation's range chosen on its
+            calibration histogram (``tfcompress.ptq.activation_ranges``), set in the quantizer's
+            calibration statistics before it quantizes.
 
     Returns:
         The quantized flatbuffer, checked to load and run on LiteRT; its metadata holds the
@@ -610,9 +615,10 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
     Raises:
         ConversionError: unknown mode or recipe file, a recipe the quantizer rejects, a model
             that is not float32, overrides with a recipe, missing calibration data, a result
-            LiteRT refuses to run.
+            LiteRT refuses to run; ``activation_ranges`` unknown or without int8 activations.
         InvalidTFLiteError: the flatbuffer cannot be loaded.
     """
+    activation_ranges_lib.check_method(activation_ranges)
     content = load_flatbuffer(float32_flatbuffer)
     if isinstance(recipe_or_mode, (str, os.PathLike)) and str(recipe_or_mode) in MODES:
         recipe = make_recipe(content, str(recipe_or_mode), overrides, algorithm=algorithm)
@@ -633,12 +639,49 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
     if representative_data is not None:
         calibration = functools.partial(_calibration, content, representative_data,
                                         representative_samples)
-    out = with_recipe(run_quantizer(content, recipe, calibration), recipe)
+    qsvs = None
+    if activation_ranges != "min_max":
+        qsvs = _chosen_ranges(content, recipe, representative_data, representative_samples,
+                              activation_ranges)
+    out = with_recipe(run_quantizer(content, recipe, calibration, qsvs=qsvs), recipe)
     try:
         verify(out)  # runs it once in a child process (remembered: validate() will not redo it)
     except errors.InvalidTFLiteError as e:
         what = repr(str(recipe_or_mode)) if isinstance(recipe_or_mode, str) else "the recipe"
         raise errors.ConversionError(f"{what} gave a flatbuffer LiteRT does not run: {e}") from e
+    return out
+
+
+def _chosen_ranges(content: bytes, recipe: list, data, num_samples: int, method: str) -> dict:
+    """The quantizer's calibration statistics with each activation's range chosen by
+    ``method`` (``activation_ranges.chosen``) on the same samples.
+
+    Raises:
+        ConversionError: a recipe without int8 activations, or no representative data.
+    """
+    bits = {(e.get("op_config") or {}).get("activation_tensor_config", {}).get("num_bits")
+            for e in recipe if isinstance(e, dict)} - {None}
+    if bits != {8} or data is None:
+        got = "no representative_data" if bits == {8} else f"activation bits {sorted(bits)}"
+        raise errors.ConversionError(
+            f"activation_ranges={method!r} chooses int8 activation ranges from calibration "
+            f"images; got {got}; accepted: a static_*_ai8 mode with representative_data, or "
+            "'min_max'")
+    qsvs = calibrate(content, recipe, data, num_samples)
+    index = {d["name"]: d["index"] for d in _litert.interpreter(
+        content, delegates=False, allocate=False).get_tensor_details()}
+    ranges = {index[name]: (float(np.min(q["min"])), float(np.max(q["max"])))
+              for name, q in qsvs.items() if name in index and "min" in q and "max" in q
+              and np.size(q["min"]) == 1 and np.size(q["max"]) == 1}
+    samples = _calibration(content, data, num_samples)
+    batches = [list(inputs.values()) for inputs in next(iter(samples.values()))]
+    chosen = activation_ranges_lib.chosen(content, lambda: iter(batches), ranges, method)
+    by_index = {i: name for name, i in index.items()}
+    out = {name: dict(q) for name, q in qsvs.items()}
+    for i, (low, high) in chosen.items():
+        q = out[by_index[i]]
+        q["min"] = np.full_like(np.asarray(q["min"]), low)
+        q["max"] = np.full_like(np.asarray(q["max"]), high)
     return out
 
 
@@ -681,7 +724,8 @@ def describe(flatbuffer: Union[bytes, str]) -> dict:
 def _convert_mode(req: Request, mode: modes.Mode) -> bytes:
     return quantize(float32_flatbuffer(req), mode.name, overrides=req.options.get("overrides"),
                     algorithm=req.options.get("algorithm", "min_max"),
-                    representative_data=req.representative)
+                    representative_data=req.representative,
+                    activation_ranges=req.options.get("activation_ranges", "min_max"))
 
 
 def _section_options(mode: modes.Mode, section) -> Optional[dict]:
