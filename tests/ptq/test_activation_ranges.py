@@ -99,3 +99,18 @@ def test_bad_requests_are_one_line(spiky):
                 io_type="float32", options={"activation_ranges": "mse"})
     with pytest.raises(errors.ConversionError, match="option for mode 'dynamic'"):
         convert(model, "dynamic", options={"activation_ranges": "mse"})
+
+
+def test_the_quantizers_static_int8_modes_take_the_option(spiky):
+    model, calibration, held_out = spiky
+    reference = model.predict(held_out, verbose=0)
+    made = {m: convert(model, "static_wi8_ai8", representative_data=calibration,
+                       representative_samples=300, options={"activation_ranges": m})
+            for m in ("min_max", "percentile")}
+    scale = {m: _hidden_scale(fb) for m, fb in made.items()}
+    error = {m: float(np.mean((predict(fb, held_out) - reference) ** 2)) for m, fb in made.items()}
+    assert scale["percentile"] < 0.1 * scale["min_max"]
+    assert error["percentile"] < 0.2 * error["min_max"]
+    with pytest.raises(errors.ConversionError, match="option for mode 'static_wi8_ai16'"):
+        convert(model, "static_wi8_ai16", representative_data=calibration,
+                options={"activation_ranges": "mse"})

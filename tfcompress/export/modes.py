@@ -144,9 +144,11 @@ def _quantizer_modes() -> tuple:
                     spec = Quantizer(execution, bits, block, act)
                     grid = (Grid(bits) if execution != "static" and not block and bits in (8, 4)
                             else None)
+                    # int8 activations: "activation_ranges" as the converter's int8 takes it
+                    options = _LOWBIT_OPTIONS + (("activation_ranges",) if act == 8 else ())
                     out.append(Mode(spec.name, "quantizer",
                                     needs_representative_data=execution == "static",
-                                    options=_LOWBIT_OPTIONS, quantizer=spec, grid=grid))
+                                    options=options, quantizer=spec, grid=grid))
     return tuple(out)
 
 

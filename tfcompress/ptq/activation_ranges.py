@@ -16,8 +16,10 @@ What this module adds to the converter is the choice only: the calibration is th
 (``tfcompress._compat.converter.calibrated_model``), the values are read by running that
 calibrated float model on the same samples, and the quantization is the converter's own
 (``quantize_calibrated``) from the edited ranges. The model inputs' ranges are chosen alike
-(an int8 input's scale is then the chosen one: inputs beyond it saturate). ``tfcompress.convert(model, "int8", representative_data=x,
-options={"activation_ranges": "mse"})`` applies it.
+(an int8 input's scale is then the chosen one: inputs beyond it saturate).
+``tfcompress.convert(model, "int8", representative_data=x, options={"activation_ranges":
+"mse"})`` applies it; the LiteRT Quantizer's static int8-activation modes take the same option (``tfcompress.export.lowbit``: its public calibration statistics edited
+with ``chosen`` before it quantizes).
 """
 
 from typing import Callable, Iterable
@@ -99,15 +101,21 @@ def choose(counts: np.ndarray, low: float, high: float, method: str,
     return float(lows[a]), float(highs[b])
 
 
-def chosen_ranges(calibrated: bytes, samples: Callable, method: str) -> dict:
-    """{tensor index: (min, max)} ``method`` chooses for the calibrated model's tensors (the
-    model inputs and every activation), on the samples ``samples()`` yields."""
+def chosen(flatbuffer: bytes, samples: Callable, ranges: dict, method: str) -> dict:
+    """{tensor index: (min, max)} ``method`` chooses for the float ``flatbuffer``'s tensors
+    whose calibrated (min-max) ranges are ``ranges`` ({tensor index: (min, max)}), on the
+    samples ``samples()`` yields."""
     check_method(method)
-    ranges = _converter.tensor_ranges(calibrated)
     if method == "min_max":
-        return ranges
-    counts = histograms(calibrated, samples(), ranges)
+        return dict(ranges)
+    counts = histograms(flatbuffer, samples(), ranges)
     return {i: choose(counts[i], low, high, method) for i, (low, high) in ranges.items()}
+
+
+def chosen_ranges(calibrated: bytes, samples: Callable, method: str) -> dict:
+    """{tensor index: (min, max)} ``method`` chooses for the converter's calibrated model's
+    tensors (the model inputs and every activation), on the samples ``samples()`` yields."""
+    return chosen(calibrated, samples, _converter.tensor_ranges(calibrated), method)
 
 
 def quantize(converter, samples: Callable, method: str, io_type: str = "float32") -> bytes:
