@@ -12,7 +12,9 @@ flatbuffer validated on LiteRT against the Keras model on the test split), valid
 float32 flatbuffer against the labels), prune, cluster, qat, prune_channels, factorize,
 distill, mixed (mixed precision within 0.9x the float32 bytes: these flatbuffers are mostly
 overhead), recovery (int8 with PTQ recovery). A convert cell also names the layers the mode left
-in float32 (``conversion_info(...)["left_alone"]``).
+in float32 (``conversion_info(...)["left_alone"]``), and, where a regression output lost more than
+0.1 R^2 in a low-bit weight mode, whether rounding one layer's weights to that width in Keras
+alone gives the same R^2 ("int4 grid limit: ...": the width's loss, not our calibration).
 
 Each cell holds the measured figure, or the one-line message of the ``TfcompressError`` the
 feature raised; any other exception is recorded as ``TRACEBACK: <class>: <message>`` (the full
@@ -88,7 +90,7 @@ def _report_figure(report) -> str:
     return ", ".join(parts)
 
 
-def _validate(flatbuffer, model, test, float32_bytes) -> tuple:
+def _validate(flatbuffer, model, test, float32_bytes, mode: str = "") -> tuple:
     import tfcompress
 
     x, y = test
@@ -97,7 +99,42 @@ def _validate(flatbuffer, model, test, float32_bytes) -> tuple:
     left = tfcompress.export.conversion.conversion_info(flatbuffer)["left_alone"]
     figure = f"{len(flatbuffer) / float32_bytes:.2f}x, {_report_figure(report)}" + "".join(
         f", float32 {name} {share:.0%}" for name, share in left)
-    return figure, {**report.to_dict(), "left_alone": left}
+    return figure + _grid_limit(model, mode, report, test), {**report.to_dict(), "left_alone": left}
+
+
+def _grid_limit(model, mode: str, report, test) -> str:
+    """For a regression output that lost > 0.1 R^2 in a low-bit weight mode: whether the
+    weight grid alone explains it, in one line. Each Dense/Conv kernel alone is rounded in Keras
+    to the mode's width, per output channel, symmetric (the quantizer's weight grid); the layer
+    whose rounding alone gives an R^2 within 0.1 (or 5%) of the flatbuffer's is named: the
+    loss is that width's, not our feeding or calibration."""
+    import re
+
+    bits = re.search(r"wi(\d+)", mode or "")
+    entries = report.outputs if report.outputs else [report.to_dict()]
+    ys = test[1] if isinstance(test[1], list) else [test[1]]
+    lost = [(i, dict(e)) for i, e in enumerate(entries) if dict(e).get("task") == "regression"
+            and (dict(e).get("r2_drop") or 0) > 0.1]
+    if not bits or not lost:
+        return ""
+    bits, x = int(bits.group(1)), test[0][:N_TEST]
+    weights, found = model.get_weights(), []
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or getattr(layer, "depthwise_kernel", None) is not None:
+            continue
+        w = kernel.numpy()
+        scale = np.abs(w).max(axis=tuple(range(w.ndim - 1)), keepdims=True) / (2 ** (bits - 1) - 1)
+        kernel.assign(np.round(w / np.where(scale > 0, scale, 1)) * scale)
+        outs = model.predict(x, verbose=0)
+        outs = outs if isinstance(outs, list) else [outs]
+        found += [(layer.name, i, _r2(outs[i], ys[i][:N_TEST]), e["r2"]) for i, e in lost]
+        model.set_weights(weights)
+    name, i, r2, got = min(found, key=lambda f: f[2])
+    if not abs(r2 - got) <= max(0.1, 0.05 * abs(got)):
+        return ""
+    return (f"; int{bits} grid limit: {name}'s weights alone rounded to int{bits} in Keras give "
+            f"output {i} R^2 {r2:.3f} (keep it wider: options={{'overrides': {{'{name}': 8}}}})")
 
 
 def _head(y, n):
@@ -130,7 +167,7 @@ def f_convert(ctx) -> dict:
         cells[f"convert:{mode}"] = lambda mode=mode: _validate(
             tfcompress.convert(ctx["model"], mode, representative_data=ctx["train"][0],
                                representative_samples=CALIBRATION),
-            ctx["model"], ctx["test"], ctx["float32_bytes"])
+            ctx["model"], ctx["test"], ctx["float32_bytes"], mode)
     return cells
 
 
