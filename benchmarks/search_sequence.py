@@ -35,8 +35,6 @@ import shutil
 import sys
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
@@ -118,6 +116,7 @@ def run_one(name: str, seed: int, args) -> dict:
     wall = time.time() - start
     best = summary["best"]
     out = {"recipe": name, "seed": seed, "wall_seconds": wall, "states": summary["states"],
+           "repeats": summary["repeats"],  # sampled again: answered from the first, not run
            "space": summary["space"], "baseline_validation_accuracy": summary["baseline"]["score"],
            "accuracy_floor": summary["accuracy_floor"], "best": None}
     if best is not None:

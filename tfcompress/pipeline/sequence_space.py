@@ -29,8 +29,9 @@ One stage has one section per trial, so where a general dimension of the same st
 wins: ``channel_ratio`` (every channel group, heads included) over ``unit_ratio`` over
 ``head_ratio``; ``block_fraction`` over ``encoder_blocks``; ``factorize_energy`` (every
 layer, Embedding included) over ``embedding_rank``. Blocks are removed before channels are
-pruned, so a trial that removes blocks (either kind) prunes no units or heads by name. ``effective`` zeroes the values that do not
-act, so two trials that differ only there are one candidate.
+pruned, so a trial that removes blocks (either kind) prunes no units or heads by name.
+``effective`` zeroes the values that do not act, so two trials that differ only there are one
+candidate.
 """
 
 import dataclasses
