@@ -110,3 +110,15 @@ def test_an_op_litert_cannot_run_in_int16_is_skipped_with_a_line(case, monkeypat
     lines = [line for line in got.skipped if line.startswith("mid (FULLY_CONNECTED)")]
     assert len(lines) == 1 and "LiteRT cannot run it with int16 activations" in lines[0]
     assert "\n" not in lines[0]
+
+
+def test_units_are_taken_by_gain_per_added_op_within_max_ops():
+    rows = [{"indices": [0, 1, 2], "gain_mse": 3.0}, {"indices": [3], "gain_mse": 2.0},
+            {"indices": [1, 2], "gain_mse": 2.5}, {"indices": [4], "gain_mse": -1.0}]
+    chosen, order = frozenset(), []
+    while (row := ma._next_unit(rows, chosen, None)) is not None:
+        order.append(row["indices"])
+        chosen |= frozenset(row["indices"])
+    assert order == [[3], [1, 2], [0, 1, 2]] and 4 not in chosen  # no gain: never lifted
+    assert ma._next_unit(rows, frozenset(), 1)["indices"] == [3]
+    assert ma._next_unit(rows, frozenset({3}), 2) is None  # every unit left needs 2+ more ops
