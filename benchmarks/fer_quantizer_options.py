@@ -13,8 +13,9 @@ with the float Keras model's on the held-out half, seconds to convert, and the p
 difference in points against min-max on the same held-out images (95% bootstrap interval).
 
 Parts:
-  ranges   ``convert(model, "int8", options={"activation_ranges": r})`` for r in
-           ``tfcompress.ptq.activation_ranges.METHODS``.
+  ranges   ``convert(model, mode, options={"activation_ranges": r})`` for r in
+           ``tfcompress.ptq.activation_ranges.METHODS``, mode ``int8`` (the converter) and
+           ``static_wi4_ai8`` (the LiteRT Quantizer).
   lowbit   ``dynamic_wi4`` and ``static_wi4_ai8`` with each ``algorithm`` of
            ``tfcompress.export.lowbit.ALGORITHMS``; an algorithm that does not apply (fer's
            model has no FULLY_CONNECTED layer: GPTQ, OSCAR and Hadamard rotation) is recorded
@@ -86,8 +87,8 @@ def _measure(make, model, held_out) -> dict:
 def _variants() -> list:
     out = []
     if "ranges" in FLAGS.parts:
-        out += [("int8", {"activation_ranges": r}, f"int8 ranges={r}")
-                for r in activation_ranges.METHODS]
+        out += [(mode, {"activation_ranges": r}, f"{mode} ranges={r}")
+                for mode in ("int8", "static_wi4_ai8") for r in activation_ranges.METHODS]
     if "lowbit" in FLAGS.parts:
         out += [(mode, {"algorithm": a}, f"{mode} algorithm={a}")
                 for mode in FLAGS.lowbit_modes for a in lowbit.ALGORITHMS]
@@ -115,7 +116,8 @@ def main(argv):
         if any("error" in r for r in rows):
             results[name] = {"error": rows[0].get("error")}
             continue
-        baseline = (f"int8 ranges=min_max" if mode == "int8" else f"{mode} algorithm=min_max")
+        baseline = (f"{mode} ranges=min_max" if "activation_ranges" in options
+                    else f"{mode} algorithm=min_max")
         agree = np.concatenate([r["agree"] for r in rows])
         base = np.concatenate([r["agree"] for r in per_fold[baseline]])
         results[name] = {

@@ -218,7 +218,8 @@ def test_bad_requests_are_clear(f32, trained_cnn, digits):
     with pytest.raises(errors.ConversionError,
                        match="option for mode 'dynamic_wi4' 'budget'; accepted: overrides"):
         convert(trained_cnn, "dynamic_wi4", options={"budget": 1})
-    with pytest.raises(errors.ConversionError, match=r"option for mode 'int8' 'overrides'; accepted: activation_ranges"):
+    with pytest.raises(errors.ConversionError,
+                       match=r"option for mode 'int8' 'overrides'; accepted: activation_ranges"):
         convert(trained_cnn, "int8", options={"overrides": {"dense": 8}})
     with pytest.raises(errors.ConversionError, match="mode 'mixed' needs options"):
         convert(trained_cnn, "mixed", representative_data=x[:20])
