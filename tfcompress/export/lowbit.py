@@ -116,9 +116,7 @@ ALGORITHM_RULES = {
     "octav": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
     "mse": AlgorithmRule(EXECUTIONS, False, (4, 8),
                          why="its clip multipliers exist for 4 and 8 bits, one scale a channel"),
-    "gptq": AlgorithmRule(("dynamic", "weight_only"), True, (2, 4, 8), needs_data=True,
-                          why="in static modes its output error was 30x min-max's on a test "
-                              "model"),
+    "gptq": AlgorithmRule(EXECUTIONS, True, (2, 4, 8), needs_data=True),
     "oscar": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
     "hadamard": AlgorithmRule(("dynamic", "weight_only"), False, (2, 4, 8),
                               why="the quantizer rotates float activations only, one scale a "
