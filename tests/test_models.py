@@ -106,3 +106,14 @@ def test_text_and_keyword_models_build_save_and_load(name, shape, classes, param
     assert len(norms) == (0 if text else 9)
     path = models.save_model(model, str(tmp_path / "m.keras"))  # safe mode: standard layers only
     np.testing.assert_allclose(models.load_model(path).predict(x, verbose=0), y, atol=1e-6)
+
+
+def test_text_transformer_attention_dropout_acts_in_training_only():
+    model = models.text_transformer(width=0.5)
+    ids = np.random.default_rng(0).integers(0, models.TEXT_VOCABULARY, (4, 64)).astype(np.int32)
+    inference = model(ids, training=False).numpy()
+    assert np.array_equal(inference, model(ids, training=False).numpy())
+    assert not np.allclose(inference, model(ids, training=True).numpy())
+    plain = models.text_transformer(width=0.5, attention_dropout=0.0)
+    plain.set_weights(model.get_weights())
+    assert np.allclose(plain(ids, training=True).numpy(), inference, atol=1e-6)

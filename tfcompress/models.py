@@ -211,7 +211,7 @@ def text_bow(
 
 def text_transformer(
     input_shape: Sequence[int] = (64,), num_classes: int = 6, width: float = 1.0,
-    vocabulary: int = TEXT_VOCABULARY
+    vocabulary: int = TEXT_VOCABULARY, attention_dropout: float = 0.2
 ) -> keras.Model:
     """A one-block Transformer encoder on int32 token ids (73k parameters at width 1).
 
@@ -219,12 +219,19 @@ def text_transformer(
     LayerNormalization -> Dense(64, ReLU) -> Dense(32) + residual -> LayerNormalization ->
     GlobalAveragePooling1D -> ``logits`` -> softmax. It has no position embedding (a topic
     needs no word order), so it is built from standard layers only and loads in safe mode.
+
+    ``attention_dropout`` (the attention layer's own ``dropout``, on its attention
+    probabilities; nothing at inference) makes it quantize well: trained by the text recipe
+    without it, its full-integer int8 agreed with Keras on 0.985 / 0.991 / 0.992 (min /
+    median / max over seeds 0-2) of the 650 test texts; with 0.2 on 0.992 / 0.992 / 0.994,
+    at the same accuracy (``benchmarks/text_int8.py``).
     """
     c, L = _widths(width), keras.layers
     dim = c(32)
     inputs = keras.Input(tuple(input_shape), dtype="int32", name="token_ids")
     x = L.Embedding(vocabulary, dim, name="embedding")(inputs)
-    a = L.MultiHeadAttention(2, max(1, dim // 2), name="attention")(x, x)
+    a = L.MultiHeadAttention(2, max(1, dim // 2), dropout=attention_dropout,
+                             name="attention")(x, x)
     x = L.LayerNormalization(name="norm1")(L.Add(name="add1")([x, a]))
     f = L.Dense(c(64), activation="relu", name="ffn1")(x)
     f = L.Dense(dim, name="ffn2")(f)
