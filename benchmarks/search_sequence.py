@@ -25,6 +25,16 @@ benchmarks/results/search_sequence_workdir/<recipe>_seed<seed>, a few minutes ea
 
 Results of recipe/seed pairs not run this time stay in the JSON; the summary (min / median /
 max over the seeds present) is recomputed on every write.
+
+Measured (2026-12-06, seeds 0 / 1 / 2 run one at a time, each 3.5-6 minutes on 2 shared cores):
+  text      winners dynamic_wi4_block32 + embedding_rank=16, dynamic_wi4_block32, int8: bytes
+            0.227x / 0.206x / 0.323x float32 (gzip 0.128x / 0.168x / 0.271x); test points
+            +1.23 [-0.62, +3.08] / 0.00 [-0.92, +0.92] / +0.15 [-0.46, +0.77] (650 texts).
+            Seed 2's int4 candidates were as accurate on validation but their drop's upper
+            bound passed the 1-point budget.
+  keywords  no sequence dimension offered; dynamic_wi4 each time: 0.331x bytes, test points
+            -0.50 [-1.83, +0.83] / -0.33 [-2.33, +1.67] / -2.33 [-4.00, -0.83] (600 clips of
+            voices no training clip uses; seed 2's validation drop was within the budget).
 """
 
 import argparse
