@@ -373,3 +373,40 @@ def test_recipe_stage_reports_teacher_scratch_and_distilled(tmp_path):
         assert f"| {row['model']} | {row['parameters']:,} | {row['validation accuracy']:.4f} |" in text
     assert [r["model"] for r in stats["models"]] == [
         "teacher", "student from scratch (labels only)", "distilled student"]
+
+
+def _fixed_logits_model(classes: int, bias) -> keras.Model:
+    """x (4 features) -> Dense ``logits`` with a zero kernel and ``bias`` -> softmax."""
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(classes, kernel_initializer="zeros", name="logits")
+    outputs = keras.layers.Activation("softmax")(dense(inputs))
+    model = keras.Model(inputs, outputs)
+    dense.bias.assign(np.asarray(bias, np.float32))
+    return model
+
+
+@pytest.mark.parametrize("classes", [6, 12])
+@pytest.mark.parametrize("settings", [{}, dict(alpha=0.1, temperature=4.0)],
+                         ids=["defaults", "former_defaults"])
+def test_gradient_composition_and_the_label_against_a_wrong_teacher(classes, settings):
+    """One SGD step from a uniform student, on examples a confident teacher (logit gap 9)
+    gets wrong: the step on the student's logits is alpha * (p - onehot(y)) + (1 - alpha) * T
+    * (softmax(s / T) - softmax(t / T)) (the T^2-scaled KL's gradient), and with the defaults
+    the label outweighs the teacher (the true class's logit rises); with the former (0.1, 4)
+    the teacher won, which is how a keyword student learned its teacher's mistakes."""
+    teacher = _fixed_logits_model(classes, [9.0] + [0.0] * (classes - 1))
+    student = _fixed_logits_model(classes, [0.0] * classes)
+    d = Distiller(student, teacher, **settings)
+    d.compile(keras.optimizers.SGD(0.1))
+    x, y = np.ones((8, 4), np.float32), np.full(8, 1, np.int32)  # the teacher says class 0
+    d.train_on_batch(x, y)
+    step = student.get_layer("logits").bias.numpy() / -0.1  # the gradient on the logits
+    alpha, temp = d.alpha, d.temperature
+    uniform = np.full(classes, 1.0 / classes)
+    soft_teacher = np.exp(np.r_[9.0, np.zeros(classes - 1)] / temp)
+    soft_teacher /= soft_teacher.sum()
+    expected = alpha * (uniform - np.eye(classes)[1]) + (1 - alpha) * temp * (
+        uniform - soft_teacher)
+    np.testing.assert_allclose(step, expected, rtol=1e-3, atol=1e-6)
+    label_wins = step[1] < 0
+    assert label_wins == (not settings), (step[1], alpha, temp)
