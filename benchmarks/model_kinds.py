@@ -99,6 +99,12 @@ def _validate(flatbuffer, model, test, float32_bytes, mode: str = "") -> tuple:
     left = tfcompress.export.conversion.conversion_info(flatbuffer)["left_alone"]
     figure = f"{len(flatbuffer) / float32_bytes:.2f}x, {_report_figure(report)}" + "".join(
         f", float32 {name} {share:.0%}" for name, share in left)
+    outs = tfcompress.export.validation.predict(flatbuffer, x[:N_TEST])
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    bad = sum(int(np.size(o) - np.isfinite(o).sum()) for o in outs)
+    if bad:  # a figure such as R^2 -inf says less than this
+        figure += (f"; {bad} of {sum(np.size(o) for o in outs)} outputs are inf/NaN (computed "
+                   "so by the flatbuffer on LiteRT)")
     return figure + _grid_limit(model, mode, report, test), {**report.to_dict(), "left_alone": left}
 
 
@@ -131,7 +137,7 @@ def _grid_limit(model, mode: str, report, test) -> str:
         found += [(layer.name, i, _r2(outs[i], ys[i][:N_TEST]), e["r2"]) for i, e in lost]
         model.set_weights(weights)
     name, i, r2, got = min(found, key=lambda f: f[2])
-    if not abs(r2 - got) <= max(0.1, 0.05 * abs(got)):
+    if not (np.isfinite(got) and abs(r2 - got) <= max(0.1, 0.05 * abs(got))):
         return ""
     return (f"; int{bits} grid limit: {name}'s weights alone rounded to int{bits} in Keras give "
             f"output {i} R^2 {r2:.3f} (keep it wider: options={{'overrides': {{'{name}': 8}}}})")
