@@ -12,6 +12,7 @@ warning naming them; ``convert(qat_model, "int8", representative_data=...)`` the
 them post-training.
 """
 
+import re
 from typing import Optional
 
 import tensorflow_model_optimization as tfmot
@@ -52,6 +53,22 @@ _TRANSFORMED = (keras.layers.SeparableConv2D,)
 
 # Kept float by quantize_aware (one warning) and quantized post-training at conversion.
 _RECURRENT = (keras.layers.RNN, keras.layers.Bidirectional)
+
+
+def _reserve_names(model) -> None:
+    """Moves Keras' default layer names past the model's ``conv2d_N``/``depthwise_conv2d_N``:
+    tfmot's SeparableConv2D transform makes its two layers with default names, and one equal
+    to a layer of the model breaks the rebuilt graph (``Inputs have incompatible shapes``).
+    Unnamed throw-away layers advance the counters (the public way)."""
+    for cls in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
+        prefix = "depthwise_conv2d" if cls is keras.layers.DepthwiseConv2D else "conv2d"
+        used = [int(m.group(1) or 0) for l in model.layers
+                for m in [re.fullmatch(prefix + r"(?:_(\d+))?", l.name)] if m]
+        while used:
+            m = re.fullmatch(prefix + r"(?:_(\d+))?", cls(1, 1).name if cls is keras.layers.Conv2D
+                             else cls(1).name)
+            if m is None or int(m.group(1) or 0) > max(used):
+                break
 
 
 def _covered(layer) -> bool:
@@ -141,6 +158,8 @@ def quantize_aware(
             "recurrent layers); convert(model, 'int8', representative_data=...) quantizes them "
             "post-training", kept)
     annotated = wrappers.wrap_layers(model, [n for n in chosen if n not in kept], _annotate)
+    if any(isinstance(l, _TRANSFORMED) for l in model.layers):
+        _reserve_names(model)
     try:
         # tfmot rebuilds the model from its config: make the model's own layer classes known.
         own = {type(l).__name__: type(l) for l in model.layers}
