@@ -1,0 +1,136 @@
+"""Label-free quantization-aware fine-tuning: the learned integers are the deployed integers
+(int8 and int4, read back from the flatbuffer), agreement with the float model does not fall
+below plain PTQ, and bad input is one clear line."""
+
+import numpy as np
+import pytest
+from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
+
+import tfcompress
+from tfcompress import errors, keras
+from tfcompress.export.validation import predict
+from tfcompress.training import finetune, qat_int4
+
+_INT_TYPES = {9: "int8", 17: "int4"}  # schema TensorType INT8, INT4
+
+
+@pytest.fixture(scope="module")
+def tiny(digits):
+    """A small digits CNN, trained briefly: Conv2D + a separate ReLU layer, BatchNormalization,
+    a pointwise Conv2D, Dense logits and softmax."""
+    (x, y), _ = digits
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.Conv2D(12, 1, activation="relu")(h)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(10)(h)
+    model = keras.Model(inputs, keras.layers.Activation("softmax")(h))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    return model
+
+
+def _integers(flatbuffer: bytes) -> list:
+    """Every constant int8/int4 tensor (rank >= 2) of the main graph as an int array."""
+    model = tfl_utils.read_model(flatbuffer)
+    out = []
+    for tensor in model.subgraphs[0].tensors:
+        data = model.buffers[tensor.buffer].data
+        kind = _INT_TYPES.get(tensor.type)
+        if kind is None or data is None or len(data) == 0 or len(tensor.shape) < 2:
+            continue
+        raw = np.frombuffer(bytes(data), np.uint8)
+        if kind == "int4":  # two per byte, low nibble first, two's complement
+            nibbles = np.stack([raw & 0xF, raw >> 4], axis=-1).reshape(-1).astype(np.int32)
+            values = np.where(nibbles >= 8, nibbles - 16, nibbles)[:int(np.prod(tensor.shape))]
+        else:
+            values = raw.view(np.int8).astype(np.int32)
+        out.append(values.reshape(tensor.shape))
+    return out
+
+
+def _layout(q: np.ndarray) -> np.ndarray:
+    """Keras kernel integers in the flatbuffer's layout (HWIO -> OHWI, dense IO -> OI)."""
+    return q.T if q.ndim == 2 else q.transpose(3, 0, 1, 2)
+
+
+def _assert_deployed(learned: dict, deployed: list) -> None:
+    for name, q in learned.items():
+        same = [d for d in deployed if d.shape == q.shape]
+        assert same, (name, q.shape, [d.shape for d in deployed])
+        best = max(float(np.mean(d == q)) for d in same)
+        assert best == 1.0, f"{name}: {best:.4f} of the integers as learned"
+
+
+def test_int8_learned_integers_are_deployed(tiny, digits):
+    (x, _), _ = digits
+    student = finetune.finetune_quantized(tiny, x[:64], "int8", start=tfcompress.equalize(tiny),
+                                          epochs=2)
+    assert tfcompress.wrappers.is_quantize_aware(student)
+    learned = {}
+    for layer in student.layers:
+        inner = getattr(layer, "layer", None)
+        if not isinstance(inner, (keras.layers.Conv2D, keras.layers.Dense)):
+            continue
+        w = layer.weights[0].numpy()  # the kernel the student trained (the wrapper lists it first)
+        axes = tuple(range(w.ndim - 1)) if w.ndim == 4 else None  # tfmot: conv per channel
+        scale = np.max(np.abs(w), axis=axes, keepdims=True) / 127.0
+        learned[inner.name] = _layout(np.rint(w / scale).astype(np.int32))
+    assert len(learned) == 3  # both convolutions (the ReLU layer fused) and the dense layer
+    flatbuffer = tfcompress.convert(student, "int8")
+    _assert_deployed(learned, _integers(flatbuffer))
+
+
+@pytest.mark.parametrize("mode", ["dynamic_wi4", "static_wi4_ai8"])
+def test_int4_learned_integers_are_deployed(tiny, digits, mode):
+    (x, _), _ = digits
+    model = finetune.finetune_quantized(tiny, x[:64], mode, start=tfcompress.equalize(tiny),
+                                        epochs=2)
+    assert not tfcompress.wrappers.is_quantize_aware(model)
+    learned = {}
+    for layer in model.layers:
+        for name in qat_int4.kernel_names(layer):
+            w = getattr(layer, name).numpy()
+            np.testing.assert_array_equal(qat_int4.on_grid(w), w)  # on the grid already
+            q = qat_int4.integers(w)
+            assert np.abs(q).max() == 7  # the largest weight of each kernel sets its scale
+            learned[layer.name] = _layout(q)
+    assert len(learned) == 3
+    flatbuffer = tfcompress.convert(model, mode, representative_data=x[:64])
+    _assert_deployed(learned, _integers(flatbuffer))
+
+
+def test_agreement_not_below_plain_ptq(tiny, digits):
+    """On held-out digits, int4 weights: the fine-tuned flatbuffer agrees with the float model at
+    least as often as round-to-nearest min-max, and its outputs are closer."""
+    (x, _), (x_test, _) = digits
+    reference = tiny.predict(x_test, verbose=0)
+    plain = predict(tfcompress.convert(tiny, "dynamic_wi4"), x_test)
+    tuned = finetune.finetune_quantized(tiny, x[:200], "dynamic_wi4",
+                                        start=tfcompress.equalize(tiny), epochs=6,
+                                        learning_rate=1e-3)
+    ours = predict(tfcompress.convert(tuned, "dynamic_wi4"), x_test)
+    agree = [float(np.mean(o.argmax(1) == reference.argmax(1))) for o in (plain, ours)]
+    error = [float(np.mean(np.square(o - reference))) for o in (plain, ours)]
+    assert tuned.finetune["after"]["loss"] <= tuned.finetune["before"]["loss"]
+    assert agree[1] >= agree[0], agree
+    assert error[1] < error[0], error
+
+
+def test_bad_input_is_one_clear_line(tiny, digits):
+    (x, y), _ = digits
+    cases = [
+        (lambda: finetune.finetune_quantized(tiny, x[:8], "int4"), "int4"),
+        (lambda: finetune.finetune_quantized(tiny, x[:0], "int8"), "no samples"),
+        (lambda: finetune.finetune_quantized(tiny, y[:32], "int8"), "labels"),
+        (lambda: finetune.finetune_quantized(tiny, x[:8], "int8", epochs=-1), "epochs"),
+    ]
+    for call, words in cases:
+        with pytest.raises(errors.TfcompressError) as info:
+            call()
+        message = str(info.value)
+        assert words in message and "\n" not in message, message
