@@ -127,12 +127,13 @@ _STRIDED_POINTWISE = textwrap.dedent("""
     x = L.Add()([branch, L.BatchNormalization()(shortcut)])
     outputs = L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
-    images = np.random.default_rng(0).uniform(-1, 1, (24, 62, 62, 1)).astype("float32")
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 62, 62, 1)).astype("float32")
     layer = model.get_layer("shortcut")
     probe = keras.Model(model.inputs, [layer.input, layer.output])
     layer_in, layer_out = probe.predict(images[:4], verbose=0)
     gap = float(np.max(np.abs(linear(layer, layer_in, {}).numpy() - layer_out)))
-    rounded = adaround(model, images, bits=8, activation_bits=8, iterations=10)
+    rounded = adaround(model, images, bits=8, activation_bits=8, iterations=10,
+                       layers=["shortcut"])
     kernel = rounded.get_layer("shortcut").kernel.numpy()
     print(json.dumps({"gap": gap, "on_grid": bool(grids.on_grid(kernel, 8, (0, 1, 2))),
                       "layers": sorted(rounded.adaround)}))
@@ -149,7 +150,7 @@ def test_adaround_strided_pointwise_conv_does_not_crash():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["gap"] < 1e-5
     assert result["on_grid"]
-    assert "shortcut" in result["layers"] and "separable_conv2d" in result["layers"]
+    assert result["layers"] == ["shortcut"]
 
 
 @pytest.mark.parametrize("mode", ["int8", "dynamic_wi4"])
