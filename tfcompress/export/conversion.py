@@ -32,6 +32,7 @@ import tfcompress.tasks as tasks_lib
 from tfcompress._compat.converter import one_line_errors
 import tfcompress.export.modes as modes
 import tfcompress.ptq.recovery as recovery_lib
+import tfcompress.training.finetune as finetune_lib
 import tfcompress.ptq.activation_ranges as activation_ranges
 from tfcompress import data as data_lib
 from tfcompress._compat.keras import keras
@@ -235,17 +236,24 @@ def convert(
             kept). Plain conversion modes ignore
             it.
         recovery: PTQ recovery before quantizing (``tfcompress.ptq.recovery.recover``): True for
-            equalization, AdaRound and bias correction, or a tuple of those step names
-            (``"equalize"``, ``"adaround"``, ``"correct_bias"``), for the modes with a weight
-            grid (``modes.recoverable()``: ``int8``, ``int16x8``, ``dynamic`` and the 8- and
-            4-bit channelwise low-bit modes); the learned integers are the
+            the best this toolkit has for the mode: equalization, AdaRound and bias correction
+            for the modes with a weight grid (``modes.recoverable()``: ``int8``, ``int16x8``,
+            ``dynamic`` and the 8- and 4-bit channelwise low-bit modes), and, for the modes of
+            ``tfcompress.training.finetune.MODES`` (``int8``, ``dynamic_wi4``,
+            ``weight_only_wi4``, ``static_wi4_ai8``), label-free quantization-aware fine-tuning
+            from those weights (``finetune_quantized``, the float model as teacher); the
+            candidates (min-max, recovered, fine-tuned) are judged on ``validation_data`` or,
+            without it, on a quarter of the representative images held out from recovery, and
+            the closest kept. Or a tuple of step names (``"equalize"``, ``"adaround"``,
+            ``"correct_bias"``, ``"finetune"``), kept as asked unless ``validation_data`` says
+            min-max is closer. The learned integers are the
             deployed ones, calibrated on ``representative_data``. With ``validation_data`` the
             recovered flatbuffer is kept only where it agrees with the float model on the
             validation images at least as well as plain min-max (then by the lower mean squared
             output difference; a model with several outputs: the mean over its outputs of
             agreement, or R^2 against the float model's outputs for a regression output, with
             ``y`` one label array per output, a list or a dict by name);
-            ``facts["recovery_check"]`` holds both figures. The
+            ``facts["recovery_check"]`` holds the candidates' figures and the one kept. The
             flatbuffer's facts (``conversion_info(...)["facts"]["recovery"]``) name the steps
             in its weights.
 
@@ -282,13 +290,21 @@ def convert(
     user_model, dtype = source, _input_dtype(source)
     source = recurrent.for_converter(source, mode)  # a recurrent model: a batch-1 copy
     qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
-    steps = _recovery_steps(recovery, mode, source, qat, representative_data)
-    float_source = source
+    steps = _recovery_steps(recovery, mode, source, qat, representative_data,
+                            plain=source is user_model)
+    float_source, tuned, check = source, None, None
     if steps:
         x_cal = np.concatenate([s[0] for s in representative(
             representative_data, input_shape, representative_samples, dtype)()])
-        source = recovery_lib.recover(source, x_cal, steps=steps,
-                                      **modes.recovery_settings(mode))
+        if recovery is True and "finetune" in steps and validation_data is None \
+                and len(x_cal) >= 8:  # choose among the candidates on images they never saw
+            x_cal, check = x_cal[len(x_cal) // 4:], (x_cal[:len(x_cal) // 4], None)
+        ptq = tuple(s for s in steps if s != "finetune")
+        recovered = recovery_lib.recover(source, x_cal, steps=ptq,
+                                         **(modes.recovery_settings(mode) if spec.grid else {}))
+        if "finetune" in steps:  # from the recovered (or BatchNorm-folded) weights
+            tuned = finetune_lib.finetune_quantized(user_model, x_cal, mode, start=recovered)
+        source = recovered if ptq else source
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
                   keep_float_ops=tuple(keep_float_ops), options=dict(options or {}),
@@ -304,13 +320,20 @@ def convert(
     facts = {}
     with warnings.catch_warnings(), one_line_errors(f"mode {mode!r}: the converter failed"):
         warnings.simplefilter("ignore")
-        flatbuffer = fn(req)
-        if steps and req.validation is not None:
-            plain = fn(dataclasses.replace(req, source=float_source))
-            facts["recovery_check"] = _recovery_check(user_model, flatbuffer, plain,
-                                                      *req.validation)
-            if facts["recovery_check"]["kept"] == "min_max":
-                flatbuffer, steps = plain, ()
+        candidates = {"recovered": fn(req)} if not steps or ptq else {}
+        if tuned is not None:
+            candidates["finetuned"] = fn(dataclasses.replace(
+                req, source=tuned, qat=wrappers.is_quantize_aware(tuned)))
+        if steps and (req.validation or check) is not None:
+            candidates["min_max"] = fn(dataclasses.replace(req, source=float_source))
+            facts["recovery_check"] = _recovery_check(user_model, candidates,
+                                                      *(req.validation or check))
+            kept = facts["recovery_check"]["kept"]
+        else:
+            kept = list(candidates)[-1]
+        flatbuffer = candidates[kept]
+        steps = {"recovered": ptq if steps else (), "min_max": (),
+                 "finetuned": steps}[kept]
     if steps:
         facts["recovery"] = list(steps)
     left = left_alone(flatbuffer, source) if mode not in ("float32", "float16") else []
@@ -335,16 +358,17 @@ def left_alone(flatbuffer: bytes, model=None) -> list:
             if share > wrappers.LEFT_ALONE_SHARE]
 
 
-def _recovery_check(model: keras.Model, recovered: bytes, plain: bytes, x, y=None) -> dict:
-    """Which of the two flatbuffers is closer to the float model on validation samples, by the
-    task's fidelity (``tasks.fidelity``): classification agreement of the top class first, then
-    the lower mean squared output difference; regression the mean squared difference alone."""
+def _recovery_check(model: keras.Model, candidates: dict, x, y=None) -> dict:
+    """Which flatbuffer of ``candidates`` (name -> bytes, e.g. ``recovered``, ``finetuned``,
+    ``min_max``; the first wins a tie) is closest to the float model on validation samples, by
+    the task's fidelity (``tasks.fidelity``): classification agreement of the top class first,
+    then the lower mean squared output difference; regression the mean squared difference."""
     if len(model.outputs) > 1:
-        return _recovery_check_outputs(model, recovered, plain, x, y)
+        return _recovery_check_outputs(model, candidates, x, y)
     reference = model.predict(x, verbose=0)
     task = tasks_lib.infer(y, reference)
     scores, keys = {}, {}
-    for name, flatbuffer in (("recovered", recovered), ("min_max", plain)):
+    for name, flatbuffer in candidates.items():
         out = predict(flatbuffer, x)
         keys[name] = tasks_lib.fidelity(out, reference, task)
         scores[name] = {"output_error": float(np.mean(np.square(out - reference)))}
@@ -363,8 +387,7 @@ def _closeness(out: np.ndarray, reference: np.ndarray, task: str) -> float:
     return tasks_lib.agreement(out, reference, task)
 
 
-def _recovery_check_outputs(model: keras.Model, recovered: bytes, plain: bytes, x,
-                            y=None) -> dict:
+def _recovery_check_outputs(model: keras.Model, candidates: dict, x, y=None) -> dict:
     """``_recovery_check`` for a model with several outputs: each output's task (from its labels,
     a list in the model's output order or a dict by name, and its outputs) and closeness
     (``_closeness``); the flatbuffer with the higher mean closeness over the outputs is kept
@@ -379,7 +402,7 @@ def _recovery_check_outputs(model: keras.Model, recovered: bytes, plain: bytes, 
             f"({', '.join(names)}); accepted: one per output, a list or a dict by name")
     task_of = [tasks_lib.infer(l, r) for l, r in zip(labels, references)]
     scores, keys = {}, {}
-    for kind, flatbuffer in (("recovered", recovered), ("min_max", plain)):
+    for kind, flatbuffer in candidates.items():
         named = predict_by_name(flatbuffer, x)
         outs = ([named[n] for n in names] if sorted(named) == sorted(names)
                 else list(named.values()))  # the flatbuffer's order where names differ
@@ -394,17 +417,33 @@ def _recovery_check_outputs(model: keras.Model, recovered: bytes, plain: bytes, 
     return {"validation": scores, "kept": kept, "task": "multi-output"}
 
 
-def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data) -> tuple:
-    """The recovery steps asked for, checked against the mode and the source (or ())."""
+def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data,
+                    plain: bool = True) -> tuple:
+    """The recovery steps asked for, checked against the mode and the source (or ()).
+
+    ``True`` gives the PTQ steps where the mode has a weight grid, and label-free QAT
+    (``"finetune"``) where ``finetune_quantized`` prepares the mode and the model converts as it
+    is (``plain``: not a recurrent model's fixed-batch copy)."""
     if recovery in (None, False, (), []):
         return ()
-    steps = recovery_lib.STEPS if recovery is True else tuple(recovery)
-    bad = [s for s in steps if s not in recovery_lib.STEPS]
+    spec = modes.get(mode)
+    tunable = mode in finetune_lib.MODES and plain
+    if recovery is True:
+        steps = (recovery_lib.STEPS if spec.grid else ()) + (("finetune",) if tunable else ())
+    else:
+        steps = tuple(recovery)
+    accepted = recovery_lib.STEPS + ("finetune",)
+    bad = [s for s in steps if s not in accepted]
     if bad:
-        raise errors.ConversionError(errors.unknown("recovery step", bad[0], recovery_lib.STEPS))
-    if modes.get(mode).grid is None:
+        raise errors.ConversionError(errors.unknown("recovery step", bad[0], accepted))
+    if not steps or (spec.grid is None and any(s != "finetune" for s in steps)):
         raise errors.ConversionError(errors.unknown(
-            "conversion mode for recovery", mode, modes.recoverable()))
+            "conversion mode for recovery", mode,
+            sorted(set(modes.recoverable()) | set(finetune_lib.MODES))))
+    if "finetune" in steps and not tunable:
+        raise errors.ConversionError(errors.unknown(
+            "conversion mode for recovery step 'finetune'", mode, finetune_lib.MODES)
+            + ("" if plain else " (a recurrent model converts through a fixed-batch copy)"))
     if isinstance(source, str) or qat:
         raise errors.ConversionError(
             "recovery works on a float Keras model's weights; got "

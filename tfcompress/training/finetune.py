@@ -201,9 +201,39 @@ def _fuse_relu(model: keras.Model) -> keras.Model:
     return graphs.rebuild(model, graph.config, {})
 
 
+def _subsample_strided_pointwise(model: keras.Model) -> keras.Model:
+    """A copy where each strided 1x1 Conv2D reads a ``MaxPooling2D(1, strides)`` (the same
+    samples) and has stride 1: same outputs. TF 2.21's oneDNN gradient of a strided 1x1 Conv2D
+    (fer's residual shortcuts: 8 channels at 60x60) corrupts memory and kills the process."""
+    model = graphs.functional(model)
+    graph = graphs.read(model)
+    added = []
+    for node in graph.nodes:
+        cfg = node.config
+        if (node.cls != "Conv2D" or node.shared or list(cfg.get("kernel_size", ())) != [1, 1]
+                or list(cfg.get("strides", (1, 1))) == [1, 1]
+                or cfg.get("data_format") != "channels_last"):
+            continue
+        entry = next(e for e in graph.entries if e["config"]["name"] == node.name)
+        name = f"{node.name}_subsample"
+        added.append((graph.entries.index(entry), {
+            "class_name": "MaxPooling2D", "name": name, "inbound_nodes": entry["inbound_nodes"],
+            "config": {"name": name, "trainable": False, "dtype": cfg.get("dtype", "float32"),
+                       "pool_size": [1, 1], "strides": list(cfg["strides"]),
+                       "padding": "valid", "data_format": "channels_last"}}))
+        entry["inbound_nodes"] = [[[name, 0, 0, {}]]]
+        cfg["strides"] = [1, 1]
+    if not added:
+        return model
+    for index, entry in reversed(added):
+        graph.config["layers"].insert(index, entry)
+    return graphs.rebuild(model, graph.config, {})
+
+
 def _student(base: keras.Model, target: Target) -> keras.Model:
     """The quantize-aware copy of ``base`` for ``target``, BatchNormalization frozen, dropout
     and noise off."""
+    base = _subsample_strided_pointwise(base)
     if target.weight_bits == 8:
         student = qat.quantize_aware(_fuse_relu(base))
     else:
