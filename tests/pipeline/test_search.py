@@ -480,3 +480,16 @@ def test_search_smoke_on_a_transformer_text_model(tmp_path):
     assert [l.bits for l in tables[heads["tflite"]]] == [8]
     with open(os.path.join(workdir, "search.json")) as f:
         assert json.load(f)["best"]["number"] in (0, 1)
+
+
+def test_finetune_dimension_adds_label_free_qat_after_recovery():
+    config = check_config(default_config())
+    assert "finetune" not in space(config)  # off unless the space offers it
+    config.space.finetune = (0, 1)
+    assert space(config)["finetune"] == (0, 1)
+    r = trial_recipe(config, {"mode": "dynamic_wi4", "recovery": 1, "finetune": 1}, "/m.keras")
+    assert r.stages == ("recover", "finetune_quantized")
+    assert r.finetune_quantized.mode == "dynamic_wi4" and not r.finetune_quantized.equalize
+    alone = trial_recipe(config, {"mode": "int8", "finetune": 1}, "/m.keras")
+    assert alone.stages == ("finetune_quantized",) and alone.finetune_quantized.equalize
+    assert trial_recipe(config, {"mode": "float16", "finetune": 1}, "/m.keras").stages == ()

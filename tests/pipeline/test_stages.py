@@ -211,3 +211,17 @@ def test_prune_blocks_stage_removes_a_whole_encoder_block(text_ctx, text_transfo
     left = {layer.name for layer in one.layers}
     assert len(text_ctx.stats["prune_blocks"]["blocks_removed"]) == 1
     assert ("attention" in left) != ("ffn1" in left)  # one sub-block of the two went
+
+
+def test_finetune_quantized_stage_reports_what_it_measured(ctx, bn_model):
+    """The label-free QAT stage (dynamic_wi4): a float model on the int4 grid, the accuracy it
+    records read back from the model it returns, the held-out loss no higher than before."""
+    section = ctx.config.finetune_quantized.copy_and_resolve_references()
+    section.mode, section.epochs, section.samples = "dynamic_wi4", 2, 64
+    out = stages.STAGES["finetune_quantized"].fn(bn_model, section, ctx)
+    stats = ctx.stats["finetune_quantized"]
+    assert stats["accuracy_after"] == ctx.accuracy(out)
+    assert stats["held_out_after"]["loss"] <= stats["held_out_before"]["loss"]
+    kernel = out.get_layer("conv1").kernel.numpy()
+    scale = np.abs(kernel).max(axis=(0, 1, 2)) / 7
+    np.testing.assert_allclose(kernel / scale, np.rint(kernel / scale), atol=1e-3)

@@ -74,6 +74,7 @@ import tfcompress.pipeline.preflight as preflight
 import tfcompress.pipeline.recipe as recipe
 import tfcompress.pipeline.shared_storage as shared_study
 import tfcompress.export.modes as modes
+import tfcompress.training.finetune as finetune
 import tfcompress.pipeline.stats as stats_lib
 import tfcompress.pipeline.report as report_lib
 import tfcompress.pipeline.sequence_space as sequence_space
@@ -95,6 +96,7 @@ DIMENSIONS = {
     "sparsity": ("prune", "target_sparsity"),
     "clusters": ("cluster", "number_of_clusters"),
     "recovery": ("recover", None),  # 1: PTQ recovery for the mode (int8, int16x8, 8/4-bit weights)
+    "finetune": ("finetune_quantized", None),  # 1: label-free QAT for the mode (int8, int4 weights)
     # Sequence models, offered where the model has the layers (sequence_space sets the fields):
     "unit_ratio": ("prune_channels", None),  # LSTM/GRU and feed-forward units
     "head_ratio": ("prune_channels", None),  # attention heads only
@@ -134,6 +136,7 @@ def default_config() -> ConfigDict:
         sparsity=(0.0, 0.5, 0.75, 0.9, 0.95),
         clusters=(0, 32, 16, 8),
         recovery=(0, 1),
+        finetune=(0,),  # (0, 1) also tries label-free QAT (finetune_quantized) after recovery
         # Offered only where the model has the layers (sequence_space): LSTM/GRU units and
         # attention heads, encoder blocks, Embedding rank and table width; and for a model
         # with an Embedding these modes join ``mode`` (int4 tables per row and block-wise).
@@ -222,7 +225,7 @@ def parse_params(text: str) -> dict:
         if key != "mode" and key not in DIMENSIONS:
             raise errors.ConfigError(errors.unknown("seed field", key, ["mode", *DIMENSIONS]))
         params[key] = value if key in ("mode", "factorize_conv") else (
-            int(value) if key in ("clusters", "recovery", *sequence_space.INTEGER)
+            int(value) if key in ("clusters", "recovery", "finetune", *sequence_space.INTEGER)
             else float(value))
     return params
 
@@ -256,6 +259,10 @@ def trial_recipe(config: ConfigDict, params: dict, model_path: str, qat: bool = 
     if params.get("recovery") and params["mode"] in modes.recoverable() and not qat:
         stages.append("recover")
         r.recover.mode = params["mode"]
+    if params.get("finetune") and params["mode"] in finetune.MODES and not qat:
+        stages.append("finetune_quantized")  # from the recovered weights when both ran
+        r.finetune_quantized.mode = params["mode"]
+        r.finetune_quantized.equalize = "recover" not in stages
     if "cluster" in stages:
         r.cluster.preserve_sparsity = "prune" in stages
     if qat:

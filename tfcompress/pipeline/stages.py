@@ -22,6 +22,7 @@ import tfcompress.training.clustering as clustering
 import tfcompress.export.conversion as conversion
 import tfcompress.export.modes as modes
 import tfcompress.training.distillation as distillation
+import tfcompress.training.finetune as finetune
 import tfcompress.ptq.equalization as equalization
 import tfcompress.surgery.factorization as factorization
 import tfcompress.training.pruning as pruning
@@ -415,6 +416,24 @@ def _adaround(model, section, ctx):
     return out
 
 
+def _finetune_quantized(model, section, ctx):
+    """Label-free quantization-aware fine-tuning for ``section.mode`` (the model before it is
+    the teacher; training images without their labels; from equalized weights unless
+    ``equalize`` is off); convert with the same mode: int8 gets the QAT model, the int4 modes a
+    float model on the int4 grid."""
+    before = ctx.accuracy(model)
+    out = finetune.finetune_quantized(
+        model, _calibration(ctx, section.samples), section.mode,
+        start=equalization.equalize(model) if section.equalize else None,
+        epochs=section.epochs, learning_rate=section.learning_rate)
+    report = out.finetune
+    ctx.stats["finetune_quantized"] = {
+        "mode": section.mode, "accuracy_before": before, "accuracy_after": ctx.accuracy(out),
+        "held_out_before": dict(report["before"]), "held_out_after": dict(report["after"]),
+        "epochs": report["epochs"], "seconds": report["seconds"]}
+    return out
+
+
 # The order here is the order the search chains stages in.
 STAGES: dict[str, Stage] = {
     "distill": Stage(_distill, dict(
@@ -442,4 +461,7 @@ STAGES: dict[str, Stage] = {
     "adaround": Stage(_adaround, dict(mode="int8", samples=512, iterations=300, layers=())),
     "recover": Stage(_recover, dict(mode="int8", steps=recovery.STEPS, relu6="keep",
                                     samples=512, iterations=300)),
+    # Label-free QAT: last too (it may start from the recovered weights); same mode at convert.
+    "finetune_quantized": Stage(_finetune_quantized, dict(
+        mode="int8", samples=256, epochs=12, learning_rate=1e-4, equalize=True), suffix=".h5"),
 }
