@@ -16,20 +16,27 @@ held out from calibration and from every choice a method makes.
 
 Each method converts the float model (Keras, tf_keras) and is measured against it on the
 held-out inputs: ``agreement`` (the classification output's decisions), ``r2`` per regression
-output (R^2 against the float model's outputs), seconds (recovery or fine-tuning included;
-methods without either convert a lean SavedModel of the float model exported once, which gives
-the same flatbuffer as the Keras model 3-4x sooner) and bytes; min / median / max over folds. Methods (``METHODS``), 8-bit weights: ``int8`` (the
-converter, min-max ranges), its ``activation_ranges`` options, ``recovery=True``
-(equalization, AdaRound, bias correction), label-free QAT (``finetune_quantized``), the LiteRT
-Quantizer's ``static_wi8_ai8`` with each of its algorithms, ``mixed_a16w8`` and ``int16x8``;
-4-bit weights: ``static_wi4_ai8`` and ``dynamic_wi4`` min-max, with each quantizer algorithm,
-with recovery and with label-free QAT. A method whose API is missing is one line, "not
-available: <reason>"; one that raises is "failed: <message>". Each model's methods run in a
-child process, so that a crash inside TensorFlow or LiteRT ends one method ("crashed: ...")
-and the run goes on with the next.
+output (R^2 against the float model's outputs), seconds and bytes; min / median / max over
+folds. Seconds include recovery and fine-tuning; the methods without either convert a lean
+SavedModel of the float model exported once (the same flatbuffer as from the Keras model,
+which the converter exports first, 3-4x sooner).
 
-Writes ``--out`` (benchmarks/results/ptq.json) atomically after each model and prints the
-table.
+Methods (``METHODS``), 8-bit weights: ``int8`` (the converter, min-max ranges), its
+``activation_ranges`` options, ``recovery=True`` (the best convert has for the mode: now
+equalization, AdaRound, bias correction and label-free QAT, the closest to the float model on a
+held-out quarter of the calibration inputs kept),
+label-free QAT (``finetune_quantized``), the LiteRT Quantizer's ``static_wi8_ai8`` with each of
+its algorithms, ``mixed_a16w8`` and ``int16x8``; 4-bit weights: ``static_wi4_ai8`` and
+``dynamic_wi4`` with each quantizer algorithm (``min_max`` first), with recovery and with
+label-free QAT. A method whose API is missing is one line, "not available: <reason>"; one
+that raises is "failed: <message>".
+
+Work runs in ``--jobs`` child processes (each model's light methods in two groups, each heavy
+method (recovery, fine-tuning, the mixed search) alone), so that a crash inside TensorFlow or
+LiteRT ends one method: it is run once more with TF's oneDNN kernels off
+(``TF_ENABLE_ONEDNN_OPTS=0``) and its row says so, with the signal and the innermost frame of
+ours (faulthandler). Writes ``--out`` (benchmarks/results/ptq.json) atomically after each unit
+of work and prints the table.
 """
 
 import concurrent.futures
@@ -37,7 +44,9 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,8 +66,9 @@ flags.DEFINE_list("models", ["fer_emotion", "mtcnn_rnet", "mtcnn_onet", "digits_
 flags.DEFINE_list("methods", [], "Methods (default: all of METHODS).")
 flags.DEFINE_integer("folds", 2, "Folds (split by source image).")
 flags.DEFINE_integer("calibration", 200, "Calibration inputs per fold at most.")
-flags.DEFINE_float("finetune_seconds", 60.0, "finetune_quantized's max_seconds.")
-flags.DEFINE_integer("jobs", 2, "Models measured at once (each in its own child process).")
+flags.DEFINE_float("finetune_seconds", 30.0, "finetune_quantized's max_seconds.")
+flags.DEFINE_integer("jobs", 4, "Child processes at once (each heavy method has its own; a "
+                     "model's light methods share one).")
 flags.DEFINE_string("out", "benchmarks/results/ptq.json", "Output JSON.")
 flags.DEFINE_string("child", "", "Internal: run the methods of this model, write lines here.")
 
@@ -84,7 +94,6 @@ def _methods() -> dict:
     out = {"int8": Method("int8")}
     for ranges in ("mse", "percentile"):
         out[f"int8 ranges={ranges}"] = Method("int8", {"activation_ranges": ranges})
-    out["int8 equalize+bias"] = Method("int8", recovery=("equalize", "correct_bias"))
     out["int8 recovery"] = Method("int8", recovery=True)
     out["int8 finetune"] = Method("int8", finetune=True)
     for algorithm in ALGORITHMS:
@@ -122,8 +131,10 @@ def unavailable(method: Method) -> Optional[str]:
                 algorithm):
             return f"{algorithm} does not apply to {method.mode}" + (
                 f" ({rule.why})" if rule is not None and rule.why else "")
-    if method.recovery is not None and method.mode not in modes.recoverable():
-        return f"convert(recovery=...) does not take mode {method.mode!r}"
+    if method.recovery is not None:
+        import tfcompress.training.finetune as finetune
+        if method.mode not in set(modes.recoverable()) | set(getattr(finetune, "MODES", ())):
+            return f"convert(recovery=...) does not take mode {method.mode!r}"
     if method.finetune:
         if not hasattr(tfcompress, "finetune_quantized"):
             return "tfcompress.finetune_quantized is missing"
@@ -285,33 +296,59 @@ def summarize(row: dict) -> dict:
     return out
 
 
-def run_model(name: str, methods: list, cache: str) -> dict:
-    """Each available method of ``methods`` on ``name``, in child processes (a new one after a
-    crash). A method that crashed is run once more with TF's oneDNN kernels off
-    (``TF_ENABLE_ONEDNN_OPTS=0``, read when TensorFlow loads): its figures then carry the
-    crash (``crashed_with_onednn``)."""
-    rows = _run_children(name, methods, cache, {m: {"not available": why} for m in methods
-                                                if (why := unavailable(METHODS[m]))})
+def heavy(method: str) -> bool:
+    """Methods that take minutes (recovery, fine-tuning, the mixed search): each runs in a
+    child process of its own, beside the others."""
+    m = METHODS[method]
+    return m.recovery is True or m.finetune or m.mode == "mixed_a16w8"
+
+
+def tasks(name: str, methods: list) -> list:
+    """(model, methods) units of work: each heavy method alone, the light ones in two groups
+    (8-bit and 4-bit weights)."""
+    light = [[m for m in methods if not heavy(m) and METHODS[m].weight_bits == bits]
+             for bits in (8, 4)]
+    return [(name, chunk) for chunk in light if chunk] + [(name, [m]) for m in methods
+                                                          if heavy(m)]
+
+
+def run_task(name: str, methods: list, lines: str) -> dict:
+    """``methods`` of ``name`` in child processes (a new one after a crash). A method that
+    crashed is run once more with TF's oneDNN kernels off (``TF_ENABLE_ONEDNN_OPTS=0``, read
+    when TensorFlow loads): its figures then carry the crash (``crashed_with_onednn``)."""
+    rows = _run_children(name, methods, lines, {})
     crashed = [m for m in methods if "crashed" in rows[m]]
     if crashed:
-        again = _run_children(name, crashed, cache, {}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+        again = _run_children(name, crashed, lines, {}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
         for m in crashed:
             if "crashed" not in again[m]:
                 rows[m] = {**again[m], "crashed_with_onednn": rows[m]["crashed"]}
     return rows
 
 
-def _run_children(name: str, methods: list, cache: str, rows: dict,
+def _crash(rc: int, stderr: str) -> str:
+    """The signal, what the C library said and the innermost frame of ours (faulthandler)."""
+    text = open(stderr).read().splitlines()
+    how = f"{signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+    said = [s.strip() for s in text if re.search(r"corrupt|free\(\)|invalid pointer|invalid size",
+                                                  s)]
+    where = [re.sub(r'.*File ".*?/((tfcompress|benchmarks)/[^"]+)", line (\d+) in (\w+)',
+                    r"\1:\3 \4", s) for s in text
+             if re.search(r'File ".*/(tfcompress|benchmarks)/', s)]
+    return how + (f" ({said[-1][:80]})" if said else "") + (f" in {where[0]}" if where else "")
+
+
+def _run_children(name: str, methods: list, lines: str, rows: dict,
                   env: Optional[dict] = None) -> dict:
     pending = [m for m in methods if m not in rows]
-    lines = os.path.join(cache, f"{name}.lines")
+    stderr = lines + ".stderr"
     while pending:
         if os.path.exists(lines):
             os.remove(lines)
-        stderr = os.path.join(cache, f"{name}.stderr")
         with open(stderr, "w") as err:
-            rc = subprocess.run([sys.executable, __file__, f"--child={lines}",
-                                 f"--models={name}", f"--methods={','.join(pending)}",
+            rc = subprocess.run([sys.executable, "-X", "faulthandler", __file__,
+                                 f"--child={lines}", f"--models={name}",
+                                 f"--methods={','.join(pending)}",
                                  f"--folds={FLAGS.folds}", f"--calibration={FLAGS.calibration}",
                                  f"--finetune_seconds={FLAGS.finetune_seconds}"],
                                 stdout=subprocess.DEVNULL, stderr=err,
@@ -324,14 +361,11 @@ def _run_children(name: str, methods: list, cache: str, rows: dict,
             else:
                 rows[entry["method"]] = summarize(entry["row"])
                 started = None
-        done = [m for m in pending if m in rows]
         if rc != 0:
-            tail = [s for s in open(stderr).read().splitlines() if s.strip()][-1:] or [""]
-            how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
-            crashed = started or (pending[len(done)] if len(done) < len(pending) else None)
+            crashed = started or next((m for m in pending if m not in rows), None)
             if crashed is None:
                 break
-            rows[crashed] = {"crashed": f"{how}: {tail[0][:200]}"}
+            rows[crashed] = {"crashed": _crash(rc, stderr)}
         pending = [m for m in pending if m not in rows]
     return {m: rows[m] for m in methods}
 
@@ -343,7 +377,8 @@ def _cell(stat: dict) -> str:
 def table(results: dict) -> str:
     lines = []
     for name, part in results["models"].items():
-        lines += [f"\n{name} ({part['source']}; {part['inputs']}; {part['seconds']:.0f} s)",
+        lines += [f"\n{name} ({part['source']}; {part['inputs']}; {part['seconds']:.0f} s in "
+                  "child processes)",
                   "| method | agreement min / median / max | R^2 (regression outputs, median) "
                   "| seconds (median) | bytes |", "|---|---|---|---|---|"]
         for method, row in part["methods"].items():
@@ -374,25 +409,41 @@ def main(argv) -> None:
                "calibration": FLAGS.calibration, "finetune_seconds": FLAGS.finetune_seconds,
                "platform": platform.platform(), "cpus": os.cpu_count(), "models": {}}
     begin, lock = time.perf_counter(), threading.Lock()
-
-    def one(name: str) -> None:
+    parts = {}
+    for name in FLAGS.models:
         spec = real_model(name, cache)
+        x, groups = spec.inputs()  # (digits_cnn: trained here, once, before the children)
+        if name == "digits_cnn":
+            spec.load()
+        rows = {m: {"not available": why} for m in methods
+                if (why := unavailable(METHODS[m]))}
+        parts[name] = {"source": spec.source,
+                       "inputs": f"{len(x)} inputs from {len(set(groups))} sources",
+                       "outputs": [list(o) for o in spec.outputs], "seconds": 0.0,
+                       "methods": rows}
+    work = [t for name in FLAGS.models
+            for t in tasks(name, [m for m in methods if m not in parts[name]["methods"]])]
+    work.sort(key=lambda t: heavy(t[1][0]))  # every model's light methods first
+
+    def one(index: int) -> None:
+        name, chunk = work[index]
         start = time.perf_counter()
-        x, groups = spec.inputs()
-        rows = run_model(name, methods, cache)
+        rows = run_task(name, chunk, os.path.join(cache, f"{name}.{index}.lines"))
         with lock:
-            results["models"][name] = {
-                "source": spec.source,
-                "inputs": f"{len(x)} inputs from {len(set(groups))} sources",
-                "outputs": [list(o) for o in spec.outputs],
-                "seconds": time.perf_counter() - start, "methods": rows}
-            results["models"] = {m: results["models"][m] for m in FLAGS.models
-                                 if m in results["models"]}
+            part = parts[name]
+            part["methods"].update(rows)
+            part["seconds"] += time.perf_counter() - start
+            results["models"] = {m: {**parts[m], "methods": {
+                k: parts[m]["methods"][k] for k in methods if k in parts[m]["methods"]}}
+                for m in FLAGS.models}
             results["seconds"] = time.perf_counter() - begin
             _io.write_text(FLAGS.out, json.dumps(results, indent=1))
 
     with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
-        list(pool.map(one, FLAGS.models))
+        list(pool.map(one, range(len(work))))
+    if not work:
+        results["models"], results["seconds"] = parts, time.perf_counter() - begin
+        _io.write_text(FLAGS.out, json.dumps(results, indent=1))
     shutil.rmtree(cache, ignore_errors=True)
     print(table(results))
     print(f"\n{results['seconds']:.0f} s; written to {FLAGS.out}")
