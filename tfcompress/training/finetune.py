@@ -144,7 +144,8 @@ def finetune_quantized(
                     learning_rate=learning_rate, patience=patience, augment=augment,
                     max_seconds=max_seconds, seed=seed, begin=begin)
     _sync_weight_ranges(student, x_train[:1])
-    result = student if target.weight_bits == 8 else _deployable(student, base)
+    result = _named_like(student, teacher) if target.weight_bits == 8 \
+        else _deployable(student, base)
     report.update(mode=mode, samples={"train": len(x_train), "held_out": len(x_held)},
                   seconds=round(time.perf_counter() - begin, 2))
     logging.info("finetune_quantized %s: held-out agreement %s -> %s, %d epochs, %.1f s", mode,
@@ -304,6 +305,18 @@ def _sync_weight_ranges(student: keras.Model, x: np.ndarray) -> None:
     student(x, training=True)
     for v, value in zip(ema, kept):
         v.assign(value)
+
+
+def _named_like(student: keras.Model, teacher: keras.Model) -> keras.Model:
+    """``student`` with the teacher's output names (tfmot names its output layers
+    ``quant_<name>``; the flatbuffer's signature, and whoever reads outputs by name, keeps
+    the model's): an identity layer of each name after each output, where they differ."""
+    if list(student.output_names) == list(teacher.output_names):
+        return student
+    outputs = [keras.layers.Activation("linear", name=name)(out)
+               for name, out in zip(teacher.output_names, tf.nest.flatten(student.outputs))]
+    return keras.Model(student.inputs, outputs if len(outputs) > 1 else outputs[0],
+                       name=student.name)
 
 
 def _deployable(student: keras.Model, base: keras.Model) -> keras.Model:
