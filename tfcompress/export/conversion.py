@@ -303,7 +303,8 @@ def convert(
         recovered = recovery_lib.recover(source, x_cal, steps=ptq,
                                          **(modes.recovery_settings(mode) if spec.grid else {}))
         if "finetune" in steps:  # from the recovered (or BatchNorm-folded) weights
-            tuned = finetune_lib.finetune_quantized(user_model, x_cal, mode, start=recovered)
+            tuned = finetune_lib.finetune_quantized(user_model, x_cal, mode, start=recovered,
+                                                    max_seconds=60.0)  # recovery stays bounded
         source = recovered if ptq else source
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
