@@ -419,13 +419,13 @@ def _adaround(model, section, ctx):
 def _finetune_quantized(model, section, ctx):
     """Label-free quantization-aware fine-tuning for ``section.mode`` (the model before it is
     the teacher; training images without their labels; from equalized weights unless
-    ``equalize`` is off); convert with the same mode: int8 gets the QAT model, the int4 modes a
-    float model on the int4 grid."""
+    ``equalize`` is off; ``learning_rate`` 0: the mode's default); convert with the same mode:
+    int8 gets the QAT model, the int4 modes a float model on the int4 grid."""
     before = ctx.accuracy(model)
     out = finetune.finetune_quantized(
         model, _calibration(ctx, section.samples), section.mode,
         start=equalization.equalize(model) if section.equalize else None,
-        epochs=section.epochs, learning_rate=section.learning_rate)
+        epochs=section.epochs, learning_rate=section.learning_rate or None)
     report = out.finetune
     ctx.stats["finetune_quantized"] = {
         "mode": section.mode, "accuracy_before": before, "accuracy_after": ctx.accuracy(out),
@@ -437,7 +437,7 @@ def _finetune_quantized(model, section, ctx):
 # The order here is the order the search chains stages in.
 STAGES: dict[str, Stage] = {
     "distill": Stage(_distill, dict(
-        student="digits_cnn", width=0.25, alpha=0.1, temperature=4.0, epochs=15,
+        student="digits_cnn", width=0.25, alpha=0.5, temperature=2.0, epochs=15,
         learning_rate=0.0, hints="", hint_weight=1.0, precompute=True, scratch=False)),
     "prune_blocks": Stage(_prune_blocks, dict(
         fraction=0.25, n=0, criterion="loss", max_macs_ratio=0.0, unit="residual",
@@ -463,5 +463,5 @@ STAGES: dict[str, Stage] = {
                                     samples=512, iterations=300)),
     # Label-free QAT: last too (it may start from the recovered weights); same mode at convert.
     "finetune_quantized": Stage(_finetune_quantized, dict(
-        mode="int8", samples=256, epochs=12, learning_rate=1e-4, equalize=True), suffix=".h5"),
+        mode="int8", samples=256, epochs=12, learning_rate=0.0, equalize=True), suffix=".h5"),
 }

