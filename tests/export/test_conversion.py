@@ -257,3 +257,21 @@ def test_recovery_is_kept_only_where_validation_agrees(trained_cnn, digits):
     assert kept_agreement >= plain_agreement
     recovered = conversion_info(fb)["facts"].get("recovery")
     assert (recovered == ["adaround"]) == (check["kept"] == "recovered")
+
+
+def test_recovery_true_skips_label_free_qat_where_tfmot_cannot_train_a_layer():
+    """PReLU (MTCNN's activation) has no tfmot 8-bit config: recovery=True still recovers and
+    converts, and its facts say the fine-tuning candidate was skipped and why; asking for the
+    fine-tuning explicitly stays an error."""
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = L.PReLU(shared_axes=[1, 2], name="prelu")(L.Conv2D(8, 3, name="conv")(inputs))
+    model = keras.Model(inputs, L.Dense(3, activation="softmax", name="probs")(
+        L.GlobalAveragePooling2D()(x)))
+    x_cal = np.random.default_rng(0).random((32, 8, 8, 1), np.float32)
+    facts = conversion_info(convert(model, "int8", representative_data=x_cal,
+                                    recovery=True))["facts"]
+    assert "PReLU" in facts["recovery_skipped"]
+    assert set(facts["recovery_check"]["validation"]) == {"min_max", "recovered"}
+    with pytest.raises(errors.ModelError, match="PReLU"):
+        convert(model, "int8", representative_data=x_cal, recovery=("finetune",))

@@ -292,7 +292,7 @@ def convert(
     qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
     steps = _recovery_steps(recovery, mode, source, qat, representative_data,
                             plain=source is user_model)
-    float_source, tuned, check = source, None, None
+    float_source, tuned, check, skipped = source, None, None, None
     if steps:
         x_cal = np.concatenate([s[0] for s in representative(
             representative_data, input_shape, representative_samples, dtype)()])
@@ -303,8 +303,14 @@ def convert(
         recovered = recovery_lib.recover(source, x_cal, steps=ptq,
                                          **(modes.recovery_settings(mode) if spec.grid else {}))
         if "finetune" in steps:  # from the recovered (or BatchNorm-folded) weights
-            tuned = finetune_lib.finetune_quantized(user_model, x_cal, mode, start=recovered,
-                                                    max_seconds=60.0)  # recovery stays bounded
+            try:
+                tuned = finetune_lib.finetune_quantized(user_model, x_cal, mode, start=recovered,
+                                                        max_seconds=60.0)  # stays bounded
+            except errors.ModelError as e:  # e.g. a layer tfmot cannot train (PReLU)
+                if recovery is not True or not ptq:
+                    raise
+                skipped = f"finetune: {e}"
+                logging.warning("recovery=True: label-free QAT skipped (%s)", e)
         source = recovered if ptq else source
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
@@ -337,6 +343,8 @@ def convert(
                  "finetuned": steps}[kept]
     if steps:
         facts["recovery"] = list(steps)
+    if skipped:
+        facts["recovery_skipped"] = skipped
     left = left_alone(flatbuffer, source) if mode not in ("float32", "float16") else []
     if left:
         facts["left_alone"] = left
