@@ -13,7 +13,8 @@ Models:
                 regresses 5 landmarks. The wheel ships only weights (``mtcnn/assets/weights/
                 *.lz4``: joblib pickles in LZ4 frames); the architecture is rebuilt here as a
                 functional tf_keras model (the wheel's ``mtcnn/network/*.py``, layer by layer),
-                and the weights are read as data: LZ4 decoded in Python, the pickle read by an
+                and the weights are read as data: LZ4 decoded by the ``lz4`` package (the
+                ``benchmarks`` extra), the pickle read by an
                 unpickler that builds numpy arrays and refuses every other class.
 
 Inputs (scikit-image's wheel, ``skimage/data``): ``lfw_subset.npy`` (200 25x25 gray images of
@@ -28,7 +29,6 @@ import glob
 import io
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import zipfile
@@ -66,56 +66,6 @@ def wheel_file(package: str, member: str) -> str:
 
 
 # ---------------------------------------------------------------- safe reading of mtcnn's weights
-
-def _length(block: bytes, i: int, n: int) -> tuple:
-    """An LZ4 sequence length: 15 in the token continues in bytes until one below 255."""
-    if n == 15:
-        while True:
-            n += block[i]
-            i += 1
-            if block[i - 1] != 255:
-                break
-    return n, i
-
-
-def _lz4_frame(data: bytes) -> bytes:
-    """Decodes an LZ4 frame (the format of joblib's ``.lz4`` files), linked blocks included."""
-    if data[:4] != b"\x04\x22\x4d\x18":
-        raise ValueError("not an LZ4 frame")
-    flags, pos, out = data[4], 7, bytearray()
-    pos += 8 if flags & 0x08 else 0  # content size
-    pos += 4 if flags & 0x01 else 0  # dictionary id
-    while True:
-        size, = struct.unpack_from("<I", data, pos)
-        pos += 4
-        if size == 0:
-            return bytes(out)
-        raw, size = size & 0x80000000, size & 0x7FFFFFFF
-        block = data[pos:pos + size]
-        pos += size + (4 if flags & 0x10 else 0)  # block checksum
-        if raw:
-            out += block
-            continue
-        i = 0
-        while i < len(block):
-            token = block[i]
-            i += 1
-            n, i = _length(block, i, token >> 4)
-            out += block[i:i + n]
-            i += n
-            if i >= len(block):
-                break
-            offset = block[i] | block[i + 1] << 8
-            i += 2
-            m, i = _length(block, i, token & 15)
-            m += 4
-            start = len(out) - offset
-            if offset >= m:
-                out += out[start:start + m]
-            else:
-                for k in range(m):
-                    out.append(out[start + k])
-
 
 class _ArrayWrapper:
     """Stands for joblib's NumpyArrayWrapper: its state says shape, dtype and order; the
@@ -164,11 +114,17 @@ class _ArraysOnly(pickle._Unpickler):  # the pure-Python unpickler: its BUILD ca
     dispatch[pickle.BUILD[0]] = load_build
 
 
-def joblib_arrays(path: str) -> list:
-    """The numpy arrays of a joblib ``.lz4`` pickle, read without running its code."""
-    with open(path, "rb") as f:
-        raw = _lz4_frame(f.read())
+def pickled_arrays(raw: bytes) -> list:
+    """The numpy arrays of a joblib pickle, read without running its code."""
     return _ArraysOnly(io.BytesIO(raw)).load()
+
+
+def joblib_arrays(path: str) -> list:
+    """The numpy arrays of a joblib ``.lz4`` pickle (an LZ4 frame), read without running code."""
+    import lz4.frame  # the benchmarks' extra (setup.cfg)
+
+    with open(path, "rb") as f:
+        return pickled_arrays(lz4.frame.decompress(f.read()))
 
 
 # ---------------------------------------------------------------- models
