@@ -8,9 +8,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 from ptq_models import logits, mixed_model, tiny_model, trained_tiny
 
+import helpers
 import tfcompress
 from tfcompress import errors, keras
 from tfcompress.ptq import grids
@@ -18,32 +18,12 @@ from tfcompress.ptq.rounding import adaround, correct_bias, linear
 from tfcompress.export.modes import recovery_settings as for_mode
 from tfcompress.ptq.recovery import recover
 
-_INT_TYPES = {9: np.int8, 17: "int4"}  # schema TensorType INT8, INT4
 
 
 @pytest.fixture(scope="module")
 def trained(digits):
     (x, y), _ = digits
     return trained_tiny(x, y)
-
-
-def _flatbuffer_integers(flatbuffer: bytes) -> list:
-    """Every constant int8/int4 tensor of the flatbuffer's main graph as an int array."""
-    model = tfl_utils.read_model(flatbuffer)
-    out = []
-    for tensor in model.subgraphs[0].tensors:
-        data = model.buffers[tensor.buffer].data
-        kind = _INT_TYPES.get(tensor.type)
-        if kind is None or data is None or len(data) == 0 or len(tensor.shape) < 2:
-            continue
-        raw = np.frombuffer(bytes(data), np.uint8)
-        if kind == "int4":  # two per byte, low nibble first, two's complement
-            nibbles = np.stack([raw & 0xF, raw >> 4], axis=-1).reshape(-1).astype(np.int32)
-            values = np.where(nibbles >= 8, nibbles - 16, nibbles)[:int(np.prod(tensor.shape))]
-        else:
-            values = raw.view(np.int8).astype(np.int32)
-        out.append(values.reshape(tensor.shape))
-    return out
 
 
 def _tflite_layout(kind: str, attr: str, q: np.ndarray) -> np.ndarray:
@@ -72,14 +52,6 @@ def _learned_integers(model, bits: int) -> dict:
     return out
 
 
-def _assert_deployed(learned: dict, deployed: list) -> None:
-    for key, q in learned.items():
-        same_shape = [d for d in deployed if d.shape == q.shape]
-        assert same_shape, (key, q.shape, [d.shape for d in deployed])
-        best = max(float(np.mean(d == q)) for d in same_shape)
-        assert best == 1.0, f"{key}: {best:.4f} of the integers as learned"
-
-
 @pytest.mark.parametrize("mode", ["int8", "int16x8"])
 def test_int8_learned_integers_are_deployed(trained, digits, mode):
     (x, _), _ = digits
@@ -87,7 +59,7 @@ def test_int8_learned_integers_are_deployed(trained, digits, mode):
     learned = _learned_integers(model, 8)
     assert len(learned) == 7  # conv, dw, sep (2 kernels), conv2, dense, logits
     flatbuffer = tfcompress.convert(model, mode, representative_data=x)
-    _assert_deployed(learned, _flatbuffer_integers(flatbuffer))
+    helpers.assert_deployed(learned, helpers.flatbuffer_integers(flatbuffer))
 
 
 def test_layer_maths_match_keras(digits):
@@ -171,7 +143,7 @@ def test_recovery_passes_squeeze_excite_concat_transpose_conv1d(digits, mode):
         {"up"} if mode == "int8" else set())
     learned = _learned_integers(recovered, settings["bits"])
     flatbuffer = tfcompress.convert(recovered, mode, representative_data=x)
-    _assert_deployed(learned, _flatbuffer_integers(flatbuffer))
+    helpers.assert_deployed(learned, helpers.flatbuffer_integers(flatbuffer))
 
 
 def test_int4_learned_integers_are_deployed(trained, digits):
@@ -181,7 +153,7 @@ def test_int4_learned_integers_are_deployed(trained, digits):
     assert set(k[0] for k in learned) == {"conv", "sep", "conv2", "dense", "logits"}
     assert ("sep", "depthwise_kernel") not in learned  # DEPTHWISE_CONV_2D stays float at int4
     flatbuffer = tfcompress.convert(model, "dynamic_wi4")
-    _assert_deployed(learned, _flatbuffer_integers(flatbuffer))
+    helpers.assert_deployed(learned, helpers.flatbuffer_integers(flatbuffer))
 
 
 def test_adaround_error_below_round_to_nearest(trained, digits, tmp_path):

@@ -4,14 +4,12 @@ below plain PTQ, and bad input is one clear line."""
 
 import numpy as np
 import pytest
-from litert_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 
+import helpers
 import tfcompress
 from tfcompress import errors, keras
 from tfcompress.export.validation import predict
 from tfcompress.training import finetune, qat_int4
-
-_INT_TYPES = {9: "int8", 17: "int4"}  # schema TensorType INT8, INT4
 
 
 @pytest.fixture(scope="module")
@@ -34,36 +32,9 @@ def tiny(digits):
     return model
 
 
-def _integers(flatbuffer: bytes) -> list:
-    """Every constant int8/int4 tensor (rank >= 2) of the main graph as an int array."""
-    model = tfl_utils.read_model(flatbuffer)
-    out = []
-    for tensor in model.subgraphs[0].tensors:
-        data = model.buffers[tensor.buffer].data
-        kind = _INT_TYPES.get(tensor.type)
-        if kind is None or data is None or len(data) == 0 or len(tensor.shape) < 2:
-            continue
-        raw = np.frombuffer(bytes(data), np.uint8)
-        if kind == "int4":  # two per byte, low nibble first, two's complement
-            nibbles = np.stack([raw & 0xF, raw >> 4], axis=-1).reshape(-1).astype(np.int32)
-            values = np.where(nibbles >= 8, nibbles - 16, nibbles)[:int(np.prod(tensor.shape))]
-        else:
-            values = raw.view(np.int8).astype(np.int32)
-        out.append(values.reshape(tensor.shape))
-    return out
-
-
 def _layout(q: np.ndarray) -> np.ndarray:
     """Keras kernel integers in the flatbuffer's layout (HWIO -> OHWI, dense IO -> OI)."""
     return q.T if q.ndim == 2 else q.transpose(3, 0, 1, 2)
-
-
-def _assert_deployed(learned: dict, deployed: list) -> None:
-    for name, q in learned.items():
-        same = [d for d in deployed if d.shape == q.shape]
-        assert same, (name, q.shape, [d.shape for d in deployed])
-        best = max(float(np.mean(d == q)) for d in same)
-        assert best == 1.0, f"{name}: {best:.4f} of the integers as learned"
 
 
 def test_int8_learned_integers_are_deployed(tiny, digits):
@@ -82,7 +53,7 @@ def test_int8_learned_integers_are_deployed(tiny, digits):
         learned[inner.name] = _layout(np.rint(w / scale).astype(np.int32))
     assert len(learned) == 3  # both convolutions (the ReLU layer fused) and the dense layer
     flatbuffer = tfcompress.convert(student, "int8")
-    _assert_deployed(learned, _integers(flatbuffer))
+    helpers.assert_deployed(learned, helpers.flatbuffer_integers(flatbuffer))
 
 
 @pytest.mark.parametrize("mode", ["dynamic_wi4", "static_wi4_ai8"])
@@ -101,7 +72,7 @@ def test_int4_learned_integers_are_deployed(tiny, digits, mode):
             learned[layer.name] = _layout(q)
     assert len(learned) == 3
     flatbuffer = tfcompress.convert(model, mode, representative_data=x[:64])
-    _assert_deployed(learned, _integers(flatbuffer))
+    helpers.assert_deployed(learned, helpers.flatbuffer_integers(flatbuffer))
 
 
 def test_agreement_not_below_plain_ptq(tiny, digits):

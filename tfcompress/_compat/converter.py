@@ -17,13 +17,12 @@ mlir_quantize`` is the call the converter then makes with them. ``tensor_ranges`
 import contextlib
 import re
 
-import flatbuffers
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert import schema_py_generated as _schema
 from tensorflow.lite.python import convert as _convert  # TF 2.21
 from tensorflow.lite.python.convert_phase import ConverterError  # TF 2.21
 
+import tfcompress._compat.schema as _schema_lib
 from tfcompress import errors
 
 # (pattern in the converter's message, hint)
@@ -97,19 +96,9 @@ def quantize_calibrated(calibrated: bytes, io_type: str = "float32") -> bytes:
     return _convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype)
 
 
-def _unpacked(content: bytes):
-    model = _schema.ModelT.InitFromPackedBuf(content, 0)
-    for buffer in model.buffers:  # data stored after the flatbuffer (offset, size): inline it
-        if buffer.offset > 1:
-            buffer.data = np.frombuffer(content, np.uint8, count=buffer.size,
-                                        offset=buffer.offset).copy()
-            buffer.offset = buffer.size = 0
-    return model
-
-
 def tensor_ranges(calibrated: bytes) -> dict:
     """{tensor index: (min, max)} of the main graph's calibrated tensors (one range each)."""
-    graph = _unpacked(calibrated).subgraphs[0]
+    graph = _schema_lib.unpacked(calibrated).subgraphs[0]
     out = {}
     for index, tensor in enumerate(graph.tensors):
         q = tensor.quantization
@@ -120,12 +109,10 @@ def tensor_ranges(calibrated: bytes) -> dict:
 
 def with_ranges(calibrated: bytes, ranges: dict) -> bytes:
     """The calibrated model with ``{tensor index: (min, max)}`` as those tensors' ranges."""
-    model = _unpacked(calibrated)
+    model = _schema_lib.unpacked(calibrated)
     graph = model.subgraphs[0]
     for index, (low, high) in ranges.items():
         q = graph.tensors[index].quantization
         q.min = np.array([low], np.float32)
         q.max = np.array([high], np.float32)
-    builder = flatbuffers.Builder(len(calibrated) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _schema_lib.packed(model, len(calibrated))

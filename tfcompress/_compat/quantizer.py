@@ -116,16 +116,11 @@ def dynamic_batch_rotations(content: bytes) -> bytes:
     ``*_postrotate_shape`` by ``transformations/insert_decomposed_hadamard_rotation.py``) get
     -1 as their first dimension. Other flatbuffers come back unchanged.
     """
-    import flatbuffers
     import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(content, 0)
-    for buffer in model.buffers:  # data stored after the flatbuffer (offset, size): inline it
-        if buffer.offset > 1:
-            buffer.data = np.frombuffer(content, np.uint8, count=buffer.size,
-                                        offset=buffer.offset).copy()
-            buffer.offset = buffer.size = 0
+    import tfcompress._compat.schema as schema
+
+    model = schema.unpacked(content)
     changed = False
     for graph in model.subgraphs:
         for tensor in graph.tensors:
@@ -140,9 +135,7 @@ def dynamic_batch_rotations(content: bytes) -> bytes:
                 changed = True
     if not changed:
         return content
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return schema.packed(model, len(content))
 
 
 def recipe_entry(regex: str, operation: str, bits: int, *, execution: str, block: int,

@@ -8,6 +8,8 @@ reader ``Model.GetRootAsModel`` are reached only here, as small functions.
 import functools
 from typing import Optional
 
+import flatbuffers
+import numpy as np
 from ai_edge_litert import schema_py_generated as _schema
 
 
@@ -46,3 +48,21 @@ def tensor_type_of(flatbuffer: bytes, tensor_name: str) -> Optional[str]:
         if tensor.Name() == name:
             return type_name(tensor.Type())
     return None
+
+
+def unpacked(content: bytes):
+    """The flatbuffer as the schema's object API (``ModelT``), buffers stored after it inline."""
+    model = _schema.ModelT.InitFromPackedBuf(content, 0)
+    for buffer in model.buffers:  # data stored after the flatbuffer (offset, size): inline it
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(content, np.uint8, count=buffer.size,
+                                        offset=buffer.offset).copy()
+            buffer.offset = buffer.size = 0
+    return model
+
+
+def packed(model, size_hint: int = 0) -> bytes:
+    """A ``ModelT`` (from ``unpacked``) written back as a TFLite flatbuffer."""
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
