@@ -121,7 +121,8 @@ def test_recovery_reads_the_grid_from_the_registry(tiny):
     for m in modes.modes():
         if m.grid is not None:
             assert modes.recovery_settings(m.name) == {
-                "bits": m.grid.bits, "activation_bits": m.grid.activation_bits}
+                "bits": m.grid.bits, "activation_bits": m.grid.activation_bits,
+                **({"block": m.grid.block} if m.grid.block else {})}
     assert modes.recovery_settings("int8") == {"bits": 8, "activation_bits": 8}
     assert modes.recovery_settings("dynamic_wi4")["bits"] == 4
     with pytest.raises(errors.ConfigError, match="conversion mode for recovery 'float16'") as e:
@@ -129,6 +130,13 @@ def test_recovery_reads_the_grid_from_the_registry(tiny):
     assert "dynamic_wi4" in str(e.value) and "static_wi8_ai8" not in str(e.value)
     with pytest.raises(errors.ConversionError, match="conversion mode for recovery 'dynamic_wi2'"):
         conversion.convert(model, "dynamic_wi2", recovery=("correct_bias",), representative_data=x)
+    # block-wise int4: bias correction on the block grid, no AdaRound
+    assert modes.recovery_settings("dynamic_wi4_block64") == {
+        "bits": 4, "activation_bits": None, "block": 64}
+    with pytest.raises(errors.ConversionError,
+                       match="recovery step for block-wise mode 'dynamic_wi4_block32' 'adaround'"):
+        conversion.convert(model, "dynamic_wi4_block32", recovery=("adaround",),
+                           representative_data=x)
 
     modes.register(modes.Mode("int4_copy", "quantizer", options=("overrides", "algorithm"),
                               quantizer=modes.Quantizer("dynamic", 4), grid=modes.Grid(4)))

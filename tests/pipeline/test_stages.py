@@ -225,3 +225,18 @@ def test_finetune_quantized_stage_reports_what_it_measured(ctx, bn_model):
     kernel = out.get_layer("conv1").kernel.numpy()
     scale = np.abs(kernel).max(axis=(0, 1, 2)) / 7
     np.testing.assert_allclose(kernel / scale, np.rint(kernel / scale), atol=1e-3)
+
+
+def test_recover_stage_on_a_block_wise_mode_corrects_biases_without_adaround(ctx, bn_model):
+    """The default steps on dynamic_wi4_block32: AdaRound (one scale per channel only) is left
+    out, the Dense kernel lands on the grid ``grids.block_kernels`` names for it."""
+    from tfcompress.ptq import grids
+    section = ctx.config.recover.copy_and_resolve_references()
+    section.mode, section.samples = "dynamic_wi4_block32", 64
+    out = stages.STAGES["recover"].fn(bn_model, section, ctx)
+    assert ctx.stats["recover"]["steps"] == ["equalize", "correct_bias"]
+    layer = out.get_layer("logits")
+    (k,) = grids.block_kernels(layer, 32)
+    w = layer.kernel.numpy()
+    np.testing.assert_array_equal(grids.round_to_nearest(w, 4, k.reduce_axes, k.block), w)
+    assert not np.array_equal(w, bn_model.get_layer("logits").kernel.numpy())

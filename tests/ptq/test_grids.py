@@ -51,3 +51,24 @@ def test_round_to_nearest_is_on_grid_and_unknown_bits_are_an_error():
     assert grids.on_grid(grids.round_to_nearest(w, 8, (0, 1, 2)), 8, (0, 1, 2))
     with pytest.raises(errors.ConfigError, match="weight bits 2"):
         grids.grid(2)
+
+
+def test_block_scale_is_the_quantizers_blockwise_rule_and_keeps_its_integers():
+    """Per block of 32 along the axis: the quantizer's bfloat16-rounded scale; weights rounded
+    onto it come back as the same integers; a block that does not divide is one line."""
+    rng = np.random.default_rng(3)
+    w = (rng.normal(size=(5, 64)) * rng.uniform(0.01, 3.0, (5, 1))).astype(np.float32)
+    blocks = w.reshape(5, 2, 32)
+    _, want = uq.tensor_zp_scale_from_min_max(blocks.min(-1), blocks.max(-1), 4, True,
+                                              qtyping.QuantGranularity.BLOCKWISE_32)
+    got = grids.block_scale(w, 4, 1, 32)
+    np.testing.assert_array_equal(got.reshape(5, 2, 32)[..., 0], want)
+    assert np.unique(got.reshape(5, 2, 32), axis=-1).shape[-1] == 1  # one scale per block
+    placed = grids.round_to_nearest(w, 4, (1,), block=32)
+    q = np.rint(placed / got)
+    assert np.abs(placed / got - q).max() < 1e-4 and np.abs(q).max() == 7
+    np.testing.assert_array_equal(grids.block_scale(placed, 4, 1, 32), got)  # stable
+    np.testing.assert_array_equal(grids.round_to_nearest(w.T, 4, (0,), block=32), placed.T)
+    with pytest.raises(errors.ConfigError, match="block 32 does not divide the 5 weights") as e:
+        grids.block_scale(w, 4, 0, 32)
+    assert "\n" not in str(e.value)

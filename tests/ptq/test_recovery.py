@@ -90,3 +90,39 @@ def test_bad_steps_are_one_line_errors(bn_model):
     with pytest.raises(errors.ConfigError, match="unknown recovery step 'qat'") as e:
         recover(model, x, steps=("equalize", "qat"))
     assert "\n" not in str(e.value) and "adaround" in str(e.value)
+
+
+def test_block_wise_bias_correction_deploys_its_table_and_removes_its_shift():
+    """dynamic_wi4_block32 on a text model whose table rows hold two blocks: the int4 integers
+    of the recovered table and Dense kernel are the flatbuffer's, and the mean output shift the
+    table's rounding leaves (every text averages it in) is smaller than min-max leaves it."""
+    import helpers
+    from model_kinds import SEQ_LEN, VOCAB, _tokens
+    from tfcompress.export.validation import predict
+    from tfcompress.ptq import grids
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SEQ_LEN,), dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(VOCAB, 64, name="emb")(inputs))
+    h = keras.layers.Dense(16, activation="relu", name="dense")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(h))
+    x, y = _tokens(400, 0)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(x[:300], y[:300], epochs=5, batch_size=32, verbose=0)
+    settings = modes.recovery_settings("dynamic_wi4_block32")
+    assert settings["block"] == 32
+    out = recover(model, x[:300], steps=("correct_bias",), **settings)
+    fb = tfcompress.convert(out, "dynamic_wi4_block32")
+    deployed = helpers.flatbuffer_integers(fb)
+    table, kernel = out.get_layer("emb").embeddings.numpy(), out.get_layer("dense").kernel.numpy()
+    helpers.assert_deployed({
+        "emb": np.rint(table / grids.block_scale(table, 4, 1, 32)).astype(np.int32),
+        "dense": np.rint(kernel / grids.block_scale(kernel, 4, 0, 32)).astype(np.int32).T},
+        deployed)
+    reference = model.predict(x[300:], verbose=0).mean(0)
+    plain = predict(tfcompress.convert(model, "dynamic_wi4_block32"), x[300:]).mean(0)
+    corrected = predict(fb, x[300:]).mean(0)
+    assert np.abs(corrected - reference).mean() < np.abs(plain - reference).mean()
+    with pytest.raises(errors.ConfigError, match="block-wise grid .block=32.*'adaround'") as e:
+        recover(model, x[:64], steps=("adaround",), **settings)
+    assert "\n" not in str(e.value) and "correct_bias" in str(e.value)

@@ -238,7 +238,9 @@ def convert(
         recovery: PTQ recovery before quantizing (``tfcompress.ptq.recovery.recover``): True for
             the best this toolkit has for the mode: equalization, AdaRound and bias correction
             for the modes with a weight grid (``modes.recoverable()``: ``int8``, ``int16x8``,
-            ``dynamic`` and the 8- and 4-bit channelwise low-bit modes), and, for the modes of
+            ``dynamic`` and the 8- and 4-bit channelwise low-bit modes; on the block-wise int4
+            modes (``dynamic_wi4_block32``...) equalization and bias correction, the tables of
+            Embedding layers included), and, for the modes of
             ``tfcompress.training.finetune.MODES`` (``int8``, ``dynamic_wi4``,
             ``weight_only_wi4``, ``static_wi4_ai8``), label-free quantization-aware fine-tuning
             from those weights (``finetune_quantized``, the float model as teacher); the
@@ -437,14 +439,18 @@ def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data,
         return ()
     spec = modes.get(mode)
     tunable = mode in finetune_lib.MODES and plain
+    block = spec.grid.block if spec.grid else 0  # block-wise grids: no adaround
     if recovery is True:
-        steps = (recovery_lib.STEPS if spec.grid else ()) + (("finetune",) if tunable else ())
+        steps = (recovery_lib.steps_for(block) if spec.grid else ()) \
+            + (("finetune",) if tunable else ())
     else:
         steps = tuple(recovery)
-    accepted = recovery_lib.STEPS + ("finetune",)
+    accepted = recovery_lib.steps_for(block) + ("finetune",)
     bad = [s for s in steps if s not in accepted]
     if bad:
-        raise errors.ConversionError(errors.unknown("recovery step", bad[0], accepted))
+        raise errors.ConversionError(errors.unknown(
+            "recovery step" + (f" for block-wise mode {mode!r}" if block else ""), bad[0],
+            accepted))
     if not steps or (spec.grid is None and any(s != "finetune" for s in steps)):
         raise errors.ConversionError(errors.unknown(
             "conversion mode for recovery", mode,

@@ -62,18 +62,22 @@ class Grid:
 
     Attributes:
         bits: weight bits (8 or 4).
-        granularity: ``"channel"`` (one symmetric scale per output channel).
+        granularity: ``"channel"`` (one symmetric scale per output channel) or ``"block"``.
         activation_bits: activation bits recovery simulates (8 for full integer), or None for
             float (or int16, whose rounding is negligible) activations.
+        block: the block size of a block-wise grid (``ptq.grids.block_kernels``), else 0.
     """
 
     bits: int
     granularity: str = "channel"
     activation_bits: Optional[int] = None
+    block: int = 0
 
     def recovery_settings(self) -> dict:
-        """``{"bits", "activation_bits"}``: the keyword arguments of ``ptq.recovery.recover``."""
-        return {"bits": self.bits, "activation_bits": self.activation_bits}
+        """``{"bits", "activation_bits"}`` (and ``"block"`` for a block-wise grid): the keyword
+        arguments of ``ptq.recovery.recover``."""
+        return {"bits": self.bits, "activation_bits": self.activation_bits,
+                **({"block": self.block} if self.block else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,15 +139,16 @@ def _quantizer_modes() -> tuple:
         ("static", (8, 4), (0,), (8, 16)),
     )
     # Recovery's grid: the channelwise 8- and 4-bit weights of dynamic and weight-only modes
-    # (ptq.grids matches the quantizer's int4/int8 channelwise scales).
+    # (ptq.grids matches the quantizer's int4/int8 channelwise scales) and the block-wise int4
+    # ones (ptq.grids.block_kernels: bias correction only).
     out = []
     for execution, widths, blocks, activations in table:
         for bits in widths:
             for block in blocks:
                 for act in activations:
                     spec = Quantizer(execution, bits, block, act)
-                    grid = (Grid(bits) if execution != "static" and not block and bits in (8, 4)
-                            else None)
+                    grid = (None if execution == "static" or bits not in (8, 4)
+                            else Grid(bits, "block", block=block) if block else Grid(bits))
                     # int8 activations: "activation_ranges" as the converter's int8 takes it
                     options = _LOWBIT_OPTIONS + (("activation_ranges",) if act == 8 else ())
                     out.append(Mode(spec.name, "quantizer",

@@ -378,12 +378,15 @@ def _recover(model, section, ctx):
     correction is measured against the equalized float model). Not fine-tuned afterwards: that
     would move the weights off the grid; convert with the same mode."""
     before = ctx.accuracy(model)
+    settings = modes.recovery_settings(section.mode)
+    steps = [s for s in section.steps if s in recovery.steps_for(settings.get("block", 0))]
+    if len(steps) < len(section.steps):  # a block-wise grid: bias correction, no AdaRound
+        logging.info("recover: mode %s takes %s", section.mode, ", ".join(steps) or "no step")
     out = recovery.recover(
-        model, _calibration(ctx, section.samples), steps=tuple(section.steps),
+        model, _calibration(ctx, section.samples), steps=tuple(steps),
         relu6=section.relu6, samples=section.samples, iterations=section.iterations,
-        checkpoint_dir=Workdir(ctx.workdir).checkpoints("adaround"),
-        **modes.recovery_settings(section.mode))
-    ctx.stats["recover"] = {"mode": section.mode, "steps": list(section.steps),
+        checkpoint_dir=Workdir(ctx.workdir).checkpoints("adaround"), **settings)
+    ctx.stats["recover"] = {"mode": section.mode, "steps": steps,
                             "accuracy_before": before, "accuracy_after": ctx.accuracy(out),
                             **{f"{k}_seconds": v["seconds"] for k, v in out.recovery.items()}}
     return out

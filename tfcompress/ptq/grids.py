@@ -23,11 +23,20 @@ DepthwiseConv2D, SeparableConv2D (both kernels) and Dense kernel; at 4 bits the 
 policy takes CONV_2D and FULLY_CONNECTED but leaves DEPTHWISE_CONV_2D and TRANSPOSE_CONV in
 float, so the depthwise kernels (also those inside a SeparableConv2D) and the transposed
 convolutions' kernels are not on a grid.
+
+The quantizer's block-wise int4 modes (``dynamic_wi4_block{32,64,128}``) take FULLY_CONNECTED
+and EMBEDDING_LOOKUP only: each block of ``block`` consecutive inputs of an output channel (a
+Dense kernel's axis 0) or of a table's row (an Embedding's axis 1) gets its own scale
+``max|w| / 7`` rounded to a 7-bit mantissa (bfloat16 held as float16:
+``uniform_quantize_tensor.tensor_zp_scale_from_min_max``); a layer whose width the block does
+not divide gets one scale per channel (per row for a table) as ``lowbit.make_recipe`` asks.
+``block_kernels`` and ``round_to_nearest(..., block=)`` follow that grid.
 """
 
 import dataclasses
 from typing import Optional
 
+import ml_dtypes
 import numpy as np
 
 from tfcompress import errors
@@ -85,6 +94,7 @@ class Kernel:
 
     attr: str
     reduce_axes: tuple
+    block: int = 0  # block-wise grid: blocks of this many along the one axis of reduce_axes
 
 
 _CONV = (keras.layers.Conv2D,)
@@ -144,8 +154,45 @@ def on_grid(w: np.ndarray, bits: int, reduce_axes: tuple, tolerance: float = 1e-
                 and np.all(np.abs(r) <= g.qmax + tolerance))
 
 
-def round_to_nearest(w: np.ndarray, bits: int, reduce_axes: tuple) -> np.ndarray:
-    """``w`` rounded to the nearest point of its grid (min-max scale), as float32."""
+def round_to_nearest(w: np.ndarray, bits: int, reduce_axes: tuple, block: int = 0) -> np.ndarray:
+    """``w`` rounded to the nearest point of its grid (min-max scale), as float32; ``block``:
+    the block-wise grid (``block_scale``) along the one axis of ``reduce_axes``."""
     g = grid(bits)
+    if block:
+        s = block_scale(w, bits, reduce_axes[0], block)
+        return g.dequantize(g.integers(w, s), s)
     s = g.scale(w, reduce_axes)
     return g.dequantize(g.integers(w, s), s)
+
+
+def block_scale(w: np.ndarray, bits: int, axis: int, block: int) -> np.ndarray:
+    """The block-wise scales of ``w`` (broadcast to its shape): each run of ``block`` elements
+    along ``axis`` gets ``max|w| / qmax`` (at least 1e-9 / qmax) rounded to a 7-bit mantissa.
+
+    Raises:
+        ConfigError: a block that does not divide the axis, or bits without a grid.
+    """
+    g = grid(bits)
+    w = np.asarray(w, np.float32)
+    if block < 1 or w.shape[axis] % block:
+        raise errors.ConfigError(f"block {block} does not divide the {w.shape[axis]} weights "
+                                 f"along axis {axis}; accepted: a divisor of {w.shape[axis]}")
+    moved = np.moveaxis(w, axis, -1)
+    blocks = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // block, block))
+    bound = np.maximum(np.max(np.abs(blocks), axis=-1, keepdims=True), 1e-9)
+    scale = (bound / g.qmax).astype(ml_dtypes.bfloat16).astype(np.float16).astype(np.float32)
+    scale = np.broadcast_to(scale, blocks.shape).reshape(moved.shape)
+    return np.ascontiguousarray(np.moveaxis(scale, -1, axis))
+
+
+def block_kernels(layer, block: int) -> tuple:
+    """The weights of ``layer`` a block-wise int4 conversion quantizes, with their grid: a Dense
+    kernel (2-D input) in blocks along its input axis, an Embedding table in blocks along a
+    row; one scale per output channel (per row) where ``block`` does not divide the width."""
+    if layer_kind(layer) == "dense":
+        width = layer.kernel.shape[0]
+        return (Kernel("kernel", (0,), block if width % block == 0 else 0),)
+    if isinstance(layer, keras.layers.Embedding):
+        width = layer.embeddings.shape[1]
+        return (Kernel("embeddings", (1,), block if width % block == 0 else 0),)
+    return ()

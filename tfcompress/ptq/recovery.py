@@ -25,6 +25,12 @@ from tfcompress.ptq.equalization import equalize, fold_batchnorm
 STEPS = ("equalize", "adaround", "correct_bias")
 
 
+def steps_for(block: int = 0) -> tuple:
+    """The steps of ``STEPS`` that ``recover`` takes on a grid: all of them per channel; no
+    ``adaround`` on a block-wise grid (``block`` > 0)."""
+    return tuple(s for s in STEPS if not (block and s == "adaround"))
+
+
 def recover(
     model: keras.Model,
     x,
@@ -36,6 +42,7 @@ def recover(
     samples: int = 512,
     iterations: int = 300,
     checkpoint_dir: Optional[str] = None,
+    block: int = 0,
 ) -> keras.Model:
     """Equalization, learned rounding and bias correction, chained.
 
@@ -51,18 +58,24 @@ def recover(
         relu6: ``equalize``'s handling of ReLU6 (``"keep"`` or ``"relu"``).
         samples, iterations: calibration images used, Adam steps per layer (``adaround``).
         checkpoint_dir: ``adaround``'s per-layer checkpoints.
+        block: 0 for one scale per output channel; the block size of the quantizer's
+            block-wise int4 modes, whose grid ``correct_bias`` rounds Dense kernels and
+            Embedding tables onto (``steps_for(block)``: no ``adaround`` there).
 
     Returns:
         A new float model, BatchNormalization folded, kernels on the grid when ``adaround``
         or ``correct_bias`` ran. ``model.recovery`` holds each step's report and seconds.
 
     Raises:
-        ConfigError: an unknown step, bits or relu6 value.
+        ConfigError: an unknown step (or ``adaround`` on a block-wise grid), bits or relu6
+            value.
         DataError: calibration data that is empty or not finite.
     """
-    bad = [s for s in steps if s not in STEPS]
+    bad = [s for s in steps if s not in steps_for(block)]
     if bad:
-        raise errors.ConfigError(errors.unknown("recovery step", bad[0], STEPS))
+        raise errors.ConfigError(errors.unknown(
+            "recovery step" + (f" on a block-wise grid (block={block})" if block else ""),
+            bad[0], steps_for(block)))
     report = {}
     start = time.perf_counter()
     current = equalize(model, relu6=relu6) if "equalize" in steps else fold_batchnorm(model)
@@ -79,7 +92,7 @@ def recover(
     if "correct_bias" in steps:
         start = time.perf_counter()
         current = correct_bias(current, x, bits=bits, reference=reference,
-                               activation_bits=activation_bits, samples=samples)
+                               activation_bits=activation_bits, samples=samples, block=block)
         report["correct_bias"] = {"seconds": time.perf_counter() - start,
                                   "layers": current.bias_correction}
     logging.info("recover (%s, %d bits): %s", ", ".join(s for s in STEPS if s in steps), bits,

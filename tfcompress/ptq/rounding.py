@@ -36,7 +36,7 @@ from absl import logging
 from tfcompress import _io, console, errors
 from tfcompress._compat.keras import keras
 from tfcompress.ptq.equalization import fold_batchnorm
-from tfcompress.ptq.grids import grid, kernels, layer_kind, round_to_nearest
+from tfcompress.ptq.grids import block_kernels, grid, kernels, layer_kind, round_to_nearest
 from tfcompress.ptq.layerwise import walk
 
 _ZETA, _GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
@@ -290,6 +290,7 @@ def adaround(
     activation_bits: Optional[int] = None,
     checkpoint_dir: Optional[str] = None,
     seed: int = 0,
+    block: int = 0,
 ) -> keras.Model:
     """Learned rounding of each layer's kernels onto the grid the conversion at ``bits`` uses.
 
@@ -312,6 +313,8 @@ def adaround(
         checkpoint_dir: where each finished layer's weights are saved (atomically); a rerun
             with the same model, data settings and ``bits`` reuses them.
         seed: seeds the batch sampling.
+        block: 0 (one scale per output channel); block-wise grids are refused here (their
+            scales move with the rounding): ``correct_bias`` takes them.
 
     Returns:
         A new float model (BatchNormalization folded) whose rounded kernels lie exactly on the
@@ -319,9 +322,13 @@ def adaround(
         calibration images) with round-to-nearest and with the learned rounding, and seconds.
 
     Raises:
-        ConfigError: ``bits`` not 8 or 4, an unknown layer name.
+        ConfigError: ``bits`` not 8 or 4, an unknown layer name, a block-wise grid.
         DataError: calibration data that is empty or not finite.
     """
+    if block:
+        raise errors.ConfigError(f"adaround rounds onto one scale per output channel, got "
+                                 f"block={block}; accepted: block=0 (correct_bias takes "
+                                 "block-wise grids)")
     x = _check(x, bits)[:samples]
     reference = fold_batchnorm(model)
     quant = fold_batchnorm(reference)
@@ -347,7 +354,7 @@ def adaround(
 
 def correct_bias(model: keras.Model, x, *, bits: int = 8, reference: Optional[keras.Model] = None,
                  layers: Optional[Sequence[str]] = None, samples: int = 512,
-                 activation_bits: Optional[int] = None) -> keras.Model:
+                 activation_bits: Optional[int] = None, block: int = 0) -> keras.Model:
     """Empirical bias correction: weights on the grid, each output channel's mean shift removed.
 
     Args:
@@ -361,6 +368,10 @@ def correct_bias(model: keras.Model, x, *, bits: int = 8, reference: Optional[ke
         samples: calibration images used at most.
         activation_bits: 8 to include the simulated int8 activations' shift (full-integer
             conversion), None for float activations.
+        block: 0 for the per-channel grids; 32, 64 or 128 for the quantizer's block-wise int4
+            modes (``dynamic_wi4_block32``...): Dense kernels and Embedding tables are rounded
+            onto that grid (``grids.block_kernels``), so the shift a table's rounding leaves in
+            the layers after it (a text model's average of embeddings) is removed too.
 
     Returns:
         A new model (BatchNormalization folded); ``model.bias_correction`` holds each layer's
@@ -374,9 +385,9 @@ def correct_bias(model: keras.Model, x, *, bits: int = 8, reference: Optional[ke
     reference = fold_batchnorm(reference if reference is not None else model)
     quant = fold_batchnorm(model)
     for layer in quant.layers:
-        for k in kernels(layer, bits):
+        for k in (block_kernels(layer, block) if block else kernels(layer, bits)):
             var = getattr(layer, k.attr)
-            var.assign(round_to_nearest(var.numpy(), bits, k.reduce_axes))
+            var.assign(round_to_nearest(var.numpy(), bits, k.reduce_axes, k.block))
     names = [layer.name for layer in quant.layers]
     if layers is not None:
         bad = [n for n in layers if n not in names]
