@@ -18,6 +18,7 @@ from tfcompress.pipeline import stages
 from tfcompress.export.conversion import convert
 from tfcompress.export.validation import predict
 
+import helpers
 import model_kinds
 from tfmot_helpers import accuracy, fit, small_cnn, steps_per_epoch
 
@@ -124,6 +125,40 @@ def test_batchnorm_after_conv_is_folded_not_refused(digits):
     got = predict(convert(qat, "int8"), x_test[:64])
     assert np.max(np.abs(got - want)) < min(0.1, spread.min() / 2)
     assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.9
+
+
+def test_depthwise_kernels_train_and_deploy_per_channel(digits):
+    """A DepthwiseConv2D and a SeparableConv2D (split by tfmot) learn one weight range per
+    channel, and the int8 flatbuffer holds exactly those integers (tfmot's own config learns
+    one range for the kernel: with channels of very different sizes most integers differ)."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(6, 3, padding="same", activation="relu")(inp)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu")(x)
+    x = L.SeparableConv2D(8, 3, activation="relu")(x)
+    model = keras.Model(inp, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+    for layer in model.layers[2:4]:  # channels scaled 0.02x .. 3x
+        w = layer.get_weights()
+        w[0] = w[0] * np.linspace(0.02, 3.0, w[0].shape[2]).reshape(1, 1, -1, 1)
+        layer.set_weights(w)
+    qat = tfcompress.quantize_aware(model)
+    (x_train, y), _ = digits
+    qat.compile(keras.optimizers.Adam(1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x_train[:256], y[:256], batch_size=32, epochs=1, verbose=0)
+    learned = {}
+    for layer in qat.layers:
+        if isinstance(getattr(layer, "layer", None), L.DepthwiseConv2D):
+            named = {w.name.split("/")[-1]: w for w in layer.weights}
+            ranges, kernel = named["depthwise_kernel_max:0"], named["depthwise_kernel:0"].numpy()
+            h, w, c, m = kernel.shape
+            assert ranges.shape == (c * m,)
+            flat = kernel.reshape(1, h, w, c * m)  # the flatbuffer's depthwise filter layout
+            scale = ranges.numpy() / 127.0  # the learned ranges (set before the last step)
+            learned[layer.name] = np.clip(np.rint(flat / scale), -127, 127).astype(np.int32)
+    assert len(learned) == 2
+    helpers.assert_deployed(learned, helpers.flatbuffer_integers(convert(qat, "int8")))
 
 
 def test_unknown_preserve(cnn):

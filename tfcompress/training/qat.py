@@ -29,10 +29,11 @@ _q = tfmot.quantization.keras
 
 
 def scheme(preserve: Optional[str] = None):
-    """tfmot's quantize scheme for ``preserve``: default 8-bit, PQAT, CQAT or PCQAT."""
+    """tfmot's quantize scheme for ``preserve``: default 8-bit (with depthwise kernels per
+    channel, as the converter deploys them), PQAT, CQAT or PCQAT."""
     combine = tfmot.experimental.combine
     if preserve is None:
-        return _q.default_8bit.Default8BitQuantizeScheme()
+        return qat_configs.DepthwisePerChannelScheme()
     if preserve == "sparsity":
         return combine.Default8BitPrunePreserveQuantizeScheme()
     if preserve == "clusters":

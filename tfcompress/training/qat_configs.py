@@ -13,6 +13,13 @@ average), so the TFLite converter reads their ranges as it reads tfmot's:
   makes a Conv1D a CONV_2D);
 - ``Embedding``: the table, one scale (the int8 ``GATHER`` keeps its table's scale);
 - ``LayerNormalization``: its output;
+- ``DepthwiseConv2D``: the depthwise kernel per channel (``in_channels * depth_multiplier``
+  scales, the converter's layout). tfmot's own config learns ranges over the kernel's last axis,
+  the depth multiplier, so it trains one scale for the whole kernel where the converter deploys
+  one per channel: the student learned coarser weights than the min-max conversion it should
+  beat. This config is not annotated on layers (an annotation stops tfmot folding a following
+  BatchNormalization and splitting a SeparableConv2D); ``DepthwisePerChannelScheme`` returns
+  it from the registry instead;
 - ``MultiHeadAttention``: the four projections' kernels (one scale each) and outputs, and the
   attention softmax before and after (as tfmot quantizes a softmax activation). The layer is
   called with several inputs (query, value, ...), which tfmot's wrapper cannot pass on, so
@@ -24,6 +31,7 @@ saves and loads back (``tfcompress.models.load_model``, ``custom_objects_scope``
 
 from typing import Optional
 
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 import tfcompress._compat.attention as _attention
@@ -64,6 +72,32 @@ def _activations(prefix: str = ""):
                           narrow_range=False)
 
 
+@_register
+class DepthwiseKernelQuantizer(_q.quantizers.LastValueQuantizer):
+    """tfmot's 8-bit conv weight quantizer (symmetric, narrow range, last value) with one range
+    per channel of a depthwise kernel ``(h, w, in, multiplier)``: the kernel is fake-quantized
+    as ``(h, w, 1, in * multiplier)``, the layout of the converter's DEPTHWISE_CONV_2D filter,
+    so the converter folds it into per-channel int8 weights."""
+
+    def __init__(self):
+        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    def build(self, tensor_shape, name, layer):
+        channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
+        return {key: layer.add_weight(f"{name}_{key[:3]}", shape=(channels,),
+                                      initializer=keras.initializers.Constant(bound),
+                                      trainable=False)
+                for key, bound in (("min_var", -6.0), ("max_var", 6.0))}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        shape = tf.shape(inputs)
+        flat = tf.reshape(inputs, tf.concat([shape[:2], [1, shape[2] * shape[3]]], 0))
+        return tf.reshape(super().__call__(flat, training, weights, **kwargs), shape)
+
+    def get_config(self) -> dict:
+        return {}
+
+
 class _Stateless(_q.QuantizeConfig):
     """A config with no settings: ``get_config`` is ``{}``; equal configs are equal."""
 
@@ -99,6 +133,46 @@ class Conv1DQuantizeConfig(_Stateless):
 
     def set_quantize_activations(self, layer, quantize_activations) -> None:
         layer.activation = quantize_activations[0]
+
+
+@_register
+class DepthwiseConv2DQuantizeConfig(_Stateless):
+    """DepthwiseConv2D: the kernel per channel, the activation after the convolution."""
+
+    def get_weights_and_quantizers(self, layer) -> list:
+        return [(layer.depthwise_kernel, DepthwiseKernelQuantizer())]
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        return [(layer.activation, _activations())]
+
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        layer.depthwise_kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        layer.activation = quantize_activations[0]
+
+
+class _DepthwisePerChannelRegistry(_q.QuantizeRegistry):
+    """tfmot's 8-bit registry, except DepthwiseConv2D (``DepthwiseConv2DQuantizeConfig``)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def supports(self, layer) -> bool:
+        return self.inner.supports(layer)
+
+    def get_quantize_config(self, layer):
+        if type(layer) is keras.layers.DepthwiseConv2D:
+            return DepthwiseConv2DQuantizeConfig()
+        return self.inner.get_quantize_config(layer)
+
+
+class DepthwisePerChannelScheme(_q.default_8bit.Default8BitQuantizeScheme):
+    """tfmot's default 8-bit scheme (its layout transforms: BatchNormalization folding, the
+    SeparableConv2D split) with depthwise kernels quantized per channel."""
+
+    def get_quantize_registry(self):
+        return _DepthwisePerChannelRegistry(super().get_quantize_registry())
 
 
 @_register
@@ -196,7 +270,8 @@ CONFIGS = {
 """Layer class (exactly: a subclass may hold other weights) -> its QuantizeConfig class."""
 
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
-    *CONFIGS.values(), AttentionQuantizeWrapper)}
+    *CONFIGS.values(), AttentionQuantizeWrapper, DepthwiseConv2DQuantizeConfig,
+    DepthwiseKernelQuantizer)}
 """The classes here by name, for ``custom_object_scope`` (also registered as serializables)."""
 
 
