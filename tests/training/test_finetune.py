@@ -105,3 +105,20 @@ def test_bad_input_is_one_clear_line(tiny, digits):
             call()
         message = str(info.value)
         assert words in message and "\n" not in message, message
+
+
+def test_relu_after_separable_conv_is_quantized_once(digits):
+    """A ReLU layer after a linear SeparableConv2D (mini-Xception's blocks) becomes the layer's
+    activation in the student: one fake quantization after the ReLU, as the converter fuses it
+    (tfmot would otherwise quantize the convolution's output before the ReLU too), same outputs."""
+    (x, _), _ = digits
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.SeparableConv2D(6, 3, padding="same")(inputs)
+    h = keras.layers.Activation("relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h)))
+    fused = finetune._fuse_relu(model)
+    kinds = [type(l).__name__ for l in fused.layers]
+    assert "Activation" not in kinds and fused.layers[1].activation.__name__ == "relu", kinds
+    np.testing.assert_allclose(fused.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0),
+                               atol=1e-6)

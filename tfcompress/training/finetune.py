@@ -180,9 +180,11 @@ def _inputs(model: keras.Model, x) -> np.ndarray:
 
 
 def _fuse_relu(model: keras.Model) -> keras.Model:
-    """A copy where a ReLU layer after a linear Conv2D, DepthwiseConv2D or Dense (its only
-    reader) becomes that layer's activation: same outputs; tfmot 0.8.1's ``LayerReLUQuantize``
-    transform would otherwise drop the layer's weight quantization (NoOp config)."""
+    """A copy where a ReLU layer after a linear Conv2D, DepthwiseConv2D, SeparableConv2D or Dense
+    (its only reader) becomes that layer's activation: same outputs; tfmot 0.8.1's
+    ``LayerReLUQuantize`` transform would otherwise drop the layer's weight quantization (NoOp
+    config), and a separate ReLU after a SeparableConv2D (mini-Xception) is fake-quantized twice,
+    before and after the ReLU, where the converter fuses the ReLU and quantizes once."""
     model = graphs.functional(model)
     graph = graphs.read(model)
     users = graphs.consumers(graph)
@@ -196,7 +198,8 @@ def _fuse_relu(model: keras.Model) -> keras.Model:
             continue
         src = node.inputs[0][0]
         prev = nodes.get(src)
-        if (prev is None or prev.cls not in ("Conv2D", "DepthwiseConv2D", "Dense")
+        if (prev is None or prev.cls not in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D",
+                                             "Dense")
                 or prev.shared or users[src] != [node.name]
                 or prev.config.get("activation", "linear") != "linear"):
             continue
