@@ -27,10 +27,55 @@ def _smoke():
     ({"stages": ("prune_everything",)}, "unknown stage 'prune_everything'"),
     ({"data": {"name": "mnist"}},
      "unknown data.name 'mnist'; accepted: digits, text, keywords, npz, image_folder"),
+    ({"convert": {"options": {"activation_ranges": "widest"}}},
+     "unknown convert.options.activation_ranges 'widest'; accepted: min_max, mse, percentile"),
+    ({"convert": {"modes": ("static_wi8_ai8",), "options": {"algorithm": "gptq"}}},
+     "mode 'static_wi8_ai8': quantizer algorithm 'gptq' does not apply to mode 'static_wi8_ai8'"),
+    ({"convert": {"options": {"ranges": "mse"}}},
+     "unknown recipe field 'convert.options.ranges'; accepted: activation_ranges, algorithm"),
 ])
 def test_bad_recipes_name_the_field(override, message):
-    with pytest.raises(errors.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(errors.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
         recipe.check_config(ConfigDict(override))
+    assert "\n" not in str(e.value)
+
+
+def _activation_scales(flatbuffer) -> dict:
+    """{tensor name: scale} of every op's quantized output (the activations), read back."""
+    import tfcompress._compat.litert as _litert
+
+    interp = _litert.interpreter(flatbuffer, delegates=False)
+    outputs = {t for op in _litert.ops(interp) for t in op["outputs"]}
+    return {d["name"]: float(d["quantization"][0]) for d in interp.get_tensor_details()
+            if d["index"] in outputs and d["quantization"][0] > 0}
+
+
+def test_recipe_convert_options_reach_the_converter(tmp_path):
+    """``convert.options.activation_ranges: "mse"`` in a recipe gives the int8 file the ranges
+    ``convert(..., options=...)`` chooses, read back: not min-max's."""
+    from tfcompress.export.conversion import convert
+
+    keras_model = tfcompress.models.digits_cnn(width=0.25)
+    path = str(tmp_path / "user.keras")
+    tfcompress.models.save_model(keras_model, path)
+    config = _smoke()
+    config.model.path = path
+    config.convert.modes = ("int8",)
+    config.convert.representative_samples = 64
+    config.convert.options = {"activation_ranges": "mse"}
+    config.validate.latency_runs = 0
+    config.validate.compiled_model = ()
+    tfcompress.run_recipe(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "int8.tflite", "rb") as f:
+        got = _activation_scales(f.read())
+    x = recipe.load_data(recipe.check_config(config)).train[0]
+    model = tfcompress.models.load_model(path)
+    by = {m: _activation_scales(convert(model, "int8", representative_data=x,
+                                        representative_samples=64,
+                                        options={"activation_ranges": m}))
+          for m in ("mse", "min_max")}
+    assert got == pytest.approx(by["mse"])
+    assert any(got[k] < 0.99 * by["min_max"][k] for k in got)  # a range shrunk by the choice
 
 
 def test_run_recipe_writes_outputs_and_resumes(tmp_path, monkeypatch):

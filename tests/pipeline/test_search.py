@@ -133,6 +133,28 @@ def test_bad_config_names_the_value(field, value, words):
         check_config(config)
 
 
+def test_recipe_convert_options_reach_each_trials_mode_and_bad_ones_fail_early():
+    """No options dimension: ``recipe.convert.options`` go to each trial's mode that takes them;
+    a space.mode that cannot take them is one line at check time, not a failed trial."""
+    from tfcompress.export.conversion import options_from_section
+
+    config = default_config()
+    config.space.mode = ("int8", "dynamic_wi4")
+    config.recipe.convert.options.algorithm = "octav"
+    config = check_config(config)
+    got = {m: options_from_section(m, trial_recipe(config, {"mode": m}, "/m.keras").convert)
+           for m in config.space.mode}
+    assert got == {"int8": None, "dynamic_wi4": {"algorithm": "octav"}}
+    assert type(got["dynamic_wi4"]) is dict
+    config.space.mode = ("dynamic_wi4", "static_wi8_ai8")
+    config.recipe.convert.options.algorithm = "gptq"
+    with pytest.raises(errors.ConfigError, match="space.mode 'static_wi8_ai8' with recipe.conv"
+                                                 "ert: quantizer algorithm 'gptq' does not apply"
+                       ) as e:
+        check_config(config)
+    assert "\n" not in str(e.value)
+
+
 def test_parse_params():
     assert parse_params("mode=int8, sparsity=0.9,clusters=16") == {
         "mode": "int8", "sparsity": 0.9, "clusters": 16}

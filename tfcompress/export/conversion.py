@@ -27,6 +27,7 @@ from absl import logging
 
 from tfcompress import errors, models, profiling, wrappers
 import tfcompress._compat.litert as _litert
+import tfcompress._compat.quantizer as _quantizer
 import tfcompress.export.recurrent as recurrent
 import tfcompress.tasks as tasks_lib
 from tfcompress._compat.converter import one_line_errors
@@ -111,15 +112,47 @@ def mode_options(mode: str) -> tuple:
     return modes.get(mode).options if mode in modes.names() else ()
 
 
+# A recipe's ``convert.options`` (flat keys, "" unset): option name -> the values accepted.
+# Each mode gets those of them it registered (``Mode.options``); the others ignore them.
+SECTION_OPTIONS = {"algorithm": _quantizer.ALGORITHMS,  # the LiteRT Quantizer's algorithms
+                   "activation_ranges": activation_ranges.METHODS}
+
+
+def section_options(section) -> dict:
+    """The options a recipe's ``convert`` section sets in ``convert.options``, as a plain dict
+    (a nested ConfigDict or dict read into ``{name: str}``; unset ("") keys left out).
+
+    Raises:
+        ConversionError: an unknown key, or a value that option does not accept.
+    """
+    raw = section.get("options") if hasattr(section, "get") else getattr(section, "options", None)
+    raw = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw or {})
+    out = {}
+    for key, value in raw.items():
+        if key not in SECTION_OPTIONS:
+            raise errors.ConversionError(errors.unknown("convert.options key", key,
+                                                        list(SECTION_OPTIONS)))
+        if value in ("", None):
+            continue
+        if value not in SECTION_OPTIONS[key]:
+            raise errors.ConversionError(errors.unknown(f"convert.options.{key}", value,
+                                                        SECTION_OPTIONS[key]))
+        out[key] = str(value)
+    return out
+
+
 def options_from_section(mode: str, section) -> Optional[dict]:
-    """The ``convert(..., options=...)`` a recipe's ``convert`` section gives ``mode``.
+    """The ``convert(..., options=...)`` a recipe's ``convert`` section gives ``mode``: its
+    backend's (``Backend.section_options``) and the ``convert.options`` the mode registered.
 
     Raises:
         ConversionError: a value the mode cannot take.
     """
     spec = modes.get(mode)
     fn = modes.backend(spec).section_options
-    return fn(spec, section) if fn is not None else None
+    out = dict((fn(spec, section) if fn is not None else None) or {})
+    out.update({k: v for k, v in section_options(section).items() if k in spec.options})
+    return out or None
 
 
 def available_modes() -> tuple:

@@ -63,7 +63,8 @@ import tfcompress._compat.schema as _schema
 import tfcompress.export.modes as modes
 import tfcompress.ptq.activation_ranges as activation_ranges_lib
 from tfcompress._compat.litert import load_flatbuffer, verify
-from tfcompress.export.conversion import Request, float32_flatbuffer, representative
+from tfcompress.export.conversion import (Request, float32_flatbuffer, representative,
+                                          section_options)
 
 WIDTHS = (2, 4, 8, 16, 32)  # per-layer widths: int2, int4, int8, float16, float32
 EXECUTIONS = ("dynamic", "weight_only", "static")
@@ -729,7 +730,11 @@ def _convert_mode(req: Request, mode: modes.Mode) -> bytes:
 
 
 def _section_options(mode: modes.Mode, section) -> Optional[dict]:
-    """A recipe's ``convert.overrides`` for a low-bit mode (checked here, before any work)."""
+    """A recipe's ``convert.overrides`` for a low-bit mode, and whether its
+    ``convert.options.algorithm`` applies to the mode (checked here, before any work)."""
+    algorithm = section_options(section).get("algorithm")
+    if algorithm:
+        _check_algorithm(algorithm, mode.name, [])
     parse_overrides(section.overrides)
     return {"overrides": tuple(section.overrides)} if section.overrides else None
 

@@ -50,7 +50,8 @@ import tfcompress.export.mixed as mixed
 import tfcompress.export.modes as modes
 import tfcompress.tasks as tasks_lib
 from tfcompress._compat.litert import load_flatbuffer
-from tfcompress.export.conversion import convert, float32_flatbuffer, representative
+from tfcompress.export.conversion import (convert, float32_flatbuffer, representative,
+                                          section_options)
 from tfcompress.export.validation import predict_outputs
 
 BASE_MODE, WIDE_MODE = "static_wi8_ai8", "static_wi8_ai16"
@@ -244,9 +245,11 @@ def check_options(target=None, tolerance=DEFAULT_TOLERANCE, max_ops=None,
         raise errors.ConversionError(
             f"max_ops={max_ops!r}; accepted: a whole number >= 1 of ops to lift to int16 "
             "activations, or None (no limit)")
-    if algorithm not in lowbit.ALGORITHMS:
-        raise errors.ConversionError(errors.unknown("quantizer algorithm", algorithm,
-                                                    lowbit.ALGORITHMS))
+    fits = [a for a in lowbit.ALGORITHMS if BASE_MODE in lowbit.algorithm_modes(a)]
+    if algorithm not in fits:  # e.g. gptq: the quantizer's static modes have none
+        raise errors.ConversionError(
+            errors.unknown("quantizer algorithm", algorithm, fits)
+            + (" (static modes)" if algorithm in lowbit.ALGORITHMS else ""))
     if ranges not in RANGES:
         raise errors.ConversionError(errors.unknown("activation ranges", ranges, RANGES))
 
@@ -462,4 +465,10 @@ def _mode(req, mode: modes.Mode) -> bytes:
     return result.flatbuffer
 
 
-modes.register_backend(modes.Backend("mixed_activations", _mode, describe=lowbit.layer_rows))
+def _section_options(mode: modes.Mode, section) -> None:
+    """Checks a recipe's ``convert.options.algorithm`` for this mode (before any work)."""
+    check_options(algorithm=section_options(section).get("algorithm") or "min_max")
+
+
+modes.register_backend(modes.Backend("mixed_activations", _mode, section_options=_section_options,
+                                     describe=lowbit.layer_rows))

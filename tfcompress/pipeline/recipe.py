@@ -41,7 +41,8 @@ import tfcompress.pipeline.results as results
 import tfcompress.pipeline.stats as stats_lib
 import tfcompress.tasks as tasks
 from tfcompress._compat.keras import keras
-from tfcompress.export.conversion import available_modes, conversion_info, convert, options_from_section
+from tfcompress.export.conversion import (available_modes, conversion_info, convert, mode_options,
+                                          options_from_section, section_options)
 from tfcompress.keras3 import ensure_keras2
 from tfcompress.pipeline.stages import STAGES, Context
 from tfcompress.pipeline.workdir import Workdir, fingerprint
@@ -80,6 +81,11 @@ def default_config() -> ConfigDict:
         mixed_widths=(2, 4, 8, 16, 32),  # mode "mixed": candidate widths (16 float16, 32 float)
         mixed_max_layers=0,  # mode "mixed": choose widths for the largest N layers (0: all)
         baseline_modes=(),  # with stages: also convert the baseline so, rows "baseline <mode>"
+        # convert(..., options=...) for every mode that takes them ("": the mode's default):
+        options=ConfigDict(dict(
+            algorithm="",  # low-bit and mixed_a16w8 modes: min_max|octav|mse|gptq|oscar|hadamard
+            activation_ranges="",  # int8 and static_*_ai8 modes: min_max | mse | percentile
+        )),
     ))
     c.validate = ConfigDict(dict(
         latency_runs=50, num_threads=1,
@@ -120,11 +126,15 @@ def check_config(config) -> ConfigDict:
            if m not in available_modes()]
     if bad:
         raise errors.ConfigError(errors.unknown("conversion mode", bad[0], available_modes()))
-    for mode in merged.convert.modes:  # each mode checks the convert fields it reads
+    for mode in (None, *merged.convert.modes):  # each mode checks the convert fields it reads
         try:
+            if mode is None:  # convert.options, whichever modes take them
+                section_options(merged.convert)
+                continue
             options_from_section(mode, merged.convert)
         except errors.ConversionError as e:
-            raise errors.ConfigError(f"convert section for mode {mode!r}: {e}") from e
+            raise errors.ConfigError(f"convert section for mode {mode!r}: {e}" if mode
+                                     else f"convert section: {e}") from e
     if merged.data.name not in DATA_NAMES:
         raise errors.ConfigError(errors.unknown("data.name", merged.data.name, DATA_NAMES))
     if merged.data.task:
@@ -464,6 +474,7 @@ def _formats(config, wd: Workdir, splits, baseline, model, task: str = "classifi
     x_val, y_val = splits.validation
     base_test, base_val = predict(baseline_fb, x_test), predict(baseline_fb, x_val)
     made = [("baseline float32", baseline_fb, baseline, None)] if config.stages else []
+    _warn_unused_options(config)
     for mode in config.convert.baseline_modes if config.stages else ():  # e.g. the plain int8
         made.append((f"baseline {mode}", convert(
             baseline, mode, representative_data=splits.train[0],
@@ -503,6 +514,16 @@ def _formats(config, wd: Workdir, splits, baseline, model, task: str = "classifi
         bar.update()
     bar.close()
     return rows
+
+
+def _warn_unused_options(config) -> None:
+    """Says which ``convert.options`` no mode of the recipe takes (they change nothing)."""
+    converted = (*config.convert.modes, *(config.convert.baseline_modes if config.stages else ()))
+    for key, value in section_options(config.convert).items():
+        if not any(key in mode_options(m) for m in converted):
+            logging.warning("convert.options.%s=%r changes nothing: none of the modes %s takes "
+                            "it; modes that do: %s", key, value, ", ".join(converted),
+                            ", ".join(m for m in available_modes() if key in mode_options(m)))
 
 
 def _export_android(config, wd: Workdir, android_dir: str, mode: Optional[str]) -> dict:

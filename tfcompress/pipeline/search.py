@@ -80,7 +80,7 @@ import tfcompress.pipeline.report as report_lib
 import tfcompress.pipeline.sequence_space as sequence_space
 import tfcompress.tasks as tasks
 from tfcompress._compat.litert import load_flatbuffer
-from tfcompress.export.conversion import available_modes
+from tfcompress.export.conversion import available_modes, options_from_section
 from tfcompress.pipeline.stages import STAGES
 from tfcompress.pipeline.workdir import Workdir, fingerprint
 from tfcompress.export.validation import validate
@@ -184,6 +184,11 @@ def check_config(config) -> ConfigDict:
     if bad or not merged.space.mode:
         raise errors.ConfigError(errors.unknown("space.mode", bad[0] if bad else (),
                                                 available_modes()))
+    for mode in (*merged.space.mode, *merged.space.embedding_modes):  # recipe.convert.options
+        try:
+            options_from_section(mode, merged.recipe.convert)
+        except errors.ConversionError as e:
+            raise errors.ConfigError(f"space.mode {mode!r} with recipe.convert: {e}") from e
     for seed in merged.seeds:
         for dim, value in parse_params(seed).items():
             # a mode of space.embedding_modes is searched where the model has an Embedding
