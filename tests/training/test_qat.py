@@ -327,3 +327,125 @@ def test_gru_kept_float_is_refused_in_full_int8_in_one_line():
     with pytest.raises(errors.ConversionError, match=r"^mode 'int8' cannot convert .*gru") as e:
         convert(qat, "int8", representative_data=x, representative_samples=16)
     assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------- PReLU and residuals written as `h + a` (issue 28)
+
+def _op_tensors(flatbuffer: bytes, kind: str) -> list:
+    """For each op of type ``kind``: its (input and output) tensors as dicts of name, stored
+    type, scales, zero points and, for constants, the stored integers."""
+    import tfcompress._compat.quantizer as _quantizer
+    import tfcompress._compat.schema as _schema
+    model = _quantizer.read_model(flatbuffer)
+    graph = model.subgraphs[0]
+
+    def tensor(i):
+        t, q = graph.tensors[i], graph.tensors[i].quantization
+        data = model.buffers[t.buffer].data
+        return {"name": _quantizer.tensor_name(t), "type": _schema.type_name(t.type),
+                "scales": [] if q is None or q.scale is None else list(q.scale),
+                "zero_points": [] if q is None or q.zeroPoint is None else list(q.zeroPoint),
+                "ints": (np.frombuffer(bytes(data), np.int8).astype(np.int32)
+                         if t.type == 9 and data is not None and len(data) else None)}
+
+    return [{"inputs": [tensor(i) for i in op.inputs if i >= 0],
+             "outputs": [tensor(i) for i in op.outputs]}
+            for op in graph.operators if _quantizer.op_type(model, op) == kind]
+
+
+def prelu_model(digits):
+    """Conv2D -> PReLU (one slope per channel, MTCNN's shared_axes) -> pooling -> Dense ->
+    PReLU -> softmax, trained briefly on the digits; slopes start spread over 0.05-0.6."""
+    (x, y), _ = digits
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    slopes = keras.initializers.RandomUniform(0.05, 0.6, seed=0)
+    inputs = keras.Input((8, 8, 1))
+    h = L.PReLU(shared_axes=[1, 2], alpha_initializer=slopes, name="prelu1")(
+        L.Conv2D(8, 3, padding="same", name="conv")(inputs))
+    h = L.Flatten()(L.MaxPooling2D()(h))
+    h = L.PReLU(alpha_initializer=slopes, name="prelu2")(L.Dense(16, name="hidden")(h))
+    model = keras.Model(inputs, L.Dense(10, activation="softmax", name="probs")(h))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    return model
+
+
+def assert_int8_prelus(flatbuffer: bytes, student) -> None:
+    """Both PRELUs of the flatbuffer are int8 (input, slopes, output), their slopes with one
+    scale and zero point 0, the integers those the student trained with (max|alpha| on 127)."""
+    learned = {}
+    for layer in student.layers:
+        if isinstance(getattr(layer, "layer", None), keras.layers.PReLU):
+            assert isinstance(layer.quantize_config, qat_configs.PReLUQuantizeConfig)
+            (alpha,) = [w.numpy().ravel() for w in layer.weights if w.name.endswith("alpha:0")]
+            learned[alpha.size] = np.rint(alpha / (np.abs(alpha).max() / 127)).astype(np.int32)
+    prelus = _op_tensors(flatbuffer, "PRELU")
+    assert len(learned) == len(prelus) == 2, prelus
+    for op in prelus:
+        slopes = op["inputs"][1]
+        assert {t["type"] for t in op["inputs"] + op["outputs"]} == {"int8"}, op
+        assert len(slopes["scales"]) == 1 and slopes["zero_points"] == [0], slopes
+        np.testing.assert_array_equal(slopes["ints"], learned[slopes["ints"].size])
+
+
+def test_prelu_trains_quantize_aware_and_converts_to_int8_prelu(digits):
+    """PReLU (MTCNN's RNet/ONet) trains quantize-aware and converts without calibration data to
+    int8 PRELU ops whose slopes are the integers trained, agreeing with the QAT model."""
+    model = prelu_model(digits)
+    qat = tfcompress.quantize_aware(model)
+    (x, y), (xt, _) = digits
+    _fit_qat(qat, model, x[:512], y[:512], epochs=1)
+    flatbuffer = convert(qat, "int8")
+    assert_int8_prelus(flatbuffer, qat)
+    assert {t for _, t in _op_outputs(flatbuffer)} == {"int8"}
+    got, want = predict(flatbuffer, xt), qat.predict(xt, verbose=0)
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.97
+    assert np.max(np.abs(got - want)) < 0.1
+
+
+def _residual_as_operator(seed: int = 0):
+    """model_kinds' token ids -> Embedding -> MultiHeadAttention, the residual written ``h + a``
+    (a TFOpLambda) -> LayerNormalization -> average -> softmax; trained briefly."""
+    L = keras.layers
+    keras.utils.set_random_seed(seed)
+    (x, y), test = model_kinds._split(*model_kinds._tokens(500, seed), 100)
+    inputs = keras.Input((model_kinds.SEQ_LEN,), dtype="int32")
+    h = L.Embedding(model_kinds.VOCAB, 16, name="embedding")(inputs)
+    h = h + L.MultiHeadAttention(2, 8, name="attention")(h, h)
+    h = L.GlobalAveragePooling1D()(L.LayerNormalization(name="norm")(h))
+    model = keras.Model(inputs, L.Dense(3, activation="softmax", name="probs")(h))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    return model, (x, y), test
+
+
+def test_residual_written_as_add_operator_trains_and_converts_to_int8_add():
+    model, (x, y), (xt, _) = _residual_as_operator()
+    (residual,) = [l.name for l in model.layers if type(l).__name__ == "TFOpLambda"]
+    rewritten = quantization.adds_as_layers(model)
+    assert type(rewritten.get_layer(residual)) is keras.layers.Add
+    np.testing.assert_allclose(rewritten.predict(xt, verbose=0), model.predict(xt, verbose=0),
+                               atol=1e-6)
+    qat = _fit_qat(tfcompress.quantize_aware(model), model, x, y, epochs=1)
+    assert type(qat.get_layer("quant_" + residual).layer) is keras.layers.Add
+    flatbuffer = convert(qat, "int8", representative_data=x, representative_samples=64)
+    # The residual's ADD: reads the embedding lookup (GATHER) and the attention's output.
+    gathered = {t["name"] for op in _op_tensors(flatbuffer, "GATHER") for t in op["outputs"]}
+    adds = [op for op in _op_tensors(flatbuffer, "ADD")
+            if gathered & {t["name"] for t in op["inputs"]}]
+    assert len(adds) == 1, adds
+    assert {t["type"] for t in adds[0]["inputs"] + adds[0]["outputs"]} == {"int8"}, adds
+    got, want = predict(flatbuffer, xt), qat.predict(xt, verbose=0)
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.95
+
+
+def test_other_op_lambda_is_still_refused_in_one_line():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(4, name="d1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d2")(h * 2.0 + h))
+    with pytest.raises(errors.ModelError) as info:
+        tfcompress.quantize_aware(model)
+    message = str(info.value)
+    assert "'TFOpLambda(math.multiply)'" in message and "\n" not in message, message
+    assert "__operators__.add" not in message  # h * 2 + h: the add reads two tensors: an Add

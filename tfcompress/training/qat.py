@@ -6,7 +6,9 @@ them out, the collaborative scheme picked by name, and the input stripped of pru
 clustering wrappers first (the collaborative schemes work on the stripped model: that is how
 tfmot's collaborative optimization is meant to be chained), and QuantizeConfigs for the layers
 tfmot's 8-bit registry lacks (``qat_configs``: Conv1D, Embedding, LayerNormalization,
-MultiHeadAttention), so Transformer and 1-D models train quantize-aware end to end. Recurrent
+MultiHeadAttention, PReLU), so Transformer, 1-D and MTCNN-style models train quantize-aware end
+to end; a residual written as an operator (``h + a``, a TFOpLambda tfmot cannot quantize) is
+rewritten as a ``keras.layers.Add`` first (``adds_as_layers``: same outputs). Recurrent
 layers (LSTM, GRU, SimpleRNN, Bidirectional: tfmot has no QAT for them) stay float with one
 warning naming them; ``convert(qat_model, "int8", representative_data=...)`` then quantizes
 them post-training.
@@ -19,6 +21,7 @@ import tensorflow_model_optimization as tfmot
 from absl import logging
 
 from tfcompress import errors, wrappers
+import tfcompress.graph as graphs
 import tfcompress._compat.tfmot as _tfmot
 import tfcompress.training.qat_configs as qat_configs
 from tfcompress._compat.keras import keras
@@ -72,6 +75,43 @@ def _reserve_names(model) -> None:
                 break
 
 
+_ADDS = ("__operators__.add", "math.add")  # TFOpLambda functions: ``h + a``, ``tf.add(h, a)``
+
+
+def _tensor_add(node: graphs.Node) -> bool:
+    """Whether a graph node is a TFOpLambda adding two Keras tensors, nothing else passed."""
+    if node.cls != "TFOpLambda" or node.config.get("function") not in _ADDS or node.shared \
+            or len(node.inputs) != 2 or len(node.call) != 1:
+        return False
+    kwargs = node.call[0][3] if len(node.call[0]) > 3 else {}
+    return isinstance(kwargs, dict) and set(kwargs) <= {"y", "name"} \
+        and tuple(kwargs.get("y", ())[:3]) == node.inputs[1]
+
+
+def adds_as_layers(model: keras.Model) -> keras.Model:
+    """A copy where each TFOpLambda that adds two Keras tensors (``h + a``, ``tf.add(h, a)``,
+    ``tf.math.add``: a residual written as an operator) is a ``keras.layers.Add`` of the same
+    name reading the same tensors: same outputs. tfmot quantizes an ``Add`` (its output, an
+    int8 ``ADD`` after conversion) and refuses a TFOpLambda. Other TFOpLambdas stay as they
+    are; ``model`` itself is returned when there is nothing to rewrite."""
+    if not any(type(l).__name__ == "TFOpLambda" for l in model.layers):
+        return model
+    graph = graphs.read(model)
+    adds = [n for n in graph.nodes if _tensor_add(n)]
+    if not adds:
+        return model
+    for node in adds:
+        entry = next(e for e in graph.entries if e["config"]["name"] == node.name)
+        entry["class_name"] = "Add"
+        entry["config"] = {"name": node.name, "trainable": node.config.get("trainable", True),
+                           "dtype": node.config.get("dtype", "float32")}
+        entry["inbound_nodes"] = [[[*key, {}] for key in node.inputs]]
+    rebuilt = graphs.rebuild(model, graph.config, {})
+    logging.info("quantize_aware: TFOpLambda adds %s rewritten as Add layers",
+                 [n.name for n in adds])
+    return rebuilt
+
+
 def _covered(layer) -> bool:
     return _tfmot.quantizable(layer) or qat_configs.config_for(layer) is not None
 
@@ -80,10 +120,17 @@ def unsupported_layers(model, layers: wrappers.LayerSelector = None) -> dict:
     """{name: class} of the selected layers neither the 8-bit scheme nor ``qat_configs`` can
     quantize (recurrent layers, which stay float, are not listed)."""
     match = wrappers.layer_matcher(layers)
-    return {l.name: type(l).__name__ for l in model.layers
+    return {l.name: _kind(l) for l in model.layers
             if match(l) and not isinstance(l, (keras.layers.InputLayer,) + _FOLDED + _TRANSFORMED
                                            + _RECURRENT)
             and not _covered(l)}
+
+
+def _kind(layer) -> str:
+    """The layer's class name; a TFOpLambda with its function (``TFOpLambda(nn.relu)``)."""
+    name = type(layer).__name__
+    function = layer.get_config().get("function") if name == "TFOpLambda" else None
+    return f"{name}({function})" if isinstance(function, str) else name
 
 
 def float_layers(model, layers: wrappers.LayerSelector = None) -> list:
@@ -112,7 +159,8 @@ def quantize_aware(
 
     Args:
         model: a trained Sequential or Functional tf_keras model. Pruning and clustering
-            wrappers are stripped first.
+            wrappers are stripped first; TFOpLambda adds of two tensors become ``Add`` layers
+            (other TFOpLambdas are refused, named with their function).
         preserve: ``None`` (plain QAT); ``"sparsity"`` (PQAT: zeros stay zero);
             ``"clusters"`` (CQAT: shared weights stay shared); ``"sparsity_and_clusters"``
             (PCQAT). The collaborative schemes are tfmot's ``experimental.combine`` ones.
@@ -129,7 +177,7 @@ def quantize_aware(
             with the ``layers=`` option to leave them out).
     """
     quant_scheme = scheme(preserve)
-    model = wrappers.check_functional(wrappers.strip(model), "quantize_aware")
+    model = adds_as_layers(wrappers.check_functional(wrappers.strip(model), "quantize_aware"))
     if layers is None:
         bad = unsupported_layers(model)
         if bad:

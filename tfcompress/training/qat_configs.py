@@ -20,6 +20,8 @@ average), so the TFLite converter reads their ranges as it reads tfmot's:
   beat. This config is not annotated on layers (an annotation stops tfmot folding a following
   BatchNormalization and splitting a SeparableConv2D); ``DepthwisePerChannelScheme`` returns
   it from the registry instead;
+- ``PReLU``: its slopes (one scale: the converter's int8 ``PRELU`` keeps one for alpha) and
+  its output (MTCNN's RNet and ONet, a PReLU after each convolution and Dense);
 - ``MultiHeadAttention``: the four projections' kernels (one scale each) and outputs, and the
   attention softmax before and after (as tfmot quantizes a softmax activation). The layer is
   called with several inputs (query, value, ...), which tfmot's wrapper cannot pass on, so
@@ -213,6 +215,62 @@ class LayerNormalizationQuantizeConfig(_Stateless):
 
 
 @_register
+class PReLUAlphaQuantizer(_q.quantizers.Quantizer):
+    """PReLU's slopes on the int8 grid the converter deploys: ``round(alpha / scale) * scale``
+    with one ``scale = max|alpha| / 127`` (straight-through gradient).
+
+    Written with plain ops, not tfmot's fake-quant op: the converter fuses PReLU's graph
+    (``relu(x) - alpha * relu(-x)``) into a ``PRELU`` only around a constant alpha, and after
+    a fake-quant op it left the ``PRELU`` float (TF 2.21). These ops fold into a constant on the
+    grid, which the converter quantizes with the same scale: the same integers.
+    """
+
+    def build(self, tensor_shape, name, layer):
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        scale = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(inputs)), 1e-9) / 127.0)
+        snapped = tf.clip_by_value(tf.round(inputs / scale), -127.0, 127.0) * scale
+        return inputs + tf.stop_gradient(snapped - inputs)
+
+    def get_config(self) -> dict:
+        return {}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PReLUAlphaQuantizer)
+
+    def __ne__(self, other) -> bool:
+        return not self.__eq__(other)
+
+
+@_register
+class PReLUQuantizeConfig(_Stateless):
+    """PReLU: its slopes ``alpha`` (``PReLUAlphaQuantizer``) and its output.
+
+    What the converter deploys for an int8 ``PRELU`` (read back from its flatbuffer, TF 2.21):
+    the alpha tensor int8 with one scale ``max|alpha| / 127`` and zero point 0, whatever
+    ``shared_axes`` (MTCNN's ``(1, 1, channels)`` after a convolution, ``(units,)`` after a
+    Dense), and the output its own asymmetric int8 range; its input is the preceding layer's
+    output, quantized there.
+    """
+
+    def get_weights_and_quantizers(self, layer) -> list:
+        return [(layer.alpha, PReLUAlphaQuantizer())]
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        layer.alpha = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        pass
+
+    def get_output_quantizers(self, layer) -> list:
+        return [_activations()]
+
+
+@_register
 class AttentionQuantizeConfig(_Stateless):
     """MultiHeadAttention: the four projections (kernels, outputs) and the attention softmax."""
 
@@ -266,12 +324,13 @@ CONFIGS = {
     keras.layers.Embedding: EmbeddingQuantizeConfig,
     keras.layers.LayerNormalization: LayerNormalizationQuantizeConfig,
     keras.layers.MultiHeadAttention: AttentionQuantizeConfig,
+    keras.layers.PReLU: PReLUQuantizeConfig,
 }
 """Layer class (exactly: a subclass may hold other weights) -> its QuantizeConfig class."""
 
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
     *CONFIGS.values(), AttentionQuantizeWrapper, DepthwiseConv2DQuantizeConfig,
-    DepthwiseKernelQuantizer)}
+    DepthwiseKernelQuantizer, PReLUAlphaQuantizer)}
 """The classes here by name, for ``custom_object_scope`` (also registered as serializables)."""
 
 
