@@ -235,7 +235,8 @@ def test_bad_requests_are_clear(f32, trained_cnn, digits):
 
 def test_recipes_and_search_accept_lowbit_modes():
     from tfcompress.pipeline.recipe import check_config
-    from tfcompress.pipeline.search import check_config as check_search, trial_recipe
+    from tfcompress.pipeline.search import check_config as check_search
+    from tfcompress.pipeline.search_space import trial_recipe
 
     config = check_config({"convert": {"modes": ("dynamic_wi4", "mixed"), "size_budget": 0.1,
                                        "overrides": ("FULLY_CONNECTED=8",)}})

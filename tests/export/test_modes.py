@@ -161,10 +161,10 @@ def test_mixed_precision_reads_its_executions_and_options_from_the_registry():
 
 @pytest.mark.parametrize("mode", ["dynamic_wi4", "int8", "float16", "dynamic_wi2"])
 def test_a_search_trial_recovers_only_modes_with_a_grid(mode):
-    import tfcompress.pipeline.search as search
+    import tfcompress.pipeline.search_space as search_space
 
     config = tfcompress.configs.load("digits_search")
-    recipe = search.trial_recipe(config, {"mode": mode, "recovery": 1}, "model.keras")
+    recipe = search_space.trial_recipe(config, {"mode": mode, "recovery": 1}, "model.keras")
     recovers = "recover" in recipe.stages
     assert recovers == (modes.get(mode).grid is not None)
     if recovers:

@@ -16,8 +16,10 @@ import pytest
 import tfcompress
 from tfcompress import errors
 from tfcompress.pipeline import recipe
-from tfcompress.pipeline.search import (check_config, default_config, pareto_front, parse_params,
-                               recipe_source, search, space, trial_recipe)
+from tfcompress.pipeline.search import check_config, default_config, search
+from tfcompress.pipeline.search_records import pareto_front
+from tfcompress.pipeline.search_space import parse_params, space, trial_recipe
+from tfcompress.pipeline.search_trials import recipe_source
 
 import search_workers as workers
 
@@ -39,7 +41,8 @@ def test_public_name_is_the_function():
 def test_space_holds_only_dimensions_with_a_choice():
     config = check_config(default_config())
     assert {"sparsity", "clusters"} <= set(space(config))
-    assert all(tfcompress.pipeline.search.DIMENSIONS[d][0] in tfcompress.pipeline.stages.STAGES
+    assert all(tfcompress.pipeline.search_space.DIMENSIONS[d][0]
+               in tfcompress.pipeline.stages.STAGES
                for d in space(config) if d != "mode")
     config.space.sparsity, config.space.clusters = (0.0,), (0,)
     dims = space(config)
@@ -357,6 +360,7 @@ def test_a_trial_that_tries_qat_keeps_each_folder_self_consistent(tmp_path, trai
     import optuna
 
     import tfcompress.pipeline.search as search_lib
+    import tfcompress.pipeline.search_trials as search_trials
     from tfcompress.export.validation import validate
 
     model_path = str(tmp_path / "model.keras")
@@ -367,7 +371,7 @@ def test_a_trial_that_tries_qat_keeps_each_folder_self_consistent(tmp_path, trai
     baseline = {**baseline, "accuracy": 1.01}  # a budget no PTQ meets: the trial tries QAT
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.enqueue_trial({"mode": "int8"})
-    run = search_lib._Search(config, workdir, baseline, study)
+    run = search_trials.TrialRunner(config, workdir, baseline, study)
     study.optimize(run.objective, n_trials=1)
     trial = study.trials[0]
     attrs = trial.user_attrs
