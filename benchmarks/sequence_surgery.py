@@ -54,6 +54,8 @@ flags.DEFINE_float("temperature", 2.0, "Distiller temperature.")
 flags.DEFINE_list("heads", ["prune", "keep"], "Transformer: prune attention heads with the "
                   "widths (prune_channels' default) or keep every head (only widths: layers= "
                   "every Embedding and Dense layer).")
+flags.DEFINE_float("attention_dropout", None, "The Transformer's attention dropout (None: "
+                   "models.text_transformer's default, 0.2; 0 was the default before a8fc071).")
 flags.DEFINE_string("out", "benchmarks/results/sequence_surgery.json", "Output JSON.")
 
 
@@ -65,7 +67,13 @@ def text_lstm() -> keras.Model:
     return keras.Model(inputs, L.Dense(6, activation="softmax", name="probs")(x), name="lstm")
 
 
-BUILDERS = {"lstm": text_lstm, "transformer": models.text_transformer}
+def text_transformer() -> keras.Model:
+    if FLAGS.attention_dropout is None:
+        return models.text_transformer()
+    return models.text_transformer(attention_dropout=FLAGS.attention_dropout)
+
+
+BUILDERS = {"lstm": text_lstm, "transformer": text_transformer}
 
 
 def prune(model, heads: str, x):
@@ -200,6 +208,7 @@ def main(_):
     result = {"command": " ".join(sys.argv), "seeds": [int(s) for s in FLAGS.seeds],
               "epochs": FLAGS.epochs, "finetune_epochs": FLAGS.finetune_epochs,
               "patience": FLAGS.patience, "ratio": FLAGS.ratio, "lr": FLAGS.lr,
+              "attention_dropout": FLAGS.attention_dropout,
               "rows": rows, "summary": summary}
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
     with open(FLAGS.out, "w") as f:
