@@ -123,12 +123,11 @@ def unavailable(method: Method) -> Optional[str]:
             return f"mode {method.mode!r} takes no option {option!r}"
     algorithm = method.options.get("algorithm")
     if algorithm is not None:
-        import tfcompress.export.lowbit as lowbit
-        if algorithm not in lowbit.ALGORITHMS:
+        import tfcompress.export.lowbit_algorithms as lowbit_algorithms
+        if algorithm not in lowbit_algorithms.ALGORITHMS:
             return f"quantizer algorithm {algorithm!r} is not offered"
-        rule = getattr(lowbit, "ALGORITHM_RULES", {}).get(algorithm)
-        if hasattr(lowbit, "algorithm_modes") and method.mode not in lowbit.algorithm_modes(
-                algorithm):
+        rule = lowbit_algorithms.ALGORITHM_RULES.get(algorithm)
+        if method.mode not in lowbit_algorithms.algorithm_modes(algorithm):
             return f"{algorithm} does not apply to {method.mode}" + (
                 f" ({rule.why})" if rule is not None and rule.why else "")
     if method.recovery is not None:

@@ -20,9 +20,9 @@ Parts:
            ``tfcompress.ptq.activation_ranges.METHODS``, mode ``int8`` (the converter) and
            ``static_wi4_ai8`` (the LiteRT Quantizer).
   lowbit   ``dynamic_wi4`` and ``static_wi4_ai8`` with each ``algorithm`` of
-           ``tfcompress.export.lowbit.ALGORITHMS``; an algorithm that does not apply (fer's
-           model has no FULLY_CONNECTED layer for GPTQ, OSCAR and Hadamard rotation; GPTQ and
-           Hadamard take no static mode) is recorded with its one-line error.
+           ``tfcompress.export.lowbit_algorithms.ALGORITHMS``; an algorithm that does not apply
+           (fer's model has no FULLY_CONNECTED layer for GPTQ, OSCAR and Hadamard rotation; GPTQ
+           and Hadamard take no static mode) is recorded with its one-line error.
 """
 
 import json
@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tfcompress  # noqa: E402
 from tfcompress import errors  # noqa: E402
 from tfcompress.export import lowbit  # noqa: E402
+import tfcompress.export.lowbit_algorithms as lowbit_algorithms  # noqa: E402
 from tfcompress.export.validation import predict_outputs  # noqa: E402
 from tfcompress.ptq import activation_ranges  # noqa: E402
 import _protocol  # noqa: E402
@@ -95,7 +96,7 @@ def _variants() -> list:
                 for mode in ("int8", "static_wi4_ai8") for r in activation_ranges.METHODS]
     if "lowbit" in FLAGS.parts:
         out += [(mode, {"algorithm": a}, f"{mode} algorithm={a}")
-                for mode in FLAGS.lowbit_modes for a in lowbit.ALGORITHMS]
+                for mode in FLAGS.lowbit_modes for a in lowbit_algorithms.ALGORITHMS]
     return out
 
 

@@ -8,6 +8,7 @@ from tfcompress import errors
 import tfcompress._compat.quantizer as _quantizer
 from tfcompress._compat.keras import keras
 from tfcompress.export import lowbit
+import tfcompress.export.lowbit_algorithms as lowbit_algorithms
 from tfcompress.export.conversion import convert
 from tfcompress.export.validation import predict
 
@@ -129,5 +130,5 @@ def test_algorithms_refuse_modes_and_models_they_do_not_apply_to(outlier_model):
                 representative_data=np.zeros((4, 8, 8, 1), np.float32))
     with pytest.raises(errors.ConversionError, match="quantizer algorithm 'adaround'"):
         lowbit.quantize(f32, "dynamic_wi8", algorithm="adaround")
-    assert "static_wi8_ai8" in lowbit.algorithm_modes("oscar")
-    assert lowbit.algorithm_ops("gptq") == ("FULLY_CONNECTED",)
+    assert "static_wi8_ai8" in lowbit_algorithms.algorithm_modes("oscar")
+    assert lowbit_algorithms.algorithm_ops("gptq") == ("FULLY_CONNECTED",)

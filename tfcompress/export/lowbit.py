@@ -40,18 +40,17 @@ module adds:
   the quantizer's own JSON (``save_recipe``), which ``quantize(float32, "recipe.json")``
   replays to the same bytes.
 
-Per-layer sensitivity and mixed precision under a size budget are in ``tfcompress.export.mixed``.
+Per-layer sensitivity and mixed precision under a size budget are in ``tfcompress.export.mixed``;
+the ``algorithm=`` option's rules in ``lowbit_algorithms``; running the quantizer, its calibration
+and activation ranges chosen by error in ``lowbit_calibration``.
 """
 
 import collections
-import contextlib
 import dataclasses
 import functools
-import io
 import json
 import os
 import re
-import warnings
 from typing import Mapping, Optional, Union
 
 import numpy as np
@@ -60,18 +59,14 @@ import tfcompress._compat.embedding_lookup as _embedding_lookup
 import tfcompress._compat.litert as _litert
 import tfcompress._compat.quantizer as _quantizer
 import tfcompress._compat.schema as _schema
+import tfcompress.export.lowbit_algorithms as lowbit_algorithms
+import tfcompress.export.lowbit_calibration as lowbit_calibration
 import tfcompress.export.modes as modes
 import tfcompress.ptq.activation_ranges as activation_ranges_lib
 from tfcompress._compat.litert import load_flatbuffer, verify
-from tfcompress.export.conversion import (Request, float32_flatbuffer, representative,
-                                          section_options)
+from tfcompress.export.conversion import Request, float32_flatbuffer, section_options
 
 WIDTHS = (2, 4, 8, 16, 32)  # per-layer widths: int2, int4, int8, float16, float32
-EXECUTIONS = ("dynamic", "weight_only", "static")
-# Algorithms of the quantizer offered here (``algorithm=``; ``ALGORITHM_RULES`` says where each
-# applies): min-max scales (its default), OCTAV (clipping chosen for the least squared error;
-# much better than min-max at 2 bits), MSE, GPTQ, OSCAR and (decomposed) Hadamard rotation.
-ALGORITHMS = _quantizer.ALGORITHMS
 _WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE",
                "EMBEDDING_LOOKUP", "BATCH_MATMUL", "GATHER")
 # Op types an override may name (the quantizer's names, without its wildcard and IO keys).
@@ -83,90 +78,6 @@ _BITS = {"float32": 32, "float16": 16, "int16": 16, "int8": 8, "uint8": 8, "int4
 # The low-bit modes (the registry's quantizer backend, in its order): name -> its settings
 # (``modes.Quantizer``: execution, weight bits, block size (0: per channel), activation bits).
 MODES: dict = {m.name: m.quantizer for m in modes.modes("quantizer")}
-
-
-# ---------------------------------------------------------------- algorithms
-
-
-@dataclasses.dataclass(frozen=True)
-class AlgorithmRule:
-    """Where a quantizer algorithm applies (checked here; the quantizer fails or misbehaves
-    elsewhere).
-
-    Attributes:
-        executions: the mode executions it takes (``dynamic``, ``weight_only``, ``static``).
-        blockwise: it takes the block-wise modes.
-        bits: the integer weight widths it takes.
-        needs_data: it needs representative data (its statistics come from calibration).
-        why: the reason for the limits, said in the error.
-    """
-
-    executions: tuple
-    blockwise: bool
-    bits: tuple
-    needs_data: bool = False
-    why: str = ""
-
-
-# The algorithms' ops are the quantizer's own (``algorithm_ops``): min-max and OCTAV every op
-# the policy quantizes; MSE FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, CONV_2D_TRANSPOSE and
-# EMBEDDING_LOOKUP; GPTQ and OSCAR FULLY_CONNECTED; Hadamard FULLY_CONNECTED and
-# EMBEDDING_LOOKUP. Other ops of the model get min-max scales at the mode's width.
-ALGORITHM_RULES = {
-    "min_max": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
-    "octav": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
-    "mse": AlgorithmRule(EXECUTIONS, False, (4, 8),
-                         why="its clip multipliers exist for 4 and 8 bits, one scale a channel"),
-    "gptq": AlgorithmRule(("dynamic", "weight_only"), True, (2, 4, 8), needs_data=True,
-                          why="in static_wi8_ai8 MTCNN ONet's outputs lost their decisions: "
-                              "agreement 0.47, R^2 -0.85 where min-max gave 1.00 and 0.98"),
-    "oscar": AlgorithmRule(EXECUTIONS, True, (2, 4, 8)),
-    "hadamard": AlgorithmRule(("dynamic", "weight_only"), False, (2, 4, 8),
-                              why="the quantizer rotates float activations only, one scale a "
-                                  "channel"),
-}
-
-
-def algorithm_modes(algorithm: str) -> tuple:
-    """The low-bit modes (``MODES``) ``algorithm`` applies to (``ALGORITHM_RULES``)."""
-    rule = ALGORITHM_RULES[algorithm]
-    return tuple(name for name, spec in MODES.items() if spec.execution in rule.executions
-                 and (rule.blockwise or not spec.block) and spec.bits in rule.bits)
-
-
-def algorithm_ops(algorithm: str) -> tuple:
-    """The op types ``algorithm`` quantizes (the quantizer's registry)."""
-    return _quantizer.algorithm_ops(algorithm)
-
-
-def _check_algorithm(algorithm: str, mode: str, layers: list) -> None:
-    """Raises ConversionError where ``algorithm`` does not apply to ``mode`` or the model."""
-    if algorithm not in ALGORITHMS:
-        raise errors.ConversionError(errors.unknown("quantizer algorithm", algorithm, ALGORITHMS))
-    if mode not in algorithm_modes(algorithm):
-        why = ALGORITHM_RULES[algorithm].why
-        raise errors.ConversionError(
-            f"quantizer algorithm {algorithm!r} does not apply to mode {mode!r}"
-            + (f" ({why})" if why else "") + f"; accepted for {algorithm}: "
-            + ", ".join(algorithm_modes(algorithm)))
-    ops = algorithm_ops(algorithm)
-    present = sorted({layer.op for layer in layers})
-    if layers and not set(ops) & set(present):
-        fits = [a for a in ALGORITHMS if mode in algorithm_modes(a)
-                and set(algorithm_ops(a)) & set(present)]
-        raise errors.ConversionError(
-            f"quantizer algorithm {algorithm!r} quantizes {', '.join(ops)} layers and the model "
-            f"has none (its weight layers: {', '.join(present)}); accepted for this model in "
-            f"mode {mode!r}: " + ", ".join(fits))
-
-
-def _algorithm_for(algorithm: str, ops, bits: int) -> str:
-    """``algorithm`` where it covers every op of ``ops`` at ``bits``, else min-max (so that an
-    entry never falls through to another entry's width where the algorithm lacks an op)."""
-    rule = ALGORITHM_RULES[algorithm]
-    if bits not in rule.bits or not set(ops) <= set(algorithm_ops(algorithm)):
-        return "min_max"
-    return algorithm
 
 
 # ---------------------------------------------------------------- recipe entries
@@ -411,31 +322,34 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
         float32_flatbuffer: the float model the recipe is for (its layers check the overrides).
         mode: a ``MODES`` name.
         overrides: see ``parse_overrides``.
-        algorithm: one of ``ALGORITHMS`` (the quantizer's algorithms), for the ops it covers
-            (``algorithm_ops``); the model's other weight ops get min-max scales.
+        algorithm: one of ``lowbit_algorithms.ALGORITHMS`` (the quantizer's algorithms), for
+            the ops it covers (``algorithm_ops``); the model's other weight ops get min-max
+            scales.
 
     Raises:
         ConversionError: unknown mode or algorithm, an algorithm that does not apply to the
-            mode or to any layer of the model (``ALGORITHM_RULES``); an override op type the
-            model lacks, a regex that selects no weight layer, or a width the quantizer has no
-            config for.
+            mode or to any layer of the model (``lowbit_algorithms.ALGORITHM_RULES``); an
+            override op type the model lacks, a regex that selects no weight layer, or a width
+            the quantizer has no config for.
     """
     if mode not in MODES:
         raise errors.ConversionError(errors.unknown("low-bit mode", mode, MODES))
-    if algorithm not in ALGORITHMS:
-        raise errors.ConversionError(errors.unknown("quantizer algorithm", algorithm, ALGORITHMS))
+    if algorithm not in lowbit_algorithms.ALGORITHMS:
+        raise errors.ConversionError(errors.unknown("quantizer algorithm", algorithm,
+                                                    lowbit_algorithms.ALGORITHMS))
     spec = MODES[mode]
     options = dict(execution=spec.execution, block=spec.block,
                    activation_bits=spec.activation_bits or 8, algorithm=algorithm)
     parsed = parse_overrides(overrides)
     if not spec.activation_bits:
         float32_flatbuffer = embedding_lookups(float32_flatbuffer)
-    partial = set(algorithm_ops(algorithm)) != set(algorithm_ops("min_max"))
+    partial = (set(lowbit_algorithms.algorithm_ops(algorithm))
+               != set(lowbit_algorithms.algorithm_ops("min_max")))
     layers = weight_layers(float32_flatbuffer) if parsed or spec.block or partial else []
-    _check_algorithm(algorithm, mode, layers)
+    lowbit_algorithms.check_applies(algorithm, mode, layers)
 
     def using(ops, bits):  # the entry options for layers of ``ops`` at ``bits``
-        return {**options, "algorithm": _algorithm_for(algorithm, ops, bits)}
+        return {**options, "algorithm": lowbit_algorithms.algorithm_for(algorithm, ops, bits)}
 
     def checked(key, bits, targets, operation="*"):
         for layer in targets:
@@ -454,7 +368,8 @@ def make_recipe(float32_flatbuffer: Union[bytes, str], mode: str, overrides=None
     else:  # min-max for every op, then the algorithm for each op type of the model it covers
         recipe = [entry(".*", spec.bits, **{**options, "algorithm": "min_max"})]
         recipe += [entry(".*", spec.bits, operation=op, **options)
-                   for op in sorted({layer.op for layer in layers} & set(algorithm_ops(algorithm)))
+                   for op in sorted({layer.op for layer in layers}
+                                    & set(lowbit_algorithms.algorithm_ops(algorithm)))
                    if spec.bits in supported_widths(op, execution=spec.execution,
                                                     block=spec.block,
                                                     activation_bits=spec.activation_bits or 8)]
@@ -507,88 +422,6 @@ def save_recipe(recipe: list, path: str) -> str:
     return path
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The quantizer prints a summary and tqdm bars; the library stays silent."""
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. the calibrator's "preserve_all_tensors" warning
-        yield
-
-
-def run_quantizer(float32_flatbuffer: bytes, recipe: list, calibration=None, *,
-                  qsvs: Optional[dict] = None) -> bytes:
-    """Runs the quantizer on a recipe (calibrating when it needs to); returns the bytes.
-
-    ``calibration`` is the quantizer's calibration data, ``{signature: [{input: batch}]}``, or
-    a function that makes it (called only when the recipe needs calibration). ``qsvs``: the
-    statistics ``calibrate`` measured on the same float model, used instead of calibrating.
-
-    Raises:
-        ConversionError: the quantizer rejected the recipe, or it needs calibration data.
-    """
-    try:
-        with _quiet():
-            qt = _quantizer.Quantizer(float32_flatbuffer)
-            qt.load_quantization_recipe(recipe)
-            result = None
-            if qt.need_calibration and qsvs is not None:
-                result = qsvs
-            elif qt.need_calibration:
-                if calibration is None:
-                    raise errors.ConversionError(
-                        "this recipe quantizes activations (static) or uses GPTQ, and needs "
-                        "representative_data (calibration images); accepted: a numpy array, "
-                        "a tf.data.Dataset or the splits returned by tfcompress.data loaders")
-                data = calibration() if callable(calibration) else calibration
-                result = _quantizer.calibrate(qt, data, num_threads=os.cpu_count() or 1)
-            out = qt.quantize(result, enable_progress_bar=False,
-                              enable_progress_report=False).quantized_model
-    except errors.TfcompressError:
-        raise
-    except (ValueError, RuntimeError, KeyError, TypeError) as e:
-        raise errors.ConversionError(
-            f"the LiteRT Quantizer rejected the recipe: {type(e).__name__}: {e}") from e
-    return _quantizer.dynamic_batch_rotations(bytes(out))
-
-
-def calibrate(float32_flatbuffer: bytes, recipe: list, representative_data,
-              num_samples: int = 200) -> dict:
-    """The quantizer's calibration statistics (``{tensor: min/max}``) of a static recipe.
-
-    Calibrating once and passing the result to ``run_quantizer(..., qsvs=...)`` serves every
-    recipe over the same float model that quantizes no more tensors: a tensor's range does not
-    depend on the width (int8 or int16) it is then quantized to.
-
-    Raises:
-        ConversionError: the quantizer rejected the recipe or the data.
-    """
-    data = _calibration(float32_flatbuffer, representative_data, num_samples)
-    try:
-        with _quiet():
-            qt = _quantizer.Quantizer(float32_flatbuffer)
-            qt.load_quantization_recipe(recipe)
-            return _quantizer.calibrate(qt, data, num_threads=os.cpu_count() or 1)
-    except (ValueError, RuntimeError, KeyError, TypeError) as e:
-        raise errors.ConversionError(
-            f"the LiteRT Quantizer could not calibrate: {type(e).__name__}: {e}") from e
-
-
-def _calibration(float32_flatbuffer: bytes, data, num_samples: int) -> dict:
-    """The quantizer's calibration data from our representative data (checked like convert's)."""
-    interp = _litert.interpreter(float32_flatbuffer, delegates=False, allocate=False)
-    signatures = interp.get_signature_list()
-    if len(signatures) != 1 or len(next(iter(signatures.values()))["inputs"]) != 1:
-        raise errors.ConversionError(
-            f"calibration needs a model with one signature and one input, got {signatures}")
-    key, signature = next(iter(signatures.items()))
-    shape = tuple(None if d < 0 else int(d)
-                  for d in interp.get_input_details()[0]["shape_signature"])
-    generate = data if callable(data) else representative(data, shape, num_samples)
-    return {key: [{signature["inputs"][0]: sample[0]} for sample in generate()]}
-
-
 def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, list], *,
              overrides=None, algorithm: str = "min_max", representative_data=None,
              representative_samples: int = 200, activation_ranges: str = "min_max") -> bytes:
@@ -599,8 +432,9 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
         recipe_or_mode: a ``MODES`` name, a recipe (list of entries) or a ``.json`` recipe
             file, e.g. the one ``save_recipe`` or ``MixedPrecisionResult.save`` wrote.
         overrides: per-layer widths for a mode (see ``parse_overrides``).
-        algorithm: the quantizer's algorithm for a mode, one of ``ALGORITHMS`` (where it applies:
-            ``ALGORITHM_RULES``, ``algorithm_modes``, ``algorithm_ops``).
+        algorithm: the quantizer's algorithm for a mode, one of ``ALGORITHMS`` of
+            ``tfcompress.export.lowbit_algorithms`` (where it applies: its ``ALGORITHM_RULES``,
+            ``algorithm_modes``, ``algorithm_ops``).
         representative_data: calibration images (static modes and recipes; ``gptq`` needs
             them, ``oscar`` uses them where given).
         representative_samples: how many calibrate.
@@ -638,51 +472,19 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
             f"{quantized[0].dtype} weights; accepted: convert(model, 'float32') output")
     calibration = None
     if representative_data is not None:
-        calibration = functools.partial(_calibration, content, representative_data,
-                                        representative_samples)
+        calibration = functools.partial(lowbit_calibration.calibration_data, content,
+                                        representative_data, representative_samples)
     qsvs = None
     if activation_ranges != "min_max":
-        qsvs = _chosen_ranges(content, recipe, representative_data, representative_samples,
-                              activation_ranges)
-    out = with_recipe(run_quantizer(content, recipe, calibration, qsvs=qsvs), recipe)
+        qsvs = lowbit_calibration.chosen_ranges(content, recipe, representative_data,
+                                                representative_samples, activation_ranges)
+    out = with_recipe(lowbit_calibration.run_quantizer(content, recipe, calibration, qsvs=qsvs),
+                      recipe)
     try:
         verify(out)  # runs it once in a child process (remembered: validate() will not redo it)
     except errors.InvalidTFLiteError as e:
         what = repr(str(recipe_or_mode)) if isinstance(recipe_or_mode, str) else "the recipe"
         raise errors.ConversionError(f"{what} gave a flatbuffer LiteRT does not run: {e}") from e
-    return out
-
-
-def _chosen_ranges(content: bytes, recipe: list, data, num_samples: int, method: str) -> dict:
-    """The quantizer's calibration statistics with each activation's range chosen by
-    ``method`` (``activation_ranges.chosen``) on the same samples.
-
-    Raises:
-        ConversionError: a recipe without int8 activations, or no representative data.
-    """
-    bits = {(e.get("op_config") or {}).get("activation_tensor_config", {}).get("num_bits")
-            for e in recipe if isinstance(e, dict)} - {None}
-    if bits != {8} or data is None:
-        got = "no representative_data" if bits == {8} else f"activation bits {sorted(bits)}"
-        raise errors.ConversionError(
-            f"activation_ranges={method!r} chooses int8 activation ranges from calibration "
-            f"images; got {got}; accepted: a static_*_ai8 mode with representative_data, or "
-            "'min_max'")
-    qsvs = calibrate(content, recipe, data, num_samples)
-    index = {d["name"]: d["index"] for d in _litert.interpreter(
-        content, delegates=False, allocate=False).get_tensor_details()}
-    ranges = {index[name]: (float(np.min(q["min"])), float(np.max(q["max"])))
-              for name, q in qsvs.items() if name in index and "min" in q and "max" in q
-              and np.size(q["min"]) == 1 and np.size(q["max"]) == 1}
-    samples = _calibration(content, data, num_samples)
-    batches = [list(inputs.values()) for inputs in next(iter(samples.values()))]
-    chosen = activation_ranges_lib.chosen(content, lambda: iter(batches), ranges, method)
-    by_index = {i: name for name, i in index.items()}
-    out = {name: dict(q) for name, q in qsvs.items()}
-    for i, (low, high) in chosen.items():
-        q = out[by_index[i]]
-        q["min"] = np.full_like(np.asarray(q["min"]), low)
-        q["max"] = np.full_like(np.asarray(q["max"]), high)
     return out
 
 
@@ -734,7 +536,7 @@ def _section_options(mode: modes.Mode, section) -> Optional[dict]:
     ``convert.options.algorithm`` applies to the mode (checked here, before any work)."""
     algorithm = section_options(section).get("algorithm")
     if algorithm:
-        _check_algorithm(algorithm, mode.name, [])
+        lowbit_algorithms.check_applies(algorithm, mode.name, [])
     parse_overrides(section.overrides)
     return {"overrides": tuple(section.overrides)} if section.overrides else None
 

@@ -28,6 +28,8 @@ import numpy as np
 from tfcompress import _io, errors
 import tfcompress._compat.litert as _litert
 import tfcompress.export.lowbit as lowbit
+import tfcompress.export.lowbit_algorithms as lowbit_algorithms
+import tfcompress.export.lowbit_calibration as lowbit_calibration
 import tfcompress.export.modes as modes
 import tfcompress.tasks as tasks_lib
 from tfcompress._compat.litert import load_flatbuffer
@@ -106,10 +108,10 @@ def _check(widths, execution, algorithms) -> None:
     if execution not in SCHEMES:
         raise errors.ConversionError(errors.unknown("mixed-precision execution", execution,
                                                     SCHEMES))
-    bad = [a for a in algorithms if a not in lowbit.ALGORITHMS]
+    bad = [a for a in algorithms if a not in lowbit_algorithms.ALGORITHMS]
     if bad or not algorithms:
-        raise errors.ConversionError(errors.unknown("quantizer algorithm",
-                                                    bad[0] if bad else (), lowbit.ALGORITHMS))
+        raise errors.ConversionError(errors.unknown(
+            "quantizer algorithm", bad[0] if bad else (), lowbit_algorithms.ALGORITHMS))
 
 
 def _selected(layers, max_layers: Optional[int]) -> list:
@@ -199,8 +201,8 @@ def _best_candidate(f32, layer, bits, execution, algorithms, x, reference, y, fl
                     task):
     best = None
     for algorithm in (algorithms if bits <= 8 else ("min_max",)):
-        fb = lowbit.run_quantizer(f32, [lowbit.entry(layer.regex, bits, execution=execution,
-                                                     algorithm=algorithm)])
+        fb = lowbit_calibration.run_quantizer(
+            f32, [lowbit.entry(layer.regex, bits, execution=execution, algorithm=algorithm)])
         got = lowbit.tensor_bits(fb, layer.tensor)
         if got != bits:
             return {"supported": False, "reason": f"the quantizer left {layer.name} at "
@@ -400,7 +402,7 @@ def mixed_precision(
     rest = [l for l in layers if l.name not in analyzed]
     rest_recipe = [lowbit.entry(l.regex, rest_bits, execution=execution) for l in rest
                    if rest_bits in lowbit.supported_widths(l.op, execution=execution)]
-    fixed = len(lowbit.run_quantizer(f32, rest_recipe)) if rest_recipe else len(f32)
+    fixed = len(lowbit_calibration.run_quantizer(f32, rest_recipe)) if rest_recipe else len(f32)
     smallest = fixed + sum(min(c.size_delta for c in options) for options in cands.values())
     if smallest > budget:
         raise errors.ConversionError(
@@ -454,8 +456,8 @@ def _fit_budget(f32, cands, analyzed, rest_recipe, fixed, budget, execution, max
                          algorithm=cands[n][i].algorithm or "min_max")
             for n, i in state.items() if cands[n][i].bits != 32]
         # The deployed bytes: the recipe travels in the flatbuffer and counts in its size.
-        flatbuffer = lowbit.with_recipe(lowbit.run_quantizer(f32, recipe) if recipe else f32,
-                                        recipe)
+        flatbuffer = lowbit.with_recipe(
+            lowbit_calibration.run_quantizer(f32, recipe) if recipe else f32, recipe)
         predicted = fixed + sum(cands[n][i].size_delta for n, i in state.items())
         iterations.append({"target": target, "predicted": predicted, "real": len(flatbuffer)})
         unchanged = made is not None and made[0] == state

@@ -46,6 +46,8 @@ import tfcompress._compat.litert as _litert
 import tfcompress._compat.quantizer as _quantizer
 import tfcompress._compat.schema as _schema
 import tfcompress.export.lowbit as lowbit
+import tfcompress.export.lowbit_algorithms as lowbit_algorithms
+import tfcompress.export.lowbit_calibration as lowbit_calibration
 import tfcompress.export.mixed as mixed
 import tfcompress.export.modes as modes
 import tfcompress.tasks as tasks_lib
@@ -245,11 +247,12 @@ def check_options(target=None, tolerance=DEFAULT_TOLERANCE, max_ops=None,
         raise errors.ConversionError(
             f"max_ops={max_ops!r}; accepted: a whole number >= 1 of ops to lift to int16 "
             "activations, or None (no limit)")
-    fits = [a for a in lowbit.ALGORITHMS if BASE_MODE in lowbit.algorithm_modes(a)]
+    fits = [a for a in lowbit_algorithms.ALGORITHMS
+            if BASE_MODE in lowbit_algorithms.algorithm_modes(a)]
     if algorithm not in fits:  # e.g. gptq: the quantizer's static modes have none
         raise errors.ConversionError(
             errors.unknown("quantizer algorithm", algorithm, fits)
-            + (" (static modes)" if algorithm in lowbit.ALGORITHMS else ""))
+            + (" (static modes)" if algorithm in lowbit_algorithms.ALGORITHMS else ""))
     if ranges not in RANGES:
         raise errors.ConversionError(errors.unknown("activation ranges", ranges, RANGES))
 
@@ -319,7 +322,7 @@ def mixed_activations(
 
     def measure(chosen) -> tuple:
         recipe = base + [_wide_entry(by_index[i], algorithm) for i in sorted(chosen)]
-        fb = lowbit.with_recipe(lowbit.run_quantizer(f32, recipe, qsvs=qsvs), recipe)
+        fb = lowbit.with_recipe(lowbit_calibration.run_quantizer(f32, recipe, qsvs=qsvs), recipe)
         row = mixed._metrics(fb, x, reference, y, task)
         return fb, recipe, {"figure": row[figure], "mse": row["mse"], "bytes": len(fb)}
 
@@ -351,13 +354,14 @@ def _ranges(f32: bytes, recipe: list, data, samples: int, ranges: str) -> dict:
     interp = _litert.interpreter(f32, delegates=False, allocate=False)
     shape = [int(d) for d in interp.get_input_details()[0]["shape_signature"]]
     if ranges == "moving_average" or shape[0] > 0 or callable(data):
-        return lowbit.calibrate(f32, recipe, data, samples)
+        return lowbit_calibration.calibrate(f32, recipe, data, samples)
     x = np.concatenate([s[0] for s in representative(
         data, tuple(None if d < 0 else d for d in shape), samples)()])
     merged = {}
     for start in range(0, len(x), _CHUNK):
         chunk = x[start:start + _CHUNK]
-        got = lowbit.calibrate(f32, recipe, lambda chunk=chunk: [[chunk]], len(chunk))
+        got = lowbit_calibration.calibrate(f32, recipe, lambda chunk=chunk: [[chunk]],
+                                           len(chunk))
         for name, qsv in got.items():
             if name not in merged or not merged[name]:
                 merged[name] = dict(qsv)
