@@ -42,3 +42,24 @@ def assert_deployed(learned: dict, deployed: list) -> None:
         assert same, (name, q.shape, [d.shape for d in deployed])
         best = max(float(np.mean(d == q)) for d in same)
         assert best == 1.0, f"{name}: {best:.4f} of the integers as learned"
+
+
+def int8_prelu_slopes(flatbuffer: bytes) -> list:
+    """The stored slope integers of each PRELU op, after asserting the op is int8 throughout
+    (input, slopes, output) with one scale and zero point 0 for the slopes."""
+    import tfcompress._compat.quantizer as _quantizer
+
+    model = _quantizer.read_model(flatbuffer)
+    graph = model.subgraphs[0]
+    out = []
+    for op in graph.operators:
+        if _quantizer.op_type(model, op) != "PRELU":
+            continue
+        tensors = [graph.tensors[i] for i in list(op.inputs) + list(op.outputs)]
+        assert [_INT_TYPES.get(t.type) for t in tensors] == ["int8"] * 3, op
+        slopes = tensors[1]
+        q = slopes.quantization
+        assert len(q.scale) == 1 and list(q.zeroPoint) == [0], (q.scale, q.zeroPoint)
+        data = bytes(model.buffers[slopes.buffer].data)
+        out.append(np.frombuffer(data, np.int8).astype(np.int32))
+    return out

@@ -122,3 +122,31 @@ def test_relu_after_separable_conv_is_quantized_once(digits):
     assert "Activation" not in kinds and fused.layers[1].activation.__name__ == "relu", kinds
     np.testing.assert_allclose(fused.predict(x[:16], verbose=0), model.predict(x[:16], verbose=0),
                                atol=1e-6)
+
+
+def test_prelu_model_finetunes_to_int8_prelu(digits):
+    """A PReLU after a convolution and after a Dense (MTCNN's RNet/ONet): label-free QAT runs,
+    the held-out loss does not rise, and the int8 flatbuffer's PRELUs are int8 with the slopes'
+    trained integers (one scale, max|alpha| on 127)."""
+    (x, y), (x_test, _) = digits
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    slopes = keras.initializers.RandomUniform(0.05, 0.6, seed=0)
+    inputs = keras.Input((8, 8, 1))
+    h = L.Conv2D(8, 3, padding="same")(inputs)
+    h = L.PReLU(shared_axes=[1, 2], alpha_initializer=slopes)(h)
+    h = L.PReLU(alpha_initializer=slopes)(L.Dense(16)(L.Flatten()(L.MaxPooling2D()(h))))
+    model = keras.Model(inputs, L.Dense(10, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    student = finetune.finetune_quantized(model, x[:128], "int8", epochs=2)
+    assert student.finetune["after"]["loss"] <= student.finetune["before"]["loss"]
+    learned = sorted(np.rint(a / (np.abs(a).max() / 127)).astype(np.int32).tolist()
+                     for l in student.layers for w in l.weights if w.name.endswith("alpha:0")
+                     for a in [w.numpy().ravel()])
+    flatbuffer = tfcompress.convert(student, "int8")
+    deployed = sorted(t.tolist() for t in helpers.int8_prelu_slopes(flatbuffer))
+    assert len(learned) == 2 and deployed == learned
+    agree = np.mean(predict(flatbuffer, x_test).argmax(-1)
+                    == model.predict(x_test, verbose=0).argmax(-1))
+    assert agree >= 0.95
