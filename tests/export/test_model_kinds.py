@@ -92,12 +92,36 @@ def test_recurrent_model_with_a_dynamic_batch(kind, mode, fused):
     ("lstm", "int16x8", r"mode 'int16x8' cannot convert the recurrent layer lstm \(LSTM\)"),
     ("gru", "int8", r"mode 'int8' cannot convert the recurrent layer gru \(GRU\).*WHILE"),
     ("bilstm", "int16x8", r"recurrent layer bilstm \(LSTM\)"),
+    ("gru", "static_wi4_ai8", r"mode 'static_wi4_ai8' cannot convert the recurrent layer gru "
+                              r"\(GRU\): the LiteRT Quantizer cannot calibrate"),
+    ("gru", "mixed_a16w8", r"mode 'mixed_a16w8' cannot convert the recurrent layer gru \(GRU\)"),
+    ("simple_rnn", "static_wi8_ai16", r"recurrent layer rnn \(SimpleRNN\).*'Tensor data is null'"),
 ])
 def test_modes_that_would_kill_the_process_are_refused_first(kind, mode, match):
     model, (x, _), _ = model_kinds.trained(kind)
     with pytest.raises(errors.ConversionError, match=match) as info:
         tfcompress.convert(model, mode, representative_data=x[:20])
     assert "\n" not in str(info.value)
+
+
+def test_gru_static_modes_name_the_modes_that_work():
+    """The GRU's refusal in the quantizer's static modes lists the modes that convert it, and
+    one of them is measured to work; the fused LSTM still takes static_wi8_ai8."""
+    model, (x, _), (x_test, y_test) = model_kinds.trained("gru")
+    with pytest.raises(errors.ConversionError) as info:
+        tfcompress.convert(model, "static_wi8_ai8", representative_data=x[:20])
+    accepted = str(info.value).split("accepted for this model: ")[1].split(", ")
+    assert "dynamic_wi8" in accepted and "weight_only_wi4" in accepted
+    assert not any(m.startswith("static_") or m in ("int8", "int16x8", "mixed_a16w8")
+                   for m in accepted)
+    flatbuffer = tfcompress.convert(model, accepted[accepted.index("dynamic_wi8")])
+    report = tfcompress.validate(flatbuffer, x_test, y_test, reference=model, **QUICK)
+    assert report.agreement >= 0.99, report.agreement
+    lstm, (x, _), (x_test, y_test) = model_kinds.trained("lstm")
+    flatbuffer = tfcompress.convert(lstm, "static_wi8_ai8", representative_data=x[:100])
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in _ops(flatbuffer)
+    report = tfcompress.validate(flatbuffer, x_test, y_test, reference=lstm, **QUICK)
+    assert report.agreement >= 0.9, report.agreement
 
 
 @pytest.mark.parametrize("mode", ["float32", "int8"])

@@ -8,12 +8,16 @@ at batch 1 with the same weights; the flatbuffer then runs one sample per invoke
 runs it resets the interpreter's variables (the recurrent state) between independent samples
 (``tfcompress.export.validation`` does). Modes that cannot take recurrent layers are refused
 here, before the converter runs: it kills the process on them (int16x8 on recurrent models;
-int8 on GRU and SimpleRNN, which it lowers to a ``WHILE`` loop and crashes calibrating).
+int8 on GRU and SimpleRNN, which it lowers to a ``WHILE`` loop and crashes calibrating). The
+LiteRT Quantizer's static modes (integer activations, ``mixed_a16w8`` too) take the fused LSTM
+(and a Bidirectional one) but cannot calibrate a GRU or SimpleRNN: the raw
+``Tensor data is null`` is refused here in one line that names the modes that work.
 """
 
 from typing import Optional
 
 from tfcompress import errors, models
+import tfcompress.export.modes as modes
 from tfcompress._compat.keras import keras
 
 # Conversion modes refused for some recurrent layers: mode -> (refused(core layer), why).
@@ -25,6 +29,23 @@ REFUSED = {
     "int8": (lambda layer: not isinstance(layer, keras.layers.LSTM) and not layer.unroll,
              "the converter lowers it to a WHILE loop and crashes (SIGSEGV) calibrating it"),
 }
+# The LiteRT Quantizer's modes with integer activations (checked with litert-quantizer 0.11 /
+# LiteRT 2.3): a GRU's or SimpleRNN's WHILE loop (and, unrolled, an unused SPLIT output) leaves
+# tensors its calibration reads unallocated; the fused LSTM calibrates.
+_STATIC = (lambda layer: not isinstance(layer, keras.layers.LSTM),
+           "the LiteRT Quantizer cannot calibrate its integer activations (LiteRT leaves tensors "
+           "of the loop it is lowered to unallocated: 'Tensor data is null')")
+
+
+def _refusal(mode: str):
+    """``(refused(core layer), why)`` for ``mode``, or None where it takes every recurrent layer."""
+    if mode in REFUSED:
+        return REFUSED[mode]
+    spec = modes.get(mode) if mode in modes.names() else None
+    if spec is not None and ((spec.quantizer is not None and spec.quantizer.activation_bits)
+                             or spec.backend == "mixed_activations"):
+        return _STATIC
+    return None
 
 
 def _core(layer):
@@ -58,17 +79,20 @@ def check_mode(model, mode: str) -> None:
     """Refuses a mode that cannot take the model's recurrent layers, before the converter runs.
 
     Raises:
-        ConversionError: ``mode`` is in ``REFUSED`` for one of the model's recurrent layers.
+        ConversionError: ``mode`` is in ``REFUSED`` for one of the model's recurrent layers, or
+            has integer activations through the LiteRT Quantizer and the model a GRU/SimpleRNN.
     """
-    if mode not in REFUSED or isinstance(model, str):
+    if _refusal(mode) is None or isinstance(model, str):
         return
-    refused, why = REFUSED[mode]
+    refused, why = _refusal(mode)
+    layers = [core for _, core in _recurrent(model)]
     bad = [f"{name} ({type(core).__name__})" for name, core in _recurrent(model) if refused(core)]
     if bad:
-        accepted = "float32, float16, dynamic" + (", int8 (LSTM only)" if mode != "int8" else "")
+        accepted = [m for m in modes.names() if _refusal(m) is None
+                    or not any(_refusal(m)[0](core) for core in layers)]
         raise errors.ConversionError(
             f"mode {mode!r} cannot convert the recurrent layer {', '.join(bad)}: {why}; "
-            f"accepted for this model: {accepted}")
+            f"accepted for this model: {', '.join(accepted)}")
 
 
 def _dynamic_batch(model) -> bool:
