@@ -122,3 +122,30 @@ def test_units_are_taken_by_gain_per_added_op_within_max_ops():
     assert order == [[3], [1, 2], [0, 1, 2]] and 4 not in chosen  # no gain: never lifted
     assert ma._next_unit(rows, frozenset(), 1)["indices"] == [3]
     assert ma._next_unit(rows, frozenset({3}), 2) is None  # every unit left needs 2+ more ops
+
+
+def test_a_two_output_model_is_judged_on_the_mean_closeness_of_its_outputs():
+    """MTCNN-like: a class head and a value head. One calibration image with a bright band
+    widens the int8 ranges; the choice lifts the ops whose int16 pays on the mean over outputs
+    of agreement (class) and R^2 (value) against Keras, which the facts report and the
+    flatbuffer's tensor types confirm."""
+    import model_kinds
+
+    model, (x, _), (x_val, y_val) = model_kinds.trained("two_output")
+    calibration = x[:200].copy()
+    calibration[7, 2:5, :, 0] = 30.0
+    fb = convert(model, "mixed_a16w8", representative_data=calibration,
+                 validation_data=(x_val[:100], [y[:100] for y in y_val]))
+    facts = conversion_info(fb)["facts"]["mixed_activations"]
+    read_back = [f"{r['name']}:{r['op']}" for r in ma.activation_types(fb) if r["type"] == "int16"]
+    assert facts["figure"] == "closeness" and facts["int16_ops"] == read_back
+    assert 0 < len(read_back) < facts["ops_total"]
+    got = ma.predict_by_name(fb, x_val[:100])  # the outputs keep the Keras names
+    probs, value = model.predict(x_val[:100], verbose=0)
+    agreement = np.mean(got["class"].argmax(-1) == probs.argmax(-1))
+    val = got["value"].reshape(value.shape)
+    r2 = 1 - np.sum((val - value) ** 2) / np.sum((value - value.mean()) ** 2)
+    measured = facts["measured"]
+    assert measured["mixed"]["figure"] == pytest.approx((agreement + r2) / 2, abs=1e-6)
+    assert measured["mixed"]["figure"] > measured["int8"]["figure"] + 0.005
+    assert facts["meets_goal"]

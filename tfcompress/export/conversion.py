@@ -434,31 +434,56 @@ def _closeness(out: np.ndarray, reference: np.ndarray, task: str) -> float:
 def _recovery_check_outputs(model: keras.Model, candidates: dict, x, y=None) -> dict:
     """``_recovery_check`` for a model with several outputs: each output's task (from its labels,
     a list in the model's output order or a dict by name, and its outputs) and closeness
-    (``_closeness``); the flatbuffer with the higher mean closeness over the outputs is kept
-    (then the lower mean squared output difference)."""
+    (``outputs_closeness``); the flatbuffer with the higher mean closeness over the outputs is
+    kept (then the lower mean squared output difference)."""
     names = list(model.output_names)
-    references = [np.asarray(r) for r in model.predict(x, verbose=0)]
+    references = dict(zip(names, (np.asarray(r) for r in model.predict(x, verbose=0))))
+    tasks = output_tasks(references, y)
+    scores = {kind: outputs_closeness(flatbuffer, x, references, tasks)
+              for kind, flatbuffer in candidates.items()}
+    kept = max(scores, key=lambda k: (scores[k]["closeness"], -scores[k]["output_error"]))
+    return {"validation": scores, "kept": kept, "task": "multi-output"}
+
+
+def output_tasks(references: dict, y=None) -> dict:
+    """{output name: task} of a model with several outputs (``references``: {name: outputs}, in
+    the model's order), inferred from each output's labels (``y``: a list in that order, a dict
+    by name, or None) and its outputs.
+
+    Raises:
+        DataError: a list of labels whose length is not the number of outputs.
+    """
+    names = list(references)
     labels = ([y.get(n) for n in names] if isinstance(y, dict)
               else list(y) if isinstance(y, (list, tuple)) else [None] * len(names))
     if len(labels) != len(names):
         raise errors.DataError(
             f"validation_data has {len(labels)} label arrays for {len(names)} outputs "
             f"({', '.join(names)}); accepted: one per output, a list or a dict by name")
-    task_of = [tasks_lib.infer(l, r) for l, r in zip(labels, references)]
-    scores, keys = {}, {}
-    for kind, flatbuffer in candidates.items():
-        named = predict_by_name(flatbuffer, x)
-        outs = ([named[n] for n in names] if sorted(named) == sorted(names)
-                else list(named.values()))  # the flatbuffer's order where names differ
-        outs = [np.asarray(o).reshape(r.shape) for o, r in zip(outs, references)]
-        closeness = [_closeness(o, r, t) for o, r, t in zip(outs, references, task_of)]
-        errors_ = [float(np.mean(np.square(o - r))) for o, r in zip(outs, references)]
-        keys[kind] = (float(np.mean(closeness)), -float(np.mean(errors_)))
-        scores[kind] = {"closeness": keys[kind][0], "output_error": -keys[kind][1],
-                        "outputs": {n: {"task": t, "closeness": c, "output_error": e}
-                                    for n, t, c, e in zip(names, task_of, closeness, errors_)}}
-    kept = max(scores, key=lambda k: keys[k])
-    return {"validation": scores, "kept": kept, "task": "multi-output"}
+    return {n: tasks_lib.infer(l, references[n]) for n, l in zip(names, labels)}
+
+
+def outputs_closeness(flatbuffer: bytes, x, references: dict, tasks: dict) -> dict:
+    """How close a flatbuffer's outputs on ``x`` are to ``references`` ({output name: outputs}),
+    output by output with its task (``tasks``, ``output_tasks``; ``_closeness``).
+
+    Returns:
+        ``{"closeness": mean over outputs, "output_error": mean over outputs of the mean squared
+        difference (inf if not finite), "outputs": {name: {"task", "closeness",
+        "output_error"}}}``.
+    """
+    names = list(references)
+    named = predict_by_name(flatbuffer, x)
+    outs = ([named[n] for n in names] if sorted(named) == sorted(names)
+            else list(named.values()))  # the flatbuffer's order where names differ
+    outs = [np.asarray(o).reshape(references[n].shape) for o, n in zip(outs, names)]
+    closeness = [_closeness(o, references[n], tasks[n]) for o, n in zip(outs, names)]
+    errors_ = [float(np.mean(np.square(o - references[n]))) for o, n in zip(outs, names)]
+    error = float(np.mean(errors_))
+    return {"closeness": float(np.mean(closeness)),
+            "output_error": error if np.isfinite(error) else float("inf"),
+            "outputs": {n: {"task": tasks[n], "closeness": c, "output_error": e}
+                        for n, c, e in zip(names, closeness, errors_)}}
 
 
 def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data,

@@ -52,14 +52,16 @@ import tfcompress.export.mixed as mixed
 import tfcompress.export.modes as modes
 import tfcompress.tasks as tasks_lib
 from tfcompress._compat.litert import load_flatbuffer
-from tfcompress.export.conversion import (convert, float32_flatbuffer, representative,
-                                          section_options)
-from tfcompress.export.validation import predict_outputs
+import tfcompress.export.recurrent as recurrent
+from tfcompress.export.conversion import (convert, float32_flatbuffer, output_tasks,
+                                          outputs_closeness, representative, section_options)
+from tfcompress.export.validation import predict_by_name
 
 BASE_MODE, WIDE_MODE = "static_wi8_ai8", "static_wi8_ai16"
 _REQUANTIZE = ("QUANTIZE", "DEQUANTIZE")
 DEFAULT_TOLERANCE = 0.005
 RANGES = ("min_max", "moving_average")
+MULTI_OUTPUT = "multi-output"  # the task of a model with several outputs (``_judge``)
 _CHUNK = 32  # calibration samples run at once for ``min_max`` ranges
 
 
@@ -175,7 +177,8 @@ class MixedActivationsResult:
         recipe: the LiteRT Quantizer recipe that makes it from the float32 flatbuffer.
         int16_ops: the ops lifted to int16 activations (``Op.to_dict`` rows), in graph order;
             read back from the flatbuffer.
-        figure: the figure judged (``agreement``; ``r2_vs_float`` for regression).
+        figure: the figure judged (``agreement``; ``r2_vs_float`` for regression; for several
+            outputs ``closeness``, the mean over outputs of each one's closeness).
         goal: the figure the choice aimed at; meets_goal: whether it reached it.
         measured: ``{"int8", "int16", "mixed"}``: each file's figure, mse and bytes on the
             judging data (``int16``: every op that can take int16 activations in int16).
@@ -290,29 +293,25 @@ def mixed_activations(
             which can help int8 and costs int16 its headroom).
         representative_samples: how many samples calibrate.
         task: the model's task (``tasks.infer`` from ``y`` and the float outputs when None).
+            A model with several outputs (``y`` a list in output order or a dict by name, or
+            None) is judged on the mean over its outputs of each one's closeness to the float
+            model (agreement, or R^2 for a regression output), each output's task inferred.
 
     Returns:
         A MixedActivationsResult; its flatbuffer has been run on LiteRT.
 
     Raises:
         ConversionError: a bad option value, no calibration data, a model the quantizer rejects.
-        DataError: ``x`` does not fit the model.
-        ModelError: a model with several outputs.
+        DataError: ``x`` does not fit the model, or ``y`` holds not one label array per output.
     """
     check_options(target, tolerance, max_ops, algorithm, ranges)
     if representative_data is None:
         raise errors.ConversionError(
             "mixed_a16w8 needs representative_data (calibration inputs); accepted: a numpy "
             "array, a tf.data.Dataset or the splits returned by tfcompress.data loaders")
+    recurrent.check_mode(model_or_flatbuffer, "mixed_a16w8")  # a GRU: one line, not a raw error
     f32 = _float32(model_or_flatbuffer)
-    outputs = predict_outputs(f32, x)
-    if len(outputs) > 1:
-        raise errors.ModelError(
-            f"mixed_a16w8 judges one output and the model has {len(outputs)}; accepted: a model "
-            "with one output (for several, a single mode: convert(model, 'static_wi8_ai16'))")
-    reference = outputs[0]
-    task = tasks_lib.infer(y, reference, task)
-    figure = mixed._FIGURES[task][1]
+    task, figure, judge = _judge(f32, x, y, task)
     ops = graph_ops(f32)
     by_index = {op.index: op for op in ops}
     wide, skipped = _quantizable(ops, algorithm)
@@ -323,7 +322,7 @@ def mixed_activations(
     def measure(chosen) -> tuple:
         recipe = base + [_wide_entry(by_index[i], algorithm) for i in sorted(chosen)]
         fb = lowbit.with_recipe(lowbit_calibration.run_quantizer(f32, recipe, qsvs=qsvs), recipe)
-        row = mixed._metrics(fb, x, reference, y, task)
+        row = judge(fb)
         return fb, recipe, {"figure": row[figure], "mse": row["mse"], "bytes": len(fb)}
 
     int8_fb, _, int8_row = measure(())
@@ -344,6 +343,34 @@ def mixed_activations(
         steps=steps, skipped=skipped, ops_total=len(ops), task=task)
     result.flatbuffer = _litert.with_facts(flatbuffer, mixed_activations=result.facts())
     return result
+
+
+def _judge(f32: bytes, x, y, task: Optional[str]) -> tuple:
+    """``(task, figure, row(flatbuffer))``: what the choice is judged on, against the float
+    model's outputs on ``x``. One output: the task's figure (agreement; R^2 for regression) and
+    the mean squared output error (``mixed._metrics``). Several: ``"closeness"``, the mean over
+    the outputs of each output's closeness with its own task, and the mean of their squared
+    errors (``conversion.outputs_closeness``, as ``convert(recovery=True)`` judges them).
+
+    Raises:
+        ConversionError: a single ``task`` for a model with several outputs.
+        DataError: labels that are not one per output.
+    """
+    references = predict_by_name(f32, x)
+    if len(references) == 1:
+        reference = next(iter(references.values()))
+        task = tasks_lib.infer(y, reference, task)
+        return task, mixed._FIGURES[task][1], lambda fb: mixed._metrics(fb, x, reference, y, task)
+    if task is not None:
+        raise errors.ConversionError(
+            f"task={task!r} for a model with {len(references)} outputs; accepted: None (each "
+            "output's task is inferred from its labels and outputs)")
+    tasks = output_tasks(references, y)
+
+    def row(fb: bytes) -> dict:
+        got = outputs_closeness(fb, x, references, tasks)
+        return {"closeness": got["closeness"], "mse": got["output_error"]}
+    return MULTI_OUTPUT, "closeness", row
 
 
 def _ranges(f32: bytes, recipe: list, data, samples: int, ranges: str) -> dict:
