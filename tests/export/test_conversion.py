@@ -260,18 +260,18 @@ def test_recovery_is_kept_only_where_validation_agrees(trained_cnn, digits):
 
 
 def test_recovery_true_skips_label_free_qat_where_tfmot_cannot_train_a_layer():
-    """PReLU (MTCNN's activation) has no tfmot 8-bit config: recovery=True still recovers and
-    converts, and its facts say the fine-tuning candidate was skipped and why; asking for the
-    fine-tuning explicitly stays an error."""
+    """A scaling written as ``h * 0.5`` (a TFOpLambda multiply, which tfmot cannot quantize):
+    recovery=True still recovers and converts, and its facts say the fine-tuning candidate was
+    skipped and why; asking for the fine-tuning explicitly stays an error."""
     L = keras.layers
     inputs = keras.Input((8, 8, 1))
-    x = L.PReLU(shared_axes=[1, 2], name="prelu")(L.Conv2D(8, 3, name="conv")(inputs))
+    x = L.Conv2D(8, 3, activation="relu", name="conv")(inputs) * 0.5
     model = keras.Model(inputs, L.Dense(3, activation="softmax", name="probs")(
         L.GlobalAveragePooling2D()(x)))
     x_cal = np.random.default_rng(0).random((32, 8, 8, 1), np.float32)
     facts = conversion_info(convert(model, "int8", representative_data=x_cal,
                                     recovery=True))["facts"]
-    assert "PReLU" in facts["recovery_skipped"]
+    assert "math.multiply" in facts["recovery_skipped"]
     assert set(facts["recovery_check"]["validation"]) == {"min_max", "recovered"}
-    with pytest.raises(errors.ModelError, match="PReLU"):
+    with pytest.raises(errors.ModelError, match="math.multiply"):
         convert(model, "int8", representative_data=x_cal, recovery=("finetune",))

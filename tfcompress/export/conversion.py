@@ -341,7 +341,7 @@ def convert(
             try:
                 tuned = finetune_lib.finetune_quantized(user_model, x_cal, mode, start=recovered,
                                                         max_seconds=60.0)  # stays bounded
-            except errors.ModelError as e:  # e.g. a layer tfmot cannot train (PReLU)
+            except errors.ModelError as e:  # e.g. a layer tfmot cannot train (a Lambda)
                 if recovery is not True or not ptq:
                     raise
                 skipped = f"finetune: {e}"
