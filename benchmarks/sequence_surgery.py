@@ -4,6 +4,8 @@
         --out=benchmarks/results/sequence_surgery_transformer.json      # about 12 minutes
     python benchmarks/sequence_surgery.py --models=lstm \
         --out=benchmarks/results/sequence_surgery_lstm.json             # about 15 minutes
+    python benchmarks/sequence_surgery.py --models=transformer --attention_dropout=0 \
+        --out=benchmarks/results/sequence_surgery_transformer_dropout0.json  # the model before a8fc071
 
 Data: the bundled fortune-cookie topics (``tfcompress.data.load_text``: 64 token ids, 6 classes);
 a stratified fifth of the training split is held out for validation (``_protocol``). Models:
