@@ -5,7 +5,7 @@
     python benchmarks/sequence_surgery.py --models=lstm \
         --out=benchmarks/results/sequence_surgery_lstm.json             # about 15 minutes
     python benchmarks/sequence_surgery.py --models=transformer --attention_dropout=0 \
-        --out=benchmarks/results/sequence_surgery_transformer_dropout0.json  # the model before a8fc071
+        --out=benchmarks/results/sequence_surgery_transformer_dropout0.json  # pre-a8fc071 model
 
 Data: the bundled fortune-cookie topics (``tfcompress.data.load_text``: 64 token ids, 6 classes);
 a stratified fifth of the training split is held out for validation (``_protocol``). Models:
