@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
+from ai_edge_litert.interpreter import Interpreter
 
 import tfcompress
 from tfcompress import errors, keras, models
@@ -394,6 +395,8 @@ def test_prelu_trains_quantize_aware_and_converts_to_int8_prelu(digits):
     flatbuffer = convert(qat, "int8")
     assert_int8_prelus(flatbuffer, qat)
     assert {t for _, t in _op_outputs(flatbuffer)} == {"int8"}
+    signature = Interpreter(model_content=flatbuffer).get_signature_list()["serving_default"]
+    assert signature["outputs"] == list(qat.output_names)  # kept (lost with rounding ops inside)
     got, want = predict(flatbuffer, xt), qat.predict(xt, verbose=0)
     assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.97
     assert np.max(np.abs(got - want)) < 0.1

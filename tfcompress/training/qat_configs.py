@@ -229,9 +229,17 @@ class PReLUAlphaQuantizer(_q.quantizers.Quantizer):
         return {}
 
     def __call__(self, inputs, training, weights, **kwargs):
-        scale = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(inputs)), 1e-9) / 127.0)
-        snapped = tf.clip_by_value(tf.round(inputs / scale), -127.0, 127.0) * scale
-        return inputs + tf.stop_gradient(snapped - inputs)
+        def snapped():
+            scale = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(inputs)), 1e-9) / 127.0)
+            grid = tf.clip_by_value(tf.round(inputs / scale), -127.0, 127.0) * scale
+            return inputs + tf.stop_gradient(grid - inputs)
+
+        # Outside training the slopes pass as they are: the converter rounds them onto this same
+        # grid (the same integers), and with the rounding ops in the inference graph it writes
+        # the flatbuffer without its signature (TF 2.21).
+        if training is None or isinstance(training, bool):
+            return snapped() if training else inputs
+        return tf.cond(tf.cast(training, tf.bool), snapped, lambda: tf.identity(inputs))
 
     def get_config(self) -> dict:
         return {}
