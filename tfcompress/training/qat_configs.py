@@ -120,38 +120,50 @@ class _Stateless(_q.QuantizeConfig):
         return []
 
 
+class _OneWeight(_Stateless):
+    """A layer's one weight (attribute ``WEIGHT``, quantized by ``_quantizer``), no activation."""
+
+    WEIGHT = "kernel"
+
+    def _quantizer(self):
+        return _weights()
+
+    def get_weights_and_quantizers(self, layer) -> list:
+        return [(getattr(layer, self.WEIGHT), self._quantizer())]
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        setattr(layer, self.WEIGHT, quantize_weights[0])
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        pass
+
+
+class _KernelThenActivation(_OneWeight):
+    """A layer's one kernel and the activation after the op."""
+
+    def get_activations_and_quantizers(self, layer) -> list:
+        return [(layer.activation, _activations())]
+
+    def set_quantize_activations(self, layer, quantize_activations) -> None:
+        layer.activation = quantize_activations[0]
+
+
 @_register
-class Conv1DQuantizeConfig(_Stateless):
+class Conv1DQuantizeConfig(_KernelThenActivation):
     """Conv1D: the kernel (one scale), the activation after the convolution."""
 
-    def get_weights_and_quantizers(self, layer) -> list:
-        return [(layer.kernel, _weights())]
-
-    def get_activations_and_quantizers(self, layer) -> list:
-        return [(layer.activation, _activations())]
-
-    def set_quantize_weights(self, layer, quantize_weights) -> None:
-        layer.kernel = quantize_weights[0]
-
-    def set_quantize_activations(self, layer, quantize_activations) -> None:
-        layer.activation = quantize_activations[0]
-
 
 @_register
-class DepthwiseConv2DQuantizeConfig(_Stateless):
+class DepthwiseConv2DQuantizeConfig(_KernelThenActivation):
     """DepthwiseConv2D: the kernel per channel, the activation after the convolution."""
 
-    def get_weights_and_quantizers(self, layer) -> list:
-        return [(layer.depthwise_kernel, DepthwiseKernelQuantizer())]
+    WEIGHT = "depthwise_kernel"
 
-    def get_activations_and_quantizers(self, layer) -> list:
-        return [(layer.activation, _activations())]
-
-    def set_quantize_weights(self, layer, quantize_weights) -> None:
-        layer.depthwise_kernel = quantize_weights[0]
-
-    def set_quantize_activations(self, layer, quantize_activations) -> None:
-        layer.activation = quantize_activations[0]
+    def _quantizer(self):
+        return DepthwiseKernelQuantizer()
 
 
 class _DepthwisePerChannelRegistry(_q.QuantizeRegistry):
@@ -178,20 +190,10 @@ class DepthwisePerChannelScheme(_q.default_8bit.Default8BitQuantizeScheme):
 
 
 @_register
-class EmbeddingQuantizeConfig(_Stateless):
+class EmbeddingQuantizeConfig(_OneWeight):
     """Embedding: the table with one scale (its lookups are table rows: no output range)."""
 
-    def get_weights_and_quantizers(self, layer) -> list:
-        return [(layer.embeddings, _weights())]
-
-    def get_activations_and_quantizers(self, layer) -> list:
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights) -> None:
-        layer.embeddings = quantize_weights[0]
-
-    def set_quantize_activations(self, layer, quantize_activations) -> None:
-        pass
+    WEIGHT = "embeddings"
 
 
 @_register
@@ -252,7 +254,7 @@ class PReLUAlphaQuantizer(_q.quantizers.Quantizer):
 
 
 @_register
-class PReLUQuantizeConfig(_Stateless):
+class PReLUQuantizeConfig(_OneWeight):
     """PReLU: its slopes ``alpha`` (``PReLUAlphaQuantizer``) and its output.
 
     What the converter deploys for an int8 ``PRELU`` (read back from its flatbuffer, TF 2.21):
@@ -262,17 +264,10 @@ class PReLUQuantizeConfig(_Stateless):
     output, quantized there.
     """
 
-    def get_weights_and_quantizers(self, layer) -> list:
-        return [(layer.alpha, PReLUAlphaQuantizer())]
+    WEIGHT = "alpha"
 
-    def get_activations_and_quantizers(self, layer) -> list:
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights) -> None:
-        layer.alpha = quantize_weights[0]
-
-    def set_quantize_activations(self, layer, quantize_activations) -> None:
-        pass
+    def _quantizer(self):
+        return PReLUAlphaQuantizer()
 
     def get_output_quantizers(self, layer) -> list:
         return [_activations()]
