@@ -72,14 +72,16 @@ def test_classification_metrics_and_binary_thresholds():
     assert tasks.metrics(SIGMOID, "binary", labels)["accuracy"] == pytest.approx(147 / 150)
 
 
-def test_fidelity_orders_by_the_tasks_figure():
+def test_decided_alike_is_per_sample_or_per_label():
     ref = SOFTMAX
-    close = ref + 0.001
     flipped = ref.copy()
     flipped[:10] = flipped[:10, ::-1]
-    assert tasks.fidelity(close, ref, "classification") > tasks.fidelity(flipped, ref,
-                                                                           "classification")
-    assert len(tasks.fidelity(close, ref, "regression")) == 1  # no agreement for regression
+    alike = tasks.decided_alike(flipped, ref, "classification")
+    assert alike.shape == (len(ref),)
+    assert tasks.agreement(flipped, ref) == pytest.approx(np.mean(alike))
+    assert tasks.decided_alike(SIGMOID, SIGMOID, "binary").shape == np.shape(SIGMOID)
+    with pytest.raises(errors.DataError, match="regression"):
+        tasks.decided_alike(ref, ref, "regression")
 
 
 def test_per_output():

@@ -139,11 +139,21 @@ def agreement(outputs, reference, task: str = "classification") -> float:
     Raises:
         DataError: for a regression task (it has no decisions; use ``regression``).
     """
+    return float(np.mean(decided_alike(outputs, reference, task)))
+
+
+def decided_alike(outputs, reference, task: str = "classification") -> np.ndarray:
+    """Per sample (classification: the top class) or per label (binary: the 0.5 threshold),
+    whether two models decide alike: ``agreement`` is its mean.
+
+    Raises:
+        DataError: for a regression task.
+    """
     a, b = np.asarray(outputs, np.float32), np.asarray(reference, np.float32)
     if task == "classification":
-        return float(np.mean(a.argmax(-1) == b.argmax(-1)))
+        return a.argmax(-1) == b.argmax(-1)
     if task == "binary":
-        return float(np.mean((a > 0.5) == (b > 0.5)))
+        return (a > 0.5) == (b > 0.5)
     raise errors.DataError(f"agreement is not defined for task {task!r}; accepted: "
                            "classification, binary (regression reports mse, mae, r2)")
 
@@ -204,19 +214,6 @@ def score(outputs, y, task: str) -> float:
     if task == "regression":
         return regression(outputs, y)["r2"]
     return top1(outputs, y) if task == "classification" else binary_accuracy(outputs, y)
-
-
-def fidelity(outputs, reference, task: str) -> tuple:
-    """How close outputs are to a reference's, as a sortable key (higher is closer).
-
-    classification/binary: (agreement, -mean squared difference); regression: (-mean squared
-    difference,): a regression output has no decision to agree on.
-    """
-    mse = float(np.mean(np.square(np.asarray(outputs, np.float64)
-                                  - np.asarray(reference, np.float64))))
-    if check(task) == "regression":
-        return (-mse,)
-    return (agreement(outputs, reference, task), -mse)
 
 
 def per_output(tasks: Union[str, Sequence[Optional[str]], None], count: int) -> list:

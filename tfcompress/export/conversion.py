@@ -28,8 +28,8 @@ from absl import logging
 from tfcompress import errors, models, profiling, wrappers
 import tfcompress._compat.litert as _litert
 import tfcompress._compat.quantizer as _quantizer
+import tfcompress.export.closeness as closeness
 import tfcompress.export.recurrent as recurrent
-import tfcompress.tasks as tasks_lib
 from tfcompress._compat.converter import one_line_errors
 import tfcompress.export.modes as modes
 import tfcompress.ptq.recovery as recovery_lib
@@ -39,7 +39,6 @@ from tfcompress import data as data_lib
 from tfcompress._compat.keras import keras
 from tfcompress._compat.litert import tensor_types  # noqa: F401  (re-exported)
 from tfcompress.keras3 import ensure_keras2
-from tfcompress.export.validation import predict, predict_by_name
 
 MODES = tuple(m.name for m in modes.modes("converter"))  # the TFLite converter's modes
 
@@ -282,12 +281,13 @@ def convert(
             the closest kept. Or a tuple of step names (``"equalize"``, ``"adaround"``,
             ``"correct_bias"``, ``"finetune"``), kept as asked unless ``validation_data`` says
             min-max is closer. The learned integers are the
-            deployed ones, calibrated on ``representative_data``. With ``validation_data`` the
-            recovered flatbuffer is kept only where it agrees with the float model on the
-            validation images at least as well as plain min-max (then by the lower mean squared
-            output difference; a model with several outputs: the mean over its outputs of
-            agreement, or R^2 against the float model's outputs for a regression output, with
-            ``y`` one label array per output, a list or a dict by name);
+            deployed ones, calibrated on ``representative_data``. The check
+            (``closeness.choose``) keeps the candidate with the lowest mean squared output
+            difference from the float model among those whose agreement is not lower than
+            another's beyond chance (McNemar's exact test; a model with several outputs: the
+            highest mean over its outputs of agreement, or R^2 against the float model's
+            outputs for a regression output, with ``y`` one label array per output, a list or
+            a dict by name);
             ``facts["recovery_check"]`` holds the candidates' figures and the one kept. The
             flatbuffer's facts (``conversion_info(...)["facts"]["recovery"]``) name the steps
             in its weights.
@@ -368,7 +368,7 @@ def convert(
                 req, source=tuned, qat=wrappers.is_quantize_aware(tuned)))
         if steps and (req.validation or check) is not None:
             candidates["min_max"] = fn(dataclasses.replace(req, source=float_source))
-            facts["recovery_check"] = _recovery_check(user_model, candidates,
+            facts["recovery_check"] = closeness.choose(user_model, candidates,
                                                       *(req.validation or check))
             kept = facts["recovery_check"]["kept"]
         else:
@@ -400,90 +400,6 @@ def left_alone(flatbuffer: bytes, model=None) -> list:
         shares[name] = shares.get(name, 0.0) + share
     return [[name, round(share, 4)] for name, share in sorted(shares.items(), key=lambda i: -i[1])
             if share > wrappers.LEFT_ALONE_SHARE]
-
-
-def _recovery_check(model: keras.Model, candidates: dict, x, y=None) -> dict:
-    """Which flatbuffer of ``candidates`` (name -> bytes, e.g. ``recovered``, ``finetuned``,
-    ``min_max``; the first wins a tie) is closest to the float model on validation samples, by
-    the task's fidelity (``tasks.fidelity``): classification agreement of the top class first,
-    then the lower mean squared output difference; regression the mean squared difference."""
-    if len(model.outputs) > 1:
-        return _recovery_check_outputs(model, candidates, x, y)
-    reference = model.predict(x, verbose=0)
-    task = tasks_lib.infer(y, reference)
-    scores, keys = {}, {}
-    for name, flatbuffer in candidates.items():
-        out = predict(flatbuffer, x)
-        keys[name] = tasks_lib.fidelity(out, reference, task)
-        scores[name] = {"output_error": float(np.mean(np.square(out - reference)))}
-        if task != "regression":
-            scores[name]["agreement"] = tasks_lib.agreement(out, reference, task)
-    kept = max(scores, key=lambda k: keys[k])
-    return {"validation": scores, "kept": kept, "task": task}
-
-
-def _closeness(out: np.ndarray, reference: np.ndarray, task: str) -> float:
-    """One output's closeness to the reference's, higher is closer, about [0, 1] for every task:
-    agreement (classification/binary) or R^2 of the outputs against the reference's
-    (regression)."""
-    if task == "regression":
-        return float(np.nan_to_num(tasks_lib.regression(out, reference)["r2"], nan=0.0))
-    return tasks_lib.agreement(out, reference, task)
-
-
-def _recovery_check_outputs(model: keras.Model, candidates: dict, x, y=None) -> dict:
-    """``_recovery_check`` for a model with several outputs: each output's task (from its labels,
-    a list in the model's output order or a dict by name, and its outputs) and closeness
-    (``outputs_closeness``); the flatbuffer with the higher mean closeness over the outputs is
-    kept (then the lower mean squared output difference)."""
-    names = list(model.output_names)
-    references = dict(zip(names, (np.asarray(r) for r in model.predict(x, verbose=0))))
-    tasks = output_tasks(references, y)
-    scores = {kind: outputs_closeness(flatbuffer, x, references, tasks)
-              for kind, flatbuffer in candidates.items()}
-    kept = max(scores, key=lambda k: (scores[k]["closeness"], -scores[k]["output_error"]))
-    return {"validation": scores, "kept": kept, "task": "multi-output"}
-
-
-def output_tasks(references: dict, y=None) -> dict:
-    """{output name: task} of a model with several outputs (``references``: {name: outputs}, in
-    the model's order), inferred from each output's labels (``y``: a list in that order, a dict
-    by name, or None) and its outputs.
-
-    Raises:
-        DataError: a list of labels whose length is not the number of outputs.
-    """
-    names = list(references)
-    labels = ([y.get(n) for n in names] if isinstance(y, dict)
-              else list(y) if isinstance(y, (list, tuple)) else [None] * len(names))
-    if len(labels) != len(names):
-        raise errors.DataError(
-            f"validation_data has {len(labels)} label arrays for {len(names)} outputs "
-            f"({', '.join(names)}); accepted: one per output, a list or a dict by name")
-    return {n: tasks_lib.infer(l, references[n]) for n, l in zip(names, labels)}
-
-
-def outputs_closeness(flatbuffer: bytes, x, references: dict, tasks: dict) -> dict:
-    """How close a flatbuffer's outputs on ``x`` are to ``references`` ({output name: outputs}),
-    output by output with its task (``tasks``, ``output_tasks``; ``_closeness``).
-
-    Returns:
-        ``{"closeness": mean over outputs, "output_error": mean over outputs of the mean squared
-        difference (inf if not finite), "outputs": {name: {"task", "closeness",
-        "output_error"}}}``.
-    """
-    names = list(references)
-    named = predict_by_name(flatbuffer, x)
-    outs = ([named[n] for n in names] if sorted(named) == sorted(names)
-            else list(named.values()))  # the flatbuffer's order where names differ
-    outs = [np.asarray(o).reshape(references[n].shape) for o, n in zip(outs, names)]
-    closeness = [_closeness(o, references[n], tasks[n]) for o, n in zip(outs, names)]
-    errors_ = [float(np.mean(np.square(o - references[n]))) for o, n in zip(outs, names)]
-    error = float(np.mean(errors_))
-    return {"closeness": float(np.mean(closeness)),
-            "output_error": error if np.isfinite(error) else float("inf"),
-            "outputs": {n: {"task": tasks[n], "closeness": c, "output_error": e}
-                        for n, c, e in zip(names, closeness, errors_)}}
 
 
 def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data,

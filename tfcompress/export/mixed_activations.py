@@ -53,8 +53,9 @@ import tfcompress.export.modes as modes
 import tfcompress.tasks as tasks_lib
 from tfcompress._compat.litert import load_flatbuffer
 import tfcompress.export.recurrent as recurrent
-from tfcompress.export.conversion import (convert, float32_flatbuffer, output_tasks,
-                                          outputs_closeness, representative, section_options)
+from tfcompress.export.closeness import output_tasks, outputs_closeness
+from tfcompress.export.conversion import (convert, float32_flatbuffer, representative,
+                                          section_options)
 from tfcompress.export.validation import predict_by_name
 
 BASE_MODE, WIDE_MODE = "static_wi8_ai8", "static_wi8_ai16"
@@ -350,7 +351,7 @@ def _judge(f32: bytes, x, y, task: Optional[str]) -> tuple:
     model's outputs on ``x``. One output: the task's figure (agreement; R^2 for regression) and
     the mean squared output error (``mixed._metrics``). Several: ``"closeness"``, the mean over
     the outputs of each output's closeness with its own task, and the mean of their squared
-    errors (``conversion.outputs_closeness``, as ``convert(recovery=True)`` judges them).
+    errors (``closeness.outputs_closeness``, as ``convert(recovery=True)`` judges them).
 
     Raises:
         ConversionError: a single ``task`` for a model with several outputs.
