@@ -9,6 +9,7 @@ import os
 from typing import Sequence
 
 from tfcompress import _io, _surgery_report, errors
+from tfcompress._compat import qat_saving
 from tfcompress._compat.keras import keras
 from tfcompress.keras3 import ensure_keras2, from_keras3
 from tfcompress.safe_loading import check_graph, check_safe, saved_by_keras3  # noqa: F401
@@ -327,6 +328,10 @@ def load_model(path: str, *, compile: bool = False, safe_mode: bool = True) -> k
             classes (the recipe field ``model.unsafe=True``).
 
     A model saved after surgery gets its ``surgery_report`` back (see ``surgery.report_of``).
+    A quantize-aware model (tfmot's wrappers, ``quantize_aware``, ``finetune_quantized``)
+    loads back from ``.keras`` as from ``.h5``, with its tfmot classes and every variable
+    (``_compat.qat_saving`` works around tfmot 0.8.1's ``.keras`` defects); one whose
+    quantizers saved variables their config does not rebuild (tfmot's CQAT, PCQAT) is refused.
 
     Raises:
         ModelError: the path does not exist, is not one of the accepted kinds, cannot be read,
@@ -353,6 +358,10 @@ def load_model(path: str, *, compile: bool = False, safe_mode: bool = True) -> k
         try:
             if is_savedmodel:
                 model = keras.models.load_model(path, compile=compile)
+            elif path.endswith(".keras"):  # QAT layers read back as saved (see _compat)
+                with qat_saving.loadable():
+                    model = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
+                qat_saving.restore_classes(model)
             else:
                 model = keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
         except (ValueError, TypeError, OSError, KeyError, AttributeError) as e:

@@ -269,6 +269,13 @@ class PReLUQuantizeConfig(_OneWeight):
     def _quantizer(self):
         return PReLUAlphaQuantizer()
 
+    def set_quantize_weights(self, layer, quantize_weights) -> None:
+        # Set past Keras' attribute tracking: set the usual way, a tensor (training) drops
+        # ``alpha`` from the PReLU's own weights and the variable (inference, see
+        # ``PReLUAlphaQuantizer``) puts it back, so the weights a ``.keras`` file saves by
+        # position would depend on the last call. Here ``alpha`` stays among them.
+        object.__setattr__(layer, self.WEIGHT, quantize_weights[0])
+
     def get_output_quantizers(self, layer) -> list:
         return [_activations()]
 
