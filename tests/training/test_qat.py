@@ -128,22 +128,42 @@ def test_batchnorm_after_conv_is_folded_not_refused(digits):
     assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.9
 
 
-def test_depthwise_kernels_train_and_deploy_per_channel(digits):
+_KEEPS = {None: (False, False), "sparsity": (True, False), "clusters": (False, True),
+          "sparsity_and_clusters": (True, True)}
+
+
+@pytest.mark.parametrize("preserve", list(_KEEPS))
+def test_depthwise_kernels_train_and_deploy_per_channel(digits, preserve):
     """A DepthwiseConv2D and a SeparableConv2D (split by tfmot) learn one weight range per
     channel, and the int8 flatbuffer holds exactly those integers (tfmot's own config learns
-    one range for the kernel: with channels of very different sizes most integers differ)."""
+    one range for the kernel: with channels of very different sizes most integers differ).
+    The collaborative schemes do too, keeping what the depthwise kernels hold (tfmot's keep
+    nothing there): half the weights zero (kept exactly; so are the first Conv2D's, which tfmot's
+    PCQAT lost since the pointwise Conv2D has none) and 4 shared values before the channels'
+    scaling (each set of equal weights stays equal, the values train)."""
     L = keras.layers
+    zeros, shared = _KEEPS[preserve]
     keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
     inp = keras.Input((8, 8, 1))
     x = L.Conv2D(6, 3, padding="same", activation="relu")(inp)
     x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu")(x)
     x = L.SeparableConv2D(8, 3, activation="relu")(x)
     model = keras.Model(inp, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
-    for layer in model.layers[2:4]:  # channels scaled 0.02x .. 3x
+    for layer in model.layers[1:4]:
         w = layer.get_weights()
-        w[0] = w[0] * np.linspace(0.02, 3.0, w[0].shape[2]).reshape(1, 1, -1, 1)
+        if shared and layer is not model.layers[1]:
+            w[0] = np.array([-0.4, -0.15, 0.1, 0.3], "float32")[rng.integers(0, 4, w[0].shape)]
+        if zeros:
+            w[0] = w[0] * (rng.random(w[0].shape) < 0.5)
+        if layer is not model.layers[1]:  # the depthwise kernels' channels scaled 0.02x .. 3x
+            w[0] = w[0] * np.linspace(0.02, 3.0, w[0].shape[2]).reshape(1, 1, -1, 1)
         layer.set_weights(w)
-    qat = tfcompress.quantize_aware(model)
+    qat = tfcompress.quantize_aware(model, preserve=preserve)
+    kernels = {l.name: w for l in qat.layers
+               if isinstance(getattr(l, "layer", None), (L.Conv2D, L.DepthwiseConv2D))
+               for w in l.weights if w.name.split("/")[-1] in ("kernel:0", "depthwise_kernel:0")}
+    before = {name: w.numpy() for name, w in kernels.items()}
     (x_train, y), _ = digits
     qat.compile(keras.optimizers.Adam(1e-3),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -157,8 +177,20 @@ def test_depthwise_kernels_train_and_deploy_per_channel(digits):
             assert ranges.shape == (c * m,)
             flat = kernel.reshape(1, h, w, c * m)  # the flatbuffer's depthwise filter layout
             scale = ranges.numpy() / 127.0  # the learned ranges (set before the last step)
-            learned[layer.name] = np.clip(np.rint(flat / scale), -127, 127).astype(np.int32)
+            ints = np.floor(flat / scale + 0.5)  # halves up, as the fake quant (shared values tie)
+            learned[layer.name] = np.clip(ints, -127, 127).astype(np.int32)
+            start = before[layer.name]
+            assert not np.array_equal(kernel, start)  # trained
+            if zeros:
+                np.testing.assert_array_equal(kernel == 0, start == 0)
+            if shared:
+                values = np.unique(start)
+                assert len(np.unique(kernel)) == len(values) < start.size, layer.name
+                assert all(len(np.unique(kernel[start == v])) == 1 for v in values)
     assert len(learned) == 2
+    if zeros:  # the first Conv2D: tfmot's own preserving quantizer, still in the scheme
+        (conv,) = [n for n in kernels if n not in learned and before[n].shape[2] == 1]
+        np.testing.assert_array_equal(kernels[conv].numpy() == 0, before[conv] == 0)
     helpers.assert_deployed(learned, helpers.flatbuffer_integers(convert(qat, "int8")))
 
 

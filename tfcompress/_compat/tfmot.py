@@ -6,6 +6,8 @@ check or wrapper class; ``tfmot.quantization.keras`` exposes ``QuantizeWrapper``
 default 8-bit registry that says which layers the default scheme can quantize.
 """
 
+import copy
+
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.clustering.keras import (
     cluster as _cluster, cluster_wrapper, clustering_registry)
@@ -57,3 +59,19 @@ def quantizable(layer) -> bool:
 # ``quant_ops.MovingAvgQuantize`` (hard-coded; no public setting): a training step moves an
 # activation range v to ``MOVING_AVERAGE_DECAY * v + (1 - MOVING_AVERAGE_DECAY) * batch range``.
 MOVING_AVERAGE_DECAY = 0.999
+
+
+def own_weight_quantizer(config):
+    """``config`` (a QuantizeConfig of tfmot's collaborative registries) with a weight quantizer
+    of its own. tfmot 0.8.1's cluster-preserving registry hands ONE weight quantizer per config
+    kind (its ``_config_quantizer_map``) to every Conv2D, and another to every Dense, and that
+    quantizer's build sets its ``preserve_sparsity`` to False for a layer without zeros: in
+    PCQAT a pruned Conv2D followed by an unpruned one then trained without its sparsity mask
+    (kept 0 of its 31 zeros here). A shallow copy per layer (the quantizer holds settings only;
+    its variables live in the wrapper) keeps that setting per layer. Reads the config's
+    ``weight_quantizer`` attribute (tfmot 0.8.1 ``Default8BitQuantizeConfig``); a config without
+    one is returned as it is."""
+    quantizer = getattr(config, "weight_quantizer", None)
+    if quantizer is not None:
+        config.weight_quantizer = copy.copy(quantizer)
+    return config

@@ -32,17 +32,17 @@ _q = tfmot.quantization.keras
 
 
 def scheme(preserve: Optional[str] = None):
-    """tfmot's quantize scheme for ``preserve``: default 8-bit (with depthwise kernels per
-    channel, as the converter deploys them), PQAT, CQAT or PCQAT."""
-    combine = tfmot.experimental.combine
+    """tfmot's quantize scheme for ``preserve``: default 8-bit, PQAT, CQAT or PCQAT, each with
+    depthwise kernels per channel, as the converter deploys them (and with the collaborative
+    schemes, their zeros and shared values kept: ``qat_configs.DepthwiseKernelQuantizer``)."""
     if preserve is None:
         return qat_configs.DepthwisePerChannelScheme()
     if preserve == "sparsity":
-        return combine.Default8BitPrunePreserveQuantizeScheme()
+        return qat_configs.PrunePreservePerChannelScheme()
     if preserve == "clusters":
-        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False)
+        return qat_configs.ClusterPreservePerChannelScheme(preserve_sparsity=False)
     if preserve == "sparsity_and_clusters":
-        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+        return qat_configs.ClusterPreservePerChannelScheme(preserve_sparsity=True)
     raise errors.ConfigError(errors.unknown("preserve", preserve, PRESERVE))
 
 
@@ -163,7 +163,9 @@ def quantize_aware(
             (other TFOpLambdas are refused, named with their function).
         preserve: ``None`` (plain QAT); ``"sparsity"`` (PQAT: zeros stay zero);
             ``"clusters"`` (CQAT: shared weights stay shared); ``"sparsity_and_clusters"``
-            (PCQAT). The collaborative schemes are tfmot's ``experimental.combine`` ones.
+            (PCQAT). The collaborative schemes are tfmot's ``experimental.combine`` ones,
+            except for depthwise kernels (tfmot's quantize them with one range and keep
+            nothing there): per channel, their zeros and shared values kept.
         layers: quantize only these layers (see ``tfcompress.prune`` for the forms); the
             others stay float. Use it to leave out layers the scheme cannot handle.
 

@@ -19,7 +19,10 @@ average), so the TFLite converter reads their ranges as it reads tfmot's:
   one per channel: the student learned coarser weights than the min-max conversion it should
   beat. This config is not annotated on layers (an annotation stops tfmot folding a following
   BatchNormalization and splitting a SeparableConv2D); ``DepthwisePerChannelScheme`` returns
-  it from the registry instead;
+  it from the registry instead, and ``PrunePreservePerChannelScheme`` /
+  ``ClusterPreservePerChannelScheme`` (tfmot's PQAT, CQAT and PCQAT schemes, whose registries
+  keep tfmot's per-kernel depthwise config and preserve nothing there) return it with the
+  kernel's zeros and shared values kept;
 - ``PReLU``: its slopes (one scale: the converter's int8 ``PRELU`` keeps one for alpha) and
   its output (MTCNN's RNet and ONet, a PReLU after each convolution and Dense);
 - ``MultiHeadAttention``: the four projections' kernels (one scale each) and outputs, and the
@@ -33,10 +36,12 @@ saves and loads back (``tfcompress.models.load_model``, ``custom_objects_scope``
 
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 import tfcompress._compat.attention as _attention
+import tfcompress._compat.tfmot as _tfmot
 from tfcompress._compat.keras import keras
 
 _q = tfmot.quantization.keras
@@ -79,25 +84,85 @@ class DepthwiseKernelQuantizer(_q.quantizers.LastValueQuantizer):
     """tfmot's 8-bit conv weight quantizer (symmetric, narrow range, last value) with one range
     per channel of a depthwise kernel ``(h, w, in, multiplier)``: the kernel is fake-quantized
     as ``(h, w, 1, in * multiplier)``, the layout of the converter's DEPTHWISE_CONV_2D filter,
-    so the converter folds it into per-channel int8 weights."""
+    so the converter folds it into per-channel int8 weights.
 
-    def __init__(self):
+    With ``sparsity`` / ``clusters`` (the collaborative schemes) it keeps what the kernel holds
+    when the quantizer is built, through the gradients only (the forward pass, and so the
+    converted graph, stays the plain per-channel one): the gradient of the kernel's zeros is
+    zeroed, so they stay exactly zero; the gradient is averaged over each set of equal weights,
+    so a set takes one update and stays equal (the shared values train, as CQAT's centroids).
+    tfmot's own preserving registries keep nothing in a depthwise kernel, and the clustering
+    variables of theirs would stay in the model (``strip_clustering_cqat`` passes depthwise
+    layers by). A kernel with no zeros, or no shared values (all distinct, one value, or more
+    than tfmot's 1024 centroids), keeps nothing. The settings are not saved (tfmot's are not
+    either): a model loaded back trains as plain per-channel QAT.
+    """
+
+    def __init__(self, sparsity: bool = False, clusters: bool = False):
         super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+        self.sparsity, self.clusters = sparsity, clusters
 
     def build(self, tensor_shape, name, layer):
         channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
-        return {key: layer.add_weight(f"{name}_{key[:3]}", shape=(channels,),
-                                      initializer=keras.initializers.Constant(bound),
-                                      trainable=False)
-                for key, bound in (("min_var", -6.0), ("max_var", 6.0))}
+        weights = {key: layer.add_weight(f"{name}_{key[:3]}", shape=(channels,),
+                                         initializer=keras.initializers.Constant(bound),
+                                         trainable=False)
+                   for key, bound in (("min_var", -6.0), ("max_var", 6.0))}
+        if self.sparsity or self.clusters:
+            kernel = keras.backend.get_value(getattr(layer.layer, name))
+            weights.update(_kept(kernel, self.sparsity, self.clusters))
+        return weights
 
     def __call__(self, inputs, training, weights, **kwargs):
+        if training and ("sparsity_mask" in weights or "cluster_index" in weights):
+            inputs = _keep(inputs, weights.get("sparsity_mask"), weights.get("cluster_index"),
+                           weights.get("cluster_count"))
         shape = tf.shape(inputs)
         flat = tf.reshape(inputs, tf.concat([shape[:2], [1, shape[2] * shape[3]]], 0))
         return tf.reshape(super().__call__(flat, training, weights, **kwargs), shape)
 
     def get_config(self) -> dict:
         return {}
+
+
+MAX_CENTROIDS = 1024
+"""tfmot's CQAT keeps no clusters in a kernel of more distinct values (tfmot 0.8.1)."""
+
+
+def _kept(kernel: np.ndarray, sparsity: bool, clusters: bool) -> dict:
+    """What ``DepthwiseKernelQuantizer`` keeps of ``kernel``: its zeros (``sparsity_mask``, 0
+    where the kernel is 0) and its sets of equal weights (``cluster_index``, each weight's set,
+    and ``cluster_count``); only what the kernel holds."""
+    kept = {}
+    zeros = kernel == 0
+    if sparsity and 0 < zeros.sum() < kernel.size:
+        kept["sparsity_mask"] = tf.constant((~zeros).astype(kernel.dtype))
+    if clusters:
+        values, index = np.unique(kernel, return_inverse=True)
+        if 1 < len(values) < kernel.size and len(values) <= MAX_CENTROIDS:
+            kept["cluster_index"] = tf.constant(index.reshape(-1).astype(np.int32))
+            kept["cluster_count"] = len(values)
+    return kept
+
+
+def _keep(kernel, mask, index, count):
+    """``kernel`` as it is, its gradient zero where ``mask`` is 0, then averaged over each
+    set of ``index`` (None: not)."""
+
+    @tf.custom_gradient
+    def keep(x):
+        def grad(upstream):
+            if mask is not None:
+                upstream = upstream * mask
+            if index is None:
+                return upstream
+            flat = tf.reshape(upstream, [-1])
+            shared = tf.math.unsorted_segment_mean(flat, index, count)
+            return tf.reshape(tf.gather(shared, index), tf.shape(upstream))
+
+        return tf.identity(x), grad
+
+    return keep(kernel)
 
 
 class _Stateless(_q.QuantizeConfig):
@@ -158,27 +223,33 @@ class Conv1DQuantizeConfig(_KernelThenActivation):
 
 @_register
 class DepthwiseConv2DQuantizeConfig(_KernelThenActivation):
-    """DepthwiseConv2D: the kernel per channel, the activation after the convolution."""
+    """DepthwiseConv2D: the kernel per channel, the activation after the convolution; with
+    ``sparsity`` / ``clusters`` its zeros / shared values kept (``DepthwiseKernelQuantizer``;
+    not saved, as tfmot's preserving quantizers are not)."""
 
     WEIGHT = "depthwise_kernel"
 
+    def __init__(self, sparsity: bool = False, clusters: bool = False):
+        self.sparsity, self.clusters = sparsity, clusters
+
     def _quantizer(self):
-        return DepthwiseKernelQuantizer()
+        return DepthwiseKernelQuantizer(self.sparsity, self.clusters)
 
 
 class _DepthwisePerChannelRegistry(_q.QuantizeRegistry):
-    """tfmot's 8-bit registry, except DepthwiseConv2D (``DepthwiseConv2DQuantizeConfig``)."""
+    """A tfmot 8-bit registry (default, prune- or cluster-preserving), except DepthwiseConv2D
+    (``DepthwiseConv2DQuantizeConfig``, keeping zeros / shared values as told)."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, inner, sparsity: bool = False, clusters: bool = False):
+        self.inner, self.sparsity, self.clusters = inner, sparsity, clusters
 
     def supports(self, layer) -> bool:
         return self.inner.supports(layer)
 
     def get_quantize_config(self, layer):
         if type(layer) is keras.layers.DepthwiseConv2D:
-            return DepthwiseConv2DQuantizeConfig()
-        return self.inner.get_quantize_config(layer)
+            return DepthwiseConv2DQuantizeConfig(self.sparsity, self.clusters)
+        return _tfmot.own_weight_quantizer(self.inner.get_quantize_config(layer))
 
 
 class DepthwisePerChannelScheme(_q.default_8bit.Default8BitQuantizeScheme):
@@ -187,6 +258,29 @@ class DepthwisePerChannelScheme(_q.default_8bit.Default8BitQuantizeScheme):
 
     def get_quantize_registry(self):
         return _DepthwisePerChannelRegistry(super().get_quantize_registry())
+
+
+class PrunePreservePerChannelScheme(
+        tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
+    """tfmot's PQAT scheme with depthwise kernels per channel, their zeros kept (tfmot's
+    leaves depthwise kernels per kernel, their zeros free to move)."""
+
+    def get_quantize_registry(self):
+        return _DepthwisePerChannelRegistry(super().get_quantize_registry(), sparsity=True)
+
+
+class ClusterPreservePerChannelScheme(
+        tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme):
+    """tfmot's CQAT (``preserve_sparsity=False``) or PCQAT scheme with depthwise kernels per
+    channel, their shared values (and with ``preserve_sparsity``, their zeros) kept."""
+
+    def __init__(self, preserve_sparsity: bool = True):
+        super().__init__(preserve_sparsity=preserve_sparsity)
+        self.keep_zeros = preserve_sparsity
+
+    def get_quantize_registry(self):
+        return _DepthwisePerChannelRegistry(super().get_quantize_registry(),
+                                            sparsity=self.keep_zeros, clusters=True)
 
 
 @_register
