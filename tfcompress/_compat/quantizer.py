@@ -138,6 +138,119 @@ def dynamic_batch_rotations(content: bytes) -> bytes:
     return schema.packed(model, len(content))
 
 
+def splits_for_quantizer(content: bytes) -> bytes:
+    """The float flatbuffer with its SPLIT/SPLIT_V ops written as ops the quantizer's static
+    modes calibrate and quantize; other flatbuffers come back unchanged.
+
+    - A ``SPLIT_V`` into equal parts (constant sizes and axis) becomes a ``SPLIT``, the same
+      computation: the quantizer has no ``SPLIT_V`` (litert-quantizer 0.11, not in
+      ``qtyping.TFLOperationName``) and left it float between QUANTIZE and DEQUANTIZE ops.
+      Keras' GRU cell splits its recurrent product with one (``tf.split(inner, [units, units,
+      -1])``): an unrolled GRU(8) over 12 steps had 11 such float islands (44 extra ops).
+    - A split with an output no op reads (an unrolled GRU whose first step multiplies a zero
+      state: the converter folds that product away and leaves the reset gate's part of the
+      first ``SPLIT`` unused) becomes one ``SLICE`` per output that is read, and the unused
+      tensor (made by no op any more) loses its name, which the calibrator skips. XNNPACK, which the
+      calibrator's interpreter uses, does not write an unused output of a node it takes, so
+      the calibrator stopped on it: ``Tensor data is null`` (``calibrator.
+      _PreserveAllTensorsCalibrator._calibrate_step`` -> ``tfl_interpreter_utils.
+      get_tensor_name_to_content_map`` -> ``Interpreter.get_tensor``).
+
+    Reached through ``ai_edge_litert.schema_py_generated`` (ai-edge-litert 2.3).
+    """
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as fb
+
+    import tfcompress._compat.schema as schema
+
+    ops = fb.BuiltinOperator
+    model = schema.unpacked(content)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    if ops.SPLIT not in codes and ops.SPLIT_V not in codes:
+        return content
+
+    def opcode(builtin: int) -> int:
+        if builtin not in codes:
+            code = fb.OperatorCodeT()
+            code.builtinCode = code.deprecatedBuiltinCode = builtin
+            code.version = 1
+            model.operatorCodes.append(code)
+            codes.append(builtin)
+        return codes.index(builtin)
+
+    def constant(graph, index):
+        data = model.buffers[graph.tensors[index].buffer].data
+        return None if data is None or not len(data) else np.frombuffer(bytes(data), np.int32)
+
+    def int32_tensor(graph, values, name: bytes) -> int:
+        buffer = fb.BufferT()
+        buffer.data = np.frombuffer(np.asarray(values, np.int32).tobytes(), np.uint8).copy()
+        model.buffers.append(buffer)
+        tensor = fb.TensorT()
+        tensor.shape, tensor.type = np.array([len(values)], np.int32), fb.TensorType.INT32
+        tensor.buffer, tensor.name = len(model.buffers) - 1, name
+        graph.tensors.append(tensor)
+        return len(graph.tensors) - 1
+
+    def parts(graph, op):  # (source, axis, [size of each output]) of a constant split, or None
+        if codes[op.opcodeIndex] == ops.SPLIT and len(op.inputs) == 2:
+            source, sizes, axis = op.inputs[1], None, constant(graph, op.inputs[0])
+        elif codes[op.opcodeIndex] == ops.SPLIT_V and len(op.inputs) == 3:
+            source, sizes, axis = op.inputs[0], constant(graph, op.inputs[1]), \
+                constant(graph, op.inputs[2])
+        else:
+            return None
+        shape = graph.tensors[source].shape
+        if axis is None or axis.size != 1 or shape is None or shape[int(axis[0])] < 0:
+            return None
+        axis, length = int(axis[0]) % len(shape), int(shape[int(axis[0])])
+        if sizes is None:
+            sizes = [length // len(op.outputs)] * len(op.outputs)
+        else:
+            sizes = [length - (int(sizes.sum()) + 1) if v == -1 else int(v) for v in sizes]
+        return source, axis, sizes
+
+    changed = False
+    for graph in model.subgraphs:
+        read = {i for op in graph.operators for i in op.inputs} | set(graph.outputs)
+        rewritten = []
+        for op in graph.operators:
+            found = parts(graph, op)
+            if found is None:
+                rewritten.append(op)
+                continue
+            source, axis, sizes = found
+            if all(i in read for i in op.outputs):
+                if codes[op.opcodeIndex] == ops.SPLIT_V and len(set(sizes)) == 1:
+                    op.opcodeIndex, op.inputs = opcode(ops.SPLIT), [op.inputs[2], op.inputs[0]]
+                    op.builtinOptionsType = fb.BuiltinOptions.SplitOptions
+                    op.builtinOptions = fb.SplitOptionsT()
+                    op.builtinOptions.numSplits = len(sizes)
+                    changed = True
+                rewritten.append(op)
+                continue
+            rank = len(graph.tensors[source].shape)
+            for j, out in enumerate(op.outputs):
+                if out not in read:
+                    continue
+                begin, size = [0] * rank, [-1] * rank
+                begin[axis], size[axis] = sum(sizes[:j]), sizes[j]
+                name = bytes(graph.tensors[out].name or b"")
+                piece = fb.OperatorT()
+                piece.opcodeIndex, piece.outputs = opcode(ops.SLICE), [out]
+                piece.inputs = [source, int32_tensor(graph, begin, name + b"/begin"),
+                                int32_tensor(graph, size, name + b"/size")]
+                piece.builtinOptionsType = fb.BuiltinOptions.SliceOptions
+                piece.builtinOptions = fb.SliceOptionsT()
+                rewritten.append(piece)
+            for out in op.outputs:  # now made by no op: unnamed, so the calibrator skips it
+                if out not in read:
+                    graph.tensors[out].name = b""
+            changed = True
+        graph.operators = rewritten
+    return schema.packed(model, len(content)) if changed else content
+
+
 def recipe_entry(regex: str, operation: str, bits: int, *, execution: str, block: int,
                  activation_bits: int, algorithm: str) -> dict:
     """One recipe entry as the quantizer's ``RecipeManager`` builds it (plain JSON types).

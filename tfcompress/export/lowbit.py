@@ -465,6 +465,8 @@ def quantize(float32_flatbuffer: Union[bytes, str], recipe_or_mode: Union[str, l
         recipe = _load_recipe(recipe_or_mode)
     if not _quantizes_activations(recipe):
         content = embedding_lookups(content)
+    else:  # an unrolled GRU's splits, as ops the quantizer calibrates and quantizes
+        content = _quantizer.splits_for_quantizer(content)
     quantized = [layer for layer in weight_layers(content) if layer.dtype != "float32"]
     if quantized:
         raise errors.ConversionError(

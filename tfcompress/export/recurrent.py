@@ -6,12 +6,30 @@ with the dynamic batch every model is built with, it fails (``TensorListReserve 
 element_shape to be static``). ``for_converter`` gives the converter a copy of the model rebuilt
 at batch 1 with the same weights; the flatbuffer then runs one sample per invoke, and whoever
 runs it resets the interpreter's variables (the recurrent state) between independent samples
-(``tfcompress.export.validation`` does). Modes that cannot take recurrent layers are refused
-here, before the converter runs: it kills the process on them (int16x8 on recurrent models;
-int8 on GRU and SimpleRNN, which it lowers to a ``WHILE`` loop and crashes calibrating). The
-LiteRT Quantizer's static modes (integer activations, ``mixed_a16w8`` too) take the fused LSTM
-(and a Bidirectional one) but cannot calibrate a GRU or SimpleRNN: the raw
-``Tensor data is null`` is refused here in one line that names the modes that work.
+(``tfcompress.export.validation`` does).
+
+A GRU or SimpleRNN has no fused op: the converter lowers it to a ``WHILE`` loop, which neither
+integer path can calibrate (checked with TF 2.21, litert-quantizer 0.11, LiteRT 2.3):
+
+- the converter's ``int8`` crashes the process (SIGSEGV) calibrating the loop;
+- the LiteRT Quantizer's static modes (``static_*``, ``mixed_a16w8``) stop with ``Tensor data is
+  null``: the ``WHILE`` op passes the input sequence through the loop as a loop-invariant
+  operand, its matching output (``while4``, shape ``(steps, 1, features)``) is read by no op, so
+  LiteRT never allocates it, and the calibrator reads every named tensor of the subgraph
+  (``calibrator._PreserveAllTensorsCalibrator._calibrate_step`` ->
+  ``tfl_interpreter_utils.get_tensor_name_to_content_map`` -> ``Interpreter.get_tensor``).
+  The quantizer has no ``WHILE`` op either, and would see only the body's last step.
+
+So for the static modes ``for_converter`` unrolls such a layer in the copy (Keras' own
+``unroll=True``: one cell per time step, the weights shared, nothing approximated): the graph
+is then plain ``FULLY_CONNECTED``/``SPLIT``/``LOGISTIC``/``TANH``/``MUL``/``ADD`` ops that both
+calibrate on every time step and quantize to integers (each ``SPLIT_V`` of the GRU cell is
+written as a ``SPLIT`` for the quantizer: ``_compat.quantizer.splits_for_quantizer``). That needs a
+fixed number of time steps; with none, the mode is refused here in one line naming the layer
+and the modes that convert it. ``int8`` is still refused on a looped layer (unrolled by the
+user, ``unroll=True``, it converts: the same graph), ``mixed_activations`` given a Keras model
+refuses it too (``convert(model, "mixed_a16w8", ...)`` unrolls it), and int16x8 has no
+recurrent kernels and is refused for every recurrent layer.
 """
 
 from typing import Optional
@@ -20,21 +38,26 @@ from tfcompress import errors, models
 import tfcompress.export.modes as modes
 from tfcompress._compat.keras import keras
 
+def _looped(layer) -> bool:
+    """Whether the converter lowers ``layer`` to a ``WHILE`` loop (no fused op, not unrolled)."""
+    return not isinstance(layer, keras.layers.LSTM) and not layer.unroll
+
+
 # Conversion modes refused for some recurrent layers: mode -> (refused(core layer), why).
 # Checked here (TF 2.21): int16x8 fails on UNIDIRECTIONAL_SEQUENCE_LSTM and aborts on others;
 # int8 converts an LSTM (fused) but segfaults calibrating a GRU's or SimpleRNN's WHILE loop.
 REFUSED = {
     "int16x8": (lambda layer: True,
                 "the converter has no int16x8 recurrent kernels and can abort the process"),
-    "int8": (lambda layer: not isinstance(layer, keras.layers.LSTM) and not layer.unroll,
-             "the converter lowers it to a WHILE loop and crashes (SIGSEGV) calibrating it"),
+    "int8": (_looped, "the converter lowers it to a WHILE loop and crashes (SIGSEGV) calibrating "
+                      "it (built with unroll=True, it converts)"),
 }
-# The LiteRT Quantizer's modes with integer activations (checked with litert-quantizer 0.11 /
-# LiteRT 2.3): a GRU's or SimpleRNN's WHILE loop (and, unrolled, an unused SPLIT output) leaves
-# tensors its calibration reads unallocated; the fused LSTM calibrates.
-_STATIC = (lambda layer: not isinstance(layer, keras.layers.LSTM),
-           "the LiteRT Quantizer cannot calibrate its integer activations (LiteRT leaves tensors "
-           "of the loop it is lowered to unallocated: 'Tensor data is null')")
+# The LiteRT Quantizer's modes with integer activations (litert-quantizer 0.11 / LiteRT 2.3):
+# see the module's docstring. There, a layer with a fixed number of time steps is unrolled in
+# the converter's copy (``for_converter``); the others are refused.
+_STATIC = (_looped, "the LiteRT Quantizer cannot calibrate the WHILE loop it is lowered to "
+                    "('Tensor data is null'), and without a fixed number of time steps it "
+                    "cannot be unrolled")
 
 
 def _refusal(mode: str):
@@ -48,6 +71,27 @@ def _refusal(mode: str):
     return None
 
 
+def _steps(layer) -> Optional[int]:
+    """The number of time steps ``layer`` (a recurrent layer or its wrapper) is built for, or
+    None where it has none (a variable length, or a layer used more than once)."""
+    try:
+        shape = layer.input_shape
+    except (AttributeError, RuntimeError):
+        return None
+    if isinstance(shape, list):  # (inputs, initial states or constants)
+        shape = shape[0]
+    core = _core(layer)
+    return shape[0 if getattr(core, "time_major", False) else 1] if len(shape) > 2 else None
+
+
+def _to_unroll(model, mode: str) -> list:
+    """The names of the layers ``mode`` refuses looped that a fixed length lets us unroll."""
+    if _refusal(mode) is not _STATIC:
+        return []
+    return [name for name, layer, core in _recurrent_layers(model)
+            if _looped(core) and _steps(layer) is not None]
+
+
 def _core(layer):
     """The recurrent layer inside a Bidirectional or another wrapper, or None."""
     while layer is not None and not isinstance(layer, keras.layers.RNN):
@@ -58,41 +102,59 @@ def _core(layer):
     return layer
 
 
-def _recurrent(model) -> list:
-    """[(layer name, its core RNN layer)] in ``model``, nested models included."""
+def _recurrent_layers(model) -> list:
+    """[(layer name, the layer, its core RNN layer)] in ``model``, nested models included."""
     found = []
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.Model):
-            found.extend(_recurrent(layer))
+            found.extend(_recurrent_layers(layer))
         elif _core(layer) is not None:
-            found.append((layer.name, _core(layer)))
+            found.append((layer.name, layer, _core(layer)))
     return found
 
 
 def recurrent_layers(model) -> list:
     """The names of the recurrent layers (LSTM, GRU, SimpleRNN, any RNN, Bidirectional, and
     wrappers around them) in ``model``, nested models included."""
-    return [name for name, _ in _recurrent(model)]
+    return [name for name, _, _ in _recurrent_layers(model)]
 
 
-def check_mode(model, mode: str) -> None:
+def _refused_layers(model, mode: str, unrolls: bool) -> list:
+    """The (name, core) of the recurrent layers ``mode`` cannot take (``unrolls``: those that
+    ``for_converter`` unrolls for it are taken)."""
+    refusal = _refusal(mode)
+    if refusal is None:
+        return []
+    unrolled = set(_to_unroll(model, mode)) if unrolls else set()
+    return [(name, core) for name, _, core in _recurrent_layers(model)
+            if refusal[0](core) and name not in unrolled]
+
+
+def check_mode(model, mode: str, unrolls: bool = False) -> None:
     """Refuses a mode that cannot take the model's recurrent layers, before the converter runs.
+
+    Args:
+        model: a Keras model (a path or flatbuffer is not checked).
+        mode: a conversion mode.
+        unrolls: whether the caller converts ``for_converter(model, mode)``, which unrolls a
+            GRU/SimpleRNN with a fixed number of time steps for the static modes.
 
     Raises:
         ConversionError: ``mode`` is in ``REFUSED`` for one of the model's recurrent layers, or
-            has integer activations through the LiteRT Quantizer and the model a GRU/SimpleRNN.
+            has integer activations through the LiteRT Quantizer and the model a GRU/SimpleRNN
+            (that is not unrolled).
     """
-    if _refusal(mode) is None or isinstance(model, str):
+    if _refusal(mode) is None or isinstance(model, (str, bytes, bytearray, memoryview)):
         return
-    refused, why = _refusal(mode)
-    layers = [core for _, core in _recurrent(model)]
-    bad = [f"{name} ({type(core).__name__})" for name, core in _recurrent(model) if refused(core)]
+    bad = [f"{name} ({type(core).__name__})" for name, core in
+           _refused_layers(model, mode, unrolls)]
     if bad:
-        accepted = [m for m in modes.names() if _refusal(m) is None
-                    or not any(_refusal(m)[0](core) for core in layers)]
+        accepted = [m for m in modes.names() if not _refused_layers(model, m, True)]
+        hint = "" if unrolls or not _to_unroll(model, mode) else (
+            " (convert(model, mode, ...) unrolls it)")
         raise errors.ConversionError(
-            f"mode {mode!r} cannot convert the recurrent layer {', '.join(bad)}: {why}; "
-            f"accepted for this model: {', '.join(accepted)}")
+            f"mode {mode!r} cannot convert the recurrent layer {', '.join(bad)}: "
+            f"{_refusal(mode)[1]}; accepted for this model: {', '.join(accepted)}{hint}")
 
 
 def _dynamic_batch(model) -> bool:
@@ -103,29 +165,56 @@ def _input_shapes(model) -> list:
     return [tuple(t.shape) for t in model.inputs]
 
 
+def _set_unroll(config: dict) -> dict:
+    """``config``, a layer's, with ``unroll=True`` for it and the RNNs wrapped inside it."""
+    if "unroll" in config:
+        config["unroll"] = True
+    for key in ("layer", "backward_layer"):  # Bidirectional (both directions), wrappers
+        inner = config.get(key)
+        if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+            _set_unroll(inner["config"])
+    return config
+
+
+def _unrolled(layer, names: set):
+    """A fresh copy of ``layer`` from its config (what ``clone_model`` does), unrolled where
+    it is named in ``names``; nested models are copied layer by layer the same way."""
+    if isinstance(layer, keras.Model):
+        return keras.models.clone_model(layer, clone_function=lambda l: _unrolled(l, names))
+    config = layer.get_config()
+    return layer.__class__.from_config(_set_unroll(config) if layer.name in names else config)
+
+
 def for_converter(model, mode: Optional[str] = None):
-    """The model the converter gets: ``model`` itself, or, for a recurrent model with a
-    dynamic batch, a copy rebuilt at batch 1 with the same weights (``model`` untouched).
+    """The model the converter gets: ``model`` itself, or a copy with the same weights
+    (``model`` untouched): rebuilt at batch 1 for a recurrent model with a dynamic batch, and
+    with a GRU/SimpleRNN unrolled where ``mode`` cannot take its ``WHILE`` loop (the LiteRT
+    Quantizer's static modes and ``mixed_a16w8``; see the module's docstring).
 
     Raises:
-        ConversionError: ``mode`` cannot take recurrent layers, or the copy cannot be built.
+        ConversionError: ``mode`` cannot take a recurrent layer (not even unrolled), or the
+            copy cannot be built.
     """
     if isinstance(model, str) or not recurrent_layers(model):
         return model
+    unroll = set()
     if mode is not None:
-        check_mode(model, mode)
-    if not _dynamic_batch(model):
+        check_mode(model, mode, unrolls=True)
+        unroll = set(_to_unroll(model, mode))
+    if not _dynamic_batch(model) and not unroll:
         return model
-    inputs = [keras.Input(batch_shape=(1,) + tuple(t.shape[1:]), dtype=t.dtype,
+    inputs = [keras.Input(batch_shape=(t.shape[0] or 1,) + tuple(t.shape[1:]), dtype=t.dtype,
                           name=t.name.split(":")[0]) for t in model.inputs]
     try:
         with models.custom_objects_scope():  # a QAT model (its LSTM kept float) clones too
             copy = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1
-                                            else inputs[0])
+                                            else inputs[0],
+                                            clone_function=lambda l: _unrolled(l, unroll))
         copy.set_weights(model.get_weights())
     except (ValueError, TypeError, KeyError) as e:
         raise errors.ConversionError(
-            f"the recurrent model {model.name!r} has a dynamic batch and could not be rebuilt "
-            f"at batch 1 for the converter ({' '.join(str(e).split())[:200]}); accepted: a "
-            "model built with keras.Input(..., batch_size=1)") from None
+            f"the recurrent model {model.name!r} could not be rebuilt for the converter "
+            f"({'unrolled, ' if unroll else ''}at batch 1; {' '.join(str(e).split())[:200]}); "
+            "accepted: a model built with keras.Input(..., batch_size=1)"
+            + (" and its recurrent layers with unroll=True" if unroll else "")) from None
     return copy
