@@ -280,3 +280,33 @@ def test_recovery_true_skips_label_free_qat_where_tfmot_cannot_train_a_layer():
     assert set(facts["recovery_check"]["validation"]) == {"min_max", "recovered"}
     with pytest.raises(errors.ModelError, match="math.multiply"):
         convert(model, "int8", representative_data=x_cal, recovery=("finetune",))
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_fine_tuning_that_kept_its_start_is_not_converted_again(monkeypatch, trained_cnn, digits,
+                                                                changed):
+    """Label-free QAT that no epoch improved returns its start's weights (the int4 modes): its
+    candidate is then the recovered flatbuffer, converted once; weights that moved are
+    converted on their own. Counted by the converters built, read from the candidates' bytes."""
+    import tfcompress.export.conversion as conversion
+    import tfcompress.wrappers as wrappers
+
+    def tuned(model, x, mode, start, **kwargs):
+        out = wrappers.copy_model(start)
+        if changed:  # one logit of the last layer with a bias moves
+            bias = [l for l in out.layers if getattr(l, "bias", None) is not None][-1].bias
+            bias.assign(bias.numpy() + np.eye(bias.shape[0], dtype=np.float32)[0] * 0.5)
+        return out
+
+    built = []
+    make = conversion.Request.converter
+    monkeypatch.setattr(conversion.finetune_lib, "finetune_quantized", tuned)
+    monkeypatch.setattr(conversion.Request, "converter",
+                        lambda req: built.append(req.source) or make(req))
+    (x, _), _ = digits
+    fb = convert(trained_cnn, "int8", representative_data=x[:32],
+                 recovery=("correct_bias", "finetune"))
+    assert len(built) == (2 if changed else 1)
+    assert conversion_info(fb)["facts"]["recovery"] == ["correct_bias", "finetune"]
+    out, reference = predict(fb, x[:32]), trained_cnn.predict(x[:32], verbose=0)
+    assert np.mean(out.argmax(-1) == reference.argmax(-1)) > 0.8

@@ -363,7 +363,9 @@ def convert(
     with warnings.catch_warnings(), one_line_errors(f"mode {mode!r}: the converter failed"):
         warnings.simplefilter("ignore")
         candidates = {"recovered": fn(req)} if not steps or ptq else {}
-        if tuned is not None:
+        if tuned is not None and "recovered" in candidates and _same_weights(tuned, source):
+            candidates["finetuned"] = candidates["recovered"]  # kept its start: same bytes
+        elif tuned is not None:
             candidates["finetuned"] = fn(dataclasses.replace(
                 req, source=tuned, qat=wrappers.is_quantize_aware(tuned)))
         if steps and (req.validation or check) is not None:
@@ -387,6 +389,18 @@ def convert(
                         "each: %s", mode, 100 * wrappers.LEFT_ALONE_SHARE,
                         ", ".join(f"{name} {share:.1%}" for name, share in left))
     return _litert.with_facts(flatbuffer, mode=mode, qat=qat, **facts)
+
+
+def _same_weights(a, b) -> bool:
+    """Whether float Keras models ``a`` and ``b`` (a fine-tuned copy and its start) hold equal
+    weights in the same order: the int4 fine-tuning returns its start where no epoch beat it,
+    and converting that again would give the start's flatbuffer."""
+    if wrappers.is_quantize_aware(a) or wrappers.is_quantize_aware(b) \
+            or [l.name for l in a.layers] != [l.name for l in b.layers]:
+        return False
+    wa, wb = a.get_weights(), b.get_weights()
+    return len(wa) == len(wb) and all(u.shape == v.shape and np.array_equal(u, v)
+                                      for u, v in zip(wa, wb))
 
 
 def left_alone(flatbuffer: bytes, model=None) -> list:

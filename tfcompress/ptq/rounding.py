@@ -260,10 +260,12 @@ def _round_layer(layer, qlayer, xf: np.ndarray, xq: np.ndarray, bits: int, optio
     if learned is None:
         _optimize(qlayer, roundings, xq, target, **options)
         learned = {a: (r.integers() * r.scale).astype(np.float32) for a, r in roundings.items()}
-        if _mse(_outputs(qlayer, xq, learned), target) > err_rtn:
-            learned = rtn  # learned rounding must beat round-to-nearest on the calibration set
+        err = _mse(_outputs(qlayer, xq, learned), target)
+        if err > err_rtn:  # learned rounding must beat round-to-nearest on the calibration set
+            learned, err = rtn, err_rtn
         _save(checkpoint_dir, layer, digest, learned)
-    err = _mse(_outputs(qlayer, xq, learned), target)
+    else:
+        err = _mse(_outputs(qlayer, xq, learned), target)
     for attr, w in learned.items():
         getattr(qlayer, attr).assign(w)
     seconds = time.perf_counter() - start
