@@ -150,7 +150,7 @@ def splits_for_quantizer(content: bytes) -> bytes:
     - A split with an output no op reads (an unrolled GRU whose first step multiplies a zero
       state: the converter folds that product away and leaves the reset gate's part of the
       first ``SPLIT`` unused) becomes one ``SLICE`` per output that is read, and the unused
-      tensor (made by no op any more) loses its name, which the calibrator skips. XNNPACK, which the
+      tensor (made by no op any more) is removed. XNNPACK, which the
       calibrator's interpreter uses, does not write an unused output of a node it takes, so
       the calibrator stopped on it: ``Tensor data is null`` (``calibrator.
       _PreserveAllTensorsCalibrator._calibrate_step`` -> ``tfl_interpreter_utils.
@@ -213,7 +213,7 @@ def splits_for_quantizer(content: bytes) -> bytes:
     changed = False
     for graph in model.subgraphs:
         read = {i for op in graph.operators for i in op.inputs} | set(graph.outputs)
-        rewritten = []
+        rewritten, dropped = [], set()
         for op in graph.operators:
             found = parts(graph, op)
             if found is None:
@@ -243,12 +243,35 @@ def splits_for_quantizer(content: bytes) -> bytes:
                 piece.builtinOptionsType = fb.BuiltinOptions.SliceOptions
                 piece.builtinOptions = fb.SliceOptionsT()
                 rewritten.append(piece)
-            for out in op.outputs:  # now made by no op: unnamed, so the calibrator skips it
-                if out not in read:
-                    graph.tensors[out].name = b""
+            dropped |= {out for out in op.outputs if out not in read}
             changed = True
         graph.operators = rewritten
+        _drop_tensors(model, model.subgraphs.index(graph), dropped)
     return schema.packed(model, len(content)) if changed else content
+
+
+def _drop_tensors(model, subgraph: int, drop: set) -> None:
+    """Removes the tensors ``drop`` (made and read by no op) from ``model.subgraphs[subgraph]``,
+    every index into that subgraph's tensors renumbered (ops, its inputs and outputs, the
+    signatures)."""
+    if not drop:
+        return
+    graph = model.subgraphs[subgraph]
+    keep = [i for i in range(len(graph.tensors)) if i not in drop]
+    new = {old: index for index, old in enumerate(keep)}
+
+    def remap(indices):
+        return None if indices is None else [new[i] if i >= 0 else int(i) for i in indices]
+
+    graph.tensors = [graph.tensors[i] for i in keep]
+    for op in graph.operators:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+        op.intermediates = remap(op.intermediates)
+    graph.inputs, graph.outputs = remap(graph.inputs), remap(graph.outputs)
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == subgraph:
+            for entry in list(signature.inputs or []) + list(signature.outputs or []):
+                entry.tensorIndex = new[entry.tensorIndex]
 
 
 def recipe_entry(regex: str, operation: str, bits: int, *, execution: str, block: int,

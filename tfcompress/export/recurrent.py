@@ -55,9 +55,9 @@ REFUSED = {
 # The LiteRT Quantizer's modes with integer activations (litert-quantizer 0.11 / LiteRT 2.3):
 # see the module's docstring. There, a layer with a fixed number of time steps is unrolled in
 # the converter's copy (``for_converter``); the others are refused.
-_STATIC = (_looped, "the LiteRT Quantizer cannot calibrate the WHILE loop it is lowered to "
-                    "('Tensor data is null'), and without a fixed number of time steps it "
-                    "cannot be unrolled")
+_LOOP = ("the LiteRT Quantizer cannot calibrate the WHILE loop it is lowered to "
+         "('Tensor data is null')")
+_STATIC = (_looped, f"{_LOOP}, and without a fixed number of time steps it cannot be unrolled")
 
 
 def _refusal(mode: str):
@@ -150,11 +150,11 @@ def check_mode(model, mode: str, unrolls: bool = False) -> None:
            _refused_layers(model, mode, unrolls)]
     if bad:
         accepted = [m for m in modes.names() if not _refused_layers(model, m, True)]
-        hint = "" if unrolls or not _to_unroll(model, mode) else (
-            " (convert(model, mode, ...) unrolls it)")
+        why = _refusal(mode)[1] if unrolls or not _to_unroll(model, mode) else (
+            f"{_LOOP}; convert(model, {mode!r}, ...) unrolls it")
         raise errors.ConversionError(
-            f"mode {mode!r} cannot convert the recurrent layer {', '.join(bad)}: "
-            f"{_refusal(mode)[1]}; accepted for this model: {', '.join(accepted)}{hint}")
+            f"mode {mode!r} cannot convert the recurrent layer {', '.join(bad)}: {why}; "
+            f"accepted for this model: {', '.join(accepted)}")
 
 
 def _dynamic_batch(model) -> bool:
