@@ -16,7 +16,7 @@ from tfcompress.training import qat as quantization
 from tfcompress.training import qat_configs
 from tfcompress.pipeline import recipe
 from tfcompress.pipeline import stages
-from tfcompress.export.conversion import convert
+from tfcompress.export.conversion import conversion_info, convert
 from tfcompress.export.validation import predict
 
 import helpers
@@ -351,15 +351,19 @@ def test_transformer_qat_saves_and_loads_as_h5(tmp_path):
                                qat.predict(xt[:16], verbose=0), atol=1e-6)
 
 
-def test_gru_kept_float_is_refused_in_full_int8_in_one_line():
-    """The converter crashes calibrating a GRU (a WHILE loop): the int8 conversion of its QAT
-    model is refused with one line naming it."""
-    model, (x, _), _ = model_kinds.trained("gru")
+def test_gru_kept_float_converts_to_full_int8_unrolled():
+    """The converter crashes calibrating a GRU's WHILE loop: the int8 conversion of its QAT
+    model (the GRU kept float by tfmot) gets an unrolled copy, whose ops are all integer and
+    which agrees with the Keras model; the user's GRU stays looped."""
+    model, (x, _), (xt, _) = model_kinds.trained("gru")
     qat = tfcompress.quantize_aware(model)
     assert type(qat.get_layer("gru")) is keras.layers.GRU
-    with pytest.raises(errors.ConversionError, match=r"^mode 'int8' cannot convert .*gru") as e:
-        convert(qat, "int8", representative_data=x, representative_samples=16)
-    assert "\n" not in str(e.value)
+    fb = convert(qat, "int8", representative_data=x, representative_samples=16)
+    ops = conversion_info(fb)["ops"]
+    assert "WHILE" not in ops and "DEQUANTIZE" not in ops, ops
+    assert not qat.get_layer("gru").unroll
+    reference = qat.predict(xt[:100], verbose=0).argmax(-1)
+    assert np.mean(predict(fb, xt[:100]).argmax(-1) == reference) >= 0.95
 
 
 # ------------------------------------------------- PReLU and residuals written as `h + a` (issue 28)

@@ -26,8 +26,8 @@ is then plain ``FULLY_CONNECTED``/``SPLIT``/``LOGISTIC``/``TANH``/``MUL``/``ADD`
 calibrate on every time step and quantize to integers (each ``SPLIT_V`` of the GRU cell is
 written as a ``SPLIT`` for the quantizer: ``_compat.quantizer.splits_for_quantizer``). That needs a
 fixed number of time steps; with none, the mode is refused here in one line naming the layer
-and the modes that convert it. ``int8`` is still refused on a looped layer (unrolled by the
-user, ``unroll=True``, it converts: the same graph), ``mixed_activations`` given a Keras model
+and the modes that convert it. The converter's ``int8`` gets the same unrolled copy (its
+calibration then runs plain ops); ``mixed_activations`` given a Keras model
 refuses it too (``convert(model, "mixed_a16w8", ...)`` unrolls it), and int16x8 has no
 recurrent kernels and is refused for every recurrent layer.
 """
@@ -50,7 +50,7 @@ REFUSED = {
     "int16x8": (lambda layer: True,
                 "the converter has no int16x8 recurrent kernels and can abort the process"),
     "int8": (_looped, "the converter lowers it to a WHILE loop and crashes (SIGSEGV) calibrating "
-                      "it (built with unroll=True, it converts)"),
+                      "it, and without a fixed number of time steps it cannot be unrolled"),
 }
 # The LiteRT Quantizer's modes with integer activations (litert-quantizer 0.11 / LiteRT 2.3):
 # see the module's docstring. There, a layer with a fixed number of time steps is unrolled in
@@ -86,7 +86,7 @@ def _steps(layer) -> Optional[int]:
 
 def _to_unroll(model, mode: str) -> list:
     """The names of the layers ``mode`` refuses looped that a fixed length lets us unroll."""
-    if _refusal(mode) is not _STATIC:
+    if _refusal(mode) not in (_STATIC, REFUSED["int8"]):
         return []
     return [name for name, layer, core in _recurrent_layers(model)
             if _looped(core) and _steps(layer) is not None]
@@ -137,7 +137,7 @@ def check_mode(model, mode: str, unrolls: bool = False) -> None:
         model: a Keras model (a path or flatbuffer is not checked).
         mode: a conversion mode.
         unrolls: whether the caller converts ``for_converter(model, mode)``, which unrolls a
-            GRU/SimpleRNN with a fixed number of time steps for the static modes.
+            GRU/SimpleRNN with a fixed number of time steps for int8 and the static modes.
 
     Raises:
         ConversionError: ``mode`` is in ``REFUSED`` for one of the model's recurrent layers, or
@@ -188,8 +188,8 @@ def _unrolled(layer, names: set):
 def for_converter(model, mode: Optional[str] = None):
     """The model the converter gets: ``model`` itself, or a copy with the same weights
     (``model`` untouched): rebuilt at batch 1 for a recurrent model with a dynamic batch, and
-    with a GRU/SimpleRNN unrolled where ``mode`` cannot take its ``WHILE`` loop (the LiteRT
-    Quantizer's static modes and ``mixed_a16w8``; see the module's docstring).
+    with a GRU/SimpleRNN unrolled where ``mode`` cannot take its ``WHILE`` loop (``int8``, the
+    LiteRT Quantizer's static modes and ``mixed_a16w8``; see the module's docstring).
 
     Raises:
         ConversionError: ``mode`` cannot take a recurrent layer (not even unrolled), or the
