@@ -287,11 +287,16 @@ def test_fine_tuning_that_kept_its_start_is_not_converted_again(monkeypatch, tra
                                                                 changed):
     """Label-free QAT that no epoch improved returns its start's weights (the int4 modes): its
     candidate is then the recovered flatbuffer, converted once; weights that moved are
-    converted on their own. Counted by the converters built, read from the candidates' bytes."""
+    converted on their own. Counted by the converters built, read from the candidates' bytes.
+    The fine-tuning's time budget is what is left of ``RECOVERY_SECONDS`` (at most 60 s, at
+    least 1 s)."""
     import tfcompress.export.conversion as conversion
     import tfcompress.wrappers as wrappers
 
+    budgets = []
+
     def tuned(model, x, mode, start, **kwargs):
+        budgets.append(kwargs["max_seconds"])
         out = wrappers.copy_model(start)
         if changed:  # one logit of the last layer with a bias moves
             bias = [l for l in out.layers if getattr(l, "bias", None) is not None][-1].bias
@@ -301,12 +306,15 @@ def test_fine_tuning_that_kept_its_start_is_not_converted_again(monkeypatch, tra
     built = []
     make = conversion.Request.converter
     monkeypatch.setattr(conversion.finetune_lib, "finetune_quantized", tuned)
+    if changed:
+        monkeypatch.setattr(conversion, "RECOVERY_SECONDS", 1e-3)  # spent by the PTQ steps
     monkeypatch.setattr(conversion.Request, "converter",
                         lambda req: built.append(req.source) or make(req))
     (x, _), _ = digits
     fb = convert(trained_cnn, "int8", representative_data=x[:32],
                  recovery=("correct_bias", "finetune"))
     assert len(built) == (2 if changed else 1)
+    assert (budgets == [1.0]) if changed else (30.0 < budgets[0] <= 60.0), budgets
     assert conversion_info(fb)["facts"]["recovery"] == ["correct_bias", "finetune"]
     out, reference = predict(fb, x[:32]), trained_cnn.predict(x[:32], verbose=0)
     assert np.mean(out.argmax(-1) == reference.argmax(-1)) > 0.8

@@ -182,6 +182,31 @@ def test_adaround_error_below_round_to_nearest(trained, digits, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_adaround_time_budget_leaves_the_later_layers_round_to_nearest(trained, digits,
+                                                                     monkeypatch):
+    """Past ``max_seconds`` no layer starts learning: the first layer (optimized, then 3 s
+    pass) keeps its learned rounding, the later ones hold round-to-nearest's integers, read
+    back from the kernels; a budget that is not a positive number is refused in one line."""
+    import time
+    import tfcompress.ptq.rounding as rounding
+    (x, _), _ = digits
+    optimize = rounding._optimize
+    monkeypatch.setattr(rounding, "_optimize",
+                        lambda *a, **k: (optimize(*a, **k), time.sleep(3.0)))
+    model = adaround(trained, x[:128], bits=4, iterations=40, max_seconds=2.0)
+    nearest = correct_bias(trained, x[:128], bits=4, layers=[])  # round-to-nearest only
+    report = model.adaround
+    assert [n for n, r in report.items() if not r["late"]] == ["conv"], report
+    for name in ("sep", "conv2", "dense", "logits"):
+        assert report[name]["mse_adaround"] == report[name]["mse_nearest"], name
+        for a, b in zip(model.get_layer(name).get_weights(),
+                        nearest.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert report["conv"]["mse_adaround"] < report["conv"]["mse_nearest"], report["conv"]
+    with pytest.raises(errors.ConfigError, match="max_seconds=0"):
+        adaround(trained, x[:8], max_seconds=0)
+
+
 def test_correct_bias_reduces_mean_output_shift(trained, digits):
     (x, _), (xt, _) = digits
     float_logits = logits(trained, xt)

