@@ -264,6 +264,19 @@ def test_recovery_is_kept_only_where_validation_agrees(trained_cnn, digits):
     assert (recovered == ["adaround"]) == (check["kept"] == "recovered")
 
 
+def test_recovery_true_without_fine_tuning_is_still_checked_against_min_max(trained_cnn, digits):
+    """int16x8 has no label-free QAT: recovery=True still holds out a quarter of the
+    representative images and keeps min-max where the recovered weights are not closer there
+    (a GRU model's recovery, without the check, had kept a worse file)."""
+    (x, _), _ = digits
+    fb = convert(trained_cnn, "int16x8", representative_data=x[:64],
+                 representative_samples=64, recovery=True)
+    facts = conversion_info(fb)["facts"]
+    check = facts["recovery_check"]
+    assert set(check["validation"]) == {"recovered", "min_max"}
+    assert (check["kept"] == "recovered") == ("recovery" in facts)
+
+
 def test_recovery_true_skips_label_free_qat_where_tfmot_cannot_train_a_layer():
     """A scaling written as ``h * 0.5`` (a TFOpLambda multiply, which tfmot cannot quantize):
     recovery=True still recovers and converts, and its facts say the fine-tuning candidate was

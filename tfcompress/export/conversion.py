@@ -344,7 +344,7 @@ def convert(
     if steps:
         x_cal = np.concatenate([s[0] for s in representative(
             representative_data, input_shape, representative_samples, dtype)()])
-        if recovery is True and "finetune" in steps and validation_data is None \
+        if recovery is True and validation_data is None \
                 and len(x_cal) >= 8:  # choose among the candidates on images they never saw
             x_cal, check = x_cal[len(x_cal) // 4:], (x_cal[:len(x_cal) // 4], None)
         ptq = tuple(s for s in steps if s != "finetune")
