@@ -38,8 +38,8 @@ def choose(model: keras.Model, candidates: dict, x, y=None) -> dict:
     scores, alike = {}, {}
     for name, flatbuffer in candidates.items():
         out = predict(flatbuffer, x)
-        error = float(np.mean(np.square(np.asarray(out, np.float64) - reference)))
-        scores[name] = {"output_error": error if np.isfinite(error) else float("inf")}
+        scores[name] = {"output_error": _finite(
+            np.mean(np.square(np.asarray(out, np.float64) - reference)))}
         if task != "regression":
             alike[name] = tasks_lib.decided_alike(out, reference, task).ravel()
             scores[name]["agreement"] = float(np.mean(alike[name]))
@@ -119,8 +119,14 @@ def outputs_closeness(flatbuffer: bytes, x, references: dict, tasks: dict) -> di
     outs = [np.asarray(o).reshape(references[n].shape) for o, n in zip(outs, names)]
     closeness = [_closeness(o, references[n], tasks[n]) for o, n in zip(outs, names)]
     errors_ = [float(np.mean(np.square(o - references[n]))) for o, n in zip(outs, names)]
-    error = float(np.mean(errors_))
     return {"closeness": float(np.mean(closeness)),
-            "output_error": error if np.isfinite(error) else float("inf"),
+            "output_error": _finite(np.mean(errors_)),
             "outputs": {n: {"task": tasks[n], "closeness": c, "output_error": e}
                         for n, c, e in zip(names, closeness, errors_)}}
+
+
+def _finite(error) -> float:
+    """A mean squared error as a float, inf where it is not finite (a candidate whose outputs
+    overflowed is never the closest)."""
+    error = float(error)
+    return error if np.isfinite(error) else float("inf")
