@@ -310,8 +310,7 @@ def mixed_activations(
         raise errors.ConversionError(
             "mixed_a16w8 needs representative_data (calibration inputs); accepted: a numpy "
             "array, a tf.data.Dataset or the splits returned by tfcompress.data loaders")
-    recurrent.check_mode(model_or_flatbuffer, "mixed_a16w8")  # a GRU: one line, not a raw error
-    f32 = _float32(model_or_flatbuffer)
+    f32 = _quantizer.splits_for_quantizer(_float32(model_or_flatbuffer))  # as lowbit.quantize
     task, figure, judge = _judge(f32, x, y, task)
     ops = graph_ops(f32)
     by_index = {op.index: op for op in ops}
@@ -400,11 +399,14 @@ def _ranges(f32: bytes, recipe: list, data, samples: int, ranges: str) -> dict:
 
 
 def _float32(model_or_flatbuffer) -> bytes:
+    """The float32 flatbuffer the quantizer takes: a Keras model's through
+    ``recurrent.for_converter`` (a GRU/SimpleRNN unrolled, as ``convert(model, "mixed_a16w8")``
+    does; a recurrent layer it cannot take refused in one line)."""
     if isinstance(model_or_flatbuffer, (bytes, bytearray, memoryview)) or (
             isinstance(model_or_flatbuffer, (str, os.PathLike))
             and str(model_or_flatbuffer).endswith(".tflite")):
         return load_flatbuffer(model_or_flatbuffer)
-    return convert(model_or_flatbuffer, "float32")
+    return convert(recurrent.for_converter(model_or_flatbuffer, "mixed_a16w8"), "float32")
 
 
 def _unit_gains(unit_list, by_index, wide, measure, int8_row, skipped) -> tuple:
