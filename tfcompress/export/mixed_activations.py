@@ -57,6 +57,7 @@ from tfcompress.export.closeness import output_tasks, outputs_closeness
 from tfcompress.export.conversion import (convert, float32_flatbuffer, representative,
                                           section_options)
 from tfcompress.export.validation import predict_by_name
+from tfcompress.keras3 import ensure_keras2
 
 BASE_MODE, WIDE_MODE = "static_wi8_ai8", "static_wi8_ai16"
 _REQUANTIZE = ("QUANTIZE", "DEQUANTIZE")
@@ -406,7 +407,10 @@ def _float32(model_or_flatbuffer) -> bytes:
             isinstance(model_or_flatbuffer, (str, os.PathLike))
             and str(model_or_flatbuffer).endswith(".tflite")):
         return load_flatbuffer(model_or_flatbuffer)
-    return convert(recurrent.for_converter(model_or_flatbuffer, "mixed_a16w8"), "float32")
+    if not isinstance(model_or_flatbuffer, (str, os.PathLike)):  # a Keras 2 or 3 model
+        model_or_flatbuffer = recurrent.for_converter(ensure_keras2(model_or_flatbuffer),
+                                                      "mixed_a16w8")
+    return convert(model_or_flatbuffer, "float32")
 
 
 def _unit_gains(unit_list, by_index, wide, measure, int8_row, skipped) -> tuple:
