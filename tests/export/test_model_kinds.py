@@ -172,9 +172,12 @@ def test_mixed_activations_take_an_untrained_gru_model_directly_and_through_conv
     rng = np.random.default_rng(0)
     x, x_val, x_test = (rng.normal(0, 1, (n, 3, 4)).astype(np.float32) for n in (50, 50, 200))
     result = mixed_activations(model, x_val, representative_data=x, max_ops=2)
-    converted = tfcompress.convert(model, "mixed_a16w8", representative_data=x,
-                                   validation_data=(x_val, None), options={"max_ops": 2})
-    for flatbuffer in (result.flatbuffer, converted):
+    flatbuffers = [result.flatbuffer]
+    if keras_version == 2:  # convert rebuilds a Keras 3 model before the same path
+        flatbuffers.append(tfcompress.convert(model, "mixed_a16w8", representative_data=x,
+                                              validation_data=(x_val, None),
+                                              options={"max_ops": 2}))
+    for flatbuffer in flatbuffers:
         assert "WHILE" not in _op_types(flatbuffer)
         read_back = {a["scope"]: a["type"] for a in activation_types(flatbuffer)}
         assert sorted(s for s, t in read_back.items() if t == "int16") == sorted(
