@@ -48,8 +48,8 @@ ADAROUND_SECONDS = 60.0
 of the PTQ recovery (later layers keep round-to-nearest; ``recover(max_seconds=...)``)."""
 RECOVERY_SECONDS = 100.0
 """``convert(..., recovery=True)``: label-free QAT starts no epoch after this many seconds of
-recovery in all (nor after its own 60 s): about 100 s of the 3 minutes one model's recovery may take on this 2-core
-machine; the three conversions and the check take the rest (fer's mini-Xception int8: 23 s at
+recovery in all (nor after its own 60 s): about 100 s of the 3 minutes one model's recovery may
+take on this 2-core machine; the three conversions and the check take the rest (fer's mini-Xception int8: 23 s at
 load 2, about 2.5 times that at load 8). There, at load 2-3.5, AdaRound takes 45-56 s and the
 fine-tuning 11-18 s: neither budget is spent and the result does not depend on them."""
 
