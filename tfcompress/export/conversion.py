@@ -30,6 +30,7 @@ from tfcompress import errors, models, profiling, wrappers
 import tfcompress._compat.litert as _litert
 import tfcompress._compat.quantizer as _quantizer
 import tfcompress.export.closeness as closeness
+import tfcompress.export.keras_export as keras_export
 import tfcompress.export.recurrent as recurrent
 from tfcompress._compat.converter import one_line_errors
 import tfcompress.export.modes as modes
@@ -86,7 +87,7 @@ class Request:
         """A fresh ``TFLiteConverter`` for the source model."""
         if isinstance(self.source, str):
             return tf.lite.TFLiteConverter.from_saved_model(self.source)
-        return tf.lite.TFLiteConverter.from_keras_model(self.source)
+        return keras_export.converter(self.source)
 
 
 def register_mode(name: str, *, needs_representative_data: bool = False,
@@ -178,7 +179,7 @@ def float32_flatbuffer(req: Request) -> bytes:
     """The request's float32 flatbuffer, reused while a Keras model's weights are unchanged.
 
     Recipes convert one model in several modes, and each low-bit mode quantizes the float32
-    flatbuffer: the TFLite converter runs once for them (it takes ~20 s on MobileNetV2 here).
+    flatbuffer: the TFLite converter runs once for them.
     """
     if isinstance(req.source, str):
         return req.converter().convert()
