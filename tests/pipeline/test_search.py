@@ -174,6 +174,7 @@ def get_config():
     c.recipe.model.path = {model!r}
     c.recipe.convert.representative_samples = 16
     c.recipe.validate.latency_runs = 2
+    c.recipe.validate.compiled_model = ()  # checked in tests/export
     c.space.mode = {modes!r}
     for dim in ("distill_width", "channel_ratio", "factorize_energy", "sparsity"):
         c.space[dim] = (0.0,)
@@ -342,6 +343,7 @@ def _int8_only(tmp_path, model_path: str):
     c.recipe.data.limit = 400
     c.recipe.convert.representative_samples = 16
     c.recipe.validate.latency_runs = 0
+    c.recipe.validate.compiled_model = ()  # checked in tests/export
     c.recipe.qat.epochs = 1
     c.space.mode = ("int8",)
     for dim in ("distill_width", "channel_ratio", "factorize_energy", "sparsity"):
