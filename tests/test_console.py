@@ -16,6 +16,8 @@ import tfcompress
 from tfcompress import console, progress
 import tfcompress.pipeline.report as report
 
+import recipe_reports
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\]")
 
@@ -139,7 +141,8 @@ def test_plot_labels_do_not_overlap(tmp_path):
 def test_default_job_console_fits_one_screen(tmp_path):
     """``python -m tfcompress compress --config=default:smoke``: at most 40 lines, one per
     stage with its validation accuracy, no Keras epoch line, no absl prefix; the report's rows
-    and report.md name what made them."""
+    and report.md name what made them; the report passes the checks of every recipe's
+    (tests/pipeline/test_configs.py) and keeps the default job's keys."""
     env = {**os.environ, "PYTHONPATH": ROOT}
     env.pop("TFCOMPRESS_COMMAND", None)  # run as `python -m tfcompress`, as the docs say
     result = subprocess.run(
@@ -157,6 +160,8 @@ def test_default_job_console_fits_one_screen(tmp_path):
     assert "\r" in stdout  # progress bars were drawn
     assert any(line.startswith("warning: layers not pruned: conv1, logits") for line in lines)
     written = json.load(open(tmp_path / "out" / "report.json"))
+    recipe_reports.check(written, tmp_path / "out")
+    recipe_reports.check_default_job_keys(written)
     labels = {row["format"]: row["label"] for row in written["formats"]}
     assert labels["int8"] == "pruned+clustered int8"
     assert labels["baseline float32"] == "baseline float32"
