@@ -3,6 +3,7 @@
     python benchmarks/convert_modes.py                        # everything (~10 min on 2 cores)
     python benchmarks/convert_modes.py --parts=digits,mutants --mutants=500
     python benchmarks/convert_modes.py --parts=int8_digits,int8_mnv2   # converter vs quantizer int8
+    python benchmarks/convert_modes.py --parts=export_seconds  # convert() against from_keras_model
 
 Parts:
   digits     the digits CNN trained on the bundled digits; per mode: bytes, gzip bytes, ratios to
@@ -33,6 +34,13 @@ Parts:
              rejected with InvalidTFLiteError, how many of those crashed or hung the child
              interpreter, and the exit code of the process that called ``predict`` on all of
              them (a child of the benchmark: 0 when it survived, minus the signal otherwise).
+
+  export_seconds  seconds to a float32 flatbuffer, ``tf.lite.TFLiteConverter.from_keras_model``
+             (a Keras SavedModel first) against ``convert(model, "float32")`` (a lean SavedModel
+             of the serving function, ``tfcompress.export.keras_export``), each in a fresh
+             process per round (--seeds rounds, alternating which goes first), on the digits CNN,
+             MobileNetV2 (alpha 0.35, 32x32x3) and MobileNetV2 (224x224x3, 1000 classes);
+             median, min and max, and whether the two flatbuffers give equal outputs.
 
 The variant ``int8_float_softmax`` is ``int8`` with ``keep_float_ops=["SOFTMAX"]``: XNNPACK has no
 int8 softmax, so this is the int8 classifier XNNPACK takes whole (float32 input/output).
@@ -229,6 +237,48 @@ def part_mnv2(size, latency_runs):
     return out
 
 
+EXPORT_MODELS = {"digits_cnn": lambda: models.digits_cnn(),
+                 "mobilenet_v2_a035_32": lambda: models.build("mobilenet_v2", (32, 32, 3), 10,
+                                                              width=0.35),
+                 "mobilenet_v2_224": lambda: models.build("mobilenet_v2", (224, 224, 3), 1000)}
+
+
+def _export_child(name: str, how: str, path: str, queue) -> None:
+    keras.utils.set_random_seed(0)
+    model = EXPORT_MODELS[name]()
+    start = time.perf_counter()
+    fb = (tf.lite.TFLiteConverter.from_keras_model(model).convert() if how == "from_keras_model"
+          else convert(model, "float32"))
+    queue.put(time.perf_counter() - start)
+    with open(path, "wb") as f:
+        f.write(fb)
+
+
+def part_export_seconds():
+    ctx = multiprocessing.get_context("spawn")
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in EXPORT_MODELS:
+            seconds = {"from_keras_model": [], "convert": []}
+            for r in range(FLAGS.seeds):
+                order = list(seconds) if r % 2 == 0 else list(seconds)[::-1]
+                for how in order:
+                    queue = ctx.Queue()
+                    child = ctx.Process(target=_export_child,
+                                        args=(name, how, os.path.join(folder, how), queue))
+                    child.start()
+                    seconds[how].append(queue.get())
+                    child.join()
+            x = np.random.default_rng(0).random(
+                (4,) + EXPORT_MODELS[name]().input_shape[1:], np.float32)
+            outs = [predict(open(os.path.join(folder, how), "rb").read(), x) for how in seconds]
+            out[name] = {how: {"median": float(np.median(s)), "min": min(s), "max": max(s)}
+                         for how, s in seconds.items()}
+            out[name]["equal_outputs"] = bool(np.array_equal(outs[0], outs[1]))
+            logging.info("%s: %s", name, out[name])
+    return out
+
+
 def measure_int8_paths(model, x_cal, x_test, y_test, latency_runs):
     """Each full-integer path on one trained model: sizes, test accuracy, agreement, XNNPACK,
     latency as a ratio to float32 (float32 timed right before each, so drift cancels)."""
@@ -381,7 +431,7 @@ def main(argv):
     parts = {"digits": part_digits, "mnv2_96": lambda: part_mnv2(96, 50),
              "mnv2_224": lambda: part_mnv2(224, 20), "mutants": part_mutants,
              "int8_digits": part_int8_digits, "int8_mnv2": part_int8_mnv2,
-             "kernels_digits": part_kernels_digits}
+             "kernels_digits": part_kernels_digits, "export_seconds": part_export_seconds}
     for part in FLAGS.parts:
         start = time.perf_counter()
         old_modes = (results.get(part) or {}).get("modes", {})
@@ -419,6 +469,9 @@ def summary(results) -> dict:
     if "mutants" in results:
         out["mutants"] = {k: v["counts"] for k, v in results["mutants"].items()
                           if isinstance(v, dict) and "counts" in v}
+    if "export_seconds" in results:
+        out["export_seconds"] = {k: v for k, v in results["export_seconds"].items()
+                                 if k != "part_seconds"}
     return out
 
 
