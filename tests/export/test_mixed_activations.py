@@ -149,3 +149,24 @@ def test_a_two_output_model_is_judged_on_the_mean_closeness_of_its_outputs():
     assert measured["mixed"]["figure"] == pytest.approx((agreement + r2) / 2, abs=1e-6)
     assert measured["mixed"]["figure"] > measured["int8"]["figure"] + 0.005
     assert facts["meets_goal"]
+
+
+def test_a_graph_with_many_units_measures_one_per_set_of_keras_layers(monkeypatch):
+    """An unrolled GRU has several units per step; above ``MAX_UNITS`` they merge per set of
+    Keras layers their ops belong to, so fewer files are measured, and the choice reads back."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((3, 4))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(
+        keras.layers.GRU(6, name="gru")(inputs)))
+    rng = np.random.default_rng(0)
+    x, xv = (rng.normal(0, 1, (n, 3, 4)).astype(np.float32) for n in (50, 50))
+    merged = ma.mixed_activations(model, xv, representative_data=x)  # 52 units here
+    monkeypatch.setattr(ma, "MAX_UNITS", 1000)
+    per_tensor = ma.mixed_activations(model, xv, representative_data=x)
+    layer_sets = [frozenset(op.split(":")[0] for op in row["ops"]) for row in merged.units]
+    assert len(set(layer_sets)) == len(layer_sets) < len(per_tensor.units)
+    assert max(len(row["ops"]) for row in merged.units) > max(
+        len(row["ops"]) for row in per_tensor.units)
+    types = {row["scope"]: row["type"] for row in ma.activation_types(merged.flatbuffer)}
+    assert {types[op["scope"]] for op in merged.int16_ops} <= {"int16"}
+    assert merged.measured["int16"] == per_tensor.measured["int16"]  # the same ops, all int16

@@ -12,7 +12,9 @@ The unit of choice is an activation tensor: a tensor is stored in int16 only whe
 makes it and every op that reads it run with int16 activations (where widths differ the
 quantizer inserts a QUANTIZE op that rounds it to int8 again). So each tensor's unit is its
 producer and its consumers; lifting one unit alone (the rest int8) measures, on the LiteRT
-interpreter, how much output error that tensor's int8 rounding costs. Units are added by that
+interpreter, how much output error that tensor's int8 rounding costs (above ``MAX_UNITS``, as in
+a recurrent layer unrolled over a long sequence, the units of one set of Keras layers are one
+unit: each costs a quantization). Units are added by that
 gain per op each adds (the largest first), each step quantized and measured for real, until
 the figure against the float model (agreement; R^2 for regression) reaches the goal:
 ``target``, or the file with every op that can take int16 activations in int16 less
@@ -65,6 +67,10 @@ DEFAULT_TOLERANCE = 0.005
 RANGES = ("min_max", "moving_average")
 MULTI_OUTPUT = "multi-output"  # the task of a model with several outputs (``_judge``)
 _CHUNK = 32  # calibration samples run at once for ``min_max`` ranges
+MAX_UNITS = 48
+"""Above this many units (a recurrent layer unrolled over a long sequence has a few per step),
+units are merged per set of Keras layers they touch (``by_layer``): each costs one quantization
+and one run, so a 64-step bidirectional GRU measures a handful of units, not hundreds."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +154,15 @@ def units(float32: bytes) -> list[tuple]:
         if ops and ops not in found:
             found.append(ops)
     return [tuple(sorted(u)) for u in sorted(found, key=min)]
+
+
+def by_layer(unit_list: list, by_index: dict) -> list[tuple]:
+    """Units merged per set of Keras layers their ops belong to (``Op.name``), in graph order."""
+    merged = {}
+    for unit in unit_list:
+        key = frozenset(by_index[i].name for i in unit if i in by_index)
+        merged.setdefault(key, set()).update(unit)
+    return [tuple(sorted(u)) for u in sorted(merged.values(), key=min)]
 
 
 def _wide_entry(op: Op, algorithm: str) -> dict:
@@ -327,7 +342,10 @@ def mixed_activations(
         return fb, recipe, {"figure": row[figure], "mse": row["mse"], "bytes": len(fb)}
 
     int8_fb, _, int8_row = measure(())
-    rows, runnable = _unit_gains(units(f32), by_index, wide, measure, int8_row, skipped)
+    unit_list = units(f32)
+    if len(unit_list) > MAX_UNITS:
+        unit_list = by_layer(unit_list, by_index)
+    rows, runnable = _unit_gains(unit_list, by_index, wide, measure, int8_row, skipped)
     _, _, int16_row = measure(runnable) if runnable else (None, None, int8_row)
     goal = float(target) if target is not None else int16_row["figure"] - tolerance
     best, steps = (frozenset(), int8_fb, base, int8_row), []
