@@ -1,12 +1,12 @@
 """A tf_keras model -> a ``TFLiteConverter`` over a lean SavedModel of its inference function.
 
 ``TFLiteConverter.from_keras_model`` first saves the model as a Keras SavedModel, which traces
-every layer's call functions for Keras's own reloading: 30 of the 33 s that converting a
-MobileNetV2 takes here (2 s for the 3-layer digits CNN). The converter needs only the serving
-signature. So this saves what tf_keras's ``Model.save_spec`` documents for serving: one
-``tf.function`` calling the model with ``training=False``, outputs named by
-``model.output_names`` as Keras's own signature names them, and the model's variables, nothing
-else; ``from_saved_model`` converts it (MobileNetV2: 5 s, the same flatbuffer). A model that
+every layer's call functions for Keras's own reloading: most of the 16-23 s that converting a
+MobileNetV2 takes here. The converter needs only the serving signature. So this saves what
+tf_keras's ``Model.save_spec`` documents for serving: one ``tf.function`` calling the model with
+``training=False``, outputs named by ``model.output_names`` as Keras's own signature names them,
+and the model's variables, nothing else; ``from_saved_model`` converts it (MobileNetV2: about
+5 s, the same outputs; ``benchmarks/convert_modes.py --parts=export_seconds``). A model that
 cannot be saved so (no input spec yet, a resource other than its variables, a stateful
 recurrent layer) goes through ``from_keras_model`` as before.
 """
