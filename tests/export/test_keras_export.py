@@ -1,9 +1,7 @@
 """The converter over a lean SavedModel gives what ``from_keras_model`` gives, faster."""
 
 import gc
-import glob
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -12,8 +10,6 @@ from ai_edge_litert.interpreter import Interpreter
 import tfcompress
 from tfcompress._compat.keras import keras
 from tfcompress.export import keras_export
-
-FOLDERS = os.path.join(tempfile.gettempdir(), "tfcompress-export-*")
 
 
 def _read(flatbuffer, inputs):
@@ -37,10 +33,12 @@ def test_same_signature_tensor_names_and_outputs_as_from_keras_model():
     cases = [(tfcompress.models.digits_cnn(), [rng.random((1, 8, 8, 1), np.float32)]),
              (_two_in_two_out(), [rng.random((1, 6), np.float32),
                                   rng.random((1, 3), np.float32)])]
-    before = set(glob.glob(FOLDERS))
+    folders = []
     for model, inputs in cases:
         lean = keras_export.converter(model)
         assert type(lean).__name__ == "TFLiteSavedModelConverterV2"  # not the fallback
+        folders.append(lean.saved_model_dir)
+        assert os.path.isdir(folders[-1])
         signature, names, outputs = _read(lean.convert(), inputs)
         want_signature, want_names, want = _read(
             tf.lite.TFLiteConverter.from_keras_model(model).convert(), inputs)
@@ -50,7 +48,7 @@ def test_same_signature_tensor_names_and_outputs_as_from_keras_model():
             np.testing.assert_array_equal(outputs[key], want[key])
     del lean
     gc.collect()
-    assert set(glob.glob(FOLDERS)) <= before  # each SavedModel folder went with its converter
+    assert not any(os.path.exists(f) for f in folders)  # each went with its converter
 
 
 def test_a_model_that_cannot_be_saved_lean_converts_as_before():
