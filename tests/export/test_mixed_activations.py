@@ -170,3 +170,13 @@ def test_a_graph_with_many_units_measures_one_per_set_of_keras_layers(monkeypatc
     types = {row["scope"]: row["type"] for row in ma.activation_types(merged.flatbuffer)}
     assert {types[op["scope"]] for op in merged.int16_ops} <= {"int16"}
     assert merged.measured["int16"] == per_tensor.measured["int16"]  # the same ops, all int16
+
+
+def test_no_unit_is_measured_where_int8_already_reaches_the_goal(case, result):
+    model, calibration, validation, _ = case
+    int8 = result.measured["int8"]["figure"]
+    quick = ma.mixed_activations(model, validation, representative_data=calibration, target=int8)
+    assert quick.units == [] and quick.int16_ops == [] and quick.meets_goal and result.units
+    assert quick.measured["int8"] == result.measured["int8"]
+    assert quick.measured["int16"] == result.measured["int16"]  # every op int16, reported
+    assert {row["type"] for row in ma.activation_types(quick.flatbuffer)} == {"int8"}

@@ -18,7 +18,8 @@ unit: each costs a quantization). Units are added by that
 gain per op each adds (the largest first), each step quantized and measured for real, until
 the figure against the float model (agreement; R^2 for regression) reaches the goal:
 ``target``, or the file with every op that can take int16 activations in int16 less
-``tolerance``; ``max_ops`` caps the ops lifted. Calibration runs once (a tensor's range does
+``tolerance``; ``max_ops`` caps the ops lifted. Where int8 already reaches ``target`` (or
+``1 - tolerance``, above any goal the all-int16 file can set), no unit is measured. Calibration runs once (a tensor's range does
 not depend on its width); activation ranges are by default the extremes over all calibration
 samples, as the TFLite converter takes them (``ranges="moving_average"``: the quantizer's own
 average of each sample's extremes; only that one is replayed by the saved recipe alone).
@@ -342,11 +343,18 @@ def mixed_activations(
         return fb, recipe, {"figure": row[figure], "mse": row["mse"], "bytes": len(fb)}
 
     int8_fb, _, int8_row = measure(())
-    unit_list = units(f32)
-    if len(unit_list) > MAX_UNITS:
-        unit_list = by_layer(unit_list, by_index)
-    rows, runnable = _unit_gains(unit_list, by_index, wide, measure, int8_row, skipped)
-    _, _, int16_row = measure(runnable) if runnable else (None, None, int8_row)
+    rows, int16_row = [], None
+    if wide and int8_row["figure"] >= (1.0 - tolerance if target is None else float(target)):
+        try:  # int8 meets any goal this call can set: only the all-int16 figure is reported
+            _, _, int16_row = measure(wide)
+        except (errors.InvalidTFLiteError, errors.ConversionError):
+            pass  # an op LiteRT cannot run in int16: the unit trials below find it
+    if int16_row is None:
+        unit_list = units(f32)
+        if len(unit_list) > MAX_UNITS:
+            unit_list = by_layer(unit_list, by_index)
+        rows, runnable = _unit_gains(unit_list, by_index, wide, measure, int8_row, skipped)
+        _, _, int16_row = measure(runnable) if runnable else (None, None, int8_row)
     goal = float(target) if target is not None else int16_row["figure"] - tolerance
     best, steps = (frozenset(), int8_fb, base, int8_row), []
     if int8_row["figure"] < goal:
