@@ -60,9 +60,10 @@ def test_config_smoke_runs(name, tmp_path):
     tests/test_console.py, where its report gets the same checks."""
     module = configs.module(name)
     config = module.get_config("smoke")
-    section = config.recipe if getattr(module, "KIND", "recipe") == "search" else config
+    is_search = getattr(module, "KIND", "recipe") == "search"  # a tfcompress.search config
+    section = config.recipe if is_search else config
     section.validate.latency_runs, section.validate.compiled_model = 0, ()
-    if getattr(module, "KIND", "recipe") == "search":  # a search config (tfcompress.search)
+    if is_search:
         summary = tfcompress.search(config, str(tmp_path))
         assert summary["front"] and os.path.exists(tmp_path / "report.md")
         for r in summary["front"]:  # the sizes are those of the trial's own file
