@@ -68,13 +68,17 @@ def _sequences(n: int, seed: int, features: int = 4):
     return x, y
 
 
-def _recurrent(name: str, layer: Callable, seed: int, n: int, tokens: bool = False):
+def _recurrent(name: str, layer: Callable, seed: int, n: int, tokens: bool = False,
+               mask: bool = False):
     keras.utils.set_random_seed(seed)
     if tokens:
         inputs = keras.Input((SEQ_LEN,), dtype="int32", name="tokens")
-        x = L.Embedding(VOCAB, 8, name="embedding")(inputs)
+        x = L.Embedding(VOCAB, 8, mask_zero=mask, name="embedding")(inputs)
         data = _tokens(n, seed)
         data = (data[0], (data[1] > 0).astype(np.int32))  # class 0 vs the others
+        if mask:  # padded with 0 after 4 or more tokens
+            lengths = np.random.default_rng(seed).integers(4, SEQ_LEN + 1, n)
+            data[0][np.arange(SEQ_LEN)[None, :] >= lengths[:, None]] = 0
     else:
         inputs = keras.Input((SEQ_LEN, 4), name="sequence")
         x = inputs
@@ -89,6 +93,11 @@ def _recurrent(name: str, layer: Callable, seed: int, n: int, tokens: bool = Fal
 def lstm(seed: int = 0, n: int = 400):
     """Embedding -> LSTM(8) -> Dense softmax on int32 token ids, dynamic batch."""
     return _recurrent("lstm", L.LSTM(8, name="lstm"), seed, n, tokens=True)
+
+
+def masked_lstm(seed: int = 0, n: int = 400):
+    """Embedding(mask_zero=True) -> LSTM(8) -> Dense softmax on zero-padded int32 token ids."""
+    return _recurrent("masked_lstm", L.LSTM(8, name="lstm"), seed, n, tokens=True, mask=True)
 
 
 def gru(seed: int = 0, n: int = 400):
@@ -199,10 +208,10 @@ def dscnn(seed: int = 0, n: int = 600):
     return (model, *_split(*_keywords(n, seed), n // 4))
 
 
-KINDS = {"text": text, "lstm": lstm, "gru": gru, "simple_rnn": simple_rnn, "bilstm": bilstm,
+KINDS = {"text": text, "lstm": lstm, "masked_lstm": masked_lstm, "gru": gru, "simple_rnn": simple_rnn, "bilstm": bilstm,
          "regression": regression, "two_output": two_output,
          "transformer": transformer, "dscnn": dscnn}
-EPOCHS = {"text": 15, "lstm": 10, "gru": 8, "simple_rnn": 8, "bilstm": 8, "regression": 40,
+EPOCHS = {"text": 15, "lstm": 10, "masked_lstm": 10, "gru": 8, "simple_rnn": 8, "bilstm": 8, "regression": 40,
           "two_output": 25, "transformer": 15, "dscnn": 10}
 _TRAINED: dict = {}
 

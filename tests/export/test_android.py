@@ -37,6 +37,8 @@ def test_export_android_bundle(trained_cnn, digits, tmp_path, mode):
     assert "import org.tensorflow.lite.Interpreter" in readme
     assert "interpreter.run(input, output)" in readme
     assert "com.google.ai.edge.litert:litert" in readme
+    assert on_disk["state_tensors"] == 0 and "resetVariableTensors" not in readme
+    assert "CompiledModel.create" in readme
     if mode == "int8":  # the Kotlin lines quantize with the model's own scale and zero point
         scale, zero_point = inp["quantization"]
         assert zero_point == -128  # digits in [0, 1] use the whole int8 range
@@ -46,6 +48,23 @@ def test_export_android_bundle(trained_cnn, digits, tmp_path, mode):
     else:
         assert "putFloat" in readme and "FloatArray(10)" in readme and "allocateDirect(256)" in readme
     assert predict(os.path.join(out, "model.tflite"), xt[:5]).shape == (5, 10)
+
+
+def test_a_recurrent_bundle_resets_the_state_before_each_input(tmp_path):
+    """A fused LSTM keeps its state in variable tensors between invokes: the sidecar counts them
+    (read back from the flatbuffer), the Kotlin resets them before each run, and the
+    CompiledModel lines, an API with no reset, are left out."""
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+    import model_kinds
+    model, (x, _), _ = model_kinds.trained("lstm")
+    fb = tfcompress.convert(model, "float32")
+    sidecar = export_android(fb, str(tmp_path / "lstm"))
+    assert sidecar["state_tensors"] == 2  # the LSTM's hidden and cell state
+    readme = open(tmp_path / "lstm" / "README.md").read()
+    assert readme.index("interpreter.resetVariableTensors()") < readme.index(
+        "interpreter.run(input, output)")
+    assert "CompiledModel" not in readme and "tokens[i]" in readme
 
 
 def test_export_android_checks(trained_cnn, tmp_path):

@@ -135,6 +135,29 @@ def test_gru_and_simple_rnn_take_the_quantizers_static_modes_unrolled(kind, mode
     assert report.agreement >= 0.99, report.agreement
 
 
+def test_a_masked_lstm_is_unrolled_for_int8():
+    """An LSTM given a mask (Embedding(mask_zero=True)) is a WHILE loop, not the fused op, and
+    the converter's int8 calibration crashed the process on it: it is unrolled like a GRU (no
+    WHILE, every FULLY_CONNECTED on int8) and agrees with Keras on zero-padded held-out texts;
+    with no fixed length, one line."""
+    model, (x, _), (x_test, y_test) = model_kinds.trained("masked_lstm")
+    assert (x_test == 0).any()
+    assert "WHILE" in _ops(tfcompress.convert(model, "float32"))
+    flatbuffer = tfcompress.convert(model, "int8", representative_data=x[:100])
+    types = _op_types(flatbuffer)
+    assert "WHILE" not in types and types["FULLY_CONNECTED"] == ["int8"]
+    assert types["weights"] == ["int8"] and not model.layers[2].unroll
+    report = tfcompress.validate(flatbuffer, x_test, y_test, reference=model, **QUICK)
+    assert report.agreement >= 0.98, report.agreement
+    inputs = keras.Input((None,), dtype="int32")
+    varying = keras.Model(inputs, keras.layers.LSTM(4, name="lstm")(
+        keras.layers.Embedding(50, 4, mask_zero=True)(inputs)))
+    with pytest.raises(errors.ConversionError,
+                       match=r"recurrent layer lstm \(LSTM\): .*cannot be unrolled") as info:
+        tfcompress.convert(varying, "int8", representative_data=x[:10])
+    assert "\n" not in str(info.value)
+
+
 def test_untrained_bidirectional_gru_with_unused_split_outputs_calibrates():
     """GRUs with zero biases (untrained), both directions unrolled: the converter folds each
     first step's zero-state product away and leaves a SPLIT output read by no op (XNNPACK

@@ -50,6 +50,15 @@ def tensor_type_of(flatbuffer: bytes, tensor_name: str) -> Optional[str]:
     return None
 
 
+def state_tensors(flatbuffer: bytes) -> int:
+    """How many variable tensors (a recurrent layer's state, kept between invokes) the
+    flatbuffer's subgraphs hold (a quick look without unpacking the model)."""
+    model = _schema.Model.GetRootAsModel(flatbuffer, 0)
+    return sum(graph.Tensors(i).IsVariable()
+               for graph in (model.Subgraphs(g) for g in range(model.SubgraphsLength()))
+               for i in range(graph.TensorsLength()))
+
+
 def unpacked(content: bytes):
     """The flatbuffer as the schema's object API (``ModelT``), buffers stored after it inline."""
     model = _schema.ModelT.InitFromPackedBuf(content, 0)

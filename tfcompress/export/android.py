@@ -18,6 +18,7 @@ from tfcompress import errors
 import tfcompress._compat.litert as _litert
 import tfcompress.export.validation as validation
 from tfcompress._compat.litert import interpreter, io_details, load_flatbuffer
+from tfcompress._compat.schema import state_tensors
 
 _KOTLIN_TYPES = {  # dtype -> (bytes per value, ByteBuffer put call, output array, value range)
     "float32": (4, "putFloat", "FloatArray", None),
@@ -102,6 +103,8 @@ def export_android(
                         "zero_point"),
         },
         "bytes": len(content),
+        # a recurrent layer's state persists between runs: reset it for each independent input
+        "state_tensors": int(state_tensors(content)),
     }
     sidecar["ops"], sidecar["accelerators"] = op_accelerators(content)
     if conversion:
@@ -193,10 +196,13 @@ _BUFFER_CALLS = {"float32": ("writeFloat", "readFloat", "FloatArray"),
 def kotlin(sidecar: dict) -> str:
     """Kotlin lines that run ``model.tflite`` on LiteRT's ``CompiledModel`` (GPU where asked
     and available, else CPU) and classify one input; "" where the input or output dtype has no
-    TensorBuffer call here (the ``Interpreter`` lines then serve)."""
+    TensorBuffer call here, or where the model keeps a recurrent state between runs (the
+    Kotlin ``CompiledModel`` of LiteRT 2.3 has no call to reset it; the ``Interpreter`` lines,
+    which reset it, then serve)."""
     inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
     ids = inp["dtype"] == "int32"  # token ids: TensorBuffer.writeInt (no writeLong for int64)
-    if (inp["dtype"] not in _BUFFER_CALLS and not ids) or out["dtype"] not in _BUFFER_CALLS:
+    if ((inp["dtype"] not in _BUFFER_CALLS and not ids) or out["dtype"] not in _BUFFER_CALLS
+            or sidecar.get("state_tensors")):
         return ""
     size = 1
     for d in inp["shape"][1:]:
@@ -292,6 +298,9 @@ def kotlin_interpreter(sidecar: dict) -> str:
         f"for (i in 0 until {size}) input.{put}({value})",
         "input.rewind()",
         f"val output = Array(1) {{ {out_array}({n_out}) }}",
+        *(["// The model keeps its recurrent state (LSTM) between runs: zero it before each "
+           "independent input.",
+           "interpreter.resetVariableTensors()"] if sidecar.get("state_tensors") else []),
         "interpreter.run(input, output)",
         f"val scores = FloatArray({n_out}) {{ i -> {score} }}",
         "val best = scores.indices.maxByOrNull { scores[it] }!!",

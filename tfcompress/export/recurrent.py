@@ -8,8 +8,9 @@ at batch 1 with the same weights; the flatbuffer then runs one sample per invoke
 runs it resets the interpreter's variables (the recurrent state) between independent samples
 (``tfcompress.export.validation`` does).
 
-A GRU or SimpleRNN has no fused op: the converter lowers it to a ``WHILE`` loop, which neither
-integer path can calibrate (checked with TF 2.21, litert-quantizer 0.11, LiteRT 2.3):
+A GRU or SimpleRNN has no fused op, nor has an LSTM given a mask (``Embedding(mask_zero=True)``,
+``Masking``): the converter lowers it to a ``WHILE`` loop, which neither integer path can
+calibrate (checked with TF 2.21, litert-quantizer 0.11, LiteRT 2.3):
 
 - the converter's ``int8`` crashes the process (SIGSEGV) calibrating the loop;
 - the LiteRT Quantizer's static modes (``static_*``, ``mixed_a16w8``) stop with ``Tensor data is
@@ -38,16 +39,30 @@ from tfcompress import errors, models
 import tfcompress.export.modes as modes
 from tfcompress._compat.keras import keras
 
-def _looped(layer) -> bool:
-    """Whether the converter lowers ``layer`` to a ``WHILE`` loop (no fused op, not unrolled)."""
-    return not isinstance(layer, keras.layers.LSTM) and not layer.unroll
+def _masked(layer) -> bool:
+    """Whether ``layer`` (a recurrent layer or its wrapper, as the model calls it) gets a mask
+    (from ``Embedding(mask_zero=True)`` or ``Masking``)."""
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError, RuntimeError):  # not called, or called more than once
+        return False
+    inputs = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    return getattr(inputs, "_keras_mask", None) is not None
+
+
+def _looped(layer, core) -> bool:
+    """Whether the converter lowers ``layer`` (core RNN ``core``) to a ``WHILE`` loop: not
+    unrolled, and a GRU, SimpleRNN or any other RNN, or an LSTM given a mask (checked with TF
+    2.21: the fused LSTM ops take no mask)."""
+    return not core.unroll and (not isinstance(core, keras.layers.LSTM) or _masked(layer))
 
 
 # Conversion modes refused for some recurrent layers: mode -> (refused(core layer), why).
 # Checked here (TF 2.21): int16x8 fails on UNIDIRECTIONAL_SEQUENCE_LSTM and aborts on others;
-# int8 converts an LSTM (fused) but segfaults calibrating a GRU's or SimpleRNN's WHILE loop.
+# int8 converts an LSTM (fused) but segfaults calibrating the WHILE loop of a GRU, a SimpleRNN
+# or a masked LSTM.
 REFUSED = {
-    "int16x8": (lambda layer: True,
+    "int16x8": (lambda layer, core: True,
                 "the converter has no int16x8 recurrent kernels and can abort the process"),
     "int8": (_looped, "the converter lowers it to a WHILE loop and crashes (SIGSEGV) calibrating "
                       "it, and without a fixed number of time steps it cannot be unrolled"),
@@ -89,7 +104,7 @@ def _to_unroll(model, mode: str) -> list:
     if _refusal(mode) not in (_STATIC, REFUSED["int8"]):
         return []
     return [name for name, layer, core in _recurrent_layers(model)
-            if _looped(core) and _steps(layer) is not None]
+            if _looped(layer, core) and _steps(layer) is not None]
 
 
 def _core(layer):
@@ -126,8 +141,8 @@ def _refused_layers(model, mode: str, unrolls: bool) -> list:
     if refusal is None:
         return []
     unrolled = set(_to_unroll(model, mode)) if unrolls else set()
-    return [(name, core) for name, _, core in _recurrent_layers(model)
-            if refusal[0](core) and name not in unrolled]
+    return [(name, core) for name, layer, core in _recurrent_layers(model)
+            if refusal[0](layer, core) and name not in unrolled]
 
 
 def check_mode(model, mode: str, unrolls: bool = False) -> None:
@@ -137,12 +152,13 @@ def check_mode(model, mode: str, unrolls: bool = False) -> None:
         model: a Keras model (a path or flatbuffer is not checked).
         mode: a conversion mode.
         unrolls: whether the caller converts ``for_converter(model, mode)``, which unrolls a
-            GRU/SimpleRNN with a fixed number of time steps for int8 and the static modes.
+            GRU/SimpleRNN or masked LSTM with a fixed number of time steps for int8 and the
+            static modes.
 
     Raises:
         ConversionError: ``mode`` is in ``REFUSED`` for one of the model's recurrent layers, or
-            has integer activations through the LiteRT Quantizer and the model a GRU/SimpleRNN
-            (that is not unrolled).
+            has integer activations through the LiteRT Quantizer and the model a GRU/SimpleRNN or
+            masked LSTM (that is not unrolled).
     """
     if _refusal(mode) is None or isinstance(model, (str, bytes, bytearray, memoryview)):
         return
@@ -188,7 +204,7 @@ def _unrolled(layer, names: set):
 def for_converter(model, mode: Optional[str] = None):
     """The model the converter gets: ``model`` itself, or a copy with the same weights
     (``model`` untouched): rebuilt at batch 1 for a recurrent model with a dynamic batch, and
-    with a GRU/SimpleRNN unrolled where ``mode`` cannot take its ``WHILE`` loop (``int8``, the
+    with a GRU/SimpleRNN/masked LSTM unrolled where ``mode`` cannot take its ``WHILE`` loop (``int8``, the
     LiteRT Quantizer's static modes and ``mixed_a16w8``; see the module's docstring).
 
     Raises:
