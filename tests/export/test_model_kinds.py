@@ -158,6 +158,30 @@ def test_a_masked_lstm_is_unrolled_for_int8():
     assert "\n" not in str(info.value)
 
 
+def test_a_masked_average_of_token_embeddings_takes_int8():
+    """Embedding(mask_zero=True) -> GlobalAveragePooling1D divides by the count of real tokens:
+    the file's run check used to feed token id 0 everywhere (padding only), a division by zero
+    the int8 DIV refuses, and the good file was rejected. It now converts and agrees with Keras
+    on padded held-out texts."""
+    x, y = model_kinds._tokens(400, seed=0)
+    x[np.arange(x.shape[1])[None, :] >= np.random.default_rng(0).integers(
+        4, x.shape[1], len(x))[:, None]] = 0
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(x.shape[1:], dtype="int32")
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(
+            model_kinds.VOCAB, 8, mask_zero=True)(inputs))))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(x[:300], y[:300], epochs=10, verbose=0)
+    flatbuffer = tfcompress.convert(model, "int8", representative_data=x[:100])
+    assert "DIV" in _ops(flatbuffer)
+    report = tfcompress.validate(flatbuffer, x[300:], y[300:], reference=model, **QUICK)
+    assert report.agreement >= 0.97, report.agreement
+    with pytest.raises(errors.ConversionError, match=r"hint: int16x8 .* convert with int8") as info:
+        tfcompress.convert(model, "int16x8", representative_data=x[:20])  # the ids meet NOT_EQUAL
+    assert "\n" not in str(info.value)
+
+
 def test_untrained_bidirectional_gru_with_unused_split_outputs_calibrates():
     """GRUs with zero biases (untrained), both directions unrolled: the converter folds each
     first step's zero-state product away and leaves a SPLIT output read by no op (XNNPACK

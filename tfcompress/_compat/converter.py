@@ -34,6 +34,10 @@ HINTS = (
      "the model uses TensorFlow ops that have no TFLite builtin kernel; tfcompress converts "
      "with the builtin op sets only (SELECT_TF_OPS would need the Flex delegate on the device): "
      "replace those ops"),
+    (re.compile(r"Max and min for dynamic tensors should be recorded during calibration"),
+     "int16x8 found no range for a tensor its calibration did not record, such as integer "
+     "token ids that an op other than the embedding lookup reads (Embedding(mask_zero=True) "
+     "compares them with 0): convert with int8, mixed_a16w8 or dynamic"),
 )
 _ERROR_LINE = re.compile(r"error:\s*(.*)")
 

@@ -38,8 +38,10 @@ from tfcompress import errors
 
 # The child: reads length-prefixed flatbuffers from stdin, each followed by a length-prefixed
 # JSON spec and the raw bytes of a sample; loads each in the LiteRT interpreter (with and without
-# the default delegates), runs it once on zeros at its default shape (unless a non-batch input
-# dimension is dynamic: the caller's sample gives the shape) and, given a sample, once
+# the default delegates), runs it once on zeros at its default shape (ones for an integer input:
+# token id 0 is the padding a mask removes, and a text of padding only divides a masked average
+# by zero, which an int8 DIV refuses; unless a non-batch input dimension is dynamic: the
+# caller's sample gives the shape) and, given a sample, once
 # more on it (the first input resized to the sample's shape, as ``predict`` will), answers one
 # JSON line each.
 _CHILD = r"""
@@ -66,8 +68,9 @@ while True:
             # (1) is no shape the caller uses (a conv cannot run on 1x1); the sample checks it
             if not any(-1 in list(d["shape_signature"][1:]) for d in it.get_input_details()):
                 it.allocate_tensors()
-                for d in it.get_input_details():
-                    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+                for d in it.get_input_details():  # ones for integers: id 0 is the padding
+                    fill = np.ones if np.issubdtype(d["dtype"], np.integer) else np.zeros
+                    it.set_tensor(d["index"], fill(d["shape"], d["dtype"]))
                 it.invoke()
                 for d in it.get_output_details():
                     it.get_tensor(d["index"])
