@@ -92,6 +92,8 @@ def test_whole_float_labels_and_pixel_warning(xy):
     np.testing.assert_array_equal(splits[0][1], y)  # 3.0 -> 3: accepted, nothing truncated
     with pytest.warns(UserWarning, match=r"images range 0\.\.255 \(pixels\?\)"):
         data.check_data([(np.round(x * 255), y)], names=("train",))
+    with pytest.warns(UserWarning, match=r"images range 0\.\.255 \(pixels\?\)"):
+        data.check_data([(np.round(x * 255).astype(np.uint8), y)], names=("train",))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.check_data([(x, y)], names=("train",))  # [0, 1] images: no warning

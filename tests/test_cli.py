@@ -69,12 +69,51 @@ def test_bad_arguments_are_one_line_exit_2(capsys, args, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--config.train.nosuch=1"], "error: unknown recipe field train.nosuch (in "
+     "--config.train.nosuch=1); accepted in train: batch_size, epochs, from_logits, "
+     "learning_rate"),
+    (["--config.nosuch=1"], "error: unknown recipe field nosuch (in --config.nosuch=1); "
+     "accepted in the recipe: adaround, cluster, convert,"),
+])
+def test_an_unknown_override_names_its_path_and_the_fields_accepted_there(capsys, args,
+                                                                          message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.fail(cli._unknown_override(["tfcompress", *args], KeyError("nosuch")))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("source, message", [
+    ("x = 1\n", "error: the config file defines no get_config (module"),
+    ("from tfcompress.pipeline.recipe import default_config\n"
+     "def get_config():\n    c = default_config(); c.train.epochs = 'many'; return c\n",
+     "error: the config file raised TypeError: Could not override field 'epochs'"),
+])
+def test_a_broken_config_file_is_one_line_naming_the_cause(tmp_path, source, message):
+    (tmp_path / "recipe.py").write_text(source)
+    result = _tfcompress("compress", f"--config={tmp_path / 'recipe.py'}",
+                         f"--workdir={tmp_path / 'w'}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
+
+
 def test_model_path_is_checked(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         cli._positional(["tfcompress inspect", str(tmp_path / "none.tflite")], "inspect")
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == (
         f"error: model file '{tmp_path / 'none.tflite'}' does not exist; accepted: a .tflite file")
+    with pytest.raises(SystemExit):
+        cli._positional(["tfcompress inspect", str(tmp_path)], "inspect")
+    assert capsys.readouterr().err.strip() == (
+        f"error: model file '{tmp_path}' is a folder; accepted: a .tflite file")
+    with pytest.raises(SystemExit):
+        cli.fail(ValueError("flag --config.train.epochs=1.5: invalid literal for int() with "
+                            "base 10: '1.5'"))
+    assert capsys.readouterr().err.strip().endswith("'1.5'; accepted: a whole number")
     with pytest.raises(SystemExit):
         cli._positional(["tfcompress compress", "extra"], "compress")
     assert "unexpected arguments: ['extra']" in capsys.readouterr().err
@@ -96,11 +135,13 @@ def test_inspect_prints_layers_quietly(files):
 
 
 def test_validate_and_android(files, tmp_path):
-    result = _tfcompress("validate", str(files / "int8.tflite"), f"--data={files / 'data.npz'}",
+    (_, _), (xt, yt) = tfcompress.data.load_digits()
+    np.savez(tmp_path / "test_only.npz", x_test=xt, y_test=yt)  # as --help says: no x_train
+    result = _tfcompress("validate", str(files / "int8.tflite"),
+                         f"--data={tmp_path / 'test_only.npz'}",
                          f"--reference={files / 'model.keras'}", "--latency_runs=0", "--json")
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
-    (_, _), (xt, yt) = tfcompress.data.load_digits()
     expected = validation.validate(str(files / "int8.tflite"), xt, yt, latency_runs=0)
     assert got["accuracy"] == pytest.approx(expected.accuracy) and got["num_samples"] == len(yt)
     assert 0.9 <= got["agreement"] <= 1.0

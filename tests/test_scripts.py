@@ -28,7 +28,8 @@ def test_bad_input_exits_with_one_line(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config.train.epochz=3"], "error: unknown recipe field 'epochz'"),
+    (["--config.train.epochz=3"], "error: unknown recipe field train.epochz (in "
+     "--config.train.epochz=3); did you mean epochs?; accepted in train: batch_size, epochs,"),
     (["--config.train.epochs=many"], "error: flag --config.train.epochs=many"),
     (["--config=/nonexistent/recipe.py"],
      "error: config '/nonexistent/recipe.py' is neither a bundled recipe nor an existing file"),

@@ -65,11 +65,18 @@ def fail(message) -> NoReturn:
             text = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             break
-    if isinstance(message, (KeyError, AttributeError)):
+    if "has no attribute 'get_config'" in text:
+        text = (f"the config file defines no get_config ({text}); accepted: a Python file "
+                "whose get_config() returns the recipe (tfcompress.pipeline.recipe."
+                "default_config() changed), or a bundled recipe's name")
+    elif isinstance(message, (KeyError, AttributeError)):
         text = f"unknown recipe field {text}"
+    if "invalid literal for int()" in text or "could not convert string to float" in text:
+        text += "; accepted: " + ("a whole number" if "int()" in text else "a number")
     ours = re.findall(r"tfcompress\.errors\.\w+: (.+)", text)
-    if "Traceback" in text and ours:  # config_flags quotes the traceback of a config file
-        text = ours[-1]
+    raised = re.findall(r"^(\w+(?:Error|Exception)): (.+)$", text, re.M)
+    if "Traceback" in text and (ours or raised):  # config_flags quotes a config file's traceback
+        text = ours[-1] if ours else "the config file raised " + ": ".join(raised[-1])
     sys.stdout.flush()
     print("error: " + " ".join(str(text).split()), file=sys.stderr, flush=True)
     sys.exit(2)
@@ -103,6 +110,36 @@ def _config_args(argv) -> list:
     return out
 
 
+def _unknown_override(args, error) -> Optional[str]:
+    """The line for a ``--config.A.B=value`` naming a field the recipe lacks (``error``: the
+    KeyError or AttributeError parsing it raised): its whole path and the fields accepted
+    there; None where no override names it."""
+    from tfcompress import configs
+
+    text = str(error)
+    key = (re.search(r"[\w-]+", text) or re.search("", text)).group(0)  # and 'Did you mean'
+    guess = re.search(r'Did you mean "([\w-]+)"', text)
+    spec = next((a.partition("=")[2] for a in args if a.startswith("--config=")),
+                configs.path(configs.DEFAULT))
+    for arg in args:
+        fields = arg.partition("=")[0][len("--config."):].split(".")
+        if not arg.startswith("--config.") or key not in fields:
+            continue
+        where = fields[:fields.index(key)]
+        try:
+            node = configs.load(spec)
+            for name in where:
+                node = node[name]
+            accepted = ", ".join(sorted(node.keys()))
+        except Exception:  # noqa: BLE001  (the line then names the field only)
+            accepted = None
+        return (f"unknown recipe field {'.'.join(where + [key])} (in {arg})"
+                + (f"; did you mean {guess.group(1)}?" if guess else "")
+                + (f"; accepted in {'.'.join(where) or 'the recipe'}: {accepted}"
+                   if accepted else ""))
+    return None
+
+
 def _define(command: str) -> dict:
     """Defines the flags of ``command``; returns their holders by name."""
     from absl import flags
@@ -117,7 +154,9 @@ def _define(command: str) -> dict:
             f["config"] = config_flags.DEFINE_config_file(
                 "config", default, "Recipe: a bundled name (" + ", ".join(configs.names())
                 + ") or a .py file, optionally :variant (e.g. digits_pcqat:smoke).")
-        except (KeyError, AttributeError, TypeError, ValueError, OSError) as e:
+        except (KeyError, AttributeError) as e:  # an override config_flags read in sys.argv
+            fail(_unknown_override(sys.argv, e) or e)
+        except (TypeError, ValueError, OSError) as e:
             fail(e)
         f["workdir"] = flags.DEFINE_string(
             "workdir", f"workdir/{'default' if command == 'compress' else 'search'}",
@@ -168,7 +207,9 @@ def _positional(argv, command: str) -> Optional[str]:
     if len(args) != 1:
         fail(f"{PROG} {command} takes one .tflite path, got {len(args)} arguments: {args}")
     if not os.path.isfile(args[0]):
-        fail(f"model file {args[0]!r} does not exist; accepted: a .tflite file")
+        fail(f"model file {args[0]!r} "
+             + ("is a folder" if os.path.isdir(args[0]) else "does not exist")
+             + "; accepted: a .tflite file")
     return args[0]
 
 
@@ -341,7 +382,7 @@ def _validate(f: dict, path: str) -> None:
 
     if not f["data"].value:
         fail(f"{PROG} validate needs --data=FILE.npz (arrays x_test, y_test)")
-    _, (x_test, y_test) = data.load_npz(f["data"].value)
+    (x_test, y_test), = data.load_npz(f["data"].value, splits=("test",))
     reference = models.load_model(f["reference"].value) if f["reference"].value else None
     result = validation.validate(
         path, x_test, y_test, reference=reference, latency_runs=f["latency_runs"].value,
@@ -430,7 +471,9 @@ def _run(command: str, argv) -> None:
     def parse(args):
         try:
             return flags.FLAGS(args)
-        except (flags.Error, KeyError, AttributeError, TypeError, ValueError, OSError) as e:
+        except (KeyError, AttributeError) as e:
+            fail(_unknown_override(args, e) or e)
+        except (flags.Error, TypeError, ValueError, OSError) as e:
             fail(e)
         except Exception as e:  # noqa: BLE001  (the user's --config file raised or is not Python)
             fail(_config_file_error(e))

@@ -120,8 +120,10 @@ def _npz_arrays(path: str, names: Sequence[str], required: bool = True) -> Optio
             "accepted: numeric arrays saved by numpy.savez (object arrays are refused)") from e
 
 
-def load_npz(path: str, task: str = "classification") -> Splits:
-    """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
+def load_npz(path: str, task: str = "classification",
+             splits: Sequence[str] = ("train", "test")) -> tuple:
+    """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test`` and ``y_test`` (the
+    ``splits`` asked for: ``("test",)`` reads only ``x_test``/``y_test``), one pair per split.
 
     Integer inputs (token ids) stay integers (int32 where they fit), float inputs are float32.
     ``task`` "regression" takes float targets (``targets``); any other task class labels.
@@ -130,9 +132,9 @@ def load_npz(path: str, task: str = "classification") -> Splits:
         DataError: a missing file, a file that is not an ``.npz``, missing or object arrays,
             non-numeric images, labels that are not class indices (see ``check_data``).
     """
-    arrays = _npz_arrays(path, ("x_train", "y_train", "x_test", "y_test"))
+    arrays = _npz_arrays(path, tuple(f"{k}_{split}" for split in splits for k in "xy"))
     return tuple(_pair(arrays[f"x_{split}"], arrays[f"y_{split}"], f"{path!r}: {split}", task)
-                 for split in ("train", "test"))
+                 for split in splits)
 
 
 def npz_targets(path: str) -> np.ndarray:
@@ -464,8 +466,12 @@ def check_data(splits, num_classes: Optional[int] = None,
     regression = task == "regression"
     shape = columns = None
     checked = []
+    pixels = []  # float or uint8 images (uint8 is read as int32 below, like token ids)
     for name, (x, y) in zip(names, splits):
+        uint8 = np.asarray(x).dtype == np.uint8
         x = check_images(x, f"{name} images")
+        if uint8 or x.dtype.kind == "f":
+            pixels.append(x)
         y = targets(y, f"{name} targets") if regression else labels(y, f"{name} labels")
         if len(y) != len(x):
             raise errors.DataError(f"the {name} split has {len(x)} images but {len(y)} labels")
@@ -501,9 +507,8 @@ def check_data(splits, num_classes: Optional[int] = None,
                 f"the validation labels hold one class ({int(y[0])}) in {len(y)} samples, and "
                 "every decision is taken on them; accepted: at least 2 classes (a larger "
                 "validation_fraction, more data, or an x_val/y_val of several classes)")
-    images = [x for x, _ in checked if x.dtype.kind == "f" or x.dtype == np.uint8]
-    top = max(float(x.max()) for x in images) if images else 0.0
-    if 2.0 < top <= 255.0 and all(float(x.min()) >= 0 for x in images):
+    top = max(float(x.max()) for x in pixels) if pixels else 0.0
+    if 2.0 < top <= 255.0 and all(float(x.min()) >= 0 for x in pixels):
         warnings.warn(f"images range 0..{top:g} (pixels?), not [0, 1]; they are used as they "
                       "are: scale them (e.g. x / 255) if the model expects [0, 1]",
                       UserWarning, stacklevel=2)

@@ -344,8 +344,9 @@ def load_model(path: str, *, compile: bool = False, safe_mode: bool = True) -> k
     is_savedmodel = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
     if not (is_savedmodel or os.path.isfile(path)):
         raise errors.ModelError(
-            f"model path {path!r} does not exist; accepted: a .keras or .h5 file or a "
-            "SavedModel directory")
+            f"model path {path!r} "
+            + ("is a folder without saved_model.pb" if os.path.isdir(path) else "does not exist")
+            + "; accepted: a .keras or .h5 file or a SavedModel directory")
     if not is_savedmodel and not path.endswith((".keras", ".h5", ".hdf5")):
         raise errors.ModelError(
             f"model file {path!r} has an unknown extension; accepted: .keras, .h5, "

@@ -112,6 +112,27 @@ def test_bad_inputs(float32_fb, digits):
         tfcompress.validate(b"\x00" * 64, x)
     with pytest.raises(errors.DataError, match="dtype"):
         tfcompress.validate(float32_fb, np.full((3, 8, 8, 1), "a"))
+    with pytest.raises(errors.InvalidTFLiteError, match="is a folder; accepted: a .tflite"):
+        tfcompress.validate(os.path.dirname(__file__), x)
+
+
+def test_labels_and_reference_that_do_not_fit_the_model_are_one_line(float32_fb, digits):
+    """Labels outside the output's classes, fractional labels on a classifier and a reference of
+    another input shape are refused before anything runs, each naming the bad value."""
+    _, (x, y) = digits
+    for bad, value in ((y + 5, int(y.max()) + 5), (y - 3, -3)):
+        with pytest.raises(errors.DataError, match=rf"hold {value}; accepted: class indices "
+                                                   r"0\.\.9 \(the output has 10 classes\)"):
+            tfcompress.validate(float32_fb, x, bad, latency_runs=0, delegate_checks=False)
+    with pytest.raises(errors.DataError, match="not whole numbers are read as regression"):
+        tfcompress.validate(float32_fb, x, y / 10, latency_runs=0, delegate_checks=False)
+    inputs = tfcompress.keras.Input((16, 16, 1))
+    other = tfcompress.keras.Model(inputs, tfcompress.keras.layers.Dense(10)(
+        tfcompress.keras.layers.Flatten()(inputs)))
+    with pytest.raises(errors.DataError, match=r"reference.*sample shape \(8, 8, 1\) but the "
+                                               r"model expects \(16, 16, 1\)"):
+        tfcompress.validate(float32_fb, x, y, reference=other, latency_runs=0,
+                            delegate_checks=False)
 
 
 def mutants(content: bytes, count: int, seed: int = 0):

@@ -231,7 +231,9 @@ def load_flatbuffer(tflite: Union[bytes, str]) -> bytes:
         return bytes(tflite)
     path = os.fspath(tflite)
     if not os.path.isfile(path):
-        raise errors.InvalidTFLiteError(f"TFLite file {path!r} does not exist")
+        raise errors.InvalidTFLiteError(
+            f"TFLite file {path!r} " + ("is a folder" if os.path.isdir(path) else "does not exist")
+            + "; accepted: a .tflite file")
     with open(path, "rb") as f:
         return f.read()
 

@@ -444,6 +444,7 @@ def _checked_targets(y, out: np.ndarray, task: Optional[str], name: str, ref=Non
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise errors.DataError(f"labels of output {name!r} hold NaN or Inf; accepted: "
                                    "finite numbers")
+    inferred = task is None
     task = tasks_lib.infer(y, out if ref is None else ref, task)
     if y is None:
         return None, task
@@ -451,6 +452,12 @@ def _checked_targets(y, out: np.ndarray, task: Optional[str], name: str, ref=Non
     if task == "classification":
         if out.ndim <= 2:
             y = data_lib.labels(y, "labels")
+            classes = max(2, out.shape[-1]) if out.ndim == 2 else 2
+            if y.ndim == 1 and len(y) and (y.min() < 0 or y.max() >= classes):
+                raise errors.DataError(
+                    f"labels of output {name!r} hold {int(y.min() if y.min() < 0 else y.max())}"
+                    f"; accepted: class indices 0..{classes - 1} (the output has {classes} "
+                    "classes)")
         elif not per_row and y.shape != out.shape:
             raise errors.DataError(
                 f"output {name!r} has shape {out.shape[1:]} per sample but its labels "
@@ -459,7 +466,9 @@ def _checked_targets(y, out: np.ndarray, task: Optional[str], name: str, ref=Non
     elif y.size != out.size:
         raise errors.DataError(
             f"output {name!r} has shape {out.shape[1:]} per sample but its {task} targets "
-            f"{y.shape[1:]}; accepted: targets of the output's shape")
+            f"{y.shape[1:]}; accepted: targets of the output's shape"
+            + (" (labels that are not whole numbers are read as regression targets; class "
+               "labels are whole numbers)" if inferred and task == "regression" else ""))
     return y, task
 
 
@@ -604,6 +613,9 @@ def _reference_outputs(reference, x, outs: list, names: list) -> Optional[list]:
     if reference is None:
         return None
     if hasattr(reference, "predict"):
+        if not isinstance(x, (list, tuple, dict)) and len(getattr(reference, "inputs", ())) == 1:
+            data_lib.check_fits(x, reference.input_shape,
+                                "x (the reference's input; a reference of another model?)")
         ref = reference.predict(x, verbose=0)
         if isinstance(ref, dict):
             ref = [ref[n] for n in names] if all(n in ref for n in names) else list(ref.values())
