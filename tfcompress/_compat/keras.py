@@ -7,7 +7,8 @@ Nothing else in the package touches that variable.
 
 Private symbols reached here, checked against tf_keras 2.21.0 and Keras 3.15.1:
 ``Functional._is_graph_network``, ``tf_keras.src.engine.functional.Functional``,
-``keras.src.models.functional.Functional``, ``tf_keras.src.saving.serialization_lib``.
+``keras.src.models.functional.Functional``, ``tf_keras.src.saving.serialization_lib``,
+``KerasTensor._keras_mask``.
 """
 
 import os
@@ -129,3 +130,15 @@ def call_input_shapes(layer, index: int) -> list:
         return [tuple(t.shape) for t in layer.inbound_nodes[index].keras_inputs]
     except (AttributeError, IndexError, TypeError):
         return []
+
+
+def gets_mask(layer) -> bool:
+    """Whether ``layer``, called once in a functional model, gets a mask (from
+    ``Embedding(mask_zero=True)`` or ``Masking``). Private tf_keras API (checked against 2.21):
+    the mask Keras attaches to the Keras tensor it passes, ``KerasTensor._keras_mask``."""
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError, RuntimeError):  # not called, or called more than once
+        return False
+    inputs = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    return getattr(inputs, "_keras_mask", None) is not None

@@ -37,24 +37,13 @@ from typing import Optional
 
 from tfcompress import errors, models
 import tfcompress.export.modes as modes
-from tfcompress._compat.keras import keras
-
-def _masked(layer) -> bool:
-    """Whether ``layer`` (a recurrent layer or its wrapper, as the model calls it) gets a mask
-    (from ``Embedding(mask_zero=True)`` or ``Masking``)."""
-    try:
-        inputs = layer.input
-    except (AttributeError, ValueError, RuntimeError):  # not called, or called more than once
-        return False
-    inputs = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-    return getattr(inputs, "_keras_mask", None) is not None
-
+from tfcompress._compat.keras import gets_mask, keras
 
 def _looped(layer, core) -> bool:
     """Whether the converter lowers ``layer`` (core RNN ``core``) to a ``WHILE`` loop: not
     unrolled, and a GRU, SimpleRNN or any other RNN, or an LSTM given a mask (checked with TF
     2.21: the fused LSTM ops take no mask)."""
-    return not core.unroll and (not isinstance(core, keras.layers.LSTM) or _masked(layer))
+    return not core.unroll and (not isinstance(core, keras.layers.LSTM) or gets_mask(layer))
 
 
 # Conversion modes refused for some recurrent layers: mode -> (refused(core layer), why).
