@@ -308,6 +308,13 @@ def test_android_dir_of_the_user_is_refused_before_training(tmp_path, monkeypatc
     assert not (tmp_path / "run").exists() and (app / "model.tflite").read_text() == "mine"
 
 
+def test_a_damaged_cached_model_says_how_to_remake_it(tmp_path):
+    (tmp_path / "baseline.keras").write_bytes(b"PK\x03\x04 cut short")
+    _raises("damaged .keras", errors.ModelError, r"not a \.keras zip .*; accepted: a \.keras "
+            r"file written by model.save \(a damaged one in a workdir: delete it, the next run "
+            r"remakes it\)$", lambda: models.load_model(str(tmp_path / "baseline.keras")))
+
+
 def _no_training(*args, **kwargs):
     raise AssertionError("trained before the error")
 
