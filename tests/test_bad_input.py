@@ -205,12 +205,21 @@ def test_image_folder_problems_are_one_line(tmp_path, case, files, size, match):
     ("prune.epochs", -2, r"prune.epochs=-2; accepted: a number >= 0"),
     ("data.validation_fraction", 1.5, r"data.validation_fraction=1.5"),
     ("model.width", 0.0, r"model.width=0.0"),
+    # each stage's technique refuses these before a model is seen (its check_values)
+    ("prune.target_sparsity", 1.5, r"prune section: target_sparsity=1.5; accepted: a number in"),
+    ("prune.schedule", "bogus", r"prune section: unknown pruning schedule 'bogus'; accepted: "),
+    ("prune.m_by_n", "bogus", r"prune section: m_by_n='bogus'; accepted: \(m, n\)"),
+    ("cluster.init", "bogus", r"cluster section: unknown cluster init 'bogus'; accepted: kmeans"),
+    ("cluster.number_of_clusters", 0,
+     r"cluster section: number_of_clusters=0; accepted: an integer >= 3 with preserve_sparsity"),
+    ("validate.compiled_model", ("bogus",),
+     r"unknown validate.compiled_model kernel mode 'bogus'; accepted: xnnpack, reference"),
 ])
 def test_config_values_out_of_range(field, value, match):
     section, key = field.split(".")
     override = {section: {key: value}}
-    if section == "prune":
-        override["stages"] = ("prune",)
+    if section in recipe.STAGES:
+        override["stages"] = (section,)
     _raises(field, errors.ConfigError, match, lambda: recipe.check_config(ConfigDict(override)))
 
 
@@ -245,6 +254,67 @@ def test_user_model_problems_come_before_training(tmp_path, monkeypatch, xy):
     config.model.path = str(tmp_path / "five.keras")
     _raises("labels beyond the user model", errors.DataError, r"label \d; accepted: class indices 0\.\.4 "
             r"\(the model has 5 outputs\)", lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"prune": {"layers": "nosuchlayer"}},
+     r"^prune section: layers='nosuchlayer' selects no layer that can be pruned; layers with "),
+    ({"prune": {"layers": "("}}, r"^prune section: layers='\(' is not a regex"),
+    ({"prune": {"epochs": 0}}, r"^prune section: the fine-tuning plan has 0 steps"),
+    # the dense kernel: 2048 x 64 weights, 20% of them left by prune (+1: the zeros' cluster)
+    ({"cluster": {"number_of_clusters": 100000}},
+     r"^cluster section: number_of_clusters=100000 is more than layer 'dense' holds \(26215: .*"
+     r"accepted: an integer from 3 to 26215, the fewest among the layers clustered$"),
+    ({"cluster": {"number_of_clusters": 200000, "preserve_sparsity": False}},
+     r"number_of_clusters=200000 is more than layer 'dense' holds \(131072: the weights"),
+])
+def test_stage_sections_are_checked_on_the_model_before_the_baseline_trains(
+        tmp_path, monkeypatch, override, match):
+    """What needs the model (layer names, kernel sizes, the plan's steps) is refused once the
+    baseline is built, before it trains; a cluster count is checked against the zeros the
+    prune stage before it leaves (tfmot's kmeans++ crashed on it after both had trained)."""
+    monkeypatch.setattr(tfcompress.pipeline.stages.Context, "fit", _no_training)
+    config = tfcompress.configs.load("default:smoke")
+    for section, fields in override.items():
+        config[section].update(fields)
+    _raises(str(override), errors.ConfigError, match,
+            lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "baseline.keras").exists()
+
+
+def test_resumed_baseline_checks_the_stages_before_they_train(tmp_path, monkeypatch):
+    """A cached baseline is checked too: the prune stage would train before cluster failed."""
+    config = tfcompress.configs.load("default:smoke")
+    config.stages, config.convert.modes, config.convert.baseline_modes = (), ("float32",), ()
+    config.validate.update(latency_runs=0, compiled_model=())
+    tfcompress.run_recipe(config, str(tmp_path))  # caches the baseline (one epoch)
+    monkeypatch.setattr(tfcompress.pipeline.stages.Context, "fit", _no_training)
+    config = tfcompress.configs.load("default:smoke")
+    config.cluster.number_of_clusters = 100000
+    _raises("resumed", errors.ConfigError, "cluster section: number_of_clusters=100000",
+            lambda: tfcompress.run_recipe(config, str(tmp_path)))
+    assert not os.path.exists(tmp_path / "stages")
+
+
+def test_android_dir_of_the_user_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(tfcompress.pipeline.stages.Context, "fit", _no_training)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "model.tflite").write_text("mine")
+    error = _raises("android_dir", errors.ConfigError,
+                    r"^android output folder '.*app' is not empty \(model.tflite\); accepted: a "
+                    r"new or empty folder, or one holding an earlier bundle of ours$",
+                    lambda: tfcompress.run_recipe("default:smoke", str(tmp_path / "run"),
+                                                  android_dir=str(app)))
+    assert "overwrite" not in str(error)  # run_recipe and compress have no such switch
+    assert not (tmp_path / "run").exists() and (app / "model.tflite").read_text() == "mine"
+
+
+def test_a_damaged_cached_model_says_how_to_remake_it(tmp_path):
+    (tmp_path / "baseline.keras").write_bytes(b"PK\x03\x04 cut short")
+    _raises("damaged .keras", errors.ModelError, r"not a \.keras zip .*; accepted: a \.keras "
+            r"file written by model.save \(a damaged one in a workdir: delete it, the next run "
+            r"remakes it\)$", lambda: models.load_model(str(tmp_path / "baseline.keras")))
 
 
 def _no_training(*args, **kwargs):
@@ -445,11 +515,21 @@ def test_cli_bad_input_one_line_exit_2_before_training(tmp_path):
     _lambda_model(marker).save(str(tmp_path / "lambda.h5"))
     if os.path.exists(marker):
         os.remove(marker)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "mine.txt").write_text("mine")
     cases = [
         (["--config.train.epochs=-1"], "error: train.epochs=-1; accepted"),
         (["--config.data.name=npz", f"--config.data.path={tmp_path / 'inf.npz'}"],
          "train images holds 0 NaN and 1 Inf"),
         ([f"--config.model.path={tmp_path / 'lambda.h5'}"], "holds a Lambda layer 'code'"),
+        # needs the built model: refused before it trains (was a kmeans++ traceback after
+        # the baseline and prune had trained)
+        (["--config=default:smoke", "--config.cluster.number_of_clusters=100000"],
+         "error: cluster section: number_of_clusters=100000 is more than layer 'dense' holds"),
+        (["--config=default:smoke", f"--android_dir={app}"],
+         f"error: android output folder '{app}' is not empty (mine.txt); accepted: a new or "
+         "empty folder, or one holding an earlier bundle of ours"),
     ]
     for args, message in cases:
         result, seconds = _cli(tmp_path, *args)

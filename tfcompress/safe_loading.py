@@ -188,7 +188,8 @@ def _keras_zip_config(path: str):
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise errors.ModelError(
             f"cannot load model {path!r}: not a .keras zip ({' '.join(str(e).split())}); "
-            "accepted: a .keras file written by model.save") from e
+            "accepted: a .keras file written by model.save (a damaged one in a workdir: delete "
+            "it, the next run remakes it)") from e
     if size > _MAX_CONFIG_BYTES or len(text) > _MAX_CONFIG_BYTES:
         raise errors.ModelError(
             f"{path!r}: config.json decompresses to more than {_MAX_CONFIG_BYTES // 2**20} MB "

@@ -30,7 +30,11 @@ def layer_matcher(layers: LayerSelector) -> Callable:
     if layers is None:
         return lambda layer: True
     if isinstance(layers, str):
-        pattern = re.compile(layers)
+        try:
+            pattern = re.compile(layers)
+        except re.error as e:
+            raise errors.ConfigError(f"layers={layers!r} is not a regex ({e}); accepted: a "
+                                     "regex over full layer names, e.g. 'conv.*'") from e
         return lambda layer: bool(pattern.fullmatch(layer.name))
     if isinstance(layers, type):
         return lambda layer: isinstance(layer, layers)
@@ -61,8 +65,9 @@ def check_functional(model, what: str) -> keras.Model:
 
 
 def select_layers(model, layers: LayerSelector, supports: Callable, *,
-                  keep_first_last: bool = False, kind: str = "pruned"):
-    """(names to wrap, {name: why skipped}) for the model's layers with weights."""
+                  keep_first_last: bool = False, kind: str = "pruned", warn: bool = True):
+    """(names to wrap, {name: why skipped}) for the model's layers with weights; ``warn``:
+    log the skipped ones."""
     match = layer_matcher(layers)
     weighted = [layer for layer in model.layers if layer.weights]
     chosen, skipped = [], {}
@@ -80,7 +85,7 @@ def select_layers(model, layers: LayerSelector, supports: Callable, *,
         raise errors.ConfigError(
             f"layers={layers!r} selects no layer that can be {kind}; layers with weights: "
             + ", ".join(f"{l.name} ({type(l).__name__})" for l in weighted))
-    if skipped:
+    if skipped and warn:
         logging.warning("layers not %s: %s", kind, skipped)
     return chosen, skipped
 

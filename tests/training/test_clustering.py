@@ -61,6 +61,10 @@ def test_preserve_sparsity_keeps_pruned_zeros(pruned_cnn, digits):
     (dict(number_of_clusters=8, init="fancy"), "unknown cluster init 'fancy'"),
     (dict(number_of_clusters={"nope": 4}), "lacks"),
     (dict(number_of_clusters=8, layers="nope"), "selects no layer"),
+    # more clusters than a kernel's weights: tfmot's kmeans++ raised InvalidArgumentError
+    (dict(number_of_clusters=100000), r"number_of_clusters=100000 is more than layer 'logits' "
+     r"holds \(\d+: the weights of its smallest kernel\); accepted: an integer from 2 to"),
+    (dict(number_of_clusters=2, preserve_sparsity=True), "accepted: an integer >= 3 with"),
 ])
 def test_bad_arguments_are_clear_errors(cnn, kwargs, match):
     with pytest.raises(errors.ConfigError, match=match):

@@ -65,7 +65,7 @@ def export_android(
         ConfigError: ``directory`` is a file, or a non-empty folder that is not a bundle of
             ours (without ``overwrite``).
     """
-    _check_directory(directory, overwrite)
+    check_directory(directory, overwrite, hint="overwrite=True (tfcompress android --overwrite)")
     content = load_flatbuffer(tflite)
     interp = interpreter(content, allocate=False)
     inputs = io_details(interp.get_input_details())
@@ -159,8 +159,9 @@ def op_accelerators(content: bytes) -> tuple:
 BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json", "README.md")
 
 
-def _check_directory(directory: str, overwrite: bool) -> None:
-    """Refuses a file, or a non-empty folder other than an earlier bundle (unless ``overwrite``)."""
+def check_directory(directory: str, overwrite: bool = False, *, hint: str = "") -> None:
+    """Refuses a file, or a non-empty folder other than an earlier bundle (unless ``overwrite``;
+    ``hint`` says how the caller's user asks for it, "": they cannot)."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise errors.ConfigError(
             f"android output {directory!r} is a file; accepted: a new or empty folder")
@@ -172,8 +173,8 @@ def _check_directory(directory: str, overwrite: bool) -> None:
     shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
     raise errors.ConfigError(
         f"android output folder {directory!r} is not empty ({shown}); accepted: a new or empty "
-        "folder, or overwrite=True (tfcompress android --overwrite) to replace "
-        f"{', '.join(BUNDLE_FILES)} there")
+        "folder, or " + (f"{hint} to replace {', '.join(BUNDLE_FILES)} there" if hint else
+                         "one holding an earlier bundle of ours"))
 
 
 def _ours(directory: str) -> bool:

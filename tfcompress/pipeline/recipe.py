@@ -34,6 +34,7 @@ from tfcompress import _io, console, errors, models, profiling
 import tfcompress.pipeline.config_files as configs
 import tfcompress._compat.litert as _litert
 import tfcompress.export.android as android
+import tfcompress.export.runtime as runtime
 import tfcompress.pipeline.preflight as preflight
 from tfcompress import data as data_lib
 import tfcompress.pipeline.report as report_lib
@@ -140,7 +141,32 @@ def check_config(config) -> ConfigDict:
     if merged.data.task:
         _check_task(merged, merged.data.task, "data.task")
     preflight.check_values(merged, merged.stages)
+    for name in merged.stages:  # what each stage's technique refuses without a model
+        try:
+            if STAGES[name].check_values is not None:
+                STAGES[name].check_values(merged[name])
+        except errors.ConfigError as e:
+            raise errors.ConfigError(f"{name} section: {e}") from e
+    bad = [m for m in merged.validate.compiled_model if m not in runtime.KERNEL_MODES]
+    if bad:
+        raise errors.ConfigError(errors.unknown("validate.compiled_model kernel mode", bad[0],
+                                                list(runtime.KERNEL_MODES)))
     return merged
+
+
+def check_stages(config: ConfigDict, model, ctx: Context) -> None:
+    """Each stage's section against ``model`` (the baseline, before it trains) while the stages
+    before it keep the model's layers: those with a ``check_model`` (the first stage without
+    one ends the checks; the technique checks again when its stage runs)."""
+    zeros = {}  # {layer: share of zeros} the stages checked so far leave (prune's target)
+    for name in config.stages:
+        check = STAGES[name].check_model
+        if check is None:
+            return
+        try:
+            zeros = check(model, config[name], ctx, zeros)
+        except errors.ConfigError as e:
+            raise errors.ConfigError(f"{name} section: {e}") from e
 
 
 # The tasks a recipe runs (tfcompress.tasks): fine-tuning loss, score and report follow it.
@@ -314,6 +340,8 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
     config = check_config(config)
     if android_dir and android_mode and android_mode not in config.convert.modes:
         raise errors.ConfigError(errors.unknown("android mode", android_mode, config.convert.modes))
+    if android_dir:  # the user's files there are never overwritten: refused now, not at the end
+        android.check_directory(android_dir)
     preflight.check_workdir(workdir)
     _io.remove_stale(workdir)  # what a killed run left half-written
     keras.utils.set_random_seed(config.seed)
@@ -435,14 +463,16 @@ def _baseline(config, ctx: Context, wd: Workdir, user_model=None) -> keras.Model
     x_train = ctx.train[0]
 
     def make():
-        if user_model is not None:
-            return user_model
-        model = models.build(config.model.name, x_train.shape[1:], ctx.num_classes,
-                             config.model.width)
-        return ctx.fit(model, config.train.epochs)
+        model = user_model if user_model is not None else models.build(
+            config.model.name, x_train.shape[1:], ctx.num_classes, config.model.width)
+        check_stages(config, model, ctx)  # before the baseline trains
+        return model if user_model is not None else ctx.fit(model, config.train.epochs)
 
+    resumed = _is_cached(wd.baseline, _baseline_fingerprint(config))
     model = _cached(wd.baseline, _baseline_fingerprint(config), make,
                     safe_mode=not config.model.unsafe)
+    if resumed:  # make() checked a new one
+        check_stages(config, model, ctx)
     data_lib.check_fits(ctx.splits.test[0], model.input_shape, f"data {config.data.name!r}")
     return model
 

@@ -109,15 +109,33 @@ class Stage:
     fn: Callable
     defaults: dict
     suffix: str = ".keras"  # where .keras cannot hold the result (tfmot QAT: only .h5 loads)
+    # What the technique refuses, checked before anything trains: ``check_values(section)``
+    # with the recipe (no model), ``check_model(model, section, ctx, zeros) -> zeros`` on the
+    # baseline, ``zeros`` {layer: share of zeros} the stages before leave. A stage with
+    # ``check_model`` keeps the model's layers, so the next stage's may run on it too.
+    check_values: Optional[Callable] = None
+    check_model: Optional[Callable] = None
+
+
+def _prune_args(section, ctx) -> dict:
+    """``pruning.prune``'s arguments (and ``pruning.check``'s) from the stage's section."""
+    return dict(target_sparsity=section.target_sparsity, epochs=section.epochs,
+                steps_per_epoch=ctx.steps_per_epoch, schedule=section.schedule,
+                layers=section.layers or None, m_by_n=section.m_by_n or None,
+                keep_first_last=section.keep_first_last)
+
+
+def _check_prune(model, section, ctx, zeros: dict) -> dict:
+    """``pruning.check`` on the baseline; ``zeros`` with the share each pruned layer will hold."""
+    plan, pair, chosen = pruning.check(model, **_prune_args(section, ctx))
+    return {**zeros, **{name: pair[0] / pair[1] if pair else plan.target_sparsity
+                        for name in chosen}}
 
 
 def _prune(model, section, ctx):
     """Prune, fine-tune for ``epochs``, strip; records measured sparsity."""
     before = ctx.accuracy(model)
-    pruned = pruning.prune(model, section.target_sparsity, epochs=section.epochs,
-                           steps_per_epoch=ctx.steps_per_epoch, schedule=section.schedule,
-                           layers=section.layers or None, m_by_n=section.m_by_n or None,
-                           keep_first_last=section.keep_first_last)
+    pruned = pruning.prune(model, **_prune_args(section, ctx))
     info = pruning.pruning_info(pruned)
     ctx.fit(pruned, section.epochs, learning_rate=section.learning_rate or None,
             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
@@ -141,13 +159,23 @@ def _prune(model, section, ctx):
     return stripped
 
 
+def _cluster_args(section) -> dict:
+    """``clustering.cluster``'s arguments (and ``clustering.check``'s) from the section."""
+    return dict(number_of_clusters=section.number_of_clusters, init=section.init,
+                preserve_sparsity=section.preserve_sparsity, layers=section.layers or None,
+                keep_first_last=section.keep_first_last)
+
+
+def _check_cluster(model, section, ctx, zeros: dict) -> dict:
+    """``clustering.check`` on the baseline, with the zeros a prune stage before leaves."""
+    clustering.check(model, **_cluster_args(section), zeros=zeros)
+    return zeros
+
+
 def _cluster(model, section, ctx):
     """Cluster, fine-tune, strip; records unique weights and sparsity."""
     before = ctx.accuracy(model)
-    clustered = clustering.cluster(
-        model, section.number_of_clusters, init=section.init,
-        preserve_sparsity=section.preserve_sparsity, layers=section.layers or None,
-        keep_first_last=section.keep_first_last)
+    clustered = clustering.cluster(model, **_cluster_args(section))
     info = clustering.clustering_info(clustered)
     names = set(info.get("clustered", {}))
     ctx.fit(clustered, section.epochs, learning_rate=section.learning_rate or None)
@@ -453,10 +481,16 @@ STAGES: dict[str, Stage] = {
         learning_rate=5e-4)),
     "prune": Stage(_prune, dict(
         target_sparsity=0.8, epochs=2, schedule="polynomial", layers="", m_by_n="",
-        keep_first_last=False, learning_rate=1e-4)),
+        keep_first_last=False, learning_rate=1e-4),
+        check_values=lambda s: pruning.check_options(s.target_sparsity, s.schedule,
+                                                     s.m_by_n or None),
+        check_model=_check_prune),
     "cluster": Stage(_cluster, dict(
         number_of_clusters=16, init="kmeans++", preserve_sparsity=True, epochs=2, layers="",
-        keep_first_last=False, learning_rate=1e-4)),
+        keep_first_last=False, learning_rate=1e-4),
+        check_values=lambda s: clustering.check_options(s.number_of_clusters, s.init,
+                                                        s.preserve_sparsity),
+        check_model=_check_cluster),
     "qat": Stage(_qat, dict(preserve="", epochs=2, layers="", learning_rate=1e-4), suffix=".h5"),
     # PTQ recovery: last, with no fine-tuning after it (convert with the same mode).
     "equalize": Stage(_equalize, dict(relu6="keep")),

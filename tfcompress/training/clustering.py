@@ -6,7 +6,7 @@ caller's model left untouched, ``unique_weights_report`` measured from the weigh
 ``strip`` for every wrapper kind.
 """
 
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -33,17 +33,44 @@ def _init(init: str):
     return INITS[init]
 
 
-def _check_count(n, where: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise errors.ConfigError(f"number_of_clusters={n!r}{where}; accepted: an integer >= 2")
+def _check_count(n, where: str, preserve_sparsity: bool = False) -> int:
+    low = 3 if preserve_sparsity else 2  # tfmot: one of them is the zero's
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < low:
+        raise errors.ConfigError(
+            f"number_of_clusters={n!r}{where}; accepted: an integer >= {low}"
+            + (" with preserve_sparsity (one cluster is the zeros')" if preserve_sparsity else ""))
     return int(n)
+
+
+def check_options(number_of_clusters, init: str = "kmeans++",
+                  preserve_sparsity: bool = False) -> None:
+    """Refuses what ``cluster`` would refuse before it sees a model (a recipe checks its values
+    so before anything trains): a bad count (or ``{layer: count}``) or init."""
+    _init(init)
+    if isinstance(number_of_clusters, Mapping):
+        for k, v in number_of_clusters.items():
+            _check_count(v, f" for layer {k!r}", preserve_sparsity)
+    else:
+        _check_count(number_of_clusters, "", preserve_sparsity)
+
+
+def _most_clusters(layer, preserve_sparsity: bool, zeros: Optional[float] = None
+                   ) -> Optional[int]:
+    """The most clusters tfmot's centroid initialization takes for each kernel of ``layer``:
+    kmeans++ samples them from the kernel's weights (with ``preserve_sparsity``, from its
+    nonzero weights, plus the zeros' cluster; ``zeros``: the share of zeros the kernels will
+    hold, if not the one they hold now); None for a layer without a kernel."""
+    sizes = [int(k.size) if not preserve_sparsity else 1 + int(
+        np.count_nonzero(k) if zeros is None else round(k.size * (1 - zeros)))
+        for k in wrappers.layer_kernels(layer).values()]
+    return min(sizes, default=None)
 
 
 def cluster_layer(layer, number_of_clusters: int, *, init: str = "kmeans++",
                   preserve_sparsity: bool = False):
     """Wraps one layer for clustering: the layer-level route for subclassed models."""
     return _cluster.cluster_weights(
-        layer, number_of_clusters=_check_count(number_of_clusters, ""),
+        layer, number_of_clusters=_check_count(number_of_clusters, "", preserve_sparsity),
         cluster_centroids_init=_init(init), preserve_sparsity=preserve_sparsity)
 
 
@@ -82,9 +109,36 @@ def cluster(
         raise errors.ModelError(
             "the model still holds pruning wrappers; strip it first: "
             "tfcompress.cluster(tfcompress.strip(model), ..., preserve_sparsity=True)")
+    counts = check(model, number_of_clusters, init=init, preserve_sparsity=preserve_sparsity,
+                   layers=layers, keep_first_last=keep_first_last, warn=True)
     centroids_init = _init(init)
+    clustered = wrappers.wrap_layers(model, list(counts), lambda layer: _cluster.cluster_weights(
+        layer, number_of_clusters=counts[layer.name],
+        cluster_centroids_init=centroids_init, preserve_sparsity=preserve_sparsity))
+    logging.info("clustering %s", sorted(counts))
+    wrappers.warn_left_alone(clustering_info(clustered)["left_alone"], "clustered")
+    return clustered
+
+
+def check(model, number_of_clusters: Union[int, Mapping[str, int]], *, init: str = "kmeans++",
+          preserve_sparsity: bool = False, layers: wrappers.LayerSelector = None,
+          keep_first_last: bool = False, warn: bool = False,
+          zeros: Optional[Mapping[str, float]] = None) -> dict:
+    """Everything ``cluster`` refuses (same arguments), wrapping nothing: a recipe calls it on
+    its baseline before that trains. ``warn``: log the layers left unclustered; ``zeros``:
+    {layer name: share of zeros} its kernels will hold when clustered (a pruning step before).
+
+    Returns:
+        {name of a layer to cluster: its number of clusters}.
+
+    Raises:
+        ConfigError: a bad count or init, a layer selection that selects nothing, or a count
+            above what a selected kernel holds (``_most_clusters``; tfmot's kmeans++ would
+            crash on it).
+    """
+    check_options(number_of_clusters, init, preserve_sparsity)
     if isinstance(number_of_clusters, Mapping):
-        counts = {k: _check_count(v, f" for layer {k!r}") for k, v in number_of_clusters.items()}
+        counts = {k: int(v) for k, v in number_of_clusters.items()}
         names = {l.name for l in model.layers}
         missing = sorted(set(counts) - names)
         if missing:
@@ -95,7 +149,7 @@ def cluster(
             layers = sorted(counts)
         default = None
     else:
-        default, counts = _check_count(number_of_clusters, ""), {}
+        default, counts = int(number_of_clusters), {}
 
     def supports(layer):
         if not _tfmot.clusterable(layer):
@@ -107,14 +161,21 @@ def cluster(
             return _tfmot.enough_weights_to_cluster(layer, n)
         return True
 
-    chosen, skipped = wrappers.select_layers(model, layers, supports,
-                                            keep_first_last=keep_first_last, kind="clustered")
-    clustered = wrappers.wrap_layers(model, chosen, lambda layer: _cluster.cluster_weights(
-        layer, number_of_clusters=counts.get(layer.name, default),
-        cluster_centroids_init=centroids_init, preserve_sparsity=preserve_sparsity))
-    logging.info("clustering %s", chosen)
-    wrappers.warn_left_alone(clustering_info(clustered)["left_alone"], "clustered")
-    return clustered
+    chosen, _ = wrappers.select_layers(model, layers, supports, keep_first_last=keep_first_last,
+                                       kind="clustered", warn=warn)
+    chosen = {name: counts.get(name, default) for name in chosen}
+    most = {name: _most_clusters(model.get_layer(name), preserve_sparsity,
+                                 (zeros or {}).get(name)) for name in chosen}
+    for name in sorted((n for n in chosen if most[n] is not None), key=most.get):
+        if chosen[name] > most[name]:  # the smallest kernel first: its figure bounds them all
+            own = name in counts
+            raise errors.ConfigError(
+                f"number_of_clusters={chosen[name]}{f' for layer {name!r}' if own else ''} is "
+                f"more than layer {name!r} holds ({most[name]}: the "
+                f"{'nonzero weights + 1' if preserve_sparsity else 'weights'} of its smallest "
+                f"kernel); accepted: an integer from {3 if preserve_sparsity else 2} to "
+                f"{most[name]}" + ("" if own else ", the fewest among the layers clustered"))
+    return chosen
 
 
 def clustering_info(model) -> dict:

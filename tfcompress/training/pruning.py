@@ -73,15 +73,7 @@ def schedule_for(target_sparsity: float, *, epochs: Optional[int] = None,
     Raises:
         ConfigError: a bad target, an unknown schedule, no plan, or a plan too short.
     """
-    try:  # a string such as "0.5" or "abc" is refused, not parsed
-        ok = not isinstance(target_sparsity, (str, bytes)) and 0.0 < float(target_sparsity) < 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise errors.ConfigError(
-            f"target_sparsity={target_sparsity!r}; accepted: a number in (0, 1)")
-    if schedule not in SCHEDULES:
-        raise errors.ConfigError(errors.unknown("pruning schedule", schedule, SCHEDULES))
+    check_options(target_sparsity, schedule)
     if end_step is not None:
         total = int(end_step)
     elif epochs is not None and steps_per_epoch is not None:
@@ -106,6 +98,25 @@ def schedule_for(target_sparsity: float, *, epochs: Optional[int] = None,
     frequency = max(1, min(MAX_FREQUENCY, ramp // 16))
     end = (ramp // frequency) * frequency  # the last update lands exactly on end_step
     return Schedule("polynomial", float(target_sparsity), 0, end, frequency, total)
+
+
+def check_options(target_sparsity, schedule: str = "polynomial", m_by_n=None) -> None:
+    """Refuses what ``prune`` would refuse before it sees a model or a plan (a recipe checks
+    its values so before anything trains).
+
+    Raises:
+        ConfigError: a target outside (0, 1), an unknown schedule, or a bad ``m_by_n``.
+    """
+    try:  # a string such as "0.5" or "abc" is refused, not parsed
+        ok = not isinstance(target_sparsity, (str, bytes)) and 0.0 < float(target_sparsity) < 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise errors.ConfigError(
+            f"target_sparsity={target_sparsity!r}; accepted: a number in (0, 1)")
+    if schedule not in SCHEDULES:
+        raise errors.ConfigError(errors.unknown("pruning schedule", schedule, SCHEDULES))
+    _parse_m_by_n(m_by_n)
 
 
 def _m_by_n_supported(layer) -> bool:
@@ -184,6 +195,29 @@ def prune(
         ModelError: a subclassed model (the message explains the layer-level route).
     """
     model = wrappers.check_functional(model, "prune")
+    plan, pair, chosen = check(model, target_sparsity, epochs=epochs,
+                               steps_per_epoch=steps_per_epoch, end_step=end_step,
+                               schedule=schedule, layers=layers, m_by_n=m_by_n,
+                               keep_first_last=keep_first_last, policy=policy, warn=True)
+    pruning_schedule = plan.tfmot()
+    pruned = wrappers.wrap_layers(model, chosen, lambda layer: _sparsity.prune_low_magnitude(
+        layer, pruning_schedule=pruning_schedule, sparsity_m_by_n=pair))
+    logging.info("pruning %s with %s", chosen, plan)
+    wrappers.warn_left_alone(pruning_info(pruned)["left_alone"], "pruned")
+    return pruned
+
+
+def check(model, target_sparsity: float, *, epochs: Optional[int] = None,
+          steps_per_epoch: Optional[int] = None, end_step: Optional[int] = None,
+          schedule: str = "polynomial", layers: LayerSelector = None, m_by_n=None,
+          keep_first_last: bool = False, policy: Optional[str] = None,
+          warn: bool = False) -> tuple:
+    """Everything ``prune`` refuses (same arguments), wrapping nothing: a recipe calls it on
+    its baseline before that trains. ``warn``: log the layers left unpruned.
+
+    Returns:
+        (the ``Schedule``, the ``m_by_n`` pair or None, the names of the layers to prune).
+    """
     plan = schedule_for(target_sparsity, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         end_step=end_step, schedule=schedule)
     pair = _parse_m_by_n(m_by_n)
@@ -201,13 +235,9 @@ def prune(
                 f"model {model.name!r} does not fit the XNNPACK latency policy: {e}") from e
         base = supports
         supports = lambda l: base(l) and xnn.allow_pruning(l)  # noqa: E731
-    chosen, skipped = wrappers.select_layers(model, layers, supports, keep_first_last=keep_first_last)
-    pruning_schedule = plan.tfmot()
-    pruned = wrappers.wrap_layers(model, chosen, lambda layer: _sparsity.prune_low_magnitude(
-        layer, pruning_schedule=pruning_schedule, sparsity_m_by_n=pair))
-    logging.info("pruning %s with %s", chosen, plan)
-    wrappers.warn_left_alone(pruning_info(pruned)["left_alone"], "pruned")
-    return pruned
+    chosen, _ = wrappers.select_layers(model, layers, supports, keep_first_last=keep_first_last,
+                                       warn=warn)
+    return plan, pair, chosen
 
 
 def pruning_info(model) -> dict:
