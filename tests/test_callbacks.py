@@ -100,6 +100,18 @@ def test_checkpoint_monitor_missing_is_clear(cnn, digits, tmp_path):
         fit(model, digits, 1, [callbacks.BestStrippedCheckpoint(str(tmp_path / "b.keras"))])
 
 
+def test_int8_export_without_calibration_data_is_refused_before_training(digits, tmp_path):
+    """A float model to int8 needs calibration images: refused when fit starts (one line), not
+    after the epochs; no file written."""
+    model = tfcompress.models.digits_cnn(width=0.25)
+    epochs = []
+    marker = tfcompress.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, l: epochs.append(e))
+    with pytest.raises(errors.ConversionError, match="needs representative_data") as info:
+        fit(model, digits, 2, [callbacks.TFLiteExport(str(tmp_path / "m.tflite"), "int8"), marker])
+    assert epochs == [] and not (tmp_path / "m.tflite").exists()
+    assert "\n" not in str(info.value)
+
+
 def test_bad_export_mode_and_checkpoint_mode(tmp_path):
     with pytest.raises(errors.ConfigError, match="conversion mode 'int3'"):
         callbacks.TFLiteExport(str(tmp_path / "m.tflite"), "int3")

@@ -158,6 +158,26 @@ def test_keras_file_saved_by_keras3(tmp_path):
         from_keras3(str(tmp_path / "missing.keras"))
 
 
+def test_augmentation_layers_are_inactive_in_the_rebuilt_model_and_its_file(tmp_path):
+    """Keras 3 records training=True on the call of RandomFlip/RandomContrast: the rebuild used
+    to keep them augmenting at inference (outputs off, conversion failing at random). Saved to
+    a .keras file, RandomContrast's default value_range reads back as a list, which is the
+    default too. Rebuilt model and float32 file equal Keras 3's inference outputs."""
+    inputs = k3.Input((16, 16, 3))
+    h = L.RandomContrast(0.2)(L.RandomFlip()(inputs))
+    model = k3.Model(inputs, L.GlobalAveragePooling2D()(L.Conv2D(4, 3)(h)))
+    path = str(tmp_path / "augment.keras")
+    model.save(path)
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    for source in (model, path):
+        rebuilt = from_keras3(source)
+        assert np.abs(rebuilt.predict(x, verbose=0) - want).max() <= 1e-5
+        report = tfcompress.validate(tfcompress.convert(source, "float32"), x, reference=want,
+                                     latency_runs=0, delegate_checks=False)
+        assert report.max_abs_diff <= 1e-5
+
+
 def _fit(model, digits, epochs, callbacks=()):
     (x, y), _ = digits
     model.compile(tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",

@@ -28,6 +28,7 @@ from tfcompress import _io, errors, models, wrappers
 import tfcompress._compat.tfmot as _tfmot
 import tfcompress.training.clustering as clustering
 import tfcompress.export.conversion as conversion
+import tfcompress.export.modes as modes
 import tfcompress.training.pruning as pruning
 from tfcompress._compat.keras import keras
 from tfcompress.export.validation import validate
@@ -206,6 +207,16 @@ class TFLiteExport(keras.callbacks.Callback):
         self.validation_data = validation_data
         self.latency_runs = latency_runs
         self.report = None
+
+    def on_train_begin(self, logs=None):
+        """Refuses now, not after training, a mode the model cannot convert to without
+        calibration data (a quantize-aware model carries its own ranges)."""
+        if (self.representative_data is None and modes.get(self.mode).needs_representative_data
+                and not wrappers.is_quantize_aware(self.model)):
+            raise errors.ConversionError(
+                f"TFLiteExport mode {self.mode!r} needs representative_data (calibration "
+                "images) for a model that is not quantize-aware; accepted: "
+                "TFLiteExport(path, mode, representative_data=x_train[:200]) or a float mode")
 
     def on_train_end(self, logs=None):
         model = wrappers.strip(self.model)

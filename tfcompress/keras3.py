@@ -180,6 +180,8 @@ def _same(a, b) -> bool:
     if isinstance(a, dict) and isinstance(b, str) and "class_name" in a:
         snake = "".join("_" + c.lower() if c.isupper() else c for c in a["class_name"]).lstrip("_")
         return snake == b and all(v is None for v in (a.get("config") or {}).values())
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):  # JSON has no tuples
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     try:
         return bool(a == b)
     except Exception:  # noqa: BLE001  (arrays and odd types: not equal)
@@ -332,7 +334,10 @@ class _Rebuilder:
 
     def _call(self, op, args, kwargs, where: str):
         """Calls the target twin of source node operation ``op``; returns its outputs."""
-        kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
+        # a recorded ``training`` (Keras 3 stores training=True on the call of an augmentation
+        # layer such as RandomFlip) would keep it training at inference: the model's call sets it
+        kwargs = {k: v for k, v in kwargs.items()
+                  if not (k == "mask" and v is None) and k != "training"}
         if self._is_model(op):
             return self.model(op)(*args, **kwargs)
         if self.target == _TO2 and not isinstance(op, k3().layers.Layer):

@@ -8,7 +8,8 @@ tf_keras's ``Model.save_spec`` documents for serving: one ``tf.function`` callin
 and the model's variables, nothing else; ``from_saved_model`` converts it (MobileNetV2: about
 5 s, the same outputs; ``benchmarks/convert_modes.py --parts=export_seconds``). A model that
 cannot be saved so (no input spec yet, a resource other than its variables, a stateful
-recurrent layer) goes through ``from_keras_model`` as before.
+recurrent layer) goes through ``from_keras_model`` as before. A model holding a layer of
+``FIXED_BATCH_LAYERS`` is saved at batch 1 (one sample per invoke, as a recurrent model's).
 """
 
 import tempfile
@@ -38,6 +39,10 @@ def _save(model: keras.Model, path: str) -> None:
     if spec is None:
         raise ValueError("the model has no input spec yet")
     args, kwargs = spec
+    if _fixed_batch(model):
+        args, kwargs = tf.nest.map_structure(
+            lambda s: tf.TensorSpec([1, *s.shape[1:]], s.dtype, s.name)
+            if isinstance(s, tf.TensorSpec) else s, (args, kwargs))
 
     @tf.function
     def serve(*args, **kwargs):
@@ -47,3 +52,17 @@ def _save(model: keras.Model, path: str) -> None:
     root = tf.Module()
     root.weights = list(model.variables)  # tracked, so the function's captures are saved
     tf.saved_model.save(root, path, signatures=serve.get_concrete_function(*args, **kwargs))
+
+
+# Layers whose graph at a dynamic batch LiteRT cannot prepare (checked with TF 2.21 / LiteRT
+# 2.3, from_keras_model alike): GroupNormalization's reshapes become a BROADCAST_TO that fails
+# ("Output shape must be broadcastable from input shape") on the first invoke, and the
+# converter's int8 calibration with it. At batch 1 they convert and agree with Keras.
+FIXED_BATCH_LAYERS = ("GroupNormalization",)
+
+
+def _fixed_batch(model) -> bool:
+    """Whether ``model`` (nested models included) holds a layer of ``FIXED_BATCH_LAYERS``."""
+    return any(type(layer).__name__ in FIXED_BATCH_LAYERS
+               or (isinstance(layer, keras.Model) and _fixed_batch(layer))
+               for layer in model.layers)
