@@ -35,7 +35,8 @@ def check(task: str) -> str:
     return task
 
 
-def _is_whole(y: np.ndarray) -> bool:
+def is_whole(y: np.ndarray) -> bool:
+    """Whether every label is a whole number (class indices, 0/1)."""
     return y.dtype.kind in "biu" or bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
 
 
@@ -69,7 +70,7 @@ def infer(y=None, outputs=None, task: Optional[str] = None) -> str:
         y = np.asarray(y)
         if y.dtype.kind not in "biuf":
             raise errors.DataError(f"labels have dtype {y.dtype}; accepted: numbers")
-        if not _is_whole(y):
+        if not is_whole(y):
             return "regression"
         zero_one = bool(np.isin(y, (0, 1)).all())
         if outputs is not None and y.size * outputs.shape[-1] == outputs.size:

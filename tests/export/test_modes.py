@@ -128,7 +128,7 @@ def test_recovery_reads_the_grid_from_the_registry(tiny):
     with pytest.raises(errors.ConfigError, match="conversion mode for recovery 'float16'") as e:
         modes.recovery_settings("float16")
     assert "dynamic_wi4" in str(e.value) and "static_wi8_ai8" not in str(e.value)
-    with pytest.raises(errors.ConversionError, match="conversion mode for recovery 'dynamic_wi2'"):
+    with pytest.raises(errors.ConversionError, match="recovery=True does not apply to mode 'dynamic_wi2'"):
         conversion.convert(model, "dynamic_wi2", recovery=("correct_bias",), representative_data=x)
     # block-wise int4: bias correction on the block grid, no AdaRound
     assert modes.recovery_settings("dynamic_wi4_block64") == {

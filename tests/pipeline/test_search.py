@@ -136,6 +136,14 @@ def test_bad_config_names_the_value(field, value, words):
         check_config(config)
 
 
+def test_a_recipe_given_as_search_config_says_so():
+    """``tfcompress search --config=text`` passes a recipe (its --help lists every config)."""
+    from tfcompress import configs
+    with pytest.raises(errors.ConfigError, match=r"is a recipe \(it has stages\), not a "
+                                                 r"search config; accepted: a search config"):
+        check_config(configs.load("text:smoke"))
+
+
 def test_recipe_convert_options_reach_each_trials_mode_and_bad_ones_fail_early():
     """No options dimension: ``recipe.convert.options`` go to each trial's mode that takes them;
     a space.mode that cannot take them is one line at check time, not a failed trial."""

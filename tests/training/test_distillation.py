@@ -197,6 +197,32 @@ def test_rejects_subclassed_models_and_class_mismatch(trained_cnn):
         Distiller(tfcompress.models.digits_cnn(num_classes=3), trained_cnn)
 
 
+def test_two_regression_targets_need_the_task_said_and_train_with_it():
+    """Two linear outputs read as logits (classification): float targets are refused in one
+    line before fit runs; with task="regression" the student learns them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 4)).astype(np.float32)
+    y = np.stack([x[:, 0] + x[:, 1], x[:, 2] - x[:, 3]], 1).astype(np.float32)
+
+    def dense(units):
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(units)(inputs)))
+
+    teacher = dense(16)
+    teacher.compile("adam", "mse")
+    teacher.fit(x, y, epochs=20, verbose=0)
+    distiller = Distiller(dense(4), teacher)
+    distiller.compile(keras.optimizers.Adam(1e-2))
+    with pytest.raises(errors.DataError, match="not whole numbers.*task='regression'") as info:
+        distiller.fit(x, y, epochs=1, verbose=0)
+    assert "\n" not in str(info.value)
+    distiller = Distiller(dense(4), teacher, task="regression")
+    distiller.compile(keras.optimizers.Adam(1e-2))
+    start = np.mean(np.square(distiller.student.predict(x, verbose=0) - y))
+    distiller.fit(x, y, epochs=20, verbose=0)
+    assert np.mean(np.square(distiller.student.predict(x, verbose=0) - y)) < start / 2
+
+
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 def test_pseudo_labels_train_on_unlabeled_data(soft, digits, trained_cnn, student_init):
     (x, _), (xt, _) = digits

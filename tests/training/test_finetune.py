@@ -107,6 +107,21 @@ def test_bad_input_is_one_clear_line(tiny, digits):
         assert words in message and "\n" not in message, message
 
 
+def test_a_batchnorm_tfmot_cannot_quantize_points_to_equalize():
+    """Conv1D + BatchNormalization: tfmot refuses the BatchNormalization; the line says what
+    works (start=tfcompress.equalize(model), which folds it), and that does work."""
+    inputs = keras.Input((12, 3))
+    h = keras.layers.BatchNormalization()(keras.layers.Conv1D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling1D()(h)))
+    x = np.random.default_rng(0).normal(size=(40, 12, 3)).astype(np.float32)
+    with pytest.raises(errors.ModelError, match=r"start=tfcompress\.equalize\(model\)"):
+        finetune.finetune_quantized(model, x, "int8", epochs=1)
+    tuned = finetune.finetune_quantized(model, x, "int8", start=tfcompress.equalize(model),
+                                        epochs=1)
+    assert tuned.finetune["epochs"] == 1
+
+
 def test_relu_after_separable_conv_is_quantized_once(digits):
     """A ReLU layer after a linear SeparableConv2D (mini-Xception's blocks) becomes the layer's
     activation in the student: one fake quantization after the ReLU, as the converter fuses it

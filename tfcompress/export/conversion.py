@@ -456,9 +456,10 @@ def _recovery_steps(recovery, mode: str, source, qat: bool, representative_data,
             "recovery step" + (f" for block-wise mode {mode!r}" if block else ""), bad[0],
             accepted))
     if not steps or (spec.grid is None and any(s != "finetune" for s in steps)):
-        raise errors.ConversionError(errors.unknown(
-            "conversion mode for recovery", mode,
-            sorted(set(modes.recoverable()) | set(finetune_lib.MODES))))
+        raise errors.ConversionError(
+            f"recovery=True does not apply to mode {mode!r} (its weights have no grid recovery "
+            "rounds onto); accepted: "
+            + ", ".join(sorted(set(modes.recoverable()) | set(finetune_lib.MODES))))
     if "finetune" in steps and not tunable:
         raise errors.ConversionError(errors.unknown(
             "conversion mode for recovery step 'finetune'", mode, finetune_lib.MODES)

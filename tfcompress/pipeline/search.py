@@ -129,6 +129,11 @@ def check_config(config) -> ConfigDict:
     """``config`` over the defaults; unknown fields or values are errors."""
     merged = default_config()
     src = config.to_dict() if isinstance(config, ConfigDict) else dict(config)
+    if "stages" in src and "recipe" not in src:
+        raise errors.ConfigError(
+            "the config is a recipe (it has stages), not a search config; accepted: a search "
+            "config (digits_search) whose recipe field holds the recipe, e.g. "
+            "c = search.default_config(); c.recipe = <the recipe's get_config()>")
     for key, value in src.items():
         if key not in merged:
             raise errors.ConfigError(

@@ -289,6 +289,20 @@ class Distiller(keras.Model):
             self.set_student_loss(loss)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """As ``keras.Model.fit``; numpy labels that are not whole numbers (regression targets)
+        for a classification or binary distiller are refused first, in one line (the loss would
+        fail inside TensorFlow)."""
+        if y is not None and self.task != "regression" and isinstance(y, (np.ndarray, list)):
+            labels = np.asarray(y)
+            if labels.dtype.kind in "biuf" and not tasks_lib.is_whole(labels):
+                raise errors.DataError(
+                    f"the labels are not whole numbers (e.g. {labels.ravel()[0]!r}) but the "
+                    f"distiller's task is {self.task!r} (read from the student's output: "
+                    f"{self.student.outputs[0].shape[-1]} linear units); accepted: "
+                    "Distiller(..., task='regression') for targets, or class labels")
+        return super().fit(x, y, *args, **kwargs)
+
     def get_config(self) -> dict:
         serialize = keras.saving.serialize_keras_object
         return {

@@ -144,7 +144,13 @@ def finetune_quantized(
         logging.warning("finetune_quantized: the model keeps BatchNormalization layers; the "
                         "conversion folds them into the kernels after training, so the trained "
                         "integers are re-rounded: pass start=tfcompress.equalize(model)")
-    student = _student(base, target)
+    try:
+        student = _student(base, target)
+    except errors.ModelError as e:
+        if start is None and "BatchNormalization" in str(e):
+            raise errors.ModelError(f"{e}; accepted here: start=tfcompress.equalize(model), "
+                                    "which folds each BatchNormalization into its layer") from e
+        raise
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     n_held = max(1, int(round(held_out * len(x)))) if len(x) > 1 else 0
