@@ -35,6 +35,13 @@ def check(task: str) -> str:
     return task
 
 
+def of_output(task, name: str) -> Optional[str]:
+    """The task ``task`` gives output ``name``: None (inferred), one task for every output, or
+    ``{output name: task}`` (None for an output it does not name); checked."""
+    one = task.get(name) if isinstance(task, dict) else task
+    return None if one is None else check(one)
+
+
 def is_whole(y: np.ndarray) -> bool:
     """Whether every label is a whole number (class indices, 0/1)."""
     return y.dtype.kind in "biu" or bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))

@@ -277,6 +277,34 @@ def test_regression_reports_mse_and_r2_never_accuracy(mode):
     assert found["mse"] > 0 and found["mae"] > 0 and found["max_abs_diff"] >= 0
 
 
+def test_a_regression_with_two_targets_and_no_labels_is_judged_as_regression_when_said():
+    """Without labels, two linear outputs read as classification logits (agreement decides
+    recovery's check and mixed's widths); task="regression" makes both judge the outputs by
+    their error and R^2, never agreement. An unknown task is one line."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 10)).astype(np.float32)
+    y = (np.sin(x[:, :2]) * 2).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(32, activation="relu")(
+        inputs)))
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    model.fit(x[:300], y[:300], epochs=10, verbose=0)
+    for task, judged in ((None, "classification"), ("regression", "regression")):
+        fb = tfcompress.convert(model, "dynamic_wi4", representative_data=x[:300],
+                                recovery=True, task=task)
+        check = conversion.conversion_info(fb)["facts"]["recovery_check"]
+        assert check["task"] == judged
+        assert all(("agreement" in row) == (judged != "regression")
+                   for row in check["validation"].values())
+    fb = tfcompress.convert(model, "mixed", representative_data=x[:300], task="regression",
+                            options={"size_budget": 0.8})
+    choice = conversion.conversion_info(fb)["facts"]["mixed"]
+    assert choice["task"] == "regression"
+    with pytest.raises(errors.ConfigError, match="unknown task 'regresion'"):
+        tfcompress.convert(model, "float32", task="regresion")
+
+
 def test_two_outputs_are_reported_per_output():
     model, (x, _), (x_test, y_test) = model_kinds.trained("two_output")
     flatbuffer = tfcompress.convert(model, "int8", representative_data=x[:200])

@@ -21,20 +21,21 @@ ALPHA = 0.05
 exact test) is not kept, whatever its output error."""
 
 
-def choose(model: keras.Model, candidates: dict, x, y=None) -> dict:
+def choose(model: keras.Model, candidates: dict, x, y=None, task=None) -> dict:
     """Which flatbuffer of ``candidates`` (name -> bytes, e.g. ``recovered``, ``finetuned``,
     ``min_max``; the first wins a tie) to keep, by its outputs on validation samples ``x``
     (labels ``y`` only tell the task): among those whose agreement with the float model is not
     lower than another's beyond chance (``decides_worse``; regression: all), the one with the
-    lowest mean squared output difference. Several outputs: ``_choose_outputs``.
+    lowest mean squared output difference. Several outputs: ``_choose_outputs``. ``task``: one
+    task, or {output name: task}, for outputs whose labels do not tell it (else inferred).
 
     Returns:
         ``{"validation": {name: {"output_error", "agreement"}}, "kept": name, "task": task}``.
     """
     if len(model.outputs) > 1:
-        return _choose_outputs(model, candidates, x, y)
+        return _choose_outputs(model, candidates, x, y, task)
     reference = model.predict(x, verbose=0)
-    task = tasks_lib.infer(y, reference)
+    task = tasks_lib.infer(y, reference, tasks_lib.of_output(task, model.output_names[0]))
     scores, alike = {}, {}
     for name, flatbuffer in candidates.items():
         out = predict(flatbuffer, x)
@@ -71,24 +72,25 @@ def _closeness(out: np.ndarray, reference: np.ndarray, task: str) -> float:
     return tasks_lib.agreement(out, reference, task)
 
 
-def _choose_outputs(model: keras.Model, candidates: dict, x, y=None) -> dict:
+def _choose_outputs(model: keras.Model, candidates: dict, x, y=None, task=None) -> dict:
     """``choose`` for a model with several outputs: each output's task (from its labels,
     a list in the model's output order or a dict by name, and its outputs) and closeness
     (``outputs_closeness``); the flatbuffer with the higher mean closeness over the outputs is
     kept (then the lower mean squared output difference)."""
     names = list(model.output_names)
     references = dict(zip(names, (np.asarray(r) for r in model.predict(x, verbose=0))))
-    tasks = output_tasks(references, y)
+    tasks = output_tasks(references, y, task)
     scores = {kind: outputs_closeness(flatbuffer, x, references, tasks)
               for kind, flatbuffer in candidates.items()}
     kept = max(scores, key=lambda k: (scores[k]["closeness"], -scores[k]["output_error"]))
     return {"validation": scores, "kept": kept, "task": "multi-output"}
 
 
-def output_tasks(references: dict, y=None) -> dict:
+def output_tasks(references: dict, y=None, task=None) -> dict:
     """{output name: task} of a model with several outputs (``references``: {name: outputs}, in
-    the model's order), inferred from each output's labels (``y``: a list in that order, a dict
-    by name, or None) and its outputs.
+    the model's order): ``task``'s (one task, or {name: task}) where it names one, else inferred
+    from each output's labels (``y``: a list in that order, a dict by name, or None) and its
+    outputs.
 
     Raises:
         DataError: a list of labels whose length is not the number of outputs.
@@ -100,7 +102,8 @@ def output_tasks(references: dict, y=None) -> dict:
         raise errors.DataError(
             f"validation_data has {len(labels)} label arrays for {len(names)} outputs "
             f"({', '.join(names)}); accepted: one per output, a list or a dict by name")
-    return {n: tasks_lib.infer(l, references[n]) for n, l in zip(names, labels)}
+    return {n: tasks_lib.infer(l, references[n], tasks_lib.of_output(task, n))
+            for n, l in zip(names, labels)}
 
 
 def outputs_closeness(flatbuffer: bytes, x, references: dict, tasks: dict) -> dict:

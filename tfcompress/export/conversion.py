@@ -35,6 +35,7 @@ import tfcompress.export.recurrent as recurrent
 from tfcompress._compat.converter import one_line_errors
 import tfcompress.export.modes as modes
 import tfcompress.ptq.recovery as recovery_lib
+import tfcompress.tasks as tasks_lib
 import tfcompress.training.finetune as finetune_lib
 import tfcompress.ptq.activation_ranges as activation_ranges
 from tfcompress import data as data_lib
@@ -71,6 +72,7 @@ class Request:
             names the mode registered.
         validation: ``(x, y)`` on which a mode takes its decisions (mixed precision's widths),
             or None.
+        task: the model's task where labels do not tell it (``convert``'s ``task``), or None.
     """
 
     source: Union[keras.Model, str]
@@ -82,6 +84,7 @@ class Request:
     qat: bool = False
     options: dict = dataclasses.field(default_factory=dict)
     validation: Optional[tuple] = None
+    task: Optional[Union[str, dict]] = None
 
     def converter(self) -> tf.lite.TFLiteConverter:
         """A fresh ``TFLiteConverter`` for the source model."""
@@ -249,6 +252,7 @@ def convert(
     options: Optional[dict] = None,
     validation_data=None,
     recovery=None,
+    task: Optional[Union[str, dict]] = None,
 ) -> bytes:
     """Converts a model to a TFLite flatbuffer.
 
@@ -305,6 +309,11 @@ def convert(
             in its weights. AdaRound and the fine-tuning keep to time budgets
             (``ADAROUND_SECONDS``, ``RECOVERY_SECONDS``; ``recover``'s report marks the layers
             left round-to-nearest as ``late``).
+        task: ``classification``, ``binary`` or ``regression`` (or ``{output name: task}``)
+            for the choices this conversion judges (recovery's check, ``mixed``,
+            ``mixed_a16w8``) where no labels tell it: without labels, an output wider than one
+            column is read as classification logits, so a regression model with several
+            targets says ``task="regression"`` (or passes ``validation_data`` with its targets).
 
     Returns:
         The flatbuffer bytes.
@@ -317,6 +326,9 @@ def convert(
         ModelError: a path that cannot be loaded.
     """
     spec = modes.get(mode)
+    for one in (task.values() if isinstance(task, dict) else [task]):
+        if one is not None:
+            tasks_lib.check(one)
     make = modes.backend(spec).convert
     fn, needs_data = (lambda r: make(r, spec)), spec.needs_representative_data
     if io_type is not None and io_type not in spec.io_types:
@@ -366,7 +378,7 @@ def convert(
     req = Request(source, input_shape, io_type=io_type, qat=qat,
                   keep_float_layers=tuple(keep_float_layers),
                   keep_float_ops=tuple(keep_float_ops), options=dict(options or {}),
-                  validation=_validation_pair(validation_data, dtype))
+                  validation=_validation_pair(validation_data, dtype), task=task)
     if representative_data is not None:
         req.representative = representative(representative_data, input_shape,
                                             representative_samples, dtype)
@@ -387,7 +399,7 @@ def convert(
         if steps and (req.validation or check) is not None:
             candidates["min_max"] = fn(dataclasses.replace(req, source=float_source))
             facts["recovery_check"] = closeness.choose(user_model, candidates,
-                                                      *(req.validation or check))
+                                                      *(req.validation or check), task=task)
             kept = facts["recovery_check"]["kept"]
         else:
             kept = list(candidates)[-1]

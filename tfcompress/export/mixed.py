@@ -517,6 +517,7 @@ def _mixed_mode(req, mode: modes.Mode) -> bytes:
         x, y = np.concatenate([s[0] for s in req.representative()]), None
     result = mixed_precision(
         float32_flatbuffer(req), x, y, size_budget=req.options["size_budget"],
+        task=req.task if not isinstance(req.task, dict) else next(iter(req.task.values()), None),
         widths=tuple(req.options.get("widths") or lowbit.WIDTHS),
         max_layers=req.options.get("max_layers"))
     choice = {k: v for k, v in result.to_dict().items() if k != "sensitivity"}

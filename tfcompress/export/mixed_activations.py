@@ -386,13 +386,13 @@ def _judge(f32: bytes, x, y, task: Optional[str]) -> tuple:
     references = predict_by_name(f32, x)
     if len(references) == 1:
         reference = next(iter(references.values()))
-        task = tasks_lib.infer(y, reference, task)
+        task = tasks_lib.infer(y, reference, tasks_lib.of_output(task, next(iter(references))))
         return task, mixed._FIGURES[task][1], lambda fb: mixed._metrics(fb, x, reference, y, task)
-    if task is not None:
+    if isinstance(task, str):
         raise errors.ConversionError(
             f"task={task!r} for a model with {len(references)} outputs; accepted: None (each "
-            "output's task is inferred from its labels and outputs)")
-    tasks = output_tasks(references, y)
+            "output's task is inferred from its labels and outputs) or {output name: task}")
+    tasks = output_tasks(references, y, task)
 
     def row(fb: bytes) -> dict:
         got = outputs_closeness(fb, x, references, tasks)
@@ -523,7 +523,7 @@ def _mode(req, mode: modes.Mode) -> bytes:
     else:
         x, y = np.concatenate([s[0] for s in req.representative()]), None
     calibration = np.concatenate([s[0] for s in req.representative()])
-    result = mixed_activations(float32_flatbuffer(req), x, y,
+    result = mixed_activations(float32_flatbuffer(req), x, y, task=req.task,
                                representative_data=calibration,
                                representative_samples=len(calibration), **options)
     return result.flatbuffer
