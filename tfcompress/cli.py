@@ -116,9 +116,9 @@ def _unknown_override(args, error) -> Optional[str]:
     there; None where no override names it."""
     from tfcompress import configs
 
-    text = str(error)
-    key = (re.search(r"[\w-]+", text) or re.search("", text)).group(0)  # and 'Did you mean'
-    guess = re.search(r'Did you mean "([\w-]+)"', text)
+    text = str(error)  # the field's name, quoted, then config_flags' 'Did you mean "x"?'
+    name, guess = re.search(r"[\w-]*", text.strip("'\"\\")), re.search(r'mean "([\w-]+)"', text)
+    key = name.group(0)
     spec = next((a.partition("=")[2] for a in args if a.startswith("--config=")),
                 configs.path(configs.DEFAULT))
     for arg in args:
