@@ -148,8 +148,10 @@ def test_validate_and_android(files, tmp_path):
     runs = got["compiled_model"]["runs"]  # issue 29: CompiledModel against the Interpreter
     assert [r["kernel_mode"] for r in runs] == ["xnnpack"] and runs[0]["error"] is None
     assert got["compiled_model"]["max_abs_diff"] == runs[0]["max_abs_diff"] <= 2 / 256
-    result = _tfcompress("android", str(files / "int8.tflite"), f"--out={tmp_path / 'a'}")
+    result = _tfcompress("android", str(files / "int8.tflite"), f"--out={tmp_path / 'a'}",
+                         "--std=16")
     assert result.returncode == 0, result.stderr
+    assert json.load(open(tmp_path / "a" / "model.json"))["input_normalization"]["std"] == 16
     assert sorted(os.listdir(tmp_path / "a")) == ["README.md", "labels.txt", "model.json",
                                                   "model.tflite"]
 

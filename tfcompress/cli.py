@@ -194,6 +194,10 @@ def _define(command: str) -> dict:
             "overwrite", False, "Write into a non-empty --out folder, replacing model.tflite, "
             "labels.txt, model.json and README.md there.")
         f["labels"] = flags.DEFINE_list("labels", None, "Class names, in output order.")
+        f["mean"] = flags.DEFINE_float("mean", None, "Input normalization x = (value - mean) / "
+                                       "std (default 0).")
+        f["std"] = flags.DEFINE_float("std", None, "Its std (default 255 for an image input, "
+                                      "else 1: features fed as they are).")
     return f
 
 
@@ -401,8 +405,11 @@ def _android(f: dict, path: str) -> None:
 
     if not f["out"].value:
         fail(f"{PROG} android needs --out=DIR")
+    mean, std = f["mean"].value, f["std"].value
     android.export_android(path, f["out"].value, labels=f["labels"].value,
-                           overwrite=f["overwrite"].value)
+                           overwrite=f["overwrite"].value,
+                           normalization=None if mean is None and std is None else {
+                               "mean": mean or 0.0, "std": 255.0 if std is None else std})
     print(f"android bundle: {os.path.abspath(f['out'].value)}")
 
 

@@ -67,6 +67,25 @@ def test_a_recurrent_bundle_resets_the_state_before_each_input(tmp_path):
     assert "CompiledModel" not in readme and "tokens[i]" in readme
 
 
+def test_a_feature_model_with_two_outputs_gets_values_not_pixels_or_labels(tmp_path):
+    """Not an image (rank 2): the input is fed as it is (std 1, not 255); a one-value output is
+    printed as a value (no argmax, no label); a second output is named in the README."""
+    inputs = tfcompress.keras.Input((5,))
+    h = tfcompress.keras.layers.Dense(8, activation="relu")(inputs)
+    model = tfcompress.keras.Model(inputs, [tfcompress.keras.layers.Dense(1, name="value")(h),
+                                            tfcompress.keras.layers.Dense(3, name="cls")(h)])
+    fb = tfcompress.convert(model, "float32")
+    for outputs, mine in ((2, model), (1, tfcompress.keras.Model(inputs, model.outputs[0]))):
+        out = str(tmp_path / f"b{outputs}")
+        sidecar = export_android(fb if outputs == 2 else tfcompress.convert(mine, "float32"), out)
+        assert sidecar["input_normalization"]["std"] == 1.0
+        readme = open(os.path.join(out, "README.md")).read()
+        assert "raw feature values" in readme and "pixel values" not in readme
+        assert ("This model has 2 outputs" in readme) == (outputs == 2)
+        if outputs == 1:
+            assert 'println("output: ${scores[0]}")' in readme and "maxByOrNull" not in readme
+
+
 def test_export_android_checks(trained_cnn, tmp_path):
     fb = tfcompress.convert(trained_cnn, "float32")
     with pytest.raises(errors.DataError, match="3 labels for a model with 10 outputs"):

@@ -51,8 +51,9 @@ def export_android(
         tflite: flatbuffer bytes or a ``.tflite`` path (verified before it is written).
         directory: output folder: new, empty, or holding an earlier bundle of ours.
         labels: class names in output order; default ``0 .. N-1``.
-        normalization: how raw pixels become the model's float input,
-            ``x = (pixel - mean) / std``: ``{"mean": m, "std": s}`` (default mean 0, std 255).
+        normalization: how raw values become the model's float input,
+            ``x = (value - mean) / std``: ``{"mean": m, "std": s}``; default: mean 0, std 255
+            for an image input (rank 4: pixels), else mean 0, std 1 (features fed as they are).
         conversion: ``convert.conversion_info`` of the flatbuffer, copied into the sidecar.
         overwrite: write into a folder that holds other files, replacing files of these names.
 
@@ -76,7 +77,8 @@ def export_android(
         raise errors.DataError(
             f"{len(labels)} labels for a model with {num_classes} outputs; accepted: "
             f"{num_classes} labels in output order")
-    normalization = dict(normalization or {"mean": 0.0, "std": 255.0})
+    image = len(inputs[0]["shape"]) == 4
+    normalization = dict(normalization or {"mean": 0.0, "std": 255.0 if image else 1.0})
     if set(normalization) - {"mean", "std", "note"} or float(normalization.get("std", 0)) == 0:
         raise errors.DataError(
             f"normalization {normalization!r}; accepted: {{'mean': number, 'std': nonzero number}}")
@@ -99,8 +101,8 @@ def export_android(
             "mean": float(normalization["mean"]), "std": float(normalization["std"]),
             "formula": ("integer input (token ids): fed as they are, not normalized"
                         if integer_input else
-                        "x = (pixel - mean) / std; quantized inputs: q = round(x / scale) + "
-                        "zero_point"),
+                        f"x = ({'pixel' if image else 'value'} - mean) / std; quantized inputs: "
+                        "q = round(x / scale) + zero_point"),
         },
         "bytes": len(content),
         # a recurrent layer's state persists between runs: reset it for each independent input
@@ -238,14 +240,13 @@ def kotlin(sidecar: dict) -> str:
         *([f"// One input: tokens, an IntArray of {size} token ids (shape {inp['shape'][1:]}), "
            "fed as int32 as they are.",
            "inputBuffers[0].writeInt(tokens)"] if ids else [
-            f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
+            f"// One input: pixels, a FloatArray of {size} {_raw(inp)} (shape "
             f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}.",
             f"inputBuffers[0].{write}({in_array}({size}) {{ i -> {value} }})"]),
         "model.run(inputBuffers, outputBuffers)",
         f"val raw = outputBuffers[0].{read}()",
         f"val scores = FloatArray({n_out}) {{ i -> {score} }}",
-        "val best = scores.indices.maxByOrNull { scores[it] }!!",
-        "println(\"${labels[best]}: ${scores[best]}\")",
+        *_print_scores(n_out),
     ])
 
 
@@ -293,7 +294,7 @@ def kotlin_interpreter(sidecar: dict) -> str:
         "",
         (f"// One input: tokens, an IntArray of {size} token ids (shape {inp['shape'][1:]}), "
          f"fed as {inp['dtype']} as they are." if ids else
-         f"// One input: pixels, a FloatArray of {size} raw pixel values (shape "
+         f"// One input: pixels, a FloatArray of {size} {_raw(inp)} (shape "
          f"{inp['shape'][1:]}, row-major), fed as {inp['dtype']}."),
         f"val input = ByteBuffer.allocateDirect({size * in_bytes}).order(ByteOrder.nativeOrder())",
         f"for (i in 0 until {size}) input.{put}({value})",
@@ -304,9 +305,22 @@ def kotlin_interpreter(sidecar: dict) -> str:
            "interpreter.resetVariableTensors()"] if sidecar.get("state_tensors") else []),
         "interpreter.run(input, output)",
         f"val scores = FloatArray({n_out}) {{ i -> {score} }}",
-        "val best = scores.indices.maxByOrNull { scores[it] }!!",
-        "println(\"${labels[best]}: ${scores[best]}\")",
+        *_print_scores(n_out),
     ])
+
+
+def _raw(inp: dict) -> str:
+    """What the app's FloatArray holds: pixels for an image input, else features."""
+    return "raw pixel values" if len(inp["shape"]) == 4 else "raw feature values"
+
+
+def _print_scores(n_out: int) -> list:
+    """Kotlin lines that print the result: the top class and its score, or the value itself
+    where the output has one (a regression value or a sigmoid's probability: no argmax)."""
+    if n_out == 1:
+        return ["println(\"output: ${scores[0]}\")"]
+    return ["val best = scores.indices.maxByOrNull { scores[it] }!!",
+            "println(\"${labels[best]}: ${scores[best]}\")"]
 
 
 def _plus(value: int) -> str:
@@ -338,6 +352,10 @@ def readme(sidecar: dict) -> str:
         f"{sidecar['input_normalization']['mean']} and std "
         f"{sidecar['input_normalization']['std']}. Everything is also in `model.json`.",
         "",
+        *([f"This model has {len(sidecar['outputs'])} outputs (`model.json` lists them in the "
+           f"file's order); the lines below read the first, `{out['name']}` (shape "
+           f"{out['shape']}). Read the others the same way, each with its own shape, scale and "
+           "zero point.", ""] if len(sidecar["outputs"]) > 1 else []),
         *(["## Run it with CompiledModel (LiteRT 2.x)", "", "```kotlin", compiled, "```", "",
             f"Accelerators per op are in `model.json` (`ops`): {_accelerator_line(sidecar)}.",
             ""] if compiled else []),
