@@ -256,6 +256,32 @@ def test_user_model_problems_come_before_training(tmp_path, monkeypatch, xy):
             r"\(the model has 5 outputs\)", lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
 
 
+def test_user_text_model_data_problems_come_before_training(tmp_path, monkeypatch):
+    """A token id beyond the user's Embedding (TensorFlow failed deep in its lookup, a traceback),
+    and a model where keep_first_last leaves nothing to prune (a KeyError after training): one
+    line each, before anything trains."""
+    monkeypatch.setattr(tfcompress.pipeline.stages.Context, "fit", _no_training)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 50, (120, 6)).astype(np.int32), rng.integers(0, 3, 120)
+    x[7, 2] = 50
+    np.savez(tmp_path / "ids.npz", x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    inputs = keras.Input((6,), dtype="int32")
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 4)(inputs))))
+    models.save_model(model, str(tmp_path / "text.keras"))
+    config = ConfigDict({"data": {"name": "npz", "path": str(tmp_path / "ids.npz")},
+                         "model": {"path": str(tmp_path / "text.keras")}})
+    _raises("token id", errors.DataError, r"token id 50 is outside Embedding 'embedding'",
+            lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+    x[7, 2] = 5
+    np.savez(tmp_path / "ids.npz", x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    config.stages, config.prune = ("prune",), {"keep_first_last": True}  # both layers are edges
+    _raises("nothing to prune", errors.ConfigError, r"prune section: no layer of model .* can "
+            r"be pruned: .*first or last layer kept dense.*accepted: keep_first_last=False",
+            lambda: tfcompress.run_recipe(config, str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "stages").exists()
+
+
 @pytest.mark.parametrize("override, match", [
     ({"prune": {"layers": "nosuchlayer"}},
      r"^prune section: layers='nosuchlayer' selects no layer that can be pruned; layers with "),

@@ -515,6 +515,26 @@ def check_data(splits, num_classes: Optional[int] = None,
     return type(splits)(*checked) if isinstance(splits, DataSplits) else tuple(checked)
 
 
+def check_token_ids(x, model, what: str = "data") -> None:
+    """Raises DataError where integer inputs ``x`` (token ids) index outside an Embedding that
+    the model's input feeds directly: ids must lie in [0, input_dim) (TensorFlow would fail
+    deep in a lookup, the converter's GATHER with "index out of bounds")."""
+    x = np.asarray(x) if isinstance(x, (np.ndarray, list)) else None
+    if x is None or x.dtype.kind not in "iu" or not x.size or not hasattr(model, "inputs"):
+        return
+    names = {t.name for t in model.inputs}
+    for layer in model.layers:
+        try:
+            fed = isinstance(layer, keras.layers.Embedding) and layer.input.name in names
+        except (AttributeError, ValueError, RuntimeError):  # a layer used twice: no one input
+            fed = False
+        if fed and (x.min() < 0 or x.max() >= layer.input_dim):
+            bad = int(x.min() if x.min() < 0 else x.max())
+            raise errors.DataError(
+                f"{what}: token id {bad} is outside Embedding {layer.name!r}'s range; accepted: "
+                f"ids 0..{layer.input_dim - 1} (its input_dim {layer.input_dim})")
+
+
 def check_fits(x: np.ndarray, input_shape: Sequence[Optional[int]], what: str = "data") -> None:
     """Raises DataError unless images ``x`` fit a model input of ``input_shape`` (batch first)."""
     want = tuple(input_shape)[1:]

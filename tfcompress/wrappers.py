@@ -85,6 +85,11 @@ def select_layers(model, layers: LayerSelector, supports: Callable, *,
         raise errors.ConfigError(
             f"layers={layers!r} selects no layer that can be {kind}; layers with weights: "
             + ", ".join(f"{l.name} ({type(l).__name__})" for l in weighted))
+    if weighted and not chosen:
+        raise errors.ConfigError(
+            f"no layer of model {model.name!r} can be {kind}: "
+            + "; ".join(f"{name}: {why}" for name, why in skipped.items())
+            + ("; accepted: keep_first_last=False" if edge else ""))
     if skipped and warn:
         logging.warning("layers not %s: %s", kind, skipped)
     return chosen, skipped

@@ -50,6 +50,19 @@ def test_token_ids_out_of_the_input_range_are_one_line():
     with pytest.raises(errors.DataError, match=r"do not fit the model's int32 input") as info:
         validation.predict(flatbuffer, bad)
     assert "\n" not in str(info.value)
+    vocab = model.get_layer("embedding").input_dim
+    for value in (vocab, -1):  # outside the Embedding's table: named, before any lookup fails
+        ids = x[:8].copy()
+        ids[3, 2] = value
+        for call in (lambda: tfcompress.convert(model, "int8", representative_data=ids),
+                     lambda: tfcompress.validate(flatbuffer, ids, reference=model, **QUICK)):
+            with pytest.raises(errors.DataError, match=rf"token id {value} is outside Embedding "
+                                                       rf"'embedding''s range; accepted: ids "
+                                                       rf"0\.\.{vocab - 1}") as info:
+                call()
+            assert "\n" not in str(info.value)
+        with pytest.raises(errors.DataError, match="index outside the embedding table"):
+            tfcompress.validate(flatbuffer, ids, **QUICK)  # no Keras model: the file's lookup
 
 
 @pytest.mark.parametrize("kind, mode, fused", [

@@ -217,6 +217,11 @@ def verify(tflite: Union[bytes, str], timeout: float = 120.0,
             atexit.register(_SHARED["verifier"].close)
         _SHARED["verifier"].timeout = timeout
         problem = _SHARED["verifier"].check(content, sample)
+    if problem and sample is not None and "gather index out of bounds" in problem:
+        raise errors.DataError(
+            f"the data makes the flatbuffer's lookup fail ({problem}): its "
+            "integer inputs (token ids?) index outside the embedding table; accepted: ids in "
+            "0..input_dim-1")
     if problem:
         raise errors.InvalidTFLiteError(f"the flatbuffer does not load or run: {problem}")
     if len(_VERIFIED) > 512:

@@ -349,6 +349,7 @@ def convert(
             f"option for mode {mode!r}", bad[0], mode_options(mode) or ["(none)"]))
     source, input_shape = _source(model_or_path)
     user_model, dtype = source, _input_dtype(source)
+    data_lib.check_token_ids(representative_data, source, "representative_data")
     source = recurrent.for_converter(source, mode)  # a recurrent model: a batch-1 copy
     qat = not isinstance(source, str) and wrappers.is_quantize_aware(source)
     steps = _recovery_steps(recovery, mode, source, qat, representative_data,

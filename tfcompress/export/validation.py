@@ -533,6 +533,7 @@ def validate(
     if latency_runs < 0:
         raise errors.DataError(f"latency_runs={latency_runs!r}; accepted: an integer >= 0")
     x = data_lib.check_images(x, "data")
+    data_lib.check_token_ids(x, reference, "x")  # by the Keras reference's Embedding, if any
     content = load_flatbuffer(tflite)
     if len(content) < 8 or content[4:8] != b"TFL3":
         verify(content)  # the clear "not a TFLite flatbuffer" error

@@ -229,6 +229,7 @@ def resolve_task(config: ConfigDict, model=None) -> str:
         dtype = getattr(model.inputs[0], "dtype", None) if len(model.inputs) == 1 else None
         try:
             x = data_lib.as_input_dtype(x, getattr(dtype, "name", dtype), "x_train")
+            data_lib.check_token_ids(x, model, f"{d.path!r}: x_train")
             outputs = np.asarray(model.predict(x, verbose=0))
         except (errors.TfcompressError, ValueError, TypeError):
             outputs = None  # the data checks say what is wrong with x
@@ -356,6 +357,8 @@ def run(config, workdir: str, *, android_dir: Optional[str] = None,
             splits, _num_classes(user_model) if task == "classification" else None,
             user_model.input_shape, task=task)
         splits = _as_model_inputs(splits, user_model)
+        for name, (x, _) in zip(("train", "validation", "test"), splits):
+            data_lib.check_token_ids(x, user_model, f"the {name} split")
     wd = Workdir(workdir)
     ctx = Context(config, splits, workdir, task=task)
     out = console.current()
