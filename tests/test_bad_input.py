@@ -267,7 +267,8 @@ def test_user_text_model_data_problems_come_before_training(tmp_path, monkeypatc
     np.savez(tmp_path / "ids.npz", x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
     inputs = keras.Input((6,), dtype="int32")
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
-        keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 4)(inputs))))
+        keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 4, name="embedding")(
+            inputs))))
     models.save_model(model, str(tmp_path / "text.keras"))
     config = ConfigDict({"data": {"name": "npz", "path": str(tmp_path / "ids.npz")},
                          "model": {"path": str(tmp_path / "text.keras")}})
